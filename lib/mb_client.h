@@ -1,0 +1,60 @@
+/*  mb_client — an MDP/0.1 client on a DEALER socket, with many requests in
+    flight at once.
+
+    MDP replies carry no correlation of their own, so musicbus correlates by
+    the envelope's rid (mb_envelope.h): the caller picks a rid per request
+    and matches replies by the rid they echo.
+
+    Non-blocking use (the gateway): add mb_client_fd() to your poller. The
+    fd is edge-triggered, so after every send and receive, and whenever the
+    fd fires, call mb_client_recv() until it returns MB_EAGAIN.
+
+    Blocking use (tools, tests): mb_client_call() with one request at a time.
+
+    The socket reconnects by itself when the broker restarts; requests in
+    flight at that moment are lost and the caller's deadline answers them. */
+#ifndef MB_CLIENT_H
+#define MB_CLIENT_H
+
+#include <stddef.h>
+#include <zmq.h>
+
+typedef struct mb_client mb_client_t;
+
+/*  Connects to the broker at `endpoint`. Returns NULL when the endpoint is
+    invalid (logged). */
+mb_client_t *mb_client_new(const char *endpoint);
+
+/*  Closes the socket (linger 0) and frees the client; nulls *self_p. Safe
+    to call twice. */
+void mb_client_destroy(mb_client_t **self_p);
+
+/*  Sends one request to `service` without blocking. Returns 0, MB_EAGAIN
+    when the socket's send queue is full, MB_EINVAL for an empty or
+    oversized service name, MB_EIO otherwise. */
+int mb_client_send(mb_client_t *self, const char *service, const void *body, size_t size);
+
+/*  Receives one reply without blocking. Returns 0 with *body initialised
+    to the reply's body frame (caller zmq_msg_close()s it), MB_EAGAIN when
+    none is waiting, or MB_EPROTO when a malformed message arrived (it is
+    dropped and counted; call again). */
+int mb_client_recv(mb_client_t *self, zmq_msg_t *body);
+
+/*  Returns the socket's ZMQ_FD, for epoll/poll. */
+int mb_client_fd(mb_client_t *self);
+
+/*  Returns the raw ZeroMQ socket, for zmq_poll. Borrowed. */
+void *mb_client_socket(mb_client_t *self);
+
+/*  Number of malformed messages dropped so far. */
+unsigned long mb_client_dropped(mb_client_t *self);
+
+/*  Sends one request and waits up to `timeout_ms` for a reply. Returns 0
+    with *reply initialised (caller closes it), MB_ETIMEDOUT, MB_EINTR when
+    interrupted by a signal, or the errors of mb_client_send(). Replies that
+    are not for this request (stale rids after a timeout) are the caller's
+    to recognise: this returns the first reply that arrives. */
+int mb_client_call(mb_client_t *self, const char *service, const void *body, size_t size,
+                   int timeout_ms, zmq_msg_t *reply);
+
+#endif

@@ -1,0 +1,36 @@
+/*  mb_config — settings shared by every process.
+
+    Each setting comes from a command-line flag, else an environment
+    variable, else a default that works on one machine. Each executable
+    parses its own flags (getopt_long) and calls mb_config_env() for the
+    fallback. */
+#ifndef MB_CONFIG_H
+#define MB_CONFIG_H
+
+#define MB_ENV_BUS "MUSICBUS_BUS"             /* broker endpoint */
+#define MB_DEFAULT_BUS "tcp://127.0.0.1:5555"
+#define MB_ENV_DATA "MUSICBUS_DATA"           /* data folder */
+#define MB_DEFAULT_DATA "./var"
+#define MB_ENV_HTTP_ADDR "MUSICBUS_HTTP_ADDR" /* gateway listen address */
+#define MB_DEFAULT_HTTP_ADDR "127.0.0.1:8080"
+#define MB_ENV_HEARTBEAT_MS "MUSICBUS_HEARTBEAT_MS" /* MDP heartbeat interval */
+#define MB_DEFAULT_HEARTBEAT_MS 1000
+#define MB_ENV_LIVENESS "MUSICBUS_LIVENESS"   /* heartbeats missed before a peer is dead */
+#define MB_DEFAULT_LIVENESS 3
+#define MB_ENV_TIMEOUT_MS "MUSICBUS_TIMEOUT_MS" /* default request deadline */
+#define MB_DEFAULT_TIMEOUT_MS 5000
+
+/*  Returns the value of environment variable `name` when set and not
+    empty, else `fallback`. Borrowed; never NULL unless fallback is. */
+const char *mb_config_env(const char *name, const char *fallback);
+
+/*  Parses `text` as a decimal integer in [min, max] into *out.
+    Returns 0, or MB_EINVAL when it is not a whole number in range. */
+int mb_config_parse_long(const char *text, long min, long max, long *out);
+
+/*  Reads integer environment variable `name` in [min, max]. Returns
+    `fallback` when unset; logs a warning and returns `fallback` when
+    set to something else than a number in range. */
+long mb_config_env_long(const char *name, long fallback, long min, long max);
+
+#endif

@@ -1,0 +1,54 @@
+/*  mb_worker — an MDP/0.1 worker: READY, heartbeats both ways, reconnect
+    with backoff when the broker goes silent, DISCONNECT on the way out.
+
+    One request at a time, the protocol's model:
+        while (mb_worker_recv (worker, &request) == 0) {
+            ... build reply ...
+            mb_worker_reply (worker, reply, size);
+        }
+    mb_worker_recv() returns MB_EINTR once mb_signal_stop_requested()
+    (mb_signal.h) is true, so a SIGTERM lets the request in hand finish,
+    then the loop ends and mb_worker_destroy() says DISCONNECT. */
+#ifndef MB_WORKER_H
+#define MB_WORKER_H
+
+#include <stddef.h>
+#include <zmq.h>
+
+typedef struct mb_worker mb_worker_t;
+
+typedef struct {
+    int heartbeat_ms;     /* interval between heartbeats (default MUSICBUS_HEARTBEAT_MS or 1000) */
+    int liveness;         /* missed heartbeats before the broker is presumed dead (default 3) */
+    int reconnect_min_ms; /* first reconnect delay (default 100); doubles each failure */
+    int reconnect_max_ms; /* cap of the reconnect delay (default 5000) */
+} mb_worker_opts_t;
+
+/*  Fills *opts with the defaults (environment included). */
+void mb_worker_opts_default(mb_worker_opts_t *opts);
+
+/*  Connects to the broker at `endpoint` and offers `service`. `opts` may be
+    NULL for the defaults. Returns NULL when the endpoint is invalid. */
+mb_worker_t *mb_worker_new(const char *endpoint, const char *service,
+                           const mb_worker_opts_t *opts);
+
+/*  Sends DISCONNECT, closes the socket and frees the worker; nulls
+    *self_p. Safe to call twice. */
+void mb_worker_destroy(mb_worker_t **self_p);
+
+/*  Waits for the next request, heartbeating and reconnecting meanwhile.
+    Returns 0 with *body initialised to the request's body frame (caller
+    zmq_msg_close()s it) and the client's address kept for
+    mb_worker_reply(); MB_EINTR when the process was asked to stop. A
+    request whose body is not exactly one frame is answered by the worker
+    itself with an error reply and not returned. */
+int mb_worker_recv(mb_worker_t *self, zmq_msg_t *body);
+
+/*  Sends the reply to the request last returned by mb_worker_recv().
+    Returns 0, MB_EINVAL when there is no request to answer, MB_EIO. */
+int mb_worker_reply(mb_worker_t *self, const void *data, size_t size);
+
+/*  Number of times the worker reconnected to the broker. */
+unsigned long mb_worker_reconnects(mb_worker_t *self);
+
+#endif
