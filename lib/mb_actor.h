@@ -20,7 +20,10 @@
 
     Common flags: --bus ENDPOINT (MUSICBUS_BUS), --data DIR (MUSICBUS_DATA),
     --heartbeat MS (MUSICBUS_HEARTBEAT_MS), --liveness N (MUSICBUS_LIVENESS),
-    --map-size MIB (MUSICBUS_MAP_SIZE_MB, default def->map_size or 1024). */
+    --map-size MIB (MUSICBUS_MAP_SIZE_MB, default def->map_size or 1024),
+    --ready-file PATH (once the worker has sent READY, the bus endpoint is
+    written there, through PATH.tmp and a rename). Exit codes: 0 after a
+    stop signal, 1 when start-up fails, 2 for bad flags. */
 #ifndef MB_ACTOR_H
 #define MB_ACTOR_H
 

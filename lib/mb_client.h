@@ -11,8 +11,15 @@
 
     Blocking use (tools, tests): mb_client_call() with one request at a time.
 
-    The socket reconnects by itself when the broker restarts; requests in
-    flight at that moment are lost and the caller's deadline answers them. */
+    The socket reconnects by itself when the broker restarts (every 100 ms,
+    backing off to 1 s); requests in flight at that moment are lost and the
+    caller's deadline answers them.
+
+    The socket is set ZMQ_IMMEDIATE: while no connection to the broker is
+    up, mb_client_send() fails at once with MB_EAGAIN instead of queueing,
+    so the gateway can answer 503 right away. Just after mb_client_new()
+    the connection takes a moment to come up; mb_client_call() waits for
+    it within its timeout. */
 #ifndef MB_CLIENT_H
 #define MB_CLIENT_H
 
@@ -37,7 +44,7 @@ int mb_client_send(mb_client_t *self, const char *service, const void *body, siz
 /*  Receives one reply without blocking. Returns 0 with *body initialised
     to the reply's body frame (caller zmq_msg_close()s it), MB_EAGAIN when
     none is waiting, or MB_EPROTO when a malformed message arrived (it is
-    dropped and counted; call again). */
+    dropped and counted; call again). MB_EIO when libzmq fails (rare). */
 int mb_client_recv(mb_client_t *self, zmq_msg_t *body);
 
 /*  Returns the socket's ZMQ_FD, for epoll/poll. */
@@ -51,7 +58,8 @@ unsigned long mb_client_dropped(mb_client_t *self);
 
 /*  Sends one request and waits up to `timeout_ms` for a reply. Returns 0
     with *reply initialised (caller closes it), MB_ETIMEDOUT, MB_EINTR when
-    interrupted by a signal, or the errors of mb_client_send(). Replies that
+    interrupted by a signal, or the errors of mb_client_send(). A negative
+    `timeout_ms` waits without limit. Replies that
     are not for this request (stale rids after a timeout) are the caller's
     to recognise: this returns the first reply that arrives. */
 int mb_client_call(mb_client_t *self, const char *service, const void *body, size_t size,

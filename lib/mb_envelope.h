@@ -21,7 +21,12 @@
 
     Decoding checks every type and rejects anything else with MB_EPROTO and
     a static reason; it never asserts on peer input. Unknown keys are
-    ignored so the envelope can grow. */
+    ignored so the envelope can grow; a known key given twice is rejected.
+    Before msgpack-c sees the bytes, a scan refuses container counts that
+    cannot fit in the input and nesting deeper than 32, so hostile input
+    cannot make it allocate more than a small multiple of its size. The
+    decoded envelope owns a copy of the bytes: the input buffer may be
+    freed right after decoding. */
 #ifndef MB_ENVELOPE_H
 #define MB_ENVELOPE_H
 

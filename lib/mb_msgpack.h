@@ -41,4 +41,37 @@ void mb_pack_raw(msgpack_packer *pk, const void *data, size_t len);
 /*  Packs `o` (a decoded object) back to msgpack. */
 void mb_pack_object(msgpack_packer *pk, const msgpack_object *o);
 
+/* ---- scanning encoded msgpack without decoding it ---------------------
+   For hot paths (the broker peeks at requests) and for checking hostile
+   input before msgpack-c allocates for it. Never allocates. */
+
+#define MB_MSGPACK_MAX_DEPTH 32 /* deepest nesting mb_msgpack_skip() accepts */
+
+typedef enum {
+    MB_MP_NIL, MB_MP_BOOL, MB_MP_UINT, MB_MP_INT, MB_MP_FLOAT,
+    MB_MP_STR, MB_MP_BIN, MB_MP_EXT, MB_MP_ARRAY, MB_MP_MAP
+} mb_msgpack_kind_t;
+
+typedef struct {
+    mb_msgpack_kind_t kind;
+    size_t head_len; /* bytes of the type byte and its length/value bytes */
+    uint64_t count;  /* ARRAY/MAP: entries; STR/BIN/EXT/FLOAT: payload bytes
+                        after the head (EXT: type byte included) */
+    uint64_t value;  /* UINT: the value; INT (negative only): the int64_t
+                        value cast; BOOL: 0 or 1 */
+} mb_msgpack_head_t;
+
+/*  Reads the header of the object at `data`. Returns 0, or MB_EPROTO when
+    the header is cut short, the byte is 0xc1, or a scalar's payload runs
+    past `size`. Non-negative signed ints are reported as MB_MP_UINT, as
+    msgpack-c does. */
+int mb_msgpack_head(const void *data, size_t size, mb_msgpack_head_t *head);
+
+/*  Walks one complete object at `data` and sets *used to its length in
+    bytes. Returns 0, or MB_EPROTO when it is truncated, malformed, nested
+    deeper than `max_depth` containers (capped at MB_MSGPACK_MAX_DEPTH), or
+    declares more container entries than bytes remain. An object that
+    passes can be unpacked by msgpack-c with memory linear in `size`. */
+int mb_msgpack_skip(const void *data, size_t size, unsigned max_depth, size_t *used);
+
 #endif

@@ -33,13 +33,15 @@ mb_worker_t *mb_worker_new(const char *endpoint, const char *service,
                            const mb_worker_opts_t *opts);
 
 /*  Sends DISCONNECT, closes the socket and frees the worker; nulls
-    *self_p. Safe to call twice. */
+    *self_p. Safe to call twice. DISCONNECT leaves during
+    mb_zmq_shutdown(), which waits for it at most 200 ms. */
 void mb_worker_destroy(mb_worker_t **self_p);
 
 /*  Waits for the next request, heartbeating and reconnecting meanwhile.
     Returns 0 with *body initialised to the request's body frame (caller
     zmq_msg_close()s it) and the client's address kept for
-    mb_worker_reply(); MB_EINTR when the process was asked to stop. A
+    mb_worker_reply(); MB_EINTR when the process was asked to stop; MB_EIO
+    when libzmq fails for good (the context was terminated). A
     request whose body is not exactly one frame is answered by the worker
     itself with an error reply and not returned. */
 int mb_worker_recv(mb_worker_t *self, zmq_msg_t *body);

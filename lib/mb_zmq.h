@@ -11,7 +11,9 @@
 #include <zmq.h>
 
 /*  Returns the process-wide context (created on first call; aborts if
-    libzmq cannot make one). */
+    libzmq cannot make one). Thread-safe. The context is not "blocky":
+    sockets default to ZMQ_LINGER 0, so exit never hangs on unsent
+    messages. */
 void *mb_zmq_context(void);
 
 /*  Closes the context; every socket must be closed first. Safe to call
@@ -19,7 +21,8 @@ void *mb_zmq_context(void);
 void mb_zmq_shutdown(void);
 
 /*  Sends `size` bytes as one frame, with ZMQ_SNDMORE when `more`.
-    Returns 0, MB_EAGAIN (ZMQ_DONTWAIT given and it would block) or MB_EIO. */
+    Returns 0, MB_EAGAIN (ZMQ_DONTWAIT given and it would block), MB_EINTR
+    (a blocking send interrupted by a signal) or MB_EIO. */
 int mb_zmq_send(void *socket, const void *data, size_t size, bool more, int flags);
 
 /*  Receives and discards the remaining frames of a message. */

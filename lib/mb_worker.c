@@ -1,0 +1,393 @@
+/*  mb_worker — an MDP/0.1 worker (ZeroMQ RFC 7). */
+#include "mb_worker.h"
+
+#include <errno.h>
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mb_alloc.h"
+#include "mb_config.h"
+#include "mb_envelope.h"
+#include "mb_error.h"
+#include "mb_log.h"
+#include "mb_signal.h"
+#include "mb_zmq.h"
+#include "mdp.h"
+
+#define S_RECONNECT_MIN_MS 100
+#define S_RECONNECT_MAX_MS 5000
+#define S_DISCONNECT_LINGER_MS 200 /* time given to DISCONNECT to leave at exit */
+
+struct mb_worker {
+    char *endpoint;            /* broker endpoint */
+    char *service;             /* service offered in READY */
+    mb_worker_opts_t opts;     /* timings */
+    void *socket;              /* DEALER to the broker, NULL between reconnects */
+    int64_t heartbeat_at;      /* when to send the next HEARTBEAT (monotonic ms) */
+    int64_t broker_expires_at; /* when silence means the broker is gone */
+    int backoff_ms;            /* next reconnect delay */
+    bool have_reply_to;        /* reply_to holds a client address */
+    zmq_msg_t reply_to;        /* address of the client of the request in hand */
+    unsigned long reconnects;  /* times the connection was remade */
+};
+
+static int64_t s_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void mb_worker_opts_default(mb_worker_opts_t *opts)
+{
+    opts->heartbeat_ms =
+        (int) mb_config_env_long(MB_ENV_HEARTBEAT_MS, MB_DEFAULT_HEARTBEAT_MS, 10, 3600000);
+    opts->liveness = (int) mb_config_env_long(MB_ENV_LIVENESS, MB_DEFAULT_LIVENESS, 1, 1000);
+    opts->reconnect_min_ms = S_RECONNECT_MIN_MS;
+    opts->reconnect_max_ms = S_RECONNECT_MAX_MS;
+}
+
+/*  Sends a worker command: [empty][MDPW01][command] and, when given,
+    one more frame. */
+static int s_send_command(mb_worker_t *self, uint8_t command, const void *extra, size_t extra_size,
+                          bool has_extra)
+{
+    int rc = mb_zmq_send(self->socket, "", 0, true, ZMQ_DONTWAIT);
+    if (!rc)
+        rc = mb_zmq_send(self->socket, MDPW_WORKER, strlen(MDPW_WORKER), true, ZMQ_DONTWAIT);
+    if (!rc)
+        rc = mb_zmq_send(self->socket, &command, 1, has_extra, ZMQ_DONTWAIT);
+    if (!rc && has_extra)
+        rc = mb_zmq_send(self->socket, extra, extra_size, false, ZMQ_DONTWAIT);
+    return rc;
+}
+
+static int s_connect(mb_worker_t *self)
+{
+    self->socket = zmq_socket(mb_zmq_context(), ZMQ_DEALER);
+    if (!self->socket) {
+        mb_error(0, "worker: zmq_socket failed: %s", zmq_strerror(errno));
+        return MB_EIO;
+    }
+    int linger = 0;
+    zmq_setsockopt(self->socket, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(self->socket, self->endpoint) != 0) {
+        mb_error(0, "worker: cannot connect to '%s': %s", self->endpoint, zmq_strerror(errno));
+        zmq_close(self->socket);
+        self->socket = NULL;
+        return MB_EINVAL;
+    }
+    /* Without IMMEDIATE the READY waits in the pipe until the connection
+       is made, so it is the first thing the broker sees from us. */
+    s_send_command(self, MDPW_READY, self->service, strlen(self->service), true);
+    int64_t now = s_now_ms();
+    self->heartbeat_at = now + self->opts.heartbeat_ms;
+    self->broker_expires_at = now + (int64_t) self->opts.heartbeat_ms * self->opts.liveness;
+    return 0;
+}
+
+static void s_close_socket(mb_worker_t *self)
+{
+    if (self->socket) {
+        zmq_close(self->socket);
+        self->socket = NULL;
+    }
+}
+
+static void s_forget_request(mb_worker_t *self)
+{
+    if (self->have_reply_to) {
+        zmq_msg_close(&self->reply_to);
+        self->have_reply_to = false;
+    }
+}
+
+mb_worker_t *mb_worker_new(const char *endpoint, const char *service,
+                           const mb_worker_opts_t *opts)
+{
+    if (!endpoint || !service || !*service || strlen(service) > 255) {
+        mb_error(0, "worker: endpoint and a 1..255 byte service name are required");
+        return NULL;
+    }
+    mb_worker_t *self = mb_calloc(1, sizeof *self);
+    if (opts)
+        self->opts = *opts;
+    else
+        mb_worker_opts_default(&self->opts);
+    /* Guard against nonsense timings: they would spin or never heartbeat. */
+    if (self->opts.heartbeat_ms <= 0)
+        self->opts.heartbeat_ms = MB_DEFAULT_HEARTBEAT_MS;
+    if (self->opts.liveness <= 0)
+        self->opts.liveness = MB_DEFAULT_LIVENESS;
+    if (self->opts.reconnect_min_ms <= 0)
+        self->opts.reconnect_min_ms = S_RECONNECT_MIN_MS;
+    if (self->opts.reconnect_max_ms < self->opts.reconnect_min_ms)
+        self->opts.reconnect_max_ms = self->opts.reconnect_min_ms;
+    self->endpoint = mb_strdup(endpoint);
+    self->service = mb_strdup(service);
+    self->backoff_ms = self->opts.reconnect_min_ms;
+    if (s_connect(self) != 0) {
+        free(self->endpoint);
+        free(self->service);
+        free(self);
+        return NULL;
+    }
+    return self;
+}
+
+void mb_worker_destroy(mb_worker_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    mb_worker_t *self = *self_p;
+    s_forget_request(self);
+    if (self->socket) {
+        s_send_command(self, MDPW_DISCONNECT, NULL, 0, false);
+        /* Give DISCONNECT a moment to leave; zmq_ctx_term() (mb_zmq_shutdown)
+           waits for it at most this long. */
+        int linger = S_DISCONNECT_LINGER_MS;
+        zmq_setsockopt(self->socket, ZMQ_LINGER, &linger, sizeof linger);
+        s_close_socket(self);
+    }
+    free(self->endpoint);
+    free(self->service);
+    free(self);
+    *self_p = NULL;
+}
+
+/*  Sleeps `ms` unless a stop is requested (signals interrupt nanosleep
+    because the handlers are installed without SA_RESTART). */
+static void s_sleep_ms(int ms)
+{
+    int64_t until = s_now_ms() + ms;
+    while (!mb_signal_stop_requested()) {
+        int64_t left = until - s_now_ms();
+        if (left <= 0)
+            return;
+        struct timespec ts = {.tv_sec = left / 1000, .tv_nsec = (left % 1000) * 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int s_reconnect(mb_worker_t *self, bool wait)
+{
+    s_close_socket(self);
+    s_forget_request(self);
+    if (wait) {
+        s_sleep_ms(self->backoff_ms);
+        self->backoff_ms = self->backoff_ms * 2 > self->opts.reconnect_max_ms
+                               ? self->opts.reconnect_max_ms
+                               : self->backoff_ms * 2;
+    }
+    self->reconnects++;
+    return s_connect(self);
+}
+
+/*  Sends [empty][MDPW01][REPLY][client][empty][body]. */
+static int s_send_reply(mb_worker_t *self, zmq_msg_t *client, const void *data, size_t size)
+{
+    int rc = mb_zmq_send(self->socket, "", 0, true, ZMQ_DONTWAIT);
+    uint8_t command = MDPW_REPLY;
+    if (!rc)
+        rc = mb_zmq_send(self->socket, MDPW_WORKER, strlen(MDPW_WORKER), true, ZMQ_DONTWAIT);
+    if (!rc)
+        rc = mb_zmq_send(self->socket, &command, 1, true, ZMQ_DONTWAIT);
+    if (!rc)
+        rc = mb_zmq_send(self->socket, zmq_msg_data(client), zmq_msg_size(client), true,
+                         ZMQ_DONTWAIT);
+    if (!rc)
+        rc = mb_zmq_send(self->socket, "", 0, true, ZMQ_DONTWAIT);
+    if (!rc)
+        rc = mb_zmq_send(self->socket, data, size, false, ZMQ_DONTWAIT);
+    return rc;
+}
+
+/*  Answers a request we cannot hand to the caller with a 400 error reply,
+    so a foreign client is told rather than left waiting. */
+static void s_reply_bad_request(mb_worker_t *self, zmq_msg_t *client, const char *message)
+{
+    msgpack_sbuffer buffer;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&buffer);
+    msgpack_packer_init(&pk, &buffer, msgpack_sbuffer_write);
+    mb_reply_pack_error(&pk, 0, 400, "bad_request", NULL, message);
+    if (s_send_reply(self, client, buffer.data, buffer.size) != 0)
+        mb_warn(0, "worker: could not send a bad_request reply");
+    msgpack_sbuffer_destroy(&buffer);
+}
+
+/*  Receives one frame into *frame (initialised here) without waiting.
+    Returns true when one arrived and its MORE flag equals `more`. */
+static bool s_recv_frame(void *socket, zmq_msg_t *frame, bool more)
+{
+    zmq_msg_init(frame);
+    if (zmq_msg_recv(frame, socket, ZMQ_DONTWAIT) < 0)
+        return false;
+    return (zmq_msg_more(frame) != 0) == more;
+}
+
+enum { S_NOTHING, S_REQUEST, S_DISCONNECTED };
+
+/*  Reads one message from the broker. Returns S_REQUEST with *body set
+    and reply_to kept, S_DISCONNECTED on DISCONNECT, else S_NOTHING. */
+static int s_read_message(mb_worker_t *self, zmq_msg_t *body)
+{
+    zmq_msg_t frame;
+    zmq_msg_init(&frame);
+    if (zmq_msg_recv(&frame, self->socket, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&frame);
+        return S_NOTHING;
+    }
+    /* Any message from the broker shows it is alive (RFC 7). */
+    int64_t now = s_now_ms();
+    self->broker_expires_at = now + (int64_t) self->opts.heartbeat_ms * self->opts.liveness;
+    self->backoff_ms = self->opts.reconnect_min_ms;
+
+    bool ok = zmq_msg_more(&frame) && zmq_msg_size(&frame) == 0;
+    zmq_msg_close(&frame);
+    if (ok) {
+        ok = s_recv_frame(self->socket, &frame, true) && mb_zmq_msg_eq(&frame, MDPW_WORKER);
+        zmq_msg_close(&frame);
+    }
+    uint8_t command = 0;
+    bool more = false;
+    if (ok) {
+        zmq_msg_init(&frame);
+        ok = zmq_msg_recv(&frame, self->socket, ZMQ_DONTWAIT) >= 0 && zmq_msg_size(&frame) == 1;
+        if (ok) {
+            command = *(uint8_t *) zmq_msg_data(&frame);
+            more = zmq_msg_more(&frame);
+        }
+        zmq_msg_close(&frame);
+    }
+    if (!ok) {
+        mb_zmq_drain_message(self->socket);
+        mb_warn(0, "worker: dropped a malformed message from the broker");
+        return S_NOTHING;
+    }
+    if (command == MDPW_HEARTBEAT) {
+        mb_zmq_drain_message(self->socket);
+        return S_NOTHING;
+    }
+    if (command == MDPW_DISCONNECT) {
+        mb_zmq_drain_message(self->socket);
+        return S_DISCONNECTED;
+    }
+    if (command != MDPW_REQUEST || !more) {
+        mb_zmq_drain_message(self->socket);
+        mb_warn(0, "worker: dropped an unexpected command 0x%02x from the broker", command);
+        return S_NOTHING;
+    }
+    /* REQUEST: [client address][empty][body...] */
+    zmq_msg_t client;
+    zmq_msg_t empty;
+    if (!s_recv_frame(self->socket, &client, true)) {
+        zmq_msg_close(&client);
+        mb_zmq_drain_message(self->socket);
+        mb_warn(0, "worker: dropped a REQUEST without a client address");
+        return S_NOTHING;
+    }
+    zmq_msg_init(&empty);
+    if (zmq_msg_recv(&empty, self->socket, ZMQ_DONTWAIT) < 0 || zmq_msg_size(&empty) != 0) {
+        zmq_msg_close(&empty);
+        zmq_msg_close(&client);
+        mb_zmq_drain_message(self->socket);
+        mb_warn(0, "worker: dropped a REQUEST without the empty delimiter");
+        return S_NOTHING;
+    }
+    bool has_body = zmq_msg_more(&empty);
+    zmq_msg_close(&empty);
+    if (!has_body) {
+        s_reply_bad_request(self, &client, "request has no body frame");
+        zmq_msg_close(&client);
+        return S_NOTHING;
+    }
+    if (!s_recv_frame(self->socket, body, false)) {
+        zmq_msg_close(body);
+        mb_zmq_drain_message(self->socket);
+        s_reply_bad_request(self, &client, "request body must be exactly one frame");
+        zmq_msg_close(&client);
+        return S_NOTHING;
+    }
+    zmq_msg_init(&self->reply_to);
+    zmq_msg_move(&self->reply_to, &client);
+    zmq_msg_close(&client);
+    self->have_reply_to = true;
+    return S_REQUEST;
+}
+
+int mb_worker_recv(mb_worker_t *self, zmq_msg_t *body)
+{
+    if (self->have_reply_to) {
+        mb_warn(0, "worker: previous request was not answered; its client will time out");
+        s_forget_request(self);
+    }
+    for (;;) {
+        if (mb_signal_stop_requested())
+            return MB_EINTR;
+        if (!self->socket && s_reconnect(self, true) != 0)
+            continue; /* connect only fails for a bad endpoint: keep backing off */
+
+        int64_t now = s_now_ms();
+        int64_t wake = self->heartbeat_at < self->broker_expires_at ? self->heartbeat_at
+                                                                    : self->broker_expires_at;
+        long timeout = wake > now ? (long) (wake - now) : 0;
+        zmq_pollitem_t item = {.socket = self->socket, .events = ZMQ_POLLIN};
+        int rc = zmq_poll(&item, 1, timeout);
+        if (rc < 0) {
+            if (errno == EINTR)
+                continue; /* a signal: the loop top looks at the stop flag */
+            mb_error(0, "worker: zmq_poll failed: %s", zmq_strerror(errno));
+            return MB_EIO;
+        }
+        if (item.revents & ZMQ_POLLIN) {
+            int got = s_read_message(self, body);
+            if (got == S_REQUEST)
+                return 0;
+            if (got == S_DISCONNECTED) {
+                mb_info(0, "worker: broker sent DISCONNECT; reconnecting");
+                s_reconnect(self, false);
+                continue;
+            }
+        }
+        now = s_now_ms();
+        if (now >= self->broker_expires_at) {
+            mb_warn(0, "worker: broker silent for %d ms; reconnecting in %d ms",
+                    self->opts.heartbeat_ms * self->opts.liveness, self->backoff_ms);
+            s_reconnect(self, true);
+            continue;
+        }
+        if (now >= self->heartbeat_at) {
+            s_send_command(self, MDPW_HEARTBEAT, NULL, 0, false);
+            self->heartbeat_at = now + self->opts.heartbeat_ms;
+        }
+    }
+}
+
+int mb_worker_reply(mb_worker_t *self, const void *data, size_t size)
+{
+    if (!self->have_reply_to || !self->socket)
+        return MB_EINVAL;
+    int rc = s_send_reply(self, &self->reply_to, data, size);
+    s_forget_request(self);
+    /* A reply is traffic: no HEARTBEAT needed for another interval, and the
+       broker, which does not heartbeat a busy worker, gets a full liveness
+       window again from now. */
+    int64_t now = s_now_ms();
+    self->heartbeat_at = now + self->opts.heartbeat_ms;
+    self->broker_expires_at = now + (int64_t) self->opts.heartbeat_ms * self->opts.liveness;
+    if (rc) {
+        mb_warn(0, "worker: reply could not be sent: %s", mb_strerror(rc));
+        return MB_EIO;
+    }
+    return 0;
+}
+
+unsigned long mb_worker_reconnects(mb_worker_t *self)
+{
+    return self->reconnects;
+}

@@ -1,0 +1,81 @@
+/*  mb_zmq — the process's ZeroMQ context and frame helpers. */
+#include "mb_zmq.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mb_error.h"
+#include "mb_log.h"
+
+static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *s_context = NULL;
+
+void *mb_zmq_context(void)
+{
+    /* A mutex rather than pthread_once so mb_zmq_shutdown() can reset it;
+       this runs once per socket, never per message. */
+    pthread_mutex_lock(&s_lock);
+    if (!s_context) {
+        s_context = zmq_ctx_new();
+        if (!s_context) {
+            mb_error(0, "zmq_ctx_new failed: %s", zmq_strerror(errno));
+            abort();
+        }
+        /* Not blocky: sockets default to linger 0, so a forgotten
+           ZMQ_LINGER can never make zmq_ctx_term() hang at exit. */
+        zmq_ctx_set(s_context, ZMQ_BLOCKY, 0);
+    }
+    void *context = s_context;
+    pthread_mutex_unlock(&s_lock);
+    return context;
+}
+
+void mb_zmq_shutdown(void)
+{
+    pthread_mutex_lock(&s_lock);
+    if (s_context) {
+        while (zmq_ctx_term(s_context) == -1 && errno == EINTR)
+            ;
+        s_context = NULL;
+    }
+    pthread_mutex_unlock(&s_lock);
+}
+
+int mb_zmq_send(void *socket, const void *data, size_t size, bool more, int flags)
+{
+    if (zmq_send(socket, data, size, flags | (more ? ZMQ_SNDMORE : 0)) >= 0)
+        return 0;
+    if (errno == EAGAIN)
+        return MB_EAGAIN;
+    if (errno == EINTR)
+        return MB_EINTR;
+    return MB_EIO;
+}
+
+void mb_zmq_drain_message(void *socket)
+{
+    int more = 0;
+    size_t more_size = sizeof more;
+    if (zmq_getsockopt(socket, ZMQ_RCVMORE, &more, &more_size) != 0)
+        return;
+    while (more) {
+        zmq_msg_t frame;
+        zmq_msg_init(&frame);
+        /* The rest of a multipart message is already here: frames of one
+           message arrive together, so this never waits. */
+        if (zmq_msg_recv(&frame, socket, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&frame);
+            return;
+        }
+        more = zmq_msg_more(&frame);
+        zmq_msg_close(&frame);
+    }
+}
+
+bool mb_zmq_msg_eq(zmq_msg_t *msg, const char *s)
+{
+    size_t len = strlen(s);
+    return zmq_msg_size(msg) == len && memcmp(zmq_msg_data(msg), s, len) == 0;
+}
