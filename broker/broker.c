@@ -1,0 +1,1334 @@
+/*  musicbus-broker — the bus: a Majordomo broker, MDP/0.1 (ZeroMQ RFC 7),
+    with the service-discovery extension MMI (RFC 8).
+
+    One ROUTER socket serves clients and workers. Beyond the zguide broker
+    it remembers the request each worker holds and dispatches it again when
+    that worker dies or leaves; keeps a bounded queue per service and
+    answers "overloaded" when it is full; answers requests that outlive
+    their deadline with a timeout error; and sets ZMQ_ROUTER_MANDATORY so a
+    peer that has gone is noticed instead of silently eating messages.
+
+    The client always gets exactly one reply per request: the worker's, or
+    the broker's own error in the mb_envelope reply form (mb_envelope.h).
+    Workers may see a request more than once (at-least-once delivery).
+
+    The file reads top to bottom: constants, the broker's state, small
+    containers (hash table, deadline heap), requests, services, workers,
+    sending, one handler per message kind, timers, then main. */
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "mb_alloc.h"
+#include "mb_config.h"
+#include "mb_envelope.h"
+#include "mb_error.h"
+#include "mb_log.h"
+#include "mb_signal.h"
+#include "mb_zmq.h"
+#include "mdp.h"
+
+/*  ---------------------------------------------------------------------
+    Constants */
+
+#define BROKER_ENV_QUEUE_LIMIT "MUSICBUS_QUEUE_LIMIT"
+#define BROKER_DEFAULT_QUEUE_LIMIT 10000 /* waiting requests per service */
+
+/*  Bounds on what peers can make the broker hold, so a hostile or buggy
+    peer cannot grow memory without limit. */
+#define BROKER_MAX_SERVICES 1024           /* services known at once */
+#define BROKER_MAX_SERVICE_NAME 255        /* bytes */
+#define BROKER_MAX_WORKERS 65536           /* workers known at once */
+#define BROKER_MAX_FRAMES 64               /* frames per message */
+#define BROKER_MAX_FRAME_BYTES (64L << 20) /* ZMQ_MAXMSGSIZE: bigger frames drop the peer */
+
+/*  Socket high-water marks, in messages. High, because the broker is a
+    switch: it must not push back on one peer for another's sake. */
+#define BROKER_HWM 200000
+
+/*  Messages handled per poll wake-up before timers are looked at: large
+    enough to amortise zmq_poll(), small enough that deadlines and
+    heartbeats never lag by more than a few milliseconds under load. */
+#define BROKER_RECV_BATCH 512
+
+#define BROKER_STATS_INTERVAL_MS 60000 /* counters logged this often when they moved */
+#define BROKER_PROTO_LOG_MAX 20        /* protocol-error lines per stats interval */
+#define BROKER_POOL_MAX 4096           /* spare request records kept for reuse */
+#define BROKER_SHUTDOWN_LINGER_MS 200  /* time given to goodbyes at exit */
+
+/*  ---------------------------------------------------------------------
+    State */
+
+typedef struct service_t service_t;
+typedef struct worker_t worker_t;
+typedef struct request_t request_t;
+
+/*  An intrusive chained hash table keyed by bytes. Entries embed an
+    s_node_t as their first member, so a node pointer is the entry. */
+typedef struct s_node_t {
+    struct s_node_t *next; /* next in the bucket */
+    uint32_t hash;         /* of key, kept to grow without rehashing keys */
+    size_t key_len;
+    const unsigned char *key; /* points into the entry */
+} s_node_t;
+
+typedef struct {
+    s_node_t **buckets;
+    size_t mask;  /* buckets - 1; the bucket count is a power of two */
+    size_t count; /* entries */
+} s_table_t;
+
+/*  One client request, from arrival until its one reply goes out. */
+struct request_t {
+    zmq_msg_t client;       /* the client's routing id, for the reply */
+    zmq_msg_t body;         /* the first body frame (musicbus sends exactly one) */
+    zmq_msg_t *more;        /* the other body frames (foreign clients), or NULL */
+    size_t n_body;          /* body frames: 0, 1, or 1 + the length of `more` */
+    uint64_t rid;           /* from the envelope; 0 when the body is not one */
+    int64_t deadline;       /* monotonic ms after which the client gets a timeout */
+    size_t heap_index;      /* position in the broker's deadline heap */
+    service_t *service;     /* the service asked for */
+    worker_t *worker;       /* the worker holding it, or NULL while queued */
+    request_t *prev, *next; /* the service's queue; `next` links the spare pool */
+};
+
+struct service_t {
+    s_node_t node;         /* key: the name; must stay first */
+    request_t *queue_head; /* waiting requests, oldest (or re-queued) first */
+    request_t *queue_tail;
+    size_t queue_len;
+    worker_t *idle_head; /* idle workers, longest idle first */
+    worker_t *idle_tail;
+    size_t n_workers;       /* every worker offering the service, idle or not */
+    service_t *prev, *next; /* the broker's list of services */
+    size_t name_len;
+    char name[]; /* NUL-terminated, for logs */
+};
+
+typedef enum {
+    WORKER_IDLE,     /* waiting for a request */
+    WORKER_BUSY,     /* holds `request` */
+    WORKER_ABANDONED /* working on a request the broker answered (timeout) already */
+} worker_state_t;
+
+struct worker_t {
+    s_node_t node; /* key: the routing id; must stay first */
+    service_t *service;
+    worker_state_t state;
+    request_t *request;              /* held request when BUSY, else NULL */
+    int64_t expiry;                  /* presumed dead when silent until then (monotonic ms) */
+    int64_t sent_at;                 /* when we last sent it anything, for heartbeats */
+    worker_t *idle_prev, *idle_next; /* the service's idle list */
+    worker_t *prev, *next;           /* the broker's list of workers */
+    size_t identity_len;
+    unsigned char identity[]; /* the routing id */
+};
+
+typedef struct {
+    uint64_t requests;     /* client requests received (MMI included) */
+    uint64_t replies;      /* worker replies delivered to clients */
+    uint64_t redispatched; /* requests re-queued because their worker died or left */
+    uint64_t expired;      /* requests answered with timeout / no_workers */
+    uint64_t overloaded;   /* requests answered with overloaded (queue full, too many services) */
+    uint64_t dropped;      /* replies not delivered: client gone, or late from a worker */
+    uint64_t protocol_errors; /* malformed or out-of-order messages from peers */
+} broker_stats_t;
+
+typedef struct {
+    void *router;       /* the one socket, for clients and workers */
+    char endpoint[256]; /* as bound, port resolved */
+    int heartbeat_ms;   /* interval between heartbeats to each worker */
+    int liveness;       /* heartbeats a worker may miss before it is dead */
+    size_t queue_limit; /* waiting requests per service */
+    int timeout_ms;     /* deadline of a request that sets no ttl */
+    uint32_t hash_seed; /* per process, so peers cannot aim at one bucket */
+
+    s_table_t services;
+    service_t *services_head;
+    s_table_t workers;
+    worker_t *workers_head;
+
+    request_t **heap; /* every live request, min-heap on deadline */
+    size_t heap_len;
+    size_t heap_cap;
+    request_t *pool; /* spare request records */
+    size_t pool_len;
+
+    int64_t now;          /* monotonic ms, refreshed once per batch of messages */
+    int64_t sweep_at;     /* next worker sweep (heartbeats, expiry) */
+    int64_t stats_at;     /* next counters line */
+    msgpack_sbuffer sbuf; /* reused to encode the broker's own replies */
+    broker_stats_t stats;
+    broker_stats_t stats_logged;
+    unsigned proto_logged; /* protocol-error lines written this interval */
+} broker_t;
+
+/*  ---------------------------------------------------------------------
+    Small helpers */
+
+static int64_t s_clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*  Writes up to 32 bytes of `data` as hex into out[65], for logs. */
+static const char *s_hex(const void *data, size_t size, char out[65])
+{
+    static const char digits[] = "0123456789abcdef";
+    const unsigned char *bytes = data;
+    size_t n = size < 32 ? size : 32;
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[bytes[i] >> 4];
+        out[2 * i + 1] = digits[bytes[i] & 15];
+    }
+    out[2 * n] = '\0';
+    return out;
+}
+
+static bool s_msg_is_empty(zmq_msg_t *msg)
+{
+    return zmq_msg_size(msg) == 0;
+}
+
+static bool s_msg_eq_bytes(zmq_msg_t *msg, const void *data, size_t size)
+{
+    return zmq_msg_size(msg) == size && memcmp(zmq_msg_data(msg), data, size) == 0;
+}
+
+/*  Counts a peer's protocol error; logs it unless this interval already
+    logged many, so a peer spraying garbage cannot flood the logs. */
+static void s_protocol_error(broker_t *self, zmq_msg_t *identity, const char *why)
+{
+    self->stats.protocol_errors++;
+    if (self->proto_logged >= BROKER_PROTO_LOG_MAX)
+        return;
+    self->proto_logged++;
+    char hex[65];
+    mb_warn(0, "protocol error from peer %s: %s%s",
+            s_hex(zmq_msg_data(identity), zmq_msg_size(identity), hex), why,
+            self->proto_logged == BROKER_PROTO_LOG_MAX ? " (more this minute are only counted)"
+                                                       : "");
+}
+
+/*  ---------------------------------------------------------------------
+    Hash table */
+
+static uint32_t s_hash(const broker_t *self, const void *key, size_t len)
+{
+    /* FNV-1a with a per-process basis: keys are short (service names,
+       5-byte routing ids) and FNV is fast on short keys. */
+    const unsigned char *p = key;
+    uint32_t hash = 2166136261u ^ self->hash_seed;
+    for (size_t i = 0; i < len; i++) {
+        hash ^= p[i];
+        hash *= 16777619u;
+    }
+    return hash;
+}
+
+static void s_table_init(s_table_t *table, size_t buckets)
+{
+    table->buckets = mb_calloc(buckets, sizeof(s_node_t *));
+    table->mask = buckets - 1;
+    table->count = 0;
+}
+
+static void s_table_free(s_table_t *table)
+{
+    free(table->buckets);
+    table->buckets = NULL;
+}
+
+static s_node_t *s_table_find(s_table_t *table, uint32_t hash, const void *key, size_t len)
+{
+    for (s_node_t *node = table->buckets[hash & table->mask]; node; node = node->next)
+        if (node->hash == hash && node->key_len == len && memcmp(node->key, key, len) == 0)
+            return node;
+    return NULL;
+}
+
+static void s_table_insert(s_table_t *table, s_node_t *node)
+{
+    if (table->count >= table->mask + 1) {
+        /* Keep chains short: double at load factor 1. */
+        size_t buckets = (table->mask + 1) * 2;
+        s_node_t **grown = mb_calloc(buckets, sizeof(s_node_t *));
+        for (size_t i = 0; i <= table->mask; i++) {
+            s_node_t *entry = table->buckets[i];
+            while (entry) {
+                s_node_t *next = entry->next;
+                entry->next = grown[entry->hash & (buckets - 1)];
+                grown[entry->hash & (buckets - 1)] = entry;
+                entry = next;
+            }
+        }
+        free(table->buckets);
+        table->buckets = grown;
+        table->mask = buckets - 1;
+    }
+    s_node_t **bucket = &table->buckets[node->hash & table->mask];
+    node->next = *bucket;
+    *bucket = node;
+    table->count++;
+}
+
+static void s_table_remove(s_table_t *table, s_node_t *node)
+{
+    s_node_t **link = &table->buckets[node->hash & table->mask];
+    while (*link && *link != node)
+        link = &(*link)->next;
+    if (*link) {
+        *link = node->next;
+        table->count--;
+    }
+}
+
+/*  ---------------------------------------------------------------------
+    Deadline heap
+
+    Every live request, queued or held by a worker, sits in one min-heap
+    ordered by deadline. Deadlines vary per request (the envelope's ttl),
+    so arrival order is not deadline order; the heap gives the next
+    deadline in O(1) to size the poll timeout, and adding or finishing a
+    request costs O(log n) with no allocation once the array has grown.
+    A periodic sweep over every queue would cost O(n) per tick instead,
+    which is what hurts most exactly when queues are long (overload). */
+
+static bool s_heap_less(broker_t *self, size_t a, size_t b)
+{
+    return self->heap[a]->deadline < self->heap[b]->deadline;
+}
+
+static void s_heap_swap(broker_t *self, size_t a, size_t b)
+{
+    request_t *tmp = self->heap[a];
+    self->heap[a] = self->heap[b];
+    self->heap[b] = tmp;
+    self->heap[a]->heap_index = a;
+    self->heap[b]->heap_index = b;
+}
+
+static void s_heap_up(broker_t *self, size_t i)
+{
+    while (i > 0 && s_heap_less(self, i, (i - 1) / 2)) {
+        s_heap_swap(self, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+}
+
+static void s_heap_down(broker_t *self, size_t i)
+{
+    for (;;) {
+        size_t least = i, left = 2 * i + 1, right = 2 * i + 2;
+        if (left < self->heap_len && s_heap_less(self, left, least))
+            least = left;
+        if (right < self->heap_len && s_heap_less(self, right, least))
+            least = right;
+        if (least == i)
+            return;
+        s_heap_swap(self, i, least);
+        i = least;
+    }
+}
+
+static void s_heap_push(broker_t *self, request_t *request)
+{
+    if (self->heap_len == self->heap_cap) {
+        self->heap_cap = self->heap_cap ? self->heap_cap * 2 : 1024;
+        self->heap = mb_realloc(self->heap, self->heap_cap * sizeof(request_t *));
+    }
+    request->heap_index = self->heap_len;
+    self->heap[self->heap_len++] = request;
+    s_heap_up(self, request->heap_index);
+}
+
+static void s_heap_remove(broker_t *self, request_t *request)
+{
+    size_t i = request->heap_index;
+    self->heap_len--;
+    if (i == self->heap_len)
+        return;
+    self->heap[i] = self->heap[self->heap_len];
+    self->heap[i]->heap_index = i;
+    s_heap_up(self, i);
+    s_heap_down(self, i);
+}
+
+/*  ---------------------------------------------------------------------
+    Requests */
+
+/*  Returns a request record holding the client id and body moved out of
+    frames[0] and body[0..n_body), in the deadline heap but in no queue. */
+static request_t *s_request_new(broker_t *self, zmq_msg_t *client, zmq_msg_t *body, size_t n_body,
+                                uint64_t rid, uint32_t ttl_ms)
+{
+    request_t *request = self->pool;
+    if (request) {
+        self->pool = request->next;
+        self->pool_len--;
+    } else {
+        request = mb_malloc(sizeof *request);
+    }
+    zmq_msg_init(&request->client);
+    zmq_msg_move(&request->client, client);
+    zmq_msg_init(&request->body);
+    request->more = NULL;
+    request->n_body = n_body;
+    if (n_body > 0)
+        zmq_msg_move(&request->body, &body[0]);
+    if (n_body > 1) {
+        request->more = mb_malloc((n_body - 1) * sizeof(zmq_msg_t));
+        for (size_t i = 1; i < n_body; i++) {
+            zmq_msg_init(&request->more[i - 1]);
+            zmq_msg_move(&request->more[i - 1], &body[i]);
+        }
+    }
+    request->rid = rid;
+    request->deadline = self->now + (ttl_ms ? (int64_t)ttl_ms : self->timeout_ms);
+    request->service = NULL;
+    request->worker = NULL;
+    request->prev = request->next = NULL;
+    s_heap_push(self, request);
+    return request;
+}
+
+static zmq_msg_t *s_request_frame(request_t *request, size_t i)
+{
+    return i == 0 ? &request->body : &request->more[i - 1];
+}
+
+/*  Frees the request's frames and recycles the record. The caller has
+    already taken it out of its queue or off its worker. */
+static void s_request_destroy(broker_t *self, request_t *request)
+{
+    s_heap_remove(self, request);
+    zmq_msg_close(&request->client);
+    zmq_msg_close(&request->body);
+    if (request->more) {
+        for (size_t i = 0; i + 1 < request->n_body; i++)
+            zmq_msg_close(&request->more[i]);
+        free(request->more);
+    }
+    if (self->pool_len < BROKER_POOL_MAX) {
+        request->next = self->pool;
+        self->pool = request;
+        self->pool_len++;
+    } else {
+        free(request);
+    }
+}
+
+/*  ---------------------------------------------------------------------
+    Services */
+
+static void s_queue_push_back(service_t *service, request_t *request)
+{
+    request->next = NULL;
+    request->prev = service->queue_tail;
+    if (service->queue_tail)
+        service->queue_tail->next = request;
+    else
+        service->queue_head = request;
+    service->queue_tail = request;
+    service->queue_len++;
+}
+
+static void s_queue_push_front(service_t *service, request_t *request)
+{
+    request->prev = NULL;
+    request->next = service->queue_head;
+    if (service->queue_head)
+        service->queue_head->prev = request;
+    else
+        service->queue_tail = request;
+    service->queue_head = request;
+    service->queue_len++;
+}
+
+static void s_queue_remove(service_t *service, request_t *request)
+{
+    if (request->prev)
+        request->prev->next = request->next;
+    else
+        service->queue_head = request->next;
+    if (request->next)
+        request->next->prev = request->prev;
+    else
+        service->queue_tail = request->prev;
+    request->prev = request->next = NULL;
+    service->queue_len--;
+}
+
+static service_t *s_service_lookup(broker_t *self, const void *name, size_t len)
+{
+    return (service_t *)s_table_find(&self->services, s_hash(self, name, len), name, len);
+}
+
+/*  Returns the service called `name`, created on first use; NULL when
+    BROKER_MAX_SERVICES are known already. */
+static service_t *s_service_require(broker_t *self, const void *name, size_t len)
+{
+    service_t *service = s_service_lookup(self, name, len);
+    if (service || self->services.count >= BROKER_MAX_SERVICES)
+        return service;
+    service = mb_calloc(1, sizeof *service + len + 1);
+    memcpy(service->name, name, len);
+    service->name_len = len;
+    service->node.hash = s_hash(self, name, len);
+    service->node.key = (const unsigned char *)service->name;
+    service->node.key_len = len;
+    s_table_insert(&self->services, &service->node);
+    service->next = self->services_head;
+    if (self->services_head)
+        self->services_head->prev = service;
+    self->services_head = service;
+    mb_debug(0, "service %s created", service->name);
+    return service;
+}
+
+/*  Frees a service with no workers and no requests. Only the periodic
+    sweep calls this, so no handler ever holds a pointer to a freed one. */
+static void s_service_destroy(broker_t *self, service_t *service)
+{
+    s_table_remove(&self->services, &service->node);
+    if (service->prev)
+        service->prev->next = service->next;
+    else
+        self->services_head = service->next;
+    if (service->next)
+        service->next->prev = service->prev;
+    mb_debug(0, "service %s forgotten", service->name);
+    free(service);
+}
+
+/*  ---------------------------------------------------------------------
+    Sending
+
+    Every send uses ZMQ_DONTWAIT: the broker never blocks on one peer.
+    With ZMQ_ROUTER_MANDATORY a message's first frame fails with
+    EHOSTUNREACH when the peer is gone, or EAGAIN when its pipe is full;
+    nothing of the message is sent then. Once the first frame is accepted
+    the rest cannot fail. */
+
+#define S_MORE (ZMQ_SNDMORE | ZMQ_DONTWAIT)
+#define S_LAST ZMQ_DONTWAIT
+
+/*  Sends a worker command [id]["" ]["MDPW01"][command], followed by more
+    frames when `more`. Returns 0, or -1 when the worker is unreachable. */
+static int s_send_command(broker_t *self, const void *identity, size_t identity_len,
+                          unsigned char command, bool more)
+{
+    if (zmq_send(self->router, identity, identity_len, S_MORE) < 0)
+        return -1;
+    zmq_send(self->router, "", 0, S_MORE);
+    zmq_send(self->router, MDPW_WORKER, strlen(MDPW_WORKER), S_MORE);
+    zmq_send(self->router, &command, 1, more ? S_MORE : S_LAST);
+    return 0;
+}
+
+/*  Sends a copy of `msg` (zero-copy for large frames: libzmq shares the
+    buffer by reference count). */
+static void s_send_copy(broker_t *self, zmq_msg_t *msg, int flags)
+{
+    zmq_msg_t copy;
+    zmq_msg_init(&copy);
+    zmq_msg_copy(&copy, msg);
+    if (zmq_msg_send(&copy, self->router, flags) < 0)
+        zmq_msg_close(&copy);
+}
+
+/*  Moves `msg` onto the socket. */
+static void s_send_move(broker_t *self, zmq_msg_t *msg, int flags)
+{
+    if (zmq_msg_send(msg, self->router, flags) < 0)
+        zmq_msg_close(msg);
+}
+
+/*  Sends the head of a client reply [client]["" ]["MDPC01"][service],
+    moving `client`; body frames follow when `more`. Returns 0, or -1 when
+    the client is gone or too slow (counted as dropped). */
+static int s_send_client_head(broker_t *self, zmq_msg_t *client, const char *service,
+                              size_t service_len, bool more)
+{
+    if (zmq_msg_send(client, self->router, S_MORE) < 0) {
+        self->stats.dropped++;
+        mb_debug(0, "client unreachable (%s): reply dropped", zmq_strerror(errno));
+        return -1;
+    }
+    zmq_send(self->router, "", 0, S_MORE);
+    zmq_send(self->router, MDPC_CLIENT, strlen(MDPC_CLIENT), S_MORE);
+    zmq_send(self->router, service, service_len, more ? S_MORE : S_LAST);
+    return 0;
+}
+
+/*  Sends the broker's own error reply {rid, status, error{code, message}},
+    moving `client`. */
+static void s_send_client_error(broker_t *self, zmq_msg_t *client, const char *service,
+                                size_t service_len, uint64_t rid, int status, const char *code,
+                                const char *message)
+{
+    msgpack_sbuffer_clear(&self->sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &self->sbuf, msgpack_sbuffer_write);
+    mb_reply_pack_error(&pk, rid, status, code, NULL, message);
+    if (s_send_client_head(self, client, service, service_len, true) == 0)
+        zmq_send(self->router, self->sbuf.data, self->sbuf.size, S_LAST);
+}
+
+/*  Answers `request` with an error and forgets it. The caller has taken
+    it out of its queue or off its worker. */
+static void s_request_fail(broker_t *self, request_t *request, int status, const char *code,
+                           const char *message)
+{
+    service_t *service = request->service;
+    s_send_client_error(self, &request->client, service->name, service->name_len, request->rid,
+                        status, code, message);
+    s_request_destroy(self, request);
+}
+
+/*  ---------------------------------------------------------------------
+    Workers */
+
+static worker_t *s_worker_lookup(broker_t *self, zmq_msg_t *identity)
+{
+    const void *key = zmq_msg_data(identity);
+    size_t len = zmq_msg_size(identity);
+    return (worker_t *)s_table_find(&self->workers, s_hash(self, key, len), key, len);
+}
+
+static void s_worker_set_idle(worker_t *worker)
+{
+    service_t *service = worker->service;
+    worker->state = WORKER_IDLE;
+    worker->request = NULL;
+    worker->idle_next = NULL;
+    worker->idle_prev = service->idle_tail;
+    if (service->idle_tail)
+        service->idle_tail->idle_next = worker;
+    else
+        service->idle_head = worker;
+    service->idle_tail = worker;
+}
+
+static void s_worker_unset_idle(worker_t *worker)
+{
+    service_t *service = worker->service;
+    if (worker->idle_prev)
+        worker->idle_prev->idle_next = worker->idle_next;
+    else
+        service->idle_head = worker->idle_next;
+    if (worker->idle_next)
+        worker->idle_next->idle_prev = worker->idle_prev;
+    else
+        service->idle_tail = worker->idle_prev;
+    worker->idle_prev = worker->idle_next = NULL;
+}
+
+/*  Registers a worker that said READY for `service` and makes it idle. */
+static worker_t *s_worker_new(broker_t *self, zmq_msg_t *identity, service_t *service)
+{
+    size_t len = zmq_msg_size(identity);
+    worker_t *worker = mb_calloc(1, sizeof *worker + len);
+    memcpy(worker->identity, zmq_msg_data(identity), len);
+    worker->identity_len = len;
+    worker->node.hash = s_hash(self, worker->identity, len);
+    worker->node.key = worker->identity;
+    worker->node.key_len = len;
+    s_table_insert(&self->workers, &worker->node);
+    worker->next = self->workers_head;
+    if (self->workers_head)
+        self->workers_head->prev = worker;
+    self->workers_head = worker;
+    worker->service = service;
+    service->n_workers++;
+    worker->expiry = self->now + (int64_t)self->heartbeat_ms * self->liveness;
+    worker->sent_at = self->now - self->heartbeat_ms; /* heartbeat it at the next sweep */
+    s_worker_set_idle(worker);
+    return worker;
+}
+
+/*  Forgets a worker: its request goes back to the front of its service's
+    queue, and it is told DISCONNECT when `disconnect`. Never dispatches,
+    so callers walking lists stay safe; they call s_service_dispatch()
+    when they are done. */
+static void s_worker_delete(broker_t *self, worker_t *worker, bool disconnect)
+{
+    service_t *service = worker->service;
+    if (worker->state == WORKER_BUSY) {
+        request_t *request = worker->request;
+        request->worker = NULL;
+        s_queue_push_front(service, request);
+        self->stats.redispatched++;
+        mb_info(request->rid, "request of a lost worker re-queued for %s", service->name);
+    } else if (worker->state == WORKER_IDLE) {
+        s_worker_unset_idle(worker);
+    }
+    if (disconnect)
+        s_send_command(self, worker->identity, worker->identity_len, MDPW_DISCONNECT, false);
+    service->n_workers--;
+    s_table_remove(&self->workers, &worker->node);
+    if (worker->prev)
+        worker->prev->next = worker->next;
+    else
+        self->workers_head = worker->next;
+    if (worker->next)
+        worker->next->prev = worker->prev;
+    free(worker);
+}
+
+/*  Sends REQUEST [id]["" ]["MDPW01"][0x02][client]["" ][body...] with
+    copies of the request's frames, which it keeps for a re-dispatch.
+    Returns 0, or -1 when the worker is unreachable. */
+static int s_worker_send_request(broker_t *self, worker_t *worker, request_t *request)
+{
+    if (s_send_command(self, worker->identity, worker->identity_len, MDPW_REQUEST, true) != 0)
+        return -1;
+    s_send_copy(self, &request->client, S_MORE);
+    zmq_send(self->router, "", 0, request->n_body ? S_MORE : S_LAST);
+    for (size_t i = 0; i < request->n_body; i++)
+        s_send_copy(self, s_request_frame(request, i), i + 1 < request->n_body ? S_MORE : S_LAST);
+    worker->sent_at = self->now;
+    return 0;
+}
+
+/*  Hands waiting requests to idle workers, longest idle first. A worker
+    found unreachable is forgotten and the request tried on the next. */
+static void s_service_dispatch(broker_t *self, service_t *service)
+{
+    while (service->queue_head && service->idle_head) {
+        request_t *request = service->queue_head;
+        worker_t *worker = service->idle_head;
+        s_queue_remove(service, request);
+        s_worker_unset_idle(worker);
+        if (s_worker_send_request(self, worker, request) != 0) {
+            char hex[65];
+            mb_info(0, "worker %s of %s unreachable (%s): forgotten",
+                    s_hex(worker->identity, worker->identity_len, hex), service->name,
+                    zmq_strerror(errno));
+            s_queue_push_front(service, request);
+            worker->state = WORKER_ABANDONED; /* holds nothing: delete re-queues nothing */
+            s_worker_delete(self, worker, false);
+            continue;
+        }
+        worker->state = WORKER_BUSY;
+        worker->request = request;
+        request->worker = worker;
+    }
+}
+
+/*  ---------------------------------------------------------------------
+    Handlers: one per message kind. frames[0] is the peer's routing id,
+    frames[1] the empty delimiter, frames[2] the protocol header. Handlers
+    may move frames out; the caller closes all n afterwards. */
+
+/*  MMI (RFC 8): mmi.service answers "200" when the service named in the
+    body has a worker, "404" when not; any other mmi.* answers "501". The
+    reply echoes the service asked for, as MDP clients check it. */
+static void s_handle_mmi(broker_t *self, zmq_msg_t *frames, size_t n)
+{
+    const char *code = "501";
+    if (mb_zmq_msg_eq(&frames[3], MMI_SERVICE)) {
+        service_t *service = NULL;
+        if (n > 4)
+            service = s_service_lookup(self, zmq_msg_data(&frames[4]), zmq_msg_size(&frames[4]));
+        code = service && service->n_workers > 0 ? "200" : "404";
+    }
+    if (zmq_msg_send(&frames[0], self->router, S_MORE) < 0) {
+        self->stats.dropped++;
+        return;
+    }
+    zmq_send(self->router, "", 0, S_MORE);
+    zmq_send(self->router, MDPC_CLIENT, strlen(MDPC_CLIENT), S_MORE);
+    s_send_move(self, &frames[3], S_MORE);
+    zmq_send(self->router, code, 3, S_LAST);
+}
+
+/*  Client request [client]["" ]["MDPC01"][service][body...]. */
+static void s_handle_client(broker_t *self, zmq_msg_t *frames, size_t n)
+{
+    if (n < 4) {
+        s_protocol_error(self, &frames[0], "client message without a service frame");
+        return;
+    }
+    const char *name = zmq_msg_data(&frames[3]);
+    size_t name_len = zmq_msg_size(&frames[3]);
+    if (name_len == 0 || name_len > BROKER_MAX_SERVICE_NAME) {
+        s_protocol_error(self, &frames[0], "service name empty or longer than 255 bytes");
+        return;
+    }
+    self->stats.requests++;
+    if (name_len >= strlen(MMI_PREFIX) && memcmp(name, MMI_PREFIX, strlen(MMI_PREFIX)) == 0) {
+        s_handle_mmi(self, frames, n);
+        return;
+    }
+    /* Bodies that are not a musicbus envelope are routed all the same
+       (foreign MDP clients); they just have rid 0 and the default ttl. */
+    uint64_t rid = 0;
+    uint32_t ttl_ms = 0;
+    if (n > 4 &&
+        mb_request_peek(zmq_msg_data(&frames[4]), zmq_msg_size(&frames[4]), &rid, &ttl_ms) != 0) {
+        rid = 0;
+        ttl_ms = 0;
+    }
+    service_t *service = s_service_require(self, name, name_len);
+    if (!service) {
+        self->stats.overloaded++;
+        s_send_client_error(self, &frames[0], name, name_len, rid, 503, "overloaded",
+                            "the broker knows too many services");
+        return;
+    }
+    if (service->queue_len >= self->queue_limit) {
+        self->stats.overloaded++;
+        s_send_client_error(self, &frames[0], name, name_len, rid, 503, "overloaded",
+                            "the service's queue is full");
+        return;
+    }
+    request_t *request = s_request_new(self, &frames[0], &frames[4], n - 4, rid, ttl_ms);
+    request->service = service;
+    s_queue_push_back(service, request);
+    s_service_dispatch(self, service);
+}
+
+/*  A worker that broke the protocol is told DISCONNECT and forgotten; a
+    request it held goes to another worker. */
+static void s_worker_fail(broker_t *self, worker_t *worker, zmq_msg_t *identity, const char *why)
+{
+    s_protocol_error(self, identity, why);
+    if (worker) {
+        service_t *service = worker->service;
+        s_worker_delete(self, worker, true);
+        s_service_dispatch(self, service);
+    } else {
+        s_send_command(self, zmq_msg_data(identity), zmq_msg_size(identity), MDPW_DISCONNECT,
+                       false);
+    }
+}
+
+/*  READY [service] from a peer not yet known as a worker. */
+static void s_handle_ready(broker_t *self, zmq_msg_t *frames, size_t n)
+{
+    if (n != 5) {
+        s_worker_fail(self, NULL, &frames[0], "READY without exactly one service frame");
+        return;
+    }
+    const char *name = zmq_msg_data(&frames[4]);
+    size_t name_len = zmq_msg_size(&frames[4]);
+    if (name_len == 0 || name_len > BROKER_MAX_SERVICE_NAME) {
+        s_worker_fail(self, NULL, &frames[0], "READY for an empty or over-long service name");
+        return;
+    }
+    if (name_len >= strlen(MMI_PREFIX) && memcmp(name, MMI_PREFIX, strlen(MMI_PREFIX)) == 0) {
+        s_worker_fail(self, NULL, &frames[0], "READY for an mmi.* service, which is the broker's");
+        return;
+    }
+    service_t *service = NULL;
+    if (self->workers.count < BROKER_MAX_WORKERS)
+        service = s_service_require(self, name, name_len);
+    if (!service) {
+        mb_error(0, "worker for %.*s refused: too many workers or services", (int)name_len, name);
+        s_send_command(self, zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]), MDPW_DISCONNECT,
+                       false);
+        return;
+    }
+    worker_t *worker = s_worker_new(self, &frames[0], service);
+    char hex[65];
+    mb_info(0, "worker %s ready for %s (%zu now)",
+            s_hex(worker->identity, worker->identity_len, hex), service->name, service->n_workers);
+    s_service_dispatch(self, service);
+}
+
+/*  REPLY [client]["" ][body...] from a known worker. */
+static void s_handle_reply(broker_t *self, worker_t *worker, zmq_msg_t *frames, size_t n)
+{
+    if (n < 6 || !s_msg_is_empty(&frames[5])) {
+        s_worker_fail(self, worker, &frames[0], "REPLY without client address and delimiter");
+        return;
+    }
+    service_t *service = worker->service;
+    if (worker->state == WORKER_IDLE) {
+        s_worker_fail(self, worker, &frames[0], "REPLY from a worker holding no request");
+        return;
+    }
+    if (worker->state == WORKER_ABANDONED) {
+        /* Its request was answered with a timeout already: the client
+           gets exactly one reply, so this one goes nowhere. */
+        self->stats.dropped++;
+        s_worker_set_idle(worker);
+        s_service_dispatch(self, service);
+        return;
+    }
+    request_t *request = worker->request;
+    if (!s_msg_eq_bytes(&frames[4], zmq_msg_data(&request->client),
+                        zmq_msg_size(&request->client))) {
+        s_worker_fail(self, worker, &frames[0], "REPLY for another client than its request's");
+        return;
+    }
+    size_t n_body = n - 6;
+    if (s_send_client_head(self, &request->client, service->name, service->name_len, n_body > 0) ==
+        0) {
+        for (size_t i = 6; i < n; i++)
+            s_send_move(self, &frames[i], i + 1 < n ? S_MORE : S_LAST);
+        self->stats.replies++;
+    }
+    s_request_destroy(self, request);
+    s_worker_set_idle(worker);
+    s_service_dispatch(self, service);
+}
+
+/*  Worker message [worker]["" ]["MDPW01"][command][...]. */
+static void s_handle_worker(broker_t *self, zmq_msg_t *frames, size_t n)
+{
+    worker_t *worker = s_worker_lookup(self, &frames[0]);
+    if (n < 4 || zmq_msg_size(&frames[3]) != 1) {
+        s_worker_fail(self, worker, &frames[0], "worker message without a one-byte command");
+        return;
+    }
+    if (worker)
+        worker->expiry = self->now + (int64_t)self->heartbeat_ms * self->liveness;
+    unsigned char command = *(unsigned char *)zmq_msg_data(&frames[3]);
+    switch (command) {
+    case MDPW_READY:
+        if (worker)
+            s_worker_fail(self, worker, &frames[0], "READY from a worker already ready");
+        else
+            s_handle_ready(self, frames, n);
+        break;
+    case MDPW_REPLY:
+        if (worker)
+            s_handle_reply(self, worker, frames, n);
+        else {
+            /* A worker we forgot (expired, or before a broker restart):
+               its request went elsewhere. DISCONNECT makes it start over. */
+            self->stats.dropped++;
+            s_send_command(self, zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]),
+                           MDPW_DISCONNECT, false);
+        }
+        break;
+    case MDPW_HEARTBEAT:
+        if (!worker)
+            s_send_command(self, zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]),
+                           MDPW_DISCONNECT, false);
+        break;
+    case MDPW_DISCONNECT:
+        if (worker) {
+            service_t *service = worker->service;
+            char hex[65];
+            mb_info(0, "worker %s of %s disconnected",
+                    s_hex(worker->identity, worker->identity_len, hex), service->name);
+            s_worker_delete(self, worker, false);
+            s_service_dispatch(self, service);
+        }
+        break;
+    default:
+        s_worker_fail(self, worker, &frames[0], "unknown or misdirected worker command");
+        break;
+    }
+}
+
+static void s_handle_message(broker_t *self, zmq_msg_t *frames, size_t n, bool truncated)
+{
+    if (truncated) {
+        s_protocol_error(self, &frames[0], "message with too many frames");
+        return;
+    }
+    if (n < 3 || !s_msg_is_empty(&frames[1])) {
+        s_protocol_error(self, &frames[0], "message without empty delimiter and header");
+        return;
+    }
+    if (mb_zmq_msg_eq(&frames[2], MDPC_CLIENT))
+        s_handle_client(self, frames, n);
+    else if (mb_zmq_msg_eq(&frames[2], MDPW_WORKER))
+        s_handle_worker(self, frames, n);
+    else
+        s_protocol_error(self, &frames[0], "unknown protocol header");
+}
+
+/*  ---------------------------------------------------------------------
+    Timers */
+
+/*  Answers every request whose deadline has passed: 503 no_workers when
+    its service has no worker at all, else 504 timeout. A worker holding
+    one is left to finish; its late reply will be dropped. */
+static void s_expire_requests(broker_t *self)
+{
+    while (self->heap_len > 0 && self->heap[0]->deadline <= self->now) {
+        request_t *request = self->heap[0];
+        service_t *service = request->service;
+        worker_t *worker = request->worker;
+        if (worker) {
+            worker->state = WORKER_ABANDONED;
+            worker->request = NULL;
+            request->worker = NULL;
+        } else {
+            s_queue_remove(service, request);
+        }
+        self->stats.expired++;
+        mb_debug(request->rid, "request for %s expired", service->name);
+        if (service->n_workers == 0)
+            s_request_fail(self, request, 503, "no_workers", "no worker offers this service");
+        else
+            s_request_fail(self, request, 504, "timeout", "no reply before the deadline");
+    }
+}
+
+/*  Once per heartbeat interval: forget silent workers (their requests go
+    to others), heartbeat the rest, dispatch what that freed or re-queued,
+    and forget services nobody offers or asks for. */
+static void s_sweep(broker_t *self)
+{
+    worker_t *worker = self->workers_head;
+    while (worker) {
+        worker_t *next = worker->next;
+        if (worker->expiry <= self->now) {
+            char hex[65];
+            mb_warn(0, "worker %s of %s expired (silent for %lld ms)",
+                    s_hex(worker->identity, worker->identity_len, hex), worker->service->name,
+                    (long long)self->heartbeat_ms * self->liveness);
+            s_worker_delete(self, worker, true);
+        } else if (self->now - worker->sent_at >= self->heartbeat_ms / 2) {
+            /* Peers should not heartbeat while other traffic flows (RFC
+               7); half an interval keeps the worker's gap below 1.5. */
+            if (s_send_command(self, worker->identity, worker->identity_len, MDPW_HEARTBEAT,
+                               false) == 0)
+                worker->sent_at = self->now;
+            else
+                s_worker_delete(self, worker, false);
+        }
+        worker = next;
+    }
+    service_t *service = self->services_head;
+    while (service) {
+        service_t *next = service->next;
+        s_service_dispatch(self, service);
+        if (service->n_workers == 0 && service->queue_len == 0)
+            s_service_destroy(self, service);
+        service = next;
+    }
+}
+
+static void s_log_stats(broker_t *self, const char *when)
+{
+    broker_stats_t *s = &self->stats;
+    mb_info(0,
+            "%s: requests=%llu replies=%llu redispatched=%llu expired=%llu overloaded=%llu "
+            "dropped=%llu protocol_errors=%llu workers=%zu services=%zu pending=%zu",
+            when, (unsigned long long)s->requests, (unsigned long long)s->replies,
+            (unsigned long long)s->redispatched, (unsigned long long)s->expired,
+            (unsigned long long)s->overloaded, (unsigned long long)s->dropped,
+            (unsigned long long)s->protocol_errors, self->workers.count, self->services.count,
+            self->heap_len);
+    self->stats_logged = self->stats;
+    self->proto_logged = 0;
+}
+
+/*  Milliseconds until the next timer: sweep, stats, or a deadline. */
+static long s_poll_timeout(broker_t *self)
+{
+    int64_t next = self->sweep_at < self->stats_at ? self->sweep_at : self->stats_at;
+    if (self->heap_len > 0 && self->heap[0]->deadline < next)
+        next = self->heap[0]->deadline;
+    return next > self->now ? (long)(next - self->now) : 0;
+}
+
+/*  ---------------------------------------------------------------------
+    new / destroy */
+
+typedef struct {
+    const char *bind;
+    const char *ready_file;
+    long heartbeat_ms;
+    long liveness;
+    long queue_limit;
+    long timeout_ms;
+} broker_opts_t;
+
+static broker_t *s_broker_new(const broker_opts_t *opts)
+{
+    broker_t *self = mb_calloc(1, sizeof *self);
+    self->heartbeat_ms = (int)opts->heartbeat_ms;
+    self->liveness = (int)opts->liveness;
+    self->queue_limit = (size_t)opts->queue_limit;
+    self->timeout_ms = (int)opts->timeout_ms;
+    self->hash_seed = (uint32_t)getpid() * 2654435761u ^ (uint32_t)s_clock_ms();
+    s_table_init(&self->services, 64);
+    s_table_init(&self->workers, 64);
+    msgpack_sbuffer_init(&self->sbuf);
+
+    self->router = zmq_socket(mb_zmq_context(), ZMQ_ROUTER);
+    int one = 1, zero = 0, hwm = BROKER_HWM;
+    int64_t max_frame = BROKER_MAX_FRAME_BYTES;
+    if (!self->router || zmq_setsockopt(self->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one) ||
+        zmq_setsockopt(self->router, ZMQ_ROUTER_HANDOVER, &one, sizeof one) ||
+        zmq_setsockopt(self->router, ZMQ_LINGER, &zero, sizeof zero) ||
+        zmq_setsockopt(self->router, ZMQ_SNDHWM, &hwm, sizeof hwm) ||
+        zmq_setsockopt(self->router, ZMQ_RCVHWM, &hwm, sizeof hwm) ||
+        zmq_setsockopt(self->router, ZMQ_MAXMSGSIZE, &max_frame, sizeof max_frame)) {
+        mb_error(0, "cannot make the ROUTER socket: %s", zmq_strerror(errno));
+        goto fail;
+    }
+    if (zmq_bind(self->router, opts->bind) != 0) {
+        mb_error(0, "cannot bind %s: %s", opts->bind, zmq_strerror(errno));
+        goto fail;
+    }
+    size_t size = sizeof self->endpoint;
+    if (zmq_getsockopt(self->router, ZMQ_LAST_ENDPOINT, self->endpoint, &size) != 0)
+        snprintf(self->endpoint, sizeof self->endpoint, "%s", opts->bind);
+    self->now = s_clock_ms();
+    self->sweep_at = self->now + self->heartbeat_ms;
+    self->stats_at = self->now + BROKER_STATS_INTERVAL_MS;
+    return self;
+
+fail:
+    if (self->router)
+        zmq_close(self->router);
+    s_table_free(&self->services);
+    s_table_free(&self->workers);
+    msgpack_sbuffer_destroy(&self->sbuf);
+    free(self);
+    return NULL;
+}
+
+/*  Answers every pending request with 503 "unavailable", tells every
+    worker DISCONNECT (so it reconnects to the next broker at once), gives
+    that a moment to leave, and frees everything. Safe to call twice. */
+static void s_broker_destroy(broker_t **self_p)
+{
+    broker_t *self = *self_p;
+    if (!self)
+        return;
+    while (self->heap_len > 0) {
+        request_t *request = self->heap[0];
+        if (request->worker) {
+            request->worker->state = WORKER_ABANDONED;
+            request->worker->request = NULL;
+        } else {
+            s_queue_remove(request->service, request);
+        }
+        s_request_fail(self, request, 503, "unavailable", "the broker is shutting down");
+    }
+    while (self->workers_head)
+        s_worker_delete(self, self->workers_head, true);
+    while (self->services_head)
+        s_service_destroy(self, self->services_head);
+    int linger = BROKER_SHUTDOWN_LINGER_MS;
+    zmq_setsockopt(self->router, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_close(self->router);
+    while (self->pool) {
+        request_t *next = self->pool->next;
+        free(self->pool);
+        self->pool = next;
+    }
+    free(self->heap);
+    s_table_free(&self->services);
+    s_table_free(&self->workers);
+    msgpack_sbuffer_destroy(&self->sbuf);
+    free(self);
+    *self_p = NULL;
+}
+
+/*  ---------------------------------------------------------------------
+    The loop */
+
+/*  Receives one whole message into frames[] without waiting. Returns the
+    number of frames, 0 when none is waiting, -1 on a socket error. Frames
+    beyond BROKER_MAX_FRAMES are discarded and *truncated set. */
+static int s_recv_message(broker_t *self, zmq_msg_t *frames, bool *truncated)
+{
+    *truncated = false;
+    zmq_msg_init(&frames[0]);
+    if (zmq_msg_recv(&frames[0], self->router, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&frames[0]);
+        return errno == EAGAIN ? 0 : -1;
+    }
+    int n = 1;
+    bool more = zmq_msg_more(&frames[0]);
+    /* The rest of a message is always here once its first frame is. */
+    while (more) {
+        zmq_msg_t *frame = &frames[n];
+        zmq_msg_t spare;
+        if (n == BROKER_MAX_FRAMES) {
+            frame = &spare;
+            *truncated = true;
+        }
+        zmq_msg_init(frame);
+        if (zmq_msg_recv(frame, self->router, 0) < 0) {
+            zmq_msg_close(frame);
+            break;
+        }
+        more = zmq_msg_more(frame);
+        if (frame == &spare)
+            zmq_msg_close(frame);
+        else
+            n++;
+    }
+    return n;
+}
+
+static int s_broker_run(broker_t *self)
+{
+    zmq_msg_t frames[BROKER_MAX_FRAMES];
+    zmq_pollitem_t item = {self->router, 0, ZMQ_POLLIN, 0};
+    while (!mb_signal_stop_requested()) {
+        if (zmq_poll(&item, 1, s_poll_timeout(self)) < 0 && errno != EINTR) {
+            mb_error(0, "zmq_poll failed: %s", zmq_strerror(errno));
+            return -1;
+        }
+        self->now = s_clock_ms();
+        for (int handled = 0; handled < BROKER_RECV_BATCH; handled++) {
+            bool truncated;
+            int n = s_recv_message(self, frames, &truncated);
+            if (n <= 0)
+                break; /* nothing waiting; EINTR and errors go back to zmq_poll */
+            s_handle_message(self, frames, (size_t)n, truncated);
+            for (int i = 0; i < n; i++)
+                zmq_msg_close(&frames[i]);
+            if ((handled & 63) == 63)
+                self->now = s_clock_ms();
+        }
+        s_expire_requests(self);
+        if (self->now >= self->sweep_at) {
+            s_sweep(self);
+            self->sweep_at = self->now + self->heartbeat_ms;
+        }
+        if (self->now >= self->stats_at) {
+            if (memcmp(&self->stats, &self->stats_logged, sizeof self->stats) != 0)
+                s_log_stats(self, "counters");
+            self->proto_logged = 0;
+            self->stats_at = self->now + BROKER_STATS_INTERVAL_MS;
+        }
+    }
+    return 0;
+}
+
+/*  Writes `endpoint` to path.tmp, then renames it to path, so a reader
+    never sees a partial address. */
+static int s_write_ready_file(const char *path, const char *endpoint)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return -1;
+    FILE *file = fopen(tmp, "w");
+    if (!file)
+        return -1;
+    bool ok = fputs(endpoint, file) >= 0;
+    ok = fclose(file) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+static void s_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: musicbus-broker [options]\n"
+            "  --bind ENDPOINT     ZeroMQ endpoint to bind (env %s, default %s;\n"
+            "                      tcp://127.0.0.1:* picks a free port)\n"
+            "  --heartbeat MS      heartbeat interval (env %s, default %d)\n"
+            "  --liveness N        heartbeats a worker may miss (env %s, default %d)\n"
+            "  --queue-limit N     waiting requests per service (env %s, default %d)\n"
+            "  --timeout MS        deadline of requests without ttl (env %s, default %d)\n"
+            "  --ready-file PATH   write the bound endpoint there once listening\n"
+            "  --help              this text\n",
+            MB_ENV_BUS, MB_DEFAULT_BUS, MB_ENV_HEARTBEAT_MS, MB_DEFAULT_HEARTBEAT_MS,
+            MB_ENV_LIVENESS, MB_DEFAULT_LIVENESS, BROKER_ENV_QUEUE_LIMIT,
+            BROKER_DEFAULT_QUEUE_LIMIT, MB_ENV_TIMEOUT_MS, MB_DEFAULT_TIMEOUT_MS);
+}
+
+/*  Parses a numeric flag; prints why and returns -1 when it is not a
+    whole number in range. */
+static int s_parse_flag(const char *flag, const char *text, long min, long max, long *out)
+{
+    if (mb_config_parse_long(text, min, max, out) == 0)
+        return 0;
+    fprintf(stderr, "musicbus-broker: --%s wants a whole number in [%ld, %ld], not '%s'\n", flag,
+            min, max, text);
+    return -1;
+}
+
+int main(int argc, char *argv[])
+{
+    mb_log_init("broker");
+    broker_opts_t opts = {
+        .bind = mb_config_env(MB_ENV_BUS, MB_DEFAULT_BUS),
+        .heartbeat_ms =
+            mb_config_env_long(MB_ENV_HEARTBEAT_MS, MB_DEFAULT_HEARTBEAT_MS, 10, 3600000),
+        .liveness = mb_config_env_long(MB_ENV_LIVENESS, MB_DEFAULT_LIVENESS, 1, 1000),
+        .queue_limit =
+            mb_config_env_long(BROKER_ENV_QUEUE_LIMIT, BROKER_DEFAULT_QUEUE_LIMIT, 1, 100000000),
+        .timeout_ms = mb_config_env_long(MB_ENV_TIMEOUT_MS, MB_DEFAULT_TIMEOUT_MS, 1, 86400000),
+    };
+    static const struct option options[] = {
+        {"bind", required_argument, NULL, 'b'},     {"heartbeat", required_argument, NULL, 'H'},
+        {"liveness", required_argument, NULL, 'l'}, {"queue-limit", required_argument, NULL, 'q'},
+        {"timeout", required_argument, NULL, 't'},  {"ready-file", required_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+    };
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        int rc = 0;
+        switch (opt) {
+        case 'b':
+            opts.bind = optarg;
+            break;
+        case 'H':
+            rc = s_parse_flag("heartbeat", optarg, 10, 3600000, &opts.heartbeat_ms);
+            break;
+        case 'l':
+            rc = s_parse_flag("liveness", optarg, 1, 1000, &opts.liveness);
+            break;
+        case 'q':
+            rc = s_parse_flag("queue-limit", optarg, 1, 100000000, &opts.queue_limit);
+            break;
+        case 't':
+            rc = s_parse_flag("timeout", optarg, 1, 86400000, &opts.timeout_ms);
+            break;
+        case 'r':
+            opts.ready_file = optarg;
+            break;
+        case 'h':
+            s_usage(stdout);
+            return 0;
+        default:
+            s_usage(stderr);
+            return 2;
+        }
+        if (rc != 0)
+            return 2;
+    }
+    if (optind < argc) {
+        s_usage(stderr);
+        return 2;
+    }
+
+    mb_signal_install();
+    broker_t *broker = s_broker_new(&opts);
+    if (!broker) {
+        mb_zmq_shutdown();
+        return 1;
+    }
+    mb_info(0, "listening on %s (heartbeat %ld ms, liveness %ld, queue limit %ld, timeout %ld ms)",
+            broker->endpoint, opts.heartbeat_ms, opts.liveness, opts.queue_limit, opts.timeout_ms);
+    if (opts.ready_file && s_write_ready_file(opts.ready_file, broker->endpoint) != 0) {
+        mb_error(0, "cannot write ready file %s: %s", opts.ready_file, strerror(errno));
+        s_broker_destroy(&broker);
+        mb_zmq_shutdown();
+        return 1;
+    }
+    int rc = s_broker_run(broker);
+    s_log_stats(broker, "exit");
+    s_broker_destroy(&broker);
+    mb_zmq_shutdown();
+    return rc == 0 ? 0 : 1;
+}
