@@ -162,17 +162,6 @@ void mb_request_release(mb_request_t *req)
     memset(req, 0, sizeof *req);
 }
 
-/*  Reads a uint value at data[*pos] for peek; advances *pos. */
-static bool s_peek_uint(const uint8_t *p, size_t size, size_t *pos, uint64_t *out)
-{
-    mb_msgpack_head_t head;
-    if (mb_msgpack_head(p + *pos, size - *pos, &head) != 0 || head.kind != MB_MP_UINT)
-        return false;
-    *pos += head.head_len;
-    *out = head.value;
-    return true;
-}
-
 int mb_request_peek(const void *data, size_t size, uint64_t *rid, uint32_t *ttl_ms)
 {
     const uint8_t *p = data;
@@ -180,45 +169,41 @@ int mb_request_peek(const void *data, size_t size, uint64_t *rid, uint32_t *ttl_
     *ttl_ms = 0;
     if (!data)
         return MB_EPROTO;
+    /* One allocation-free pass checks the whole message is well-formed
+       msgpack (counts, depth, no trailing bytes), so the broker refuses
+       exactly the garbage the actors would, and the walk below can trust
+       every header it reads. */
     mb_msgpack_head_t head;
-    if (mb_msgpack_head(p, size, &head) != 0 || head.kind != MB_MP_MAP)
+    size_t used;
+    if (mb_msgpack_head(p, size, &head) != 0 || head.kind != MB_MP_MAP ||
+        mb_msgpack_skip(p, size, S_MAX_DEPTH, &used) != 0 || used != size)
         return MB_EPROTO;
     size_t pos = head.head_len;
     uint64_t found_rid = 0, found_ttl = 0;
     bool have_rid = false, have_ttl = false;
-    /* Walk the top-level keys only, skipping values we do not need, and
-       stop as soon as both are known (mb_request_pack_head puts them
-       first). */
-    for (uint64_t i = 0; i < head.count && !(have_rid && have_ttl); i++) {
-        mb_msgpack_head_t key;
-        if (mb_msgpack_head(p + pos, size - pos, &key) != 0)
-            return MB_EPROTO;
+    for (uint64_t i = 0; i < head.count; i++) {
+        mb_msgpack_head_t key, value;
+        mb_msgpack_head(p + pos, size - pos, &key);
         const char *name = (const char *) p + pos + key.head_len;
-        bool is_str = key.kind == MB_MP_STR;
-        bool is_rid = is_str && key.count == 3 && memcmp(name, "rid", 3) == 0;
-        bool is_ttl = is_str && key.count == 3 && memcmp(name, "ttl", 3) == 0;
-        size_t used;
-        if (mb_msgpack_skip(p + pos, size - pos, S_MAX_DEPTH, &used) != 0)
-            return MB_EPROTO;
+        bool is_str3 = key.kind == MB_MP_STR && key.count == 3;
+        bool is_rid = is_str3 && memcmp(name, "rid", 3) == 0;
+        bool is_ttl = is_str3 && memcmp(name, "ttl", 3) == 0;
+        mb_msgpack_skip(p + pos, size - pos, S_MAX_DEPTH, &used);
         pos += used;
         if (is_rid || is_ttl) {
-            uint64_t value;
-            if ((is_rid && have_rid) || (is_ttl && have_ttl))
-                return MB_EPROTO;
-            if (!s_peek_uint(p, size, &pos, &value))
+            mb_msgpack_head(p + pos, size - pos, &value);
+            if (value.kind != MB_MP_UINT || (is_rid && have_rid) || (is_ttl && have_ttl))
                 return MB_EPROTO;
             if (is_rid) {
-                found_rid = value;
+                found_rid = value.value;
                 have_rid = true;
             } else {
-                found_ttl = value;
+                found_ttl = value.value;
                 have_ttl = true;
             }
-        } else {
-            if (mb_msgpack_skip(p + pos, size - pos, S_MAX_DEPTH, &used) != 0)
-                return MB_EPROTO;
-            pos += used;
         }
+        mb_msgpack_skip(p + pos, size - pos, S_MAX_DEPTH, &used);
+        pos += used;
     }
     if (!have_rid || found_rid == 0)
         return MB_EPROTO;

@@ -65,8 +65,12 @@ int mb_request_decode(mb_request_t *req, const void *data, size_t size, const ch
 void mb_request_release(mb_request_t *req);
 
 /*  Reads only rid and ttl from an encoded request, for the broker, which
-    routes without decoding the rest. Returns 0, or MB_EPROTO when `data`
-    is not a request map (then *rid and *ttl_ms are 0). */
+    routes without decoding the rest. It allocates nothing: one scan checks
+    the whole message is well-formed msgpack (same size, depth and count
+    limits as mb_request_decode), then reads the two top-level keys.
+    Returns 0, or MB_EPROTO when `data` is not such a map or rid/ttl are
+    missing or invalid (then *rid and *ttl_ms are 0). It does not check op,
+    auth or args: a request it accepts may still be refused by decode. */
 int mb_request_peek(const void *data, size_t size, uint64_t *rid, uint32_t *ttl_ms);
 
 /*  Packs the head of a request: a map of 2 + (ttl_ms > 0) + n_more entries
