@@ -1,0 +1,450 @@
+/*  stack — starts a real musicbus stack for one test and takes it down. */
+#include "stack.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http.h"
+
+/* An id of the right shape (22 base62 characters) that names nothing. */
+#define S_PROBE_ID "ZZZZZZZZZZZZZZZZZZZZZZ"
+
+typedef struct {
+    it_kind_t kind;
+    pid_t pid;   /* 0 once reaped */
+    int status;  /* wait status once reaped */
+} s_proc_t;
+
+struct it_stack {
+    char data_dir[PATH_MAX]; /* mkdtemp'd; removed by destroy */
+    char bin_dir[PATH_MAX];  /* $MUSICBUS_BIN_DIR */
+    char endpoint[256];      /* the broker's, from its ready file */
+    char http_addr[256];     /* host:port of the gateway, from its ready file */
+    it_stack_opts_t opts;
+    s_proc_t procs[IT_MAX_PROCS];
+    int nprocs;
+    unsigned seq;            /* makes every ready file name unique */
+};
+
+static const char *s_kind_names[] = {"broker", "catalog", "gateway"};
+static const char *s_kind_exes[] = {"musicbus-broker", "musicbus-catalog", "musicbus-gateway"};
+
+static void s_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void s_say(const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "it[%d]: %s\n", (int)getpid(), line);
+}
+
+long it_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static void s_sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+static void s_describe_status(int status, char *out, size_t size)
+{
+    if (WIFEXITED(status))
+        snprintf(out, size, "exit %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        snprintf(out, size, "killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else
+        snprintf(out, size, "status 0x%x", status);
+}
+
+/* Reaps the process when it has exited. Returns true when it is gone. */
+static bool s_reap(it_stack_t *self, int proc, bool block)
+{
+    s_proc_t *p = &self->procs[proc];
+    if (p->pid == 0)
+        return true;
+    int status;
+    pid_t rc;
+    do
+        rc = waitpid(p->pid, &status, block ? 0 : WNOHANG);
+    while (rc == -1 && errno == EINTR);
+    if (rc == 0)
+        return false;
+    if (rc == -1) {
+        /* Not our child any more (cannot happen unless someone reaped it):
+           treat it as gone with an unknown status. */
+        s_say("waitpid %d: %s", (int)p->pid, strerror(errno));
+        status = -1;
+    }
+    char what[96];
+    s_describe_status(status, what, sizeof what);
+    s_say("%s pid %d ended: %s", s_kind_names[p->kind], (int)p->pid, what);
+    /* The group may still hold something the process started. */
+    kill(-p->pid, SIGKILL);
+    p->pid = 0;
+    p->status = status;
+    return true;
+}
+
+/* fork + exec in a process group of its own that dies with us. */
+static pid_t s_spawn(char *const argv[])
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127); /* the test process died between fork and prctl */
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGPIPE, SIG_DFL);
+        int fd = open("/dev/null", O_RDONLY);
+        if (fd > 0) {
+            dup2(fd, 0);
+            close(fd);
+        }
+        execv(argv[0], argv);
+        fprintf(stderr, "it: cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    if (pid > 0)
+        setpgid(pid, pid); /* both sides, so no signal can race the child's own call */
+    return pid;
+}
+
+/* Reads a ready file into out (trailing white space removed). Returns 0
+   once it exists and holds something. */
+static int s_read_ready(const char *path, char *out, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(out, 1, size - 1, f);
+    fclose(f);
+    out[n] = '\0';
+    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r' || out[n - 1] == ' '))
+        out[--n] = '\0';
+    return n > 0 ? 0 : -1;
+}
+
+/* Waits for the ready file of a starting process. */
+static int s_wait_ready(it_stack_t *self, int proc, const char *path, char *out, size_t size)
+{
+    long deadline = it_now_ms() + IT_START_TIMEOUT_MS;
+    while (s_read_ready(path, out, size) != 0) {
+        if (s_reap(self, proc, false)) {
+            s_say("%s exited before writing %s", s_kind_names[self->procs[proc].kind], path);
+            return -1;
+        }
+        if (it_now_ms() > deadline) {
+            s_say("%s wrote no %s within %d ms", s_kind_names[self->procs[proc].kind], path,
+                  IT_START_TIMEOUT_MS);
+            return -1;
+        }
+        s_sleep_ms(10);
+    }
+    return 0;
+}
+
+int it_stack_start(it_stack_t *self, it_kind_t kind, const char *bind)
+{
+    if (self->nprocs == IT_MAX_PROCS) {
+        s_say("too many processes");
+        return -1;
+    }
+    char exe[PATH_MAX + 64], ready[PATH_MAX + 64], num1[32], num2[32], num3[32];
+    snprintf(exe, sizeof exe, "%s/%s", self->bin_dir, s_kind_exes[kind]);
+    snprintf(ready, sizeof ready, "%s/run/%s-%u.ready", self->data_dir, s_kind_names[kind], ++self->seq);
+    snprintf(num1, sizeof num1, "%d", IT_HEARTBEAT_MS);
+    snprintf(num2, sizeof num2, "%d", IT_LIVENESS);
+    char *argv[16];
+    int argc = 0;
+    argv[argc++] = exe;
+    switch (kind) {
+    case IT_BROKER:
+        argv[argc++] = "--bind";
+        argv[argc++] = (char *)(bind ? bind : "tcp://127.0.0.1:*");
+        argv[argc++] = "--heartbeat";
+        argv[argc++] = num1;
+        argv[argc++] = "--liveness";
+        argv[argc++] = num2;
+        if (self->opts.broker_timeout_ms > 0) {
+            snprintf(num3, sizeof num3, "%d", self->opts.broker_timeout_ms);
+            argv[argc++] = "--timeout";
+            argv[argc++] = num3;
+        }
+        argv[argc++] = "--ready-file";
+        argv[argc++] = ready;
+        break;
+    case IT_CATALOG:
+        argv[argc++] = "--bus";
+        argv[argc++] = self->endpoint;
+        argv[argc++] = "--data";
+        argv[argc++] = self->data_dir;
+        argv[argc++] = "--heartbeat";
+        argv[argc++] = num1;
+        argv[argc++] = "--liveness";
+        argv[argc++] = num2;
+        break;
+    case IT_GATEWAY:
+        argv[argc++] = "--http";
+        argv[argc++] = "127.0.0.1:0";
+        argv[argc++] = "--bus";
+        argv[argc++] = self->endpoint;
+        if (self->opts.gateway_timeout_ms > 0) {
+            snprintf(num3, sizeof num3, "%d", self->opts.gateway_timeout_ms);
+            argv[argc++] = "--timeout";
+            argv[argc++] = num3;
+        }
+        argv[argc++] = "--ready-file";
+        argv[argc++] = ready;
+        break;
+    }
+    argv[argc] = NULL;
+    if (kind != IT_BROKER && !self->endpoint[0]) {
+        s_say("no broker endpoint yet: start a broker first");
+        return -1;
+    }
+    pid_t pid = s_spawn(argv);
+    if (pid < 0) {
+        s_say("fork: %s", strerror(errno));
+        return -1;
+    }
+    int proc = self->nprocs++;
+    self->procs[proc] = (s_proc_t){.kind = kind, .pid = pid};
+    s_say("started %s pid %d", s_kind_names[kind], (int)pid);
+    if (kind == IT_BROKER) {
+        if (s_wait_ready(self, proc, ready, self->endpoint, sizeof self->endpoint) != 0)
+            return -1;
+        s_say("broker %d bound %s", (int)pid, self->endpoint);
+    } else if (kind == IT_GATEWAY) {
+        if (s_wait_ready(self, proc, ready, self->http_addr, sizeof self->http_addr) != 0)
+            return -1;
+        s_say("gateway %d listens on %s", (int)pid, self->http_addr);
+    }
+    return proc;
+}
+
+int it_stack_wait_catalog(it_stack_t *self, long timeout_ms)
+{
+    char *url = it_stack_url(self, "/v1/artists/" S_PROBE_ID);
+    long deadline = it_now_ms() + timeout_ms;
+    long last = 0;
+    int rc = -1;
+    while (rc != 0 && it_now_ms() < deadline) {
+        it_http_res_t res;
+        it_http(&res, "GET", url, NULL, NULL, 0, 2000);
+        last = res.status;
+        if (res.status == 404)
+            rc = 0;
+        it_http_res_release(&res);
+        if (rc != 0)
+            s_sleep_ms(50);
+    }
+    if (rc != 0)
+        s_say("the catalog did not answer within %ld ms (last status %ld)", timeout_ms, last);
+    free(url);
+    return rc;
+}
+
+int it_stack_start_all(it_stack_t *self, int catalogs, bool no_gateway)
+{
+    self->endpoint[0] = '\0';
+    self->http_addr[0] = '\0';
+    if (it_stack_start(self, IT_BROKER, NULL) < 0)
+        return -1;
+    for (int i = 0; i < catalogs; i++)
+        if (it_stack_start(self, IT_CATALOG, NULL) < 0)
+            return -1;
+    if (no_gateway)
+        return 0;
+    if (it_stack_start(self, IT_GATEWAY, NULL) < 0)
+        return -1;
+    if (catalogs > 0 && it_stack_wait_catalog(self, IT_START_TIMEOUT_MS) != 0)
+        return -1;
+    return 0;
+}
+
+it_stack_t *it_stack_new(const it_stack_opts_t *opts)
+{
+    it_stack_t *self = calloc(1, sizeof *self);
+    if (!self)
+        abort();
+    if (opts)
+        self->opts = *opts;
+    else
+        self->opts.catalogs = 1;
+    const char *bin = getenv("MUSICBUS_BIN_DIR");
+    if (!bin || !*bin) {
+        s_say("MUSICBUS_BIN_DIR is not set (run the tests through ctest)");
+        free(self);
+        return NULL;
+    }
+    snprintf(self->bin_dir, sizeof self->bin_dir, "%s", bin);
+    const char *tmp = getenv("TMPDIR");
+    snprintf(self->data_dir, sizeof self->data_dir, "%s/musicbus-it.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(self->data_dir)) {
+        s_say("mkdtemp %s: %s", self->data_dir, strerror(errno));
+        free(self);
+        return NULL;
+    }
+    char run[PATH_MAX + 8];
+    snprintf(run, sizeof run, "%s/run", self->data_dir);
+    mkdir(run, 0700);
+    s_say("stack in %s", self->data_dir);
+    if (it_stack_start_all(self, self->opts.catalogs, self->opts.no_gateway) != 0) {
+        it_stack_destroy(&self);
+        return NULL;
+    }
+    return self;
+}
+
+int it_stack_wait(it_stack_t *self, int proc, long timeout_ms)
+{
+    if (proc < 0 || proc >= self->nprocs)
+        return -1;
+    long deadline = it_now_ms() + timeout_ms;
+    while (!s_reap(self, proc, false)) {
+        if (it_now_ms() > deadline)
+            return -1;
+        s_sleep_ms(5);
+    }
+    return self->procs[proc].status;
+}
+
+int it_stack_stop(it_stack_t *self, int proc, long timeout_ms)
+{
+    if (proc < 0 || proc >= self->nprocs || s_reap(self, proc, false))
+        return -1;
+    s_proc_t *p = &self->procs[proc];
+    kill(p->pid, SIGTERM);
+    kill(p->pid, SIGCONT); /* a stopped process only sees SIGTERM once it runs */
+    int status = it_stack_wait(self, proc, timeout_ms);
+    if (status == -1 && p->pid) {
+        s_say("%s pid %d still running %ld ms after SIGTERM: SIGKILL", s_kind_names[p->kind],
+              (int)p->pid, timeout_ms);
+        kill(p->pid, SIGKILL);
+        s_reap(self, proc, true);
+        status = p->status;
+    }
+    return status;
+}
+
+int it_stack_stop_all(it_stack_t *self)
+{
+    static const it_kind_t order[] = {IT_GATEWAY, IT_CATALOG, IT_BROKER};
+    int bad = 0;
+    for (size_t k = 0; k < sizeof order / sizeof order[0]; k++) {
+        /* SIGTERM every process of the kind first, then wait: they stop
+           side by side rather than one after the other. */
+        for (int i = 0; i < self->nprocs; i++)
+            if (self->procs[i].kind == order[k] && !s_reap(self, i, false)) {
+                kill(self->procs[i].pid, SIGTERM);
+                kill(self->procs[i].pid, SIGCONT);
+            }
+        for (int i = 0; i < self->nprocs; i++) {
+            if (self->procs[i].kind != order[k] || self->procs[i].pid == 0)
+                continue;
+            int status = it_stack_stop(self, i, IT_STOP_TIMEOUT_MS);
+            if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+                bad++;
+        }
+    }
+    return bad;
+}
+
+void it_stack_kill_all(it_stack_t *self)
+{
+    for (int i = 0; i < self->nprocs; i++)
+        if (self->procs[i].pid)
+            kill(self->procs[i].pid, SIGKILL);
+    for (int i = 0; i < self->nprocs; i++)
+        s_reap(self, i, true);
+}
+
+static int s_remove(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    if (remove(path) != 0)
+        s_say("remove %s: %s", path, strerror(errno));
+    return 0;
+}
+
+void it_stack_destroy(it_stack_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    it_stack_t *self = *self_p;
+    it_stack_stop_all(self);
+    it_stack_kill_all(self);
+    /* Keep the folder for a post-mortem when asked to. */
+    if (getenv("MUSICBUS_TEST_KEEP"))
+        s_say("kept %s", self->data_dir);
+    else
+        nftw(self->data_dir, s_remove, 16, FTW_DEPTH | FTW_PHYS);
+    free(self);
+    *self_p = NULL;
+}
+
+int it_stack_find(it_stack_t *self, it_kind_t kind, int nth)
+{
+    for (int i = 0; i < self->nprocs; i++)
+        if (self->procs[i].kind == kind && !s_reap(self, i, false) && nth-- == 0)
+            return i;
+    return -1;
+}
+
+pid_t it_stack_pid(it_stack_t *self, int proc)
+{
+    return proc >= 0 && proc < self->nprocs ? self->procs[proc].pid : 0;
+}
+
+int it_stack_signal(it_stack_t *self, int proc, int sig)
+{
+    if (proc < 0 || proc >= self->nprocs || self->procs[proc].pid == 0)
+        return -1;
+    return kill(self->procs[proc].pid, sig) == 0 ? 0 : -1;
+}
+
+char *it_stack_url(it_stack_t *self, const char *path)
+{
+    char *url = NULL;
+    if (asprintf(&url, "http://%s%s", self->http_addr, path) < 0)
+        abort();
+    return url;
+}
+
+const char *it_stack_endpoint(it_stack_t *self)
+{
+    return self->endpoint;
+}
+
+const char *it_stack_data_dir(it_stack_t *self)
+{
+    return self->data_dir;
+}

@@ -1,0 +1,114 @@
+/*  stack — starts a real musicbus stack for one test and takes it down.
+
+    A stack is a temporary data folder plus the processes of the Procfile,
+    run from $MUSICBUS_BIN_DIR (set by mb_add_test): one broker bound to a
+    port the OS picks (tcp://127.0.0.1:*, short heartbeats), N catalog
+    workers and a gateway on 127.0.0.1:0. Ready files tell the real
+    addresses. Every process runs in a process group of its own and dies
+    with the test process (PR_SET_PDEATHSIG), so nothing outlives a test
+    even when it crashes or times out; it_stack_destroy() stops them
+    (SIGTERM, SIGKILL after a grace period) and removes the folder.
+
+        static it_stack_t *s_stack;
+        static void s_up (void) { s_stack = it_stack_new (NULL); cr_assert (s_stack); }
+        static void s_down (void) { it_stack_destroy (&s_stack); }
+        Test (catalog, get, .init = s_up, .fini = s_down) {
+            char *url = it_stack_url (s_stack, "/v1/artists/nope");
+            ...
+        }
+*/
+#ifndef IT_STACK_H
+#define IT_STACK_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+/* Heartbeats of the test stacks: a dead worker is noticed after ~300 ms. */
+#define IT_HEARTBEAT_MS 100
+#define IT_LIVENESS 3
+
+/* How long a process gets to start (ready file) and to stop (SIGTERM). */
+#define IT_START_TIMEOUT_MS 20000
+#define IT_STOP_TIMEOUT_MS 10000
+
+#define IT_MAX_PROCS 32
+
+typedef enum { IT_BROKER, IT_CATALOG, IT_GATEWAY } it_kind_t;
+
+typedef struct {
+    int catalogs;           /* catalog workers to start */
+    bool no_gateway;        /* leave the gateway out */
+    int gateway_timeout_ms; /* the gateway's --timeout; 0 for its default */
+    int broker_timeout_ms;  /* the broker's --timeout; 0 for its default */
+} it_stack_opts_t;
+
+typedef struct it_stack it_stack_t;
+
+/*  Makes a data folder under $TMPDIR, starts the broker, then the catalog
+    workers, then the gateway, and waits until the broker and the gateway
+    wrote their ready files and, when there are workers, until the catalog
+    answers through the gateway. `opts` NULL means one catalog worker and
+    the defaults. Returns NULL when something did not start (why is on
+    stderr); what had started is stopped again. */
+it_stack_t *it_stack_new(const it_stack_opts_t *opts);
+
+/*  Stops every process still running (gateway and workers first, then the
+    broker: SIGTERM, SIGKILL after IT_STOP_TIMEOUT_MS), removes the data
+    folder and frees the stack; nulls *self_p. Safe to call twice. */
+void it_stack_destroy(it_stack_t **self_p);
+
+/*  Starts one more process of `kind` and returns its handle (index in the
+    stack's process table), or -1 when it could not start. A broker binds
+    `bind` (NULL: tcp://127.0.0.1:*), and the stack then uses the endpoint
+    it reports; a gateway listens on 127.0.0.1:0. Brokers and gateways are
+    waited for (ready file); workers are not. */
+int it_stack_start(it_stack_t *self, it_kind_t kind, const char *bind);
+
+/*  Starts a broker, `catalogs` workers and (unless no_gateway) a gateway
+    with the stack's options on the stack's data folder, as
+    it_stack_new() does, e.g. after it_stack_kill_all(). Returns 0 or -1. */
+int it_stack_start_all(it_stack_t *self, int catalogs, bool no_gateway);
+
+/*  Polls GET /v1/artists/<unknown id> until the catalog answers it (404)
+    or timeout_ms pass. Returns 0 or -1. */
+int it_stack_wait_catalog(it_stack_t *self, long timeout_ms);
+
+/*  The handle of the nth (from 0) running process of `kind`, or -1. */
+int it_stack_find(it_stack_t *self, it_kind_t kind, int nth);
+
+/*  Process id of a handle (0 when it has exited). */
+pid_t it_stack_pid(it_stack_t *self, int proc);
+
+/*  Sends `sig` to a running process. Returns 0, or -1 when it is gone. */
+int it_stack_signal(it_stack_t *self, int proc, int sig);
+
+/*  SIGTERM, then waits up to timeout_ms (SIGKILL after that) and reaps.
+    Returns the wait status (as from waitpid), or -1 when the process had
+    already exited and been reaped before. */
+int it_stack_stop(it_stack_t *self, int proc, long timeout_ms);
+
+/*  Waits up to timeout_ms for a process that was signalled to exit and
+    reaps it. Returns its wait status, or -1 on timeout. */
+int it_stack_wait(it_stack_t *self, int proc, long timeout_ms);
+
+/*  Stops every running process, gateways and workers first, the broker
+    last, each with it_stack_stop(). Returns how many did not exit with
+    status 0 (each is reported on stderr). */
+int it_stack_stop_all(it_stack_t *self);
+
+/*  SIGKILLs every running process at once and reaps them. */
+void it_stack_kill_all(it_stack_t *self);
+
+/*  "http://127.0.0.1:PORT" + path, of the current gateway. Caller frees. */
+char *it_stack_url(it_stack_t *self, const char *path);
+
+/*  The broker's endpoint as it reported it ("tcp://127.0.0.1:41234"). */
+const char *it_stack_endpoint(it_stack_t *self);
+
+/*  The stack's data folder. */
+const char *it_stack_data_dir(it_stack_t *self);
+
+/*  Milliseconds on a monotonic clock, for measuring deadlines. */
+long it_now_ms(void);
+
+#endif
