@@ -1,0 +1,137 @@
+/*  catalog_model — the catalog's records (artist, album, track): the rules
+    each field obeys, reading them from a request body, and their msgpack
+    form in LMDB.
+
+    A record struct borrows its strings: from the request's args, from a
+    decoded stored record, or from the caller's id buffer. It holds only
+    what it normalised itself (ISRC, timestamps). Keep what it borrows
+    from alive while the struct is in use.
+
+    The rules are the ones schemas/openapi.json states; the gateway checks
+    them first, the actor checks them again because the bus has other
+    clients. Every rule broken is answered with 400 "invalid" and the
+    field at fault ("body.artist_ids[2]"). */
+#ifndef CATALOG_MODEL_H
+#define CATALOG_MODEL_H
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mb_actor.h"
+
+#define CATALOG_ID_MAX 64           /* bytes of an id, in paths and bodies */
+#define CATALOG_NAME_MAX 200        /* characters of a name, title or label */
+#define CATALOG_GENRES_MAX 10       /* genres per artist or album */
+#define CATALOG_GENRE_MAX 50        /* characters of a genre */
+#define CATALOG_ARTIST_IDS_MAX 20   /* artists per album or track */
+#define CATALOG_DISC_MAX 99
+#define CATALOG_TRACK_MAX 999
+#define CATALOG_DURATION_MAX 86400000 /* ms: one day */
+#define CATALOG_ISRC_LEN 12         /* stored form, no hyphens */
+#define CATALOG_DATE_MAX 10         /* YYYY-MM-DD */
+#define CATALOG_TIME_MAX 31         /* room for an RFC 3339 timestamp */
+
+/*  A string borrowed from elsewhere; ptr NULL means null (absent). */
+typedef struct {
+    const char *ptr;
+    size_t len;
+} catalog_str_t;
+
+typedef struct {
+    catalog_str_t id;
+    catalog_str_t name;
+    catalog_str_t genres[CATALOG_GENRES_MAX];
+    size_t n_genres;
+    char created_at[CATALOG_TIME_MAX + 1];
+    char updated_at[CATALOG_TIME_MAX + 1];
+} catalog_artist_t;
+
+typedef struct {
+    catalog_str_t id;
+    catalog_str_t title;
+    catalog_str_t artist_ids[CATALOG_ARTIST_IDS_MAX];
+    size_t n_artist_ids;
+    catalog_str_t release_date;  /* null when unknown */
+    catalog_str_t label;         /* null when unknown */
+    catalog_str_t upc;           /* null when unknown */
+    catalog_str_t genres[CATALOG_GENRES_MAX];
+    size_t n_genres;
+    char created_at[CATALOG_TIME_MAX + 1];
+    char updated_at[CATALOG_TIME_MAX + 1];
+    bool artist_ids_given;       /* set by catalog_album_apply(): the body named them */
+} catalog_album_t;
+
+typedef struct {
+    catalog_str_t id;
+    catalog_str_t title;
+    catalog_str_t artist_ids[CATALOG_ARTIST_IDS_MAX];
+    size_t n_artist_ids;
+    catalog_str_t album_id;
+    int64_t disc_number;
+    int64_t track_number;
+    int64_t duration_ms;
+    char isrc[CATALOG_ISRC_LEN + 1]; /* "" when unknown */
+    bool explicit_;
+    char created_at[CATALOG_TIME_MAX + 1];
+    char updated_at[CATALOG_TIME_MAX + 1];
+    bool artist_ids_given;       /* set by catalog_track_apply(): the body named them */
+    bool album_id_given;         /* ... named album_id */
+    bool position_given;         /* ... named album_id, disc_number or track_number */
+} catalog_track_t;
+
+/*  Sets *a (or *al, *t) to an empty record with the defaults of a create
+    (no genres, null optional fields, disc 1, not explicit). */
+void catalog_artist_init(catalog_artist_t *a);
+void catalog_album_init(catalog_album_t *al);
+void catalog_track_init(catalog_track_t *t);
+
+/*  Applies the fields of request body `body` (args.body, may be NULL) to
+    the record. With `create`, the body must hold every required field;
+    otherwise (PATCH) only the fields given change and null clears an
+    optional one. Returns true, or false after answering `call` with 400
+    "invalid" naming the field at fault (unknown field, wrong type, broken
+    rule). Checks nothing about other records (ids that must exist). */
+bool catalog_artist_apply(mb_call_t *call, const msgpack_object *body, catalog_artist_t *a,
+                          bool create);
+bool catalog_album_apply(mb_call_t *call, const msgpack_object *body, catalog_album_t *al,
+                         bool create);
+bool catalog_track_apply(mb_call_t *call, const msgpack_object *body, catalog_track_t *t,
+                         bool create);
+
+/*  Reads a stored record (a decoded msgpack map) into the struct, which
+    borrows from `o`. Returns false when `o` is not a record of that kind
+    (a corrupt or foreign value). */
+bool catalog_artist_decode(const msgpack_object *o, catalog_artist_t *a);
+bool catalog_album_decode(const msgpack_object *o, catalog_album_t *al);
+bool catalog_track_decode(const msgpack_object *o, catalog_track_t *t);
+
+/*  Packs the record as one msgpack map: the stored form, which is also
+    the reply body. */
+void catalog_artist_pack(msgpack_packer *pk, const catalog_artist_t *a);
+void catalog_album_pack(msgpack_packer *pk, const catalog_album_t *al);
+void catalog_track_pack(msgpack_packer *pk, const catalog_track_t *t);
+
+/*  Writes the current time as RFC 3339 UTC with milliseconds
+    ("2026-11-28T02:10:00.123Z") into out. */
+void catalog_now(char out[CATALOG_TIME_MAX + 1]);
+
+/*  Normalises an ISRC given as CCXXXYYNNNNN or CC-XXX-YY-NNNNN (capitals
+    and digits) into the 12-character stored form plus NUL. Returns false
+    when `s` has neither shape. */
+bool catalog_isrc_normalise(const char *s, size_t len, char out[CATALOG_ISRC_LEN + 1]);
+
+/*  True when `s` is YYYY, YYYY-MM or YYYY-MM-DD naming a real date. */
+bool catalog_date_valid(const char *s, size_t len);
+
+/*  True when `s` is valid UTF-8; sets *chars to its count of code points. */
+bool catalog_utf8_chars(const char *s, size_t len, size_t *chars);
+
+/*  Reads a string argument that must be an id (1..CATALOG_ID_MAX bytes,
+    valid UTF-8) into *out. Returns true, or false after answering `call`
+    with 400 "invalid" naming `field`. */
+bool catalog_id_arg(mb_call_t *call, const msgpack_object *o, const char *field,
+                    catalog_str_t *out);
+
+#endif
