@@ -881,7 +881,7 @@ Test(catalog, malformed_input_is_400_not_a_crash)
     msgpack_sbuffer_destroy(&req);
 
     /* 200 characters of 4 bytes each is 800 bytes and still a valid name. */
-    char name[801] = "";
+    char name[802] = "";
     for (int i = 0; i < 200; i++)
         strcat(name, "\xf0\x9f\x8e\xb5");
     s_ok(s_call("artist.create", "{\"body\":{\"name\":\"%s\"}}", name), 201);
