@@ -17,12 +17,12 @@
 #include "mb_msgpack.h"
 
 #define CATALOG_SERVICE "catalog"
-#define CATALOG_MAX_DBS 8          /* CATALOG_STORE_DBS, with room to grow */
-#define CATALOG_PAGE_DEFAULT 20    /* items per page when limit is absent */
+#define CATALOG_MAX_DBS 8       /* CATALOG_STORE_DBS, with room to grow */
+#define CATALOG_PAGE_DEFAULT 20 /* items per page when limit is absent */
 #define CATALOG_PAGE_MAX 50
 #define CATALOG_OFFSET_MAX 100000
-#define CATALOG_GET_MANY_MAX 50    /* ids per track.get_many */
-#define CATALOG_LINK_MAX 1024      /* a next/previous URL: room for a percent-encoded id */
+#define CATALOG_GET_MANY_MAX 50 /* ids per track.get_many */
+#define CATALOG_LINK_MAX 1024   /* a next/previous URL: room for a percent-encoded id */
 
 static const char *s_kind_names[] = {"artist", "album", "track"};
 
@@ -103,8 +103,8 @@ static bool s_id(mb_call_t *call, catalog_str_t *id)
     return catalog_id_arg(call, mb_call_arg(call, "id"), "id", id);
 }
 
-static bool s_int_arg(mb_call_t *call, const char *name, int64_t min, int64_t max,
-                      int64_t fallback, size_t *out)
+static bool s_int_arg(mb_call_t *call, const char *name, int64_t min, int64_t max, int64_t fallback,
+                      size_t *out)
 {
     const msgpack_object *o = mb_call_arg(call, name);
     int64_t value = fallback;
@@ -119,8 +119,8 @@ static bool s_int_arg(mb_call_t *call, const char *name, int64_t min, int64_t ma
 
 static bool s_paging_args(mb_call_t *call, size_t *limit, size_t *offset)
 {
-    return s_int_arg(call, "limit", 1, CATALOG_PAGE_MAX, CATALOG_PAGE_DEFAULT, limit)
-        && s_int_arg(call, "offset", 0, CATALOG_OFFSET_MAX, 0, offset);
+    return s_int_arg(call, "limit", 1, CATALOG_PAGE_MAX, CATALOG_PAGE_DEFAULT, limit) &&
+           s_int_arg(call, "offset", 0, CATALOG_OFFSET_MAX, 0, offset);
 }
 
 /* ---- what a write refers to ------------------------------------------------ */
@@ -160,8 +160,8 @@ static bool s_place_free(mb_call_t *call, MDB_txn *txn, const catalog_track_t *t
 {
     int rc;
     bool taken = false;
-    if (t->album_id_given && !catalog_store_exists(s_store(call), txn, CATALOG_ALBUMS,
-                                                   t->album_id, &rc)) {
+    if (t->album_id_given &&
+        !catalog_store_exists(s_store(call), txn, CATALOG_ALBUMS, t->album_id, &rc)) {
         if (rc) {
             s_fail(call, txn, rc);
             return false;
@@ -190,8 +190,8 @@ static bool s_place_free(mb_call_t *call, MDB_txn *txn, const catalog_track_t *t
 
 /*  Refuses (409, aborting `txn`) while `index` still lists something under
     `id`; true when it lists nothing. */
-static bool s_unreferenced(mb_call_t *call, MDB_txn *txn, catalog_index_t index,
-                           catalog_str_t id, const char *what)
+static bool s_unreferenced(mb_call_t *call, MDB_txn *txn, catalog_index_t index, catalog_str_t id,
+                           const char *what)
 {
     size_t count;
     int rc = catalog_store_count(s_store(call), txn, index, id, &count);
@@ -234,8 +234,8 @@ typedef struct {
     mb_call_t *call;
     MDB_txn *txn;
     msgpack_packer *pk;
-    catalog_kind_t kind;  /* what the index entries name */
-    size_t packed;        /* items packed so far */
+    catalog_kind_t kind; /* what the index entries name */
+    size_t packed;       /* items packed so far */
 } s_page_t;
 
 static int s_pack_item(void *arg, catalog_str_t id)
@@ -246,7 +246,7 @@ static int s_pack_item(void *arg, catalog_str_t id)
     if (rc == 0)
         mb_pack_raw(page->pk, value.mv_data, value.mv_size);
     else if (rc == MDB_NOTFOUND)
-        msgpack_pack_nil(page->pk);  /* an index entry outliving its record: never written */
+        msgpack_pack_nil(page->pk); /* an index entry outliving its record: never written */
     else
         return rc;
     page->packed++;
@@ -262,8 +262,8 @@ static void s_pack_link(msgpack_packer *pk, const char *collection, catalog_str_
     size_t n = (size_t)snprintf(link, sizeof link, "/v1/%s/", collection);
     for (size_t i = 0; i < id.len && n + 3 < sizeof link; i++) {
         unsigned char c = (unsigned char)id.ptr[i];
-        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
-            || (c && strchr("-._~", c)))
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+            (c && strchr("-._~", c)))
             link[n++] = (char)c;
         else
             n += (size_t)snprintf(link + n, sizeof link - n, "%%%02X", c);
@@ -294,7 +294,7 @@ static int s_pack_page(mb_call_t *call, msgpack_packer *pk, MDB_txn *txn, catalo
     if (rc)
         return rc;
     for (; page.packed < n; page.packed++)
-        msgpack_pack_nil(pk);  /* keeps the array whole if the index ran short */
+        msgpack_pack_nil(pk); /* keeps the array whole if the index ran short */
     mb_pack_cstr(pk, "limit");
     msgpack_pack_uint64(pk, limit);
     mb_pack_cstr(pk, "offset");
@@ -336,8 +336,8 @@ static void s_answer_page(mb_call_t *call, catalog_kind_t owner, catalog_index_t
         }
         return;
     }
-    rc = s_pack_page(call, mb_call_reply(call, 200), txn, index, kind, id, collection, list,
-                     limit, offset);
+    rc = s_pack_page(call, mb_call_reply(call, 200), txn, index, kind, id, collection, list, limit,
+                     offset);
     if (rc)
         mb_call_db_error(call, rc);
     mdb_txn_abort(txn);
@@ -402,10 +402,9 @@ static void s_handle_album_get(mb_call_t *call)
     size_t used = 0;
     if (rc == MDB_NOTFOUND)
         s_not_found(call, CATALOG_ALBUMS, id);
-    else if (rc == 0
-             && (msgpack_unpack_next(&album, value.mv_data, value.mv_size, &used)
-                     != MSGPACK_UNPACK_SUCCESS
-                 || album.data.type != MSGPACK_OBJECT_MAP))
+    else if (rc == 0 && (msgpack_unpack_next(&album, value.mv_data, value.mv_size, &used) !=
+                             MSGPACK_UNPACK_SUCCESS ||
+                         album.data.type != MSGPACK_OBJECT_MAP))
         rc = MDB_CORRUPTED;
     else if (rc == 0) {
         msgpack_packer *pk = mb_call_reply(call, 200);
@@ -429,8 +428,8 @@ static void s_handle_album_get(mb_call_t *call)
 static void s_handle_track_get_many(mb_call_t *call)
 {
     const msgpack_object *ids = mb_call_arg(call, "ids");
-    if (ids == NULL || ids->type != MSGPACK_OBJECT_ARRAY || ids->via.array.size == 0
-        || ids->via.array.size > CATALOG_GET_MANY_MAX) {
+    if (ids == NULL || ids->type != MSGPACK_OBJECT_ARRAY || ids->via.array.size == 0 ||
+        ids->via.array.size > CATALOG_GET_MANY_MAX) {
         mb_call_error(call, 400, "invalid", "ids", "ids must be a list of 1 to %d track ids",
                       CATALOG_GET_MANY_MAX);
         return;
@@ -510,8 +509,8 @@ static void s_handle_track_create(mb_call_t *call)
     char id[MB_ID_LEN + 1];
     s_stamp_new(id, &t.id, t.created_at, t.updated_at);
     MDB_txn *txn = s_begin(call, true);
-    if (!txn || !s_place_free(call, txn, &t)
-        || !s_artists_exist(call, txn, t.artist_ids, t.n_artist_ids))
+    if (!txn || !s_place_free(call, txn, &t) ||
+        !s_artists_exist(call, txn, t.artist_ids, t.n_artist_ids))
         return;
     int rc = catalog_store_link_track(s_store(call), txn, &t);
     if (rc)
@@ -566,8 +565,8 @@ static void s_update_track(mb_call_t *call, MDB_txn *txn, const catalog_track_t 
         s_fail(call, txn, rc);
         return;
     }
-    if ((t.position_given && !s_place_free(call, txn, &t))
-        || (t.artist_ids_given && !s_artists_exist(call, txn, t.artist_ids, t.n_artist_ids)))
+    if ((t.position_given && !s_place_free(call, txn, &t)) ||
+        (t.artist_ids_given && !s_artists_exist(call, txn, t.artist_ids, t.n_artist_ids)))
         return;
     catalog_now(t.updated_at);
     rc = catalog_store_link_track(s_store(call), txn, &t);
@@ -633,8 +632,8 @@ static void s_handle_artist_delete(mb_call_t *call)
     catalog_record_t rec;
     if (!s_open_record(call, CATALOG_ARTISTS, &id, &txn, &rec))
         return;
-    if (s_unreferenced(call, txn, CATALOG_ARTIST_ALBUMS, id, "album")
-        && s_unreferenced(call, txn, CATALOG_ARTIST_TRACKS, id, "track"))
+    if (s_unreferenced(call, txn, CATALOG_ARTIST_ALBUMS, id, "album") &&
+        s_unreferenced(call, txn, CATALOG_ARTIST_TRACKS, id, "track"))
         s_remove(call, txn, CATALOG_ARTISTS, id);
     catalog_record_release(&rec);
 }
@@ -692,22 +691,14 @@ static void s_close(void *state)
 }
 
 static const mb_op_t s_ops[] = {
-    {"artist.create", s_handle_artist_create},
-    {"artist.get", s_handle_artist_get},
-    {"artist.update", s_handle_artist_update},
-    {"artist.delete", s_handle_artist_delete},
-    {"artist.albums", s_handle_artist_albums},
-    {"album.create", s_handle_album_create},
-    {"album.get", s_handle_album_get},
-    {"album.update", s_handle_album_update},
-    {"album.delete", s_handle_album_delete},
-    {"album.tracks", s_handle_album_tracks},
-    {"track.create", s_handle_track_create},
-    {"track.get", s_handle_track_get},
-    {"track.get_many", s_handle_track_get_many},
-    {"track.update", s_handle_track_update},
-    {"track.delete", s_handle_track_delete},
-    {NULL, NULL},
+    {"artist.create", s_handle_artist_create},   {"artist.get", s_handle_artist_get},
+    {"artist.update", s_handle_artist_update},   {"artist.delete", s_handle_artist_delete},
+    {"artist.albums", s_handle_artist_albums},   {"album.create", s_handle_album_create},
+    {"album.get", s_handle_album_get},           {"album.update", s_handle_album_update},
+    {"album.delete", s_handle_album_delete},     {"album.tracks", s_handle_album_tracks},
+    {"track.create", s_handle_track_create},     {"track.get", s_handle_track_get},
+    {"track.get_many", s_handle_track_get_many}, {"track.update", s_handle_track_update},
+    {"track.delete", s_handle_track_delete},     {NULL, NULL},
 };
 
 static const mb_actor_def_t s_def = {

@@ -87,8 +87,8 @@ bool catalog_utf8_chars(const char *s, size_t len, size_t *chars)
             cp = (cp << 6) | (p[i + k] & 0x3f);
         }
         /* Overlong forms, UTF-16 surrogates and values past Unicode. */
-        if ((extra == 2 && cp < 0x800) || (extra == 3 && cp < 0x10000) || cp > 0x10ffff
-            || (cp >= 0xd800 && cp <= 0xdfff))
+        if ((extra == 2 && cp < 0x800) || (extra == 3 && cp < 0x10000) || cp > 0x10ffff ||
+            (cp >= 0xd800 && cp <= 0xdfff))
             return false;
         i += extra + 1;
         count++;
@@ -111,9 +111,9 @@ static bool s_is_digit(char c)
 static bool s_isrc_compact_valid(const char *s)
 {
     for (int i = 0; i < CATALOG_ISRC_LEN; i++) {
-        bool ok = i < 2 ? s_is_upper(s[i])
-                : i < 5 ? s_is_upper(s[i]) || s_is_digit(s[i])
-                        : s_is_digit(s[i]);
+        bool ok = i < 2   ? s_is_upper(s[i])
+                  : i < 5 ? s_is_upper(s[i]) || s_is_digit(s[i])
+                          : s_is_digit(s[i]);
         if (!ok)
             return false;
     }
@@ -215,23 +215,16 @@ static bool s_str(mb_call_t *call, const msgpack_object *o, const char *field, s
 static bool s_int(mb_call_t *call, const msgpack_object *o, const char *field, int64_t min,
                   int64_t max, int64_t *out)
 {
-    int64_t value;
     if (o == NULL)
         return s_missing(call, field);
-    if (mb_obj_int(o, &value)) {
-        /* in range is checked below */
-    } else if ((o->type == MSGPACK_OBJECT_FLOAT64 || o->type == MSGPACK_OBJECT_FLOAT32)
-               && o->via.f64 == trunc(o->via.f64) && o->via.f64 >= (double)min
-               && o->via.f64 <= (double)max)
+    int64_t value;
+    bool is_float = o->type == MSGPACK_OBJECT_FLOAT64 || o->type == MSGPACK_OBJECT_FLOAT32;
+    if (is_float && o->via.f64 == trunc(o->via.f64) && o->via.f64 >= (double)min &&
+        o->via.f64 <= (double)max)
         value = (int64_t)o->via.f64;
-    else if (o->type == MSGPACK_OBJECT_FLOAT64 || o->type == MSGPACK_OBJECT_FLOAT32)
+    else if (!mb_obj_int(o, &value) || value < min || value > max)
         return s_invalid(call, field, "%s must be an integer from %lld to %lld", field,
                          (long long)min, (long long)max);
-    else
-        return s_invalid(call, field, "%s must be an integer", field);
-    if (value < min || value > max)
-        return s_invalid(call, field, "%s must be from %lld to %lld", field, (long long)min,
-                         (long long)max);
     *out = value;
     return true;
 }
@@ -279,15 +272,13 @@ static bool s_str_list(mb_call_t *call, const msgpack_object *o, const char *fie
 
 static bool s_genres(mb_call_t *call, const msgpack_object *o, catalog_str_t *out, size_t *n)
 {
-    return s_str_list(call, o, "body.genres", 0, CATALOG_GENRES_MAX, 1, CATALOG_GENRE_MAX, out,
-                      n);
+    return s_str_list(call, o, "body.genres", 0, CATALOG_GENRES_MAX, 1, CATALOG_GENRE_MAX, out, n);
 }
 
-static bool s_artist_ids(mb_call_t *call, const msgpack_object *o, catalog_str_t *out,
-                         size_t *n)
+static bool s_artist_ids(mb_call_t *call, const msgpack_object *o, catalog_str_t *out, size_t *n)
 {
-    return s_str_list(call, o, "body.artist_ids", 1, CATALOG_ARTIST_IDS_MAX, 1, CATALOG_ID_MAX,
-                      out, n);
+    return s_str_list(call, o, "body.artist_ids", 1, CATALOG_ARTIST_IDS_MAX, 1, CATALOG_ID_MAX, out,
+                      n);
 }
 
 static bool s_release_date(mb_call_t *call, const msgpack_object *o, catalog_str_t *out)
@@ -304,8 +295,8 @@ static bool s_upc(mb_call_t *call, const msgpack_object *o, catalog_str_t *out)
 {
     if (!s_str(call, o, "body.upc", 1, CATALOG_ID_MAX, true, out))
         return false;
-    if (out->ptr && (out->len < 12 || out->len > 13 || s_digits(out->ptr, 6) < 0
-                     || s_digits(out->ptr + 6, out->len - 6) < 0))
+    if (out->ptr && (out->len < 12 || out->len > 13 || s_digits(out->ptr, 6) < 0 ||
+                     s_digits(out->ptr + 6, out->len - 6) < 0))
         return s_invalid(call, "body.upc", "body.upc must be 12 or 13 digits (UPC-A or EAN-13)");
     return true;
 }
@@ -417,7 +408,8 @@ bool catalog_track_apply(mb_call_t *call, const msgpack_object *body, catalog_tr
 {
     if (!s_body(call, body))
         return false;
-    bool has_title = false, has_track_number = false, has_duration = false;
+    bool has_title = false, has_disc_number = false, has_track_number = false;
+    bool has_duration = false;
     for (uint32_t i = 0; i < body->via.map.size; i++) {
         const msgpack_object *key = &body->via.map.ptr[i].key;
         const msgpack_object *val = &body->via.map.ptr[i].val;
@@ -429,13 +421,14 @@ bool catalog_track_apply(mb_call_t *call, const msgpack_object *body, catalog_tr
         else if (mb_obj_str_eq(key, "album_id"))
             ok = t->album_id_given = catalog_id_arg(call, val, "body.album_id", &t->album_id);
         else if (mb_obj_str_eq(key, "disc_number"))
-            ok = s_int(call, val, "body.disc_number", 1, CATALOG_DISC_MAX, &t->disc_number);
+            ok = has_disc_number =
+                s_int(call, val, "body.disc_number", 1, CATALOG_DISC_MAX, &t->disc_number);
         else if (mb_obj_str_eq(key, "track_number"))
-            ok = has_track_number = s_int(call, val, "body.track_number", 1, CATALOG_TRACK_MAX,
-                                          &t->track_number);
+            ok = has_track_number =
+                s_int(call, val, "body.track_number", 1, CATALOG_TRACK_MAX, &t->track_number);
         else if (mb_obj_str_eq(key, "duration_ms"))
-            ok = has_duration = s_int(call, val, "body.duration_ms", 0, CATALOG_DURATION_MAX,
-                                      &t->duration_ms);
+            ok = has_duration =
+                s_int(call, val, "body.duration_ms", 0, CATALOG_DURATION_MAX, &t->duration_ms);
         else if (mb_obj_str_eq(key, "isrc"))
             ok = s_isrc(call, val, t->isrc);
         else if (mb_obj_str_eq(key, "explicit"))
@@ -444,10 +437,8 @@ bool catalog_track_apply(mb_call_t *call, const msgpack_object *body, catalog_tr
             ok = s_unknown_field(call, key);
         if (!ok)
             return false;
-        if (mb_obj_str_eq(key, "album_id") || mb_obj_str_eq(key, "disc_number")
-            || mb_obj_str_eq(key, "track_number"))
-            t->position_given = true;
     }
+    t->position_given = t->album_id_given || has_disc_number || has_track_number;
     if (create) {
         if (!has_title)
             return s_missing(call, "body.title");
@@ -463,8 +454,7 @@ bool catalog_track_apply(mb_call_t *call, const msgpack_object *body, catalog_tr
     return true;
 }
 
-bool catalog_id_arg(mb_call_t *call, const msgpack_object *o, const char *field,
-                    catalog_str_t *out)
+bool catalog_id_arg(mb_call_t *call, const msgpack_object *o, const char *field, catalog_str_t *out)
 {
     return s_str(call, o, field, 1, CATALOG_ID_MAX, false, out);
 }

@@ -21,17 +21,17 @@
 
 #include "mb_actor.h"
 
-#define CATALOG_ID_MAX 64           /* bytes of an id, in paths and bodies */
-#define CATALOG_NAME_MAX 200        /* characters of a name, title or label */
-#define CATALOG_GENRES_MAX 10       /* genres per artist or album */
-#define CATALOG_GENRE_MAX 50        /* characters of a genre */
-#define CATALOG_ARTIST_IDS_MAX 20   /* artists per album or track */
+#define CATALOG_ID_MAX 64         /* bytes of an id, in paths and bodies */
+#define CATALOG_NAME_MAX 200      /* characters of a name, title or label */
+#define CATALOG_GENRES_MAX 10     /* genres per artist or album */
+#define CATALOG_GENRE_MAX 50      /* characters of a genre */
+#define CATALOG_ARTIST_IDS_MAX 20 /* artists per album or track */
 #define CATALOG_DISC_MAX 99
 #define CATALOG_TRACK_MAX 999
 #define CATALOG_DURATION_MAX 86400000 /* ms: one day */
-#define CATALOG_ISRC_LEN 12         /* stored form, no hyphens */
-#define CATALOG_DATE_MAX 10         /* YYYY-MM-DD */
-#define CATALOG_TIME_MAX 31         /* room for an RFC 3339 timestamp */
+#define CATALOG_ISRC_LEN 12           /* stored form, no hyphens */
+#define CATALOG_DATE_MAX 10           /* YYYY-MM-DD */
+#define CATALOG_TIME_MAX 31           /* room for an RFC 3339 timestamp */
 
 /*  A string borrowed from elsewhere; ptr NULL means null (absent). */
 typedef struct {
@@ -53,14 +53,14 @@ typedef struct {
     catalog_str_t title;
     catalog_str_t artist_ids[CATALOG_ARTIST_IDS_MAX];
     size_t n_artist_ids;
-    catalog_str_t release_date;  /* null when unknown */
-    catalog_str_t label;         /* null when unknown */
-    catalog_str_t upc;           /* null when unknown */
+    catalog_str_t release_date; /* null when unknown */
+    catalog_str_t label;        /* null when unknown */
+    catalog_str_t upc;          /* null when unknown */
     catalog_str_t genres[CATALOG_GENRES_MAX];
     size_t n_genres;
     char created_at[CATALOG_TIME_MAX + 1];
     char updated_at[CATALOG_TIME_MAX + 1];
-    bool artist_ids_given;       /* set by catalog_album_apply(): the body named them */
+    bool artist_ids_given; /* set by catalog_album_apply(): the body named them */
 } catalog_album_t;
 
 typedef struct {
@@ -76,9 +76,9 @@ typedef struct {
     bool explicit_;
     char created_at[CATALOG_TIME_MAX + 1];
     char updated_at[CATALOG_TIME_MAX + 1];
-    bool artist_ids_given;       /* set by catalog_track_apply(): the body named them */
-    bool album_id_given;         /* ... named album_id */
-    bool position_given;         /* ... named album_id, disc_number or track_number */
+    bool artist_ids_given; /* set by catalog_track_apply(): the body named them */
+    bool album_id_given;   /* ... named album_id */
+    bool position_given;   /* ... named album_id, disc_number or track_number */
 } catalog_track_t;
 
 /*  Sets *a (or *al, *t) to an empty record with the defaults of a create

@@ -87,8 +87,8 @@ int catalog_store_load(catalog_store_t *self, MDB_txn *txn, catalog_kind_t kind,
     rec->size = value.mv_size;
     memcpy(rec->data, value.mv_data, value.mv_size);
     size_t offset = 0;
-    if (msgpack_unpack_next(&rec->msg, rec->data, rec->size, &offset) != MSGPACK_UNPACK_SUCCESS
-        || rec->msg.data.type != MSGPACK_OBJECT_MAP)
+    if (msgpack_unpack_next(&rec->msg, rec->data, rec->size, &offset) != MSGPACK_UNPACK_SUCCESS ||
+        rec->msg.data.type != MSGPACK_OBJECT_MAP)
         return MDB_CORRUPTED;
     return 0;
 }
@@ -231,8 +231,8 @@ int catalog_store_position_taken(catalog_store_t *self, MDB_txn *txn, catalog_st
     /* The first entry at or after this position, within this album. */
     rc = mdb_cursor_get(cursor, &key, &value, MDB_GET_BOTH_RANGE);
     if (rc == 0)
-        *taken = value.mv_size >= sizeof position
-              && memcmp(value.mv_data, position, sizeof position) == 0;
+        *taken = value.mv_size >= sizeof position &&
+                 memcmp(value.mv_data, position, sizeof position) == 0;
     mdb_cursor_close(cursor);
     return rc == MDB_NOTFOUND ? 0 : rc;
 }

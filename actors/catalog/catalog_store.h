@@ -37,7 +37,7 @@ typedef enum {
 /*  A stored record copied out of LMDB and decoded: stays valid after
     writes in the same transaction, which a pointer into the map does not. */
 typedef struct {
-    char *data;           /* owned copy of the value */
+    char *data; /* owned copy of the value */
     size_t size;
     msgpack_unpacked msg; /* msg.data is the decoded map, borrowing `data` */
 } catalog_record_t;
@@ -47,7 +47,7 @@ typedef struct {
 int catalog_store_open(MDB_env *env, catalog_store_t **self_p);
 
 /*  Frees the handle (the databases stay open in the environment); nulls
-    *self_p. Safe to call twice. */
+ *self_p. Safe to call twice. */
 void catalog_store_destroy(catalog_store_t **self_p);
 
 /*  Looks up record `id` of `kind`. Returns 0 with *value pointing into the

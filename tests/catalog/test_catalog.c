@@ -24,9 +24,9 @@
 
 typedef struct {
     int status;
-    json_t *body;      /* NULL for an error reply; kept until teardown */
-    char code[64];     /* error code, "" for a success */
-    char field[128];   /* error field, "" when none */
+    json_t *body;    /* NULL for an error reply; kept until teardown */
+    char code[64];   /* error code, "" for a success */
+    char field[128]; /* error field, "" when none */
     char message[512];
 } reply_t;
 
@@ -257,8 +257,8 @@ static long long s_int(const json_t *o, const char *key)
 
 static reply_t s_ok(reply_t r, int status)
 {
-    cr_assert_eq(r.status, status, "status %d (%s %s: %s), expected %d", r.status, r.code,
-                 r.field, r.message, status);
+    cr_assert_eq(r.status, status, "status %d (%s %s: %s), expected %d", r.status, r.code, r.field,
+                 r.message, status);
     return r;
 }
 
@@ -313,7 +313,8 @@ static bool s_rfc3339(const char *s)
 
 Test(catalog, usage_artist_create_get_patch_delete)
 {
-    reply_t r = s_call("artist.create", "{\"body\":{\"name\":\"Nina Simone\",\"genres\":[\"jazz\"]}}");
+    reply_t r =
+        s_call("artist.create", "{\"body\":{\"name\":\"Nina Simone\",\"genres\":[\"jazz\"]}}");
     s_ok(r, 201);
     const char *id = s_str(r.body, "id");
     cr_assert_eq(strlen(id), 22);
@@ -326,9 +327,8 @@ Test(catalog, usage_artist_create_get_patch_delete)
     cr_assert(json_equal(got.body, r.body), "get answers what create stored");
 
     usleep(2000);
-    reply_t patched =
-        s_ok(s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":\"Eunice Waymon\"}}", id),
-             200);
+    reply_t patched = s_ok(
+        s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":\"Eunice Waymon\"}}", id), 200);
     cr_assert_str_eq(s_str(patched.body, "name"), "Eunice Waymon");
     cr_assert_str_eq(json_string_value(json_array_get(json_object_get(patched.body, "genres"), 0)),
                      "jazz", "fields not given are kept");
@@ -346,15 +346,17 @@ Test(catalog, usage_artist_create_get_patch_delete)
 Test(catalog, artist_patch_replaces_genres_and_checks_them)
 {
     const char *id = s_new_artist("A");
-    reply_t r = s_ok(s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"genres\":[\"a\",\"b\"]}}", id),
-                     200);
+    reply_t r = s_ok(
+        s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"genres\":[\"a\",\"b\"]}}", id), 200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "genres")), 2);
-    s_expect_invalid(s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"genres\":[\"a\",\"a\"]}}", id),
-                     "body.genres[1]");
+    s_expect_invalid(
+        s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"genres\":[\"a\",\"a\"]}}", id),
+        "body.genres[1]");
     s_expect_invalid(s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":null}}", id),
                      "body.name");
     r = s_ok(s_call("artist.get", "{\"id\":\"%s\"}", id), 200);
-    cr_assert_eq(json_array_size(json_object_get(r.body, "genres")), 2, "a refused patch changes nothing");
+    cr_assert_eq(json_array_size(json_object_get(r.body, "genres")), 2,
+                 "a refused patch changes nothing");
 }
 
 /* ---- albums ------------------------------------------------------------------- */
@@ -383,8 +385,8 @@ Test(catalog, album_create_get_patch_delete)
     json_object_del(got.body, "tracks");
     cr_assert(json_equal(got.body, r.body));
 
-    r = s_ok(s_call("album.update", "{\"id\":\"%s\",\"body\":{\"label\":null,\"upc\":\"4006381333931\"}}",
-                    id),
+    r = s_ok(s_call("album.update",
+                    "{\"id\":\"%s\",\"body\":{\"label\":null,\"upc\":\"4006381333931\"}}", id),
              200);
     cr_assert(json_is_null(json_object_get(r.body, "label")), "null clears an optional field");
     cr_assert_str_eq(s_str(r.body, "upc"), "4006381333931");
@@ -400,9 +402,9 @@ Test(catalog, album_create_get_patch_delete)
 Test(catalog, album_optional_fields_default_to_null)
 {
     const char *artist = s_new_artist("A");
-    reply_t r = s_ok(s_call("album.create", "{\"body\":{\"title\":\"T\",\"artist_ids\":[\"%s\"]}}",
-                            artist),
-                     201);
+    reply_t r =
+        s_ok(s_call("album.create", "{\"body\":{\"title\":\"T\",\"artist_ids\":[\"%s\"]}}", artist),
+             201);
     cr_assert(json_is_null(json_object_get(r.body, "release_date")));
     cr_assert(json_is_null(json_object_get(r.body, "label")));
     cr_assert(json_is_null(json_object_get(r.body, "upc")));
@@ -435,8 +437,8 @@ Test(catalog, artist_albums_by_release_date_and_moved_by_patch)
 
     /* Moving "late" to artist B and to 1990: leaves A, first under B. */
     s_ok(s_call("album.update",
-                "{\"id\":\"%s\",\"body\":{\"artist_ids\":[\"%s\"],\"release_date\":\"1990\"}}", late,
-                b),
+                "{\"id\":\"%s\",\"body\":{\"artist_ids\":[\"%s\"],\"release_date\":\"1990\"}}",
+                late, b),
          200);
     r = s_ok(s_call("artist.albums", "{\"id\":\"%s\"}", a), 200);
     cr_assert_eq(s_int(r.body, "total"), 2);
@@ -445,8 +447,9 @@ Test(catalog, artist_albums_by_release_date_and_moved_by_patch)
     cr_assert_str_eq(s_str(json_array_get(json_object_get(r.body, "items"), 0), "id"), late);
 
     /* A new release date reorders within the artist. */
-    s_ok(s_call("album.update", "{\"id\":\"%s\",\"body\":{\"release_date\":\"2020-01-01\"}}", early),
-         200);
+    s_ok(
+        s_call("album.update", "{\"id\":\"%s\",\"body\":{\"release_date\":\"2020-01-01\"}}", early),
+        200);
     r = s_ok(s_call("artist.albums", "{\"id\":\"%s\",\"limit\":1,\"offset\":1}", a), 200);
     items = json_object_get(r.body, "items");
     cr_assert_eq(json_array_size(items), 1);
@@ -455,9 +458,9 @@ Test(catalog, artist_albums_by_release_date_and_moved_by_patch)
     snprintf(prev, sizeof prev, "/v1/artists/%s/albums?offset=0&limit=1", a);
     cr_assert_str_eq(s_str(r.body, "previous"), prev);
     cr_assert(json_is_null(json_object_get(r.body, "next")));
-    s_expect_invalid(s_call("album.update", "{\"id\":\"%s\",\"body\":{\"artist_ids\":[\"ghost\"]}}",
-                            mid),
-                     "body.artist_ids[0]");
+    s_expect_invalid(
+        s_call("album.update", "{\"id\":\"%s\",\"body\":{\"artist_ids\":[\"ghost\"]}}", mid),
+        "body.artist_ids[0]");
 }
 
 /* ---- tracks ----------------------------------------------------------------------- */
@@ -484,7 +487,8 @@ Test(catalog, track_create_get_patch_delete)
     cr_assert(json_equal(got.body, r.body));
 
     r = s_ok(s_call("track.update",
-                    "{\"id\":\"%s\",\"body\":{\"explicit\":true,\"isrc\":null,\"duration_ms\":1}}", id),
+                    "{\"id\":\"%s\",\"body\":{\"explicit\":true,\"isrc\":null,\"duration_ms\":1}}",
+                    id),
              200);
     cr_assert(json_is_true(json_object_get(r.body, "explicit")));
     cr_assert(json_is_null(json_object_get(r.body, "isrc")));
@@ -565,8 +569,8 @@ Test(catalog, get_many_keeps_order_with_null_for_unknown)
     const char *album = s_new_album("Al", artist, "2000");
     const char *t1 = s_new_track(album, artist, 1, 1);
     const char *t2 = s_new_track(album, artist, 1, 2);
-    reply_t r = s_ok(s_call("track.get_many", "{\"ids\":[\"%s\",\"nope\",\"%s\",\"%s\"]}", t2, t1, t2),
-                     200);
+    reply_t r = s_ok(
+        s_call("track.get_many", "{\"ids\":[\"%s\",\"nope\",\"%s\",\"%s\"]}", t2, t1, t2), 200);
     json_t *tracks = json_object_get(r.body, "tracks");
     cr_assert_eq(json_array_size(tracks), 4);
     cr_assert_str_eq(s_str(json_array_get(tracks, 0), "id"), t2);
@@ -594,11 +598,12 @@ Test(catalog, patch_moves_track_within_and_between_albums)
     const char *b = s_new_track(one, artist, 1, 2);
 
     /* Taken positions are refused, on create and on patch. */
-    s_expect_error(s_call("track.create",
-                          "{\"body\":{\"title\":\"dup\",\"artist_ids\":[\"%s\"],\"album_id\":\"%s\","
-                          "\"track_number\":2,\"duration_ms\":1}}",
-                          artist, one),
-                   409, "conflict", "body.track_number");
+    s_expect_error(
+        s_call("track.create",
+               "{\"body\":{\"title\":\"dup\",\"artist_ids\":[\"%s\"],\"album_id\":\"%s\","
+               "\"track_number\":2,\"duration_ms\":1}}",
+               artist, one),
+        409, "conflict", "body.track_number");
     s_expect_error(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"track_number\":2}}", a), 409,
                    "conflict", "body.track_number");
     /* Patching a track to its own position is no conflict. */
@@ -617,8 +622,9 @@ Test(catalog, patch_moves_track_within_and_between_albums)
     r = s_ok(s_call("album.tracks", "{\"id\":\"%s\"}", two), 200);
     cr_assert_eq(s_int(r.body, "total"), 1);
     cr_assert_str_eq(s_str(json_array_get(json_object_get(r.body, "items"), 0), "id"), a);
-    s_expect_invalid(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"album_id\":\"nowhere\"}}", a),
-                     "body.album_id");
+    s_expect_invalid(
+        s_call("track.update", "{\"id\":\"%s\",\"body\":{\"album_id\":\"nowhere\"}}", a),
+        "body.album_id");
     r = s_ok(s_call("track.get", "{\"id\":\"%s\"}", a), 200);
     cr_assert_str_eq(s_str(r.body, "album_id"), two, "a refused move changes nothing");
     r = s_ok(s_call("album.tracks", "{\"id\":\"%s\"}", two), 200);
@@ -644,8 +650,9 @@ Test(catalog, deletes_refused_while_referenced)
     s_expect_error(s_call("artist.delete", "{\"id\":\"%s\"}", guest), 409, "conflict", NULL);
 
     /* Dropping the guest from the track frees the guest. */
-    s_ok(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"artist_ids\":[\"%s\"]}}", track, artist),
-         200);
+    s_ok(
+        s_call("track.update", "{\"id\":\"%s\",\"body\":{\"artist_ids\":[\"%s\"]}}", track, artist),
+        200);
     s_ok(s_call("artist.delete", "{\"id\":\"%s\"}", guest), 204);
 
     s_ok(s_call("track.delete", "{\"id\":\"%s\"}", track), 204);
@@ -657,11 +664,12 @@ Test(catalog, track_references_must_exist)
 {
     const char *artist = s_new_artist("A");
     const char *album = s_new_album("Al", artist, "2000");
-    s_expect_invalid(s_call("track.create",
-                            "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"album_id\":\"nope\","
-                            "\"track_number\":1,\"duration_ms\":1}}",
-                            artist),
-                     "body.album_id");
+    s_expect_invalid(
+        s_call("track.create",
+               "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"album_id\":\"nope\","
+               "\"track_number\":1,\"duration_ms\":1}}",
+               artist),
+        "body.album_id");
     s_expect_invalid(s_call("track.create",
                             "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\",\"nope\"],"
                             "\"album_id\":\"%s\",\"track_number\":1,\"duration_ms\":1}}",
@@ -704,10 +712,12 @@ Test(catalog, every_broken_rule_names_its_field)
                             "{\"body\":{\"name\":\"a\",\"genres\":[\"1\",\"2\",\"3\",\"4\",\"5\","
                             "\"6\",\"7\",\"8\",\"9\",\"10\",\"11\"]}}"),
                      "body.genres");
-    s_expect_invalid(s_call("artist.create", "{\"body\":{\"name\":\"a\",\"genres\":[\"rock\",\"\"]}}"),
-                     "body.genres[1]");
-    s_expect_invalid(s_call("artist.create", "{\"body\":{\"name\":\"a\",\"genres\":[\"%s\"]}}", g51),
-                     "body.genres[0]");
+    s_expect_invalid(
+        s_call("artist.create", "{\"body\":{\"name\":\"a\",\"genres\":[\"rock\",\"\"]}}"),
+        "body.genres[1]");
+    s_expect_invalid(
+        s_call("artist.create", "{\"body\":{\"name\":\"a\",\"genres\":[\"%s\"]}}", g51),
+        "body.genres[0]");
     s_expect_invalid(s_call("artist.create", "{\"body\":{\"name\":\"a\",\"extra\":1}}"),
                      "body.extra");
 
@@ -717,41 +727,45 @@ Test(catalog, every_broken_rule_names_its_field)
     s_expect_invalid(s_call("album.create", "{\"body\":{\"title\":\"t\"}}"), "body.artist_ids");
     s_expect_invalid(s_call("album.create", "{\"body\":{\"title\":\"t\",\"artist_ids\":[]}}"),
                      "body.artist_ids");
-    s_expect_invalid(s_call("album.create", "{\"body\":{\"title\":\"t\",\"artist_ids\":\"%s\"}}", ar),
-                     "body.artist_ids");
-    s_expect_invalid(s_call("album.create", "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\",3]}}",
-                            ar),
-                     "body.artist_ids[1]");
+    s_expect_invalid(
+        s_call("album.create", "{\"body\":{\"title\":\"t\",\"artist_ids\":\"%s\"}}", ar),
+        "body.artist_ids");
+    s_expect_invalid(
+        s_call("album.create", "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\",3]}}", ar),
+        "body.artist_ids[1]");
     s_expect_invalid(s_call("album.create",
                             "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\",\"%s\"]}}", ar, ar),
                      "body.artist_ids[1]");
-    s_expect_invalid(s_call("album.create", "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"]}}",
-                            id65),
-                     "body.artist_ids[0]");
-    const char *bad_dates[] = {"\"2020-13\"", "\"2021-02-29\"", "\"20\"", "2020", "\"2020-1-1\"",
-                               "\"2020-04-31\""};
+    s_expect_invalid(
+        s_call("album.create", "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"]}}", id65),
+        "body.artist_ids[0]");
+    const char *bad_dates[] = {"\"2020-13\"", "\"2021-02-29\"", "\"20\"",
+                               "2020",        "\"2020-1-1\"",   "\"2020-04-31\""};
     for (size_t i = 0; i < sizeof bad_dates / sizeof *bad_dates; i++)
         s_expect_invalid(s_call("album.create",
                                 "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],"
                                 "\"release_date\":%s}}",
                                 ar, bad_dates[i]),
                          "body.release_date");
-    s_ok(s_call("album.create",
-                "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"release_date\":\"2024-02-29\"}}",
-                ar),
+    s_ok(s_call(
+             "album.create",
+             "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"release_date\":\"2024-02-29\"}}",
+             ar),
          201);
-    const char *bad_upcs[] = {"\"12345\"", "\"12345678901a\"", "\"12345678901234\"", "123456789012"};
+    const char *bad_upcs[] = {"\"12345\"", "\"12345678901a\"", "\"12345678901234\"",
+                              "123456789012"};
     for (size_t i = 0; i < sizeof bad_upcs / sizeof *bad_upcs; i++)
         s_expect_invalid(s_call("album.create",
-                                "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"upc\":%s}}", ar,
-                                bad_upcs[i]),
+                                "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"upc\":%s}}",
+                                ar, bad_upcs[i]),
                          "body.upc");
     s_expect_invalid(s_call("album.create",
-                            "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"label\":\"\"}}", ar),
+                            "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"label\":\"\"}}",
+                            ar),
                      "body.label");
     s_expect_invalid(s_call("album.create",
-                            "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"label\":\"%s\"}}", ar,
-                            n201),
+                            "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"label\":\"%s\"}}",
+                            ar, n201),
                      "body.label");
 
     /* track: a valid body with one field replaced */
@@ -782,24 +796,27 @@ Test(catalog, every_broken_rule_names_its_field)
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         s_expect_invalid(s_call("track.create", base, ar, al, cases[i].extra), cases[i].field);
-    s_expect_invalid(s_call("track.create",
-                            "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"album_id\":\"%s\","
-                            "\"duration_ms\":1}}",
-                            ar, al),
-                     "body.track_number");
-    s_expect_invalid(s_call("track.create",
-                            "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"album_id\":\"%s\","
-                            "\"track_number\":1}}",
-                            ar, al),
-                     "body.duration_ms");
+    s_expect_invalid(
+        s_call("track.create",
+               "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"album_id\":\"%s\","
+               "\"duration_ms\":1}}",
+               ar, al),
+        "body.track_number");
+    s_expect_invalid(
+        s_call("track.create",
+               "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"album_id\":\"%s\","
+               "\"track_number\":1}}",
+               ar, al),
+        "body.duration_ms");
     s_expect_invalid(s_call("track.create",
                             "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"track_number\":1,"
                             "\"duration_ms\":1}}",
                             ar),
                      "body.album_id");
     /* 2.0 is an integer to JSON Schema; both ISRC forms are accepted. */
-    reply_t r = s_ok(s_call("track.create", base, ar, al, ",\"disc_number\":2.0,\"isrc\":\"USRC17607839\""),
-                     201);
+    reply_t r =
+        s_ok(s_call("track.create", base, ar, al, ",\"disc_number\":2.0,\"isrc\":\"USRC17607839\""),
+             201);
     cr_assert_eq(s_int(r.body, "disc_number"), 2);
     cr_assert_str_eq(s_str(r.body, "isrc"), "USRC17607839");
 
@@ -816,7 +833,8 @@ Test(catalog, every_broken_rule_names_its_field)
     s_expect_invalid(s_call("artist.albums", "{\"id\":\"%s\",\"offset\":100001}", ar), "offset");
     s_expect_invalid(s_call("album.update", "{\"id\":\"%s\"}", al), "body");
     s_expect_invalid(s_call("album.update", "{\"id\":\"%s\",\"body\":null}", al), "body");
-    s_expect_invalid(s_call("album.update", "{\"id\":\"%s\",\"body\":{\"id\":\"x\"}}", al), "body.id");
+    s_expect_invalid(s_call("album.update", "{\"id\":\"%s\",\"body\":{\"id\":\"x\"}}", al),
+                     "body.id");
     free(n201);
     free(g51);
     free(id65);
@@ -900,8 +918,8 @@ Test(catalog_full, map_full_is_507_and_keeps_what_was_written)
     int status = 201, created = 1;
     char *name = s_repeat('m', 190);
     for (int i = 0; i < 5000 && status == 201; i++) {
-        reply_t r = s_call("artist.create", "{\"body\":{\"name\":\"%s\",\"genres\":[\"g%d\"]}}", name,
-                           i);
+        reply_t r =
+            s_call("artist.create", "{\"body\":{\"name\":\"%s\",\"genres\":[\"g%d\"]}}", name, i);
         status = r.status;
         if (status == 201)
             created++;
