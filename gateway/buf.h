@@ -1,0 +1,48 @@
+/*  buf — a growing byte buffer the gateway reuses across requests.
+
+    Replies, problem documents and log lines are written into one of these;
+    gw_buf_reset() keeps the memory, so a warm gateway formats responses
+    without allocating. Out of memory aborts (mb_alloc). */
+#ifndef GW_BUF_H
+#define GW_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+typedef struct {
+    char *data; /* NUL-terminated after every append (when cap > 0) */
+    size_t len; /* bytes written, not counting the NUL */
+    size_t cap; /* bytes allocated */
+} gw_buf_t;
+
+#define GW_BUF_INIT {NULL, 0, 0}
+
+/*  Frees the memory and zeroes *buf. Safe to call twice. */
+void gw_buf_free(gw_buf_t *buf);
+
+/*  Empties the buffer, keeping its memory. */
+void gw_buf_reset(gw_buf_t *buf);
+
+/*  Makes room for `more` bytes past len (plus the NUL). */
+void gw_buf_reserve(gw_buf_t *buf, size_t more);
+
+void gw_buf_append(gw_buf_t *buf, const void *data, size_t len);
+void gw_buf_puts(gw_buf_t *buf, const char *s);
+void gw_buf_putc(gw_buf_t *buf, char c);
+void gw_buf_printf(gw_buf_t *buf, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void gw_buf_vprintf(gw_buf_t *buf, const char *fmt, va_list ap);
+
+/*  Appends `len` bytes of `s` as a JSON string, quotes included, escaped
+    per RFC 8259 (", \, and control characters; other bytes are copied).
+    The caller guarantees `s` is valid UTF-8 (see gw_utf8_valid()). */
+void gw_buf_json_string(gw_buf_t *buf, const char *s, size_t len);
+
+/*  True when `len` bytes at `s` are well-formed UTF-8 (no overlong forms,
+    no surrogates, nothing above U+10FFFF). */
+int gw_utf8_valid(const char *s, size_t len);
+
+/*  Hands the memory over to the caller (who free()s it) and zeroes *buf.
+    Returns NULL for a buffer never written to. */
+char *gw_buf_steal(gw_buf_t *buf, size_t *len);
+
+#endif

@@ -1,0 +1,950 @@
+/*  musicbus-gateway — HTTP/JSON in front of the bus.
+
+    One thread, one epoll loop: libmicrohttpd runs in external-epoll mode
+    (its epoll fd sits in ours) next to the broker socket's ZMQ_FD. A
+    request is matched against the route table from schemas/openapi.json,
+    validated, packed to msgpack and sent to its service; its connection is
+    suspended until the reply (or the deadline) comes, and many requests are
+    in flight at once. The gateway holds no domain logic.
+
+    Usage: musicbus-gateway [--http ADDR] [--bus ENDPOINT] [--timeout MS]
+                            [--max-body BYTES] [--schema FILE]
+                            [--ready-file PATH] [--help] */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <msgpack.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "json_msgpack.h"
+#include "mb_alloc.h"
+#include "mb_client.h"
+#include "mb_config.h"
+#include "mb_envelope.h"
+#include "mb_error.h"
+#include "mb_log.h"
+#include "mb_signal.h"
+#include "mb_zmq.h"
+#include "mdp.h"
+#include "openapi_embed.h"
+#include "pending.h"
+#include "problem.h"
+#include "request.h"
+#include "routes.h"
+
+#define GW_ENV_MAX_BODY "MUSICBUS_MAX_BODY"
+#define GW_DEFAULT_MAX_BODY (1L << 20)  /* bytes of request body accepted */
+#define GW_CONN_LIMIT 4096              /* HTTP connections at once (capped by RLIMIT_NOFILE) */
+#define GW_CONN_TIMEOUT_S 60            /* idle keep-alive connections are closed after this */
+#define GW_PROBE_INTERVAL_MS 1000       /* an mmi.service probe to the broker this often */
+#define GW_READY_WINDOW_MS 3000         /* ready while the broker answered within this */
+#define GW_DRAIN_MS 2000                /* after SIGTERM, pending requests get this long */
+#define GW_LINGER_MS 1000               /* then responses get this long to leave */
+#define GW_MAX_WAIT_MS 1000             /* longest epoll wait, whatever the timers say */
+#define GW_FREE_REQS_KEPT 1024          /* request structs kept for reuse */
+#define GW_BUF_KEPT (256 * 1024)        /* buffers above this are freed, not reused */
+#define GW_JSON "application/json"
+
+typedef enum {
+    S_READING, /* headers seen, body arriving */
+    S_PENDING, /* sent to the bus, connection suspended */
+    S_REPLIED, /* answer ready, connection resumed, response not queued yet */
+    S_ANSWERED /* response queued */
+} s_state_t;
+
+typedef struct s_self s_self_t;
+
+/*  One HTTP request, from its first header to its completion. */
+typedef struct s_req {
+    gw_pending_node_t node; /* in self->pending while S_PENDING */
+    s_self_t *self;
+    struct MHD_Connection *conn;
+    struct s_req *next_free;
+    s_state_t state;
+    const gw_route_t *route; /* NULL once answered with a 404/405 */
+    gw_match_t match;        /* segments point into MHD's url, valid for the request */
+    const char *method;      /* MHD's, valid for the request */
+    const char *url;
+    uint64_t rid;
+    int64_t start_us;        /* for the log's duration */
+    int64_t deadline_ms;
+    bool too_big;            /* the body passed max_body while arriving */
+    gw_buf_t body;           /* the request body */
+    gw_buf_t out;            /* the response body */
+    int status;              /* the response's status */
+    const char *content_type;
+    const char *allow;       /* Allow header of a 405 */
+} s_req_t;
+
+struct s_self {
+    /* settings */
+    char *http_addr;
+    char *bus;
+    long timeout_ms;
+    long max_body;
+    char *schema_file;
+    char *ready_file;
+    /* state */
+    gw_routes_t *routes;
+    char *probe_service;   /* the service named in mmi.service probes */
+    mb_client_t *client;
+    struct MHD_Daemon *daemon;
+    int epoll_fd;
+    int mhd_fd;
+    int bus_fd;
+    gw_pending_t *pending;
+    msgpack_sbuffer sbuf;  /* reused for every envelope */
+    uint64_t next_rid;
+    s_req_t *free_reqs;
+    size_t n_free_reqs;
+    size_t active;         /* requests between their first header and completion */
+    bool resumed;          /* a connection was resumed since MHD last ran */
+    int64_t next_probe_ms;
+    int64_t last_answer_ms; /* last time the broker answered anything; 0: never */
+    bool stopping;
+    int64_t drain_until_ms;
+    int64_t linger_until_ms;
+};
+
+static int64_t s_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t s_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* ---- requests ------------------------------------------------------------ */
+
+static s_req_t *s_req_new(s_self_t *self, struct MHD_Connection *conn)
+{
+    s_req_t *req = self->free_reqs;
+    if (req) {
+        self->free_reqs = req->next_free;
+        self->n_free_reqs--;
+    } else {
+        req = mb_calloc(1, sizeof *req);
+    }
+    gw_buf_t body = req->body, out = req->out;
+    memset(req, 0, sizeof *req);
+    req->body = body;
+    req->out = out;
+    gw_buf_reset(&req->body);
+    gw_buf_reset(&req->out);
+    req->self = self;
+    req->conn = conn;
+    req->state = S_READING;
+    req->rid = ++self->next_rid;
+    req->start_us = s_now_us();
+    req->deadline_ms = req->start_us / 1000 + self->timeout_ms;
+    self->active++;
+    return req;
+}
+
+static void s_req_free(s_self_t *self, s_req_t *req)
+{
+    self->active--;
+    if (req->body.cap > GW_BUF_KEPT)
+        gw_buf_free(&req->body);
+    if (req->out.cap > GW_BUF_KEPT)
+        gw_buf_free(&req->out);
+    if (self->n_free_reqs >= GW_FREE_REQS_KEPT) {
+        gw_buf_free(&req->body);
+        gw_buf_free(&req->out);
+        free(req);
+        return;
+    }
+    req->next_free = self->free_reqs;
+    self->free_reqs = req;
+    self->n_free_reqs++;
+}
+
+/*  Sets the request's answer: a problem document. */
+static void s_set_problem(s_req_t *req, int status, const char *type, size_t type_len,
+                          const char *detail, size_t detail_len, const char *field,
+                          size_t field_len)
+{
+    gw_buf_reset(&req->out);
+    gw_problem_write(&req->out, status, type, type_len, detail, detail_len, field, field_len);
+    req->status = status;
+    req->content_type = GW_PROBLEM_CONTENT_TYPE;
+}
+
+static void s_set_problemf(s_req_t *req, int status, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void s_set_problemf(s_req_t *req, int status, const char *field, const char *fmt, ...)
+{
+    char detail[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    s_set_problem(req, status, NULL, 0, detail, (size_t) -1, field, (size_t) -1);
+}
+
+/*  Queues the request's answer on its connection. Must run inside the
+    access handler. The body stays in req->out, which lives until the
+    request completes, so MHD sends it without a copy. */
+static enum MHD_Result s_respond(s_req_t *req)
+{
+    s_self_t *self = req->self;
+    bool empty = req->status == 204 || req->status == 304;
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        empty ? 0 : req->out.len, empty ? (void *) "" : req->out.data, MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return MHD_NO;
+    char rid[17];
+    snprintf(rid, sizeof rid, "%016" PRIx64, req->rid);
+    MHD_add_response_header(resp, "X-Request-Id", rid);
+    if (!empty)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->content_type);
+    if (req->allow)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, req->allow);
+    if (self->stopping)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result rc = MHD_queue_response(req->conn, (unsigned) req->status, resp);
+    MHD_destroy_response(resp);
+    req->state = S_ANSWERED;
+    return rc;
+}
+
+static enum MHD_Result s_fail(s_req_t *req, int status, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static enum MHD_Result s_fail(s_req_t *req, int status, const char *field, const char *fmt, ...)
+{
+    char detail[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    s_set_problem(req, status, NULL, 0, detail, (size_t) -1, field, (size_t) -1);
+    return s_respond(req);
+}
+
+/*  Resumes a suspended request whose answer is now in req->out. */
+static void s_wake(s_self_t *self, s_req_t *req)
+{
+    req->state = S_REPLIED;
+    MHD_resume_connection(req->conn);
+    self->resumed = true;
+}
+
+/* ---- requests answered by the gateway itself ------------------------------- */
+
+static bool s_ready(const s_self_t *self, int64_t now)
+{
+    return self->last_answer_ms && now - self->last_answer_ms <= GW_READY_WINDOW_MS;
+}
+
+static enum MHD_Result s_handle_own(s_req_t *req)
+{
+    s_self_t *self = req->self;
+    const char *op = req->route->op;
+    if (!strcmp(op, "healthz") || (!strcmp(op, "readyz") && s_ready(self, s_now_ms()))) {
+        gw_buf_reset(&req->out);
+        gw_buf_puts(&req->out, "{\"status\":\"ok\"}");
+        req->status = 200;
+        req->content_type = GW_JSON;
+        return s_respond(req);
+    }
+    if (!strcmp(op, "readyz")) {
+        if (!self->last_answer_ms)
+            return s_fail(req, 503, NULL, "the bus broker has not answered yet");
+        return s_fail(req, 503, NULL, "the bus broker has not answered for %" PRId64 " ms",
+                      s_now_ms() - self->last_answer_ms);
+    }
+    return s_fail(req, 501, NULL, "the gateway does not implement op %s", op);
+}
+
+/* ---- HTTP ---------------------------------------------------------------- */
+
+/*  True when `ct` is application/json, with no charset or charset=utf-8. */
+static bool s_is_json_media(const char *ct)
+{
+    if (!ct)
+        return false;
+    ct += strspn(ct, " \t");
+    size_t n = strlen(GW_JSON);
+    if (strncasecmp(ct, GW_JSON, n))
+        return false;
+    const char *p = ct + n;
+    p += strspn(p, " \t");
+    while (*p == ';') {
+        p++;
+        p += strspn(p, " \t");
+        const char *eq = strchr(p, '=');
+        size_t name_len = eq ? (size_t) (eq - p) : strcspn(p, ";");
+        while (name_len && (p[name_len - 1] == ' ' || p[name_len - 1] == '\t'))
+            name_len--;
+        if (eq && name_len == 7 && !strncasecmp(p, "charset", 7)) {
+            const char *v = eq + 1 + strspn(eq + 1, " \t\"");
+            if (strncasecmp(v, "utf-8", 5) || (v[5] && !strchr("\"; \t", v[5])))
+                return false;
+        }
+        p += strcspn(p, ";");
+    }
+    return *p == '\0';
+}
+
+static const char *s_query(void *cls, const char *name, size_t *len)
+{
+    const char *value = NULL;
+    size_t value_len = 0;
+    if (MHD_lookup_connection_value_n(cls, MHD_GET_ARGUMENT_KIND, name, strlen(name), &value,
+                                      &value_len) != MHD_YES)
+        return NULL;
+    if (!value) {
+        value = "";
+        value_len = 0;
+    }
+    *len = value_len;
+    return value;
+}
+
+/*  First call for a request: route, method, size and media type, all
+    decided before any body is read. */
+static enum MHD_Result s_on_headers(s_req_t *req)
+{
+    s_self_t *self = req->self;
+    int rc = gw_routes_match(self->routes, req->method, req->url, &req->match);
+    if (rc == 404)
+        return s_fail(req, 404, NULL, "no route for %s", req->url);
+    if (rc == 405) {
+        req->allow = req->match.allow;
+        return s_fail(req, 405, NULL, "%s does not allow %s (allowed: %s)", req->url,
+                      req->method, req->allow);
+    }
+    req->route = req->match.route;
+    if (!strcmp(req->route->service, "gateway"))
+        return s_handle_own(req);
+    if (self->stopping)
+        return s_fail(req, 503, NULL, "the gateway is shutting down");
+
+    const char *cl = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    unsigned long long length = cl ? strtoull(cl, NULL, 10) : 0;
+    if (length > (unsigned long long) self->max_body)
+        return s_fail(req, 413, "body", "the body is %llu bytes; the limit is %ld", length,
+                      self->max_body);
+    if (req->route->has_body && (length > 0 || te)) {
+        const char *ct = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_TYPE);
+        if (!s_is_json_media(ct))
+            return s_fail(req, 415, NULL, "the body must be application/json, not %s",
+                          ct ? ct : "untyped");
+    }
+    gw_buf_reserve(&req->body, length);
+    return MHD_YES;
+}
+
+/*  Last call: the whole body is in. Sends the request to the bus and
+    suspends the connection until the reply. */
+static enum MHD_Result s_on_complete(s_req_t *req)
+{
+    s_self_t *self = req->self;
+    if (req->too_big)
+        return s_fail(req, 413, "body", "the body is over the limit of %ld bytes",
+                      self->max_body);
+    int64_t now = s_now_ms();
+    if (now >= req->deadline_ms)
+        return s_fail(req, 504, NULL, "the request took longer than %ld ms to arrive",
+                      self->timeout_ms);
+    msgpack_sbuffer_clear(&self->sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &self->sbuf, msgpack_sbuffer_write);
+    gw_invalid_t invalid;
+    if (gw_request_pack(&pk, req->route, &req->match, s_query, req->conn, req->body.data,
+                        req->body.len, req->rid, (uint32_t) (req->deadline_ms - now), &invalid))
+        return s_fail(req, 400, invalid.field, "%s", invalid.detail);
+
+    int rc = mb_client_send(self->client, req->route->service, self->sbuf.data, self->sbuf.size);
+    if (rc == MB_EAGAIN)
+        return s_fail(req, 503, NULL, "the bus is not reachable or is full; try again");
+    if (rc)
+        return s_fail(req, 503, NULL, "the bus refused the request: %s", mb_strerror(rc));
+    rc = gw_pending_add(self->pending, &req->node, req->rid, req->deadline_ms);
+    if (rc)
+        return s_fail(req, 503, NULL, "too many requests in flight");
+    req->state = S_PENDING;
+    MHD_suspend_connection(req->conn);
+    return MHD_YES;
+}
+
+static enum MHD_Result s_on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                    const char *method, const char *version,
+                                    const char *upload_data, size_t *upload_data_size,
+                                    void **con_cls)
+{
+    (void) version;
+    s_self_t *self = cls;
+    s_req_t *req = *con_cls;
+    if (!req) {
+        req = s_req_new(self, conn);
+        req->method = method;
+        req->url = url;
+        *con_cls = req;
+        return s_on_headers(req);
+    }
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (req->state != S_READING || !req->route || !req->route->has_body)
+            return MHD_YES; /* answered already, or a body nobody asked for: dropped */
+        if (req->too_big || req->body.len + n > (size_t) self->max_body) {
+            /* Content-Length did not warn us (chunked): stop keeping it. */
+            req->too_big = true;
+            gw_buf_free(&req->body);
+            return MHD_YES;
+        }
+        gw_buf_append(&req->body, upload_data, n);
+        return MHD_YES;
+    }
+    switch (req->state) {
+    case S_READING:
+        return s_on_complete(req);
+    case S_REPLIED:
+        return s_respond(req);
+    case S_PENDING:
+    case S_ANSWERED:
+    default:
+        return MHD_YES;
+    }
+}
+
+static void s_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                           enum MHD_RequestTerminationCode toe)
+{
+    (void) conn;
+    s_self_t *self = cls;
+    s_req_t *req = *con_cls;
+    if (!req)
+        return;
+    *con_cls = NULL;
+    /* A client gone while its request was pending: forget the entry, so
+       the late reply is dropped and nothing leaks. */
+    if (req->state == S_PENDING)
+        gw_pending_remove(self->pending, &req->node);
+    int status = req->state == S_ANSWERED ? req->status : 0;
+    mb_log_level_t level = status >= 500 || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK
+                               ? MB_LOG_WARN
+                               : MB_LOG_DEBUG;
+    if (mb_log_enabled(level))
+        mb_log(level, req->rid, "%s %s %d %.3fms%s", req->method, req->url, status,
+               (double) (s_now_us() - req->start_us) / 1000.0,
+               toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)");
+    s_req_free(self, req);
+}
+
+static void s_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void) cls;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    line[strcspn(line, "\r\n")] = '\0';
+    mb_warn(0, "http: %s", line);
+}
+
+/* ---- the bus ------------------------------------------------------------- */
+
+/*  Turns a decoded reply into the request's answer. */
+static void s_set_reply(s_req_t *req, const mb_reply_t *rep)
+{
+    if (rep->status < 200 || rep->status > 599) {
+        s_set_problemf(req, 502, NULL, "%s answered with status %d", req->route->service,
+                       rep->status);
+        return;
+    }
+    if (rep->code) {
+        int status = rep->status >= 400 ? rep->status : 502;
+        s_set_problem(req, status, rep->code, rep->code_len, rep->message, rep->message_len,
+                      rep->field, rep->field_len);
+        return;
+    }
+    gw_buf_reset(&req->out);
+    req->status = rep->status;
+    req->content_type = GW_JSON;
+    if (rep->status == 204 || rep->status == 304)
+        return;
+    if (!rep->body) {
+        gw_buf_puts(&req->out, "null");
+        return;
+    }
+    const char *why = NULL;
+    if (gw_msgpack_to_json(&req->out, rep->body, &why))
+        s_set_problemf(req, 502, NULL, "%s answered with a body that has no JSON form: %s",
+                       req->route->service, why);
+}
+
+/*  The broker answers an mmi.service probe with a bare "200"/"404"/"501",
+    never a msgpack map. */
+static bool s_is_probe_answer(const void *data, size_t size)
+{
+    const char *p = data;
+    return size == 3 && p[0] >= '1' && p[0] <= '9' && p[1] >= '0' && p[1] <= '9' &&
+           p[2] >= '0' && p[2] <= '9';
+}
+
+static void s_on_bus_message(s_self_t *self, const void *data, size_t size)
+{
+    self->last_answer_ms = s_now_ms();
+    if (s_is_probe_answer(data, size))
+        return;
+    mb_reply_t rep;
+    const char *why = NULL;
+    if (mb_reply_decode(&rep, data, size, &why)) {
+        mb_warn(0, "bus: dropped a reply that is not an envelope: %s", why ? why : "?");
+        return;
+    }
+    gw_pending_node_t *node = gw_pending_take(self->pending, rep.rid);
+    if (!node) {
+        mb_debug(rep.rid, "bus: dropped a late reply (the request is gone)");
+        mb_reply_release(&rep);
+        return;
+    }
+    s_req_t *req = (s_req_t *) ((char *) node - offsetof(s_req_t, node));
+    s_set_reply(req, &rep);
+    mb_reply_release(&rep);
+    s_wake(self, req);
+}
+
+/*  ZMQ_FD is edge-triggered: read until the socket says EAGAIN, after
+    every time it fires and after every send. */
+static void s_drain_bus(s_self_t *self)
+{
+    for (;;) {
+        zmq_msg_t msg;
+        int rc = mb_client_recv(self->client, &msg);
+        if (rc == MB_EAGAIN)
+            return;
+        if (rc == MB_EPROTO)
+            continue;
+        if (rc) {
+            mb_warn(0, "bus: receive failed: %s", mb_strerror(rc));
+            return;
+        }
+        s_on_bus_message(self, zmq_msg_data(&msg), zmq_msg_size(&msg));
+        zmq_msg_close(&msg);
+    }
+}
+
+/*  Answers 504 for every pending request whose deadline has passed. */
+static void s_expire(s_self_t *self, int64_t now)
+{
+    gw_pending_node_t *node;
+    while ((node = gw_pending_first(self->pending)) && node->deadline_ms <= now) {
+        gw_pending_remove(self->pending, node);
+        s_req_t *req = (s_req_t *) ((char *) node - offsetof(s_req_t, node));
+        s_set_problemf(req, 504, NULL, "%s did not answer within %ld ms", req->route->service,
+                       self->timeout_ms);
+        s_wake(self, req);
+    }
+}
+
+/*  Answers 503 for every pending request (shutting down). */
+static void s_abandon_pending(s_self_t *self)
+{
+    gw_pending_node_t *node;
+    while ((node = gw_pending_first(self->pending))) {
+        gw_pending_remove(self->pending, node);
+        s_req_t *req = (s_req_t *) ((char *) node - offsetof(s_req_t, node));
+        s_set_problemf(req, 503, NULL, "the gateway is shutting down");
+        s_wake(self, req);
+    }
+}
+
+static void s_probe(s_self_t *self, int64_t now)
+{
+    if (now < self->next_probe_ms)
+        return;
+    self->next_probe_ms = now + GW_PROBE_INTERVAL_MS;
+    /* MB_EAGAIN while the broker is unreachable (ZMQ_IMMEDIATE): then no
+       answer comes and /readyz turns 503 after GW_READY_WINDOW_MS. */
+    mb_client_send(self->client, MMI_SERVICE, self->probe_service, strlen(self->probe_service));
+}
+
+/* ---- the loop ------------------------------------------------------------ */
+
+static int s_wait_ms(s_self_t *self, int64_t now)
+{
+    int64_t wait = GW_MAX_WAIT_MS;
+    MHD_UNSIGNED_LONG_LONG mhd_ms;
+    if (MHD_get_timeout(self->daemon, &mhd_ms) == MHD_YES && (int64_t) mhd_ms < wait)
+        wait = (int64_t) mhd_ms;
+    gw_pending_node_t *first = gw_pending_first(self->pending);
+    if (first && first->deadline_ms - now < wait)
+        wait = first->deadline_ms - now;
+    if (self->next_probe_ms - now < wait)
+        wait = self->next_probe_ms - now;
+    if (self->stopping && self->drain_until_ms - now < wait)
+        wait = self->drain_until_ms - now;
+    return wait < 0 ? 0 : (int) wait;
+}
+
+static void s_begin_stop(s_self_t *self, int64_t now)
+{
+    self->stopping = true;
+    self->drain_until_ms = now + GW_DRAIN_MS;
+    self->linger_until_ms = self->drain_until_ms + GW_LINGER_MS;
+    /* Stop accepting; connections already open finish what they started. */
+    MHD_socket listen_fd = MHD_quiesce_daemon(self->daemon);
+    if (listen_fd != MHD_INVALID_SOCKET)
+        close(listen_fd);
+    mb_info(0, "stopping: %zu request(s) pending", gw_pending_size(self->pending));
+}
+
+static int s_run(s_self_t *self, const sigset_t *wait_mask)
+{
+    struct epoll_event events[8];
+    for (;;) {
+        int64_t now = s_now_ms();
+        if (!self->stopping && mb_signal_stop_requested())
+            s_begin_stop(self, now);
+        if (self->stopping) {
+            if (now >= self->drain_until_ms)
+                s_abandon_pending(self);
+            if ((self->active == 0 && !self->resumed) || now >= self->linger_until_ms)
+                return 0;
+        }
+        int n = self->resumed ? 0 : epoll_pwait(self->epoll_fd, events, 8, s_wait_ms(self, now),
+                                                wait_mask);
+        if (n < 0 && errno != EINTR) {
+            mb_error(0, "epoll_wait: %s", strerror(errno));
+            return 1;
+        }
+        /* MHD must run when its fd fires, when its timeout passes and after
+           resuming connections; running it every turn covers all three at
+           the price of one epoll_wait(0) inside. Then the bus is drained:
+           the handlers MHD called may have sent requests. */
+        self->resumed = false;
+        MHD_run(self->daemon);
+        s_drain_bus(self);
+        now = s_now_ms();
+        s_expire(self, now);
+        s_probe(self, now);
+        s_drain_bus(self);
+    }
+}
+
+/* ---- start-up ------------------------------------------------------------ */
+
+static void s_usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: musicbus-gateway [options]\n"
+            "  --http ADDR         listen on HOST:PORT (%s; %s); port 0 lets the OS pick\n"
+            "  --bus ENDPOINT      broker endpoint (%s; %s)\n"
+            "  --timeout MS        deadline of each request (%s; %d)\n"
+            "  --max-body BYTES    largest request body (%s; %ld)\n"
+            "  --schema FILE       OpenAPI document to serve (default: the one built in)\n"
+            "  --ready-file PATH   write the bound HOST:PORT there once listening\n"
+            "  --help              this text\n",
+            MB_ENV_HTTP_ADDR, MB_DEFAULT_HTTP_ADDR, MB_ENV_BUS, MB_DEFAULT_BUS, MB_ENV_TIMEOUT_MS,
+            MB_DEFAULT_TIMEOUT_MS, GW_ENV_MAX_BODY, GW_DEFAULT_MAX_BODY);
+}
+
+/*  Parses flags, falling back to MUSICBUS_* variables. Returns 0, 1 to
+    exit 0 (--help), or -1 for bad flags. */
+static int s_parse_args(s_self_t *self, int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"http", required_argument, NULL, 'h'},   {"bus", required_argument, NULL, 'b'},
+        {"timeout", required_argument, NULL, 't'}, {"max-body", required_argument, NULL, 'm'},
+        {"schema", required_argument, NULL, 's'}, {"ready-file", required_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'H'},         {NULL, 0, NULL, 0},
+    };
+    const char *http = NULL, *bus = NULL, *timeout = NULL, *max_body = NULL;
+    int c;
+    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        switch (c) {
+        case 'h': http = optarg; break;
+        case 'b': bus = optarg; break;
+        case 't': timeout = optarg; break;
+        case 'm': max_body = optarg; break;
+        case 's': self->schema_file = mb_strdup(optarg); break;
+        case 'r': self->ready_file = mb_strdup(optarg); break;
+        case 'H': s_usage(stdout); return 1;
+        default: s_usage(stderr); return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "musicbus-gateway: unexpected argument '%s'\n", argv[optind]);
+        return -1;
+    }
+    self->http_addr = mb_strdup(http ? http : mb_config_env(MB_ENV_HTTP_ADDR, MB_DEFAULT_HTTP_ADDR));
+    self->bus = mb_strdup(bus ? bus : mb_config_env(MB_ENV_BUS, MB_DEFAULT_BUS));
+    if (timeout) {
+        if (mb_config_parse_long(timeout, 1, 3600 * 1000, &self->timeout_ms)) {
+            fprintf(stderr, "musicbus-gateway: --timeout must be 1..3600000 ms\n");
+            return -1;
+        }
+    } else {
+        self->timeout_ms = mb_config_env_long(MB_ENV_TIMEOUT_MS, MB_DEFAULT_TIMEOUT_MS, 1,
+                                              3600 * 1000);
+    }
+    if (max_body) {
+        if (mb_config_parse_long(max_body, 0, 1L << 30, &self->max_body)) {
+            fprintf(stderr, "musicbus-gateway: --max-body must be 0..1073741824 bytes\n");
+            return -1;
+        }
+    } else {
+        self->max_body = mb_config_env_long(GW_ENV_MAX_BODY, GW_DEFAULT_MAX_BODY, 0, 1L << 30);
+    }
+    return 0;
+}
+
+/*  Splits "HOST:PORT", "[V6]:PORT" or ":PORT" and resolves it. */
+static int s_resolve(const char *addr, struct sockaddr_storage *out, socklen_t *out_len,
+                     char *host, size_t host_size)
+{
+    const char *colon = strrchr(addr, ':');
+    if (!colon)
+        return MB_EINVAL;
+    size_t host_len = (size_t) (colon - addr);
+    const char *h = addr;
+    if (host_len >= 2 && h[0] == '[' && h[host_len - 1] == ']') {
+        h++;
+        host_len -= 2;
+    }
+    if (host_len >= host_size)
+        return MB_EINVAL;
+    memcpy(host, h, host_len);
+    host[host_len] = '\0';
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(host_len ? host : NULL, colon + 1, &hints, &res) || !res)
+        return MB_EINVAL;
+    memcpy(out, res->ai_addr, res->ai_addrlen);
+    *out_len = res->ai_addrlen;
+    freeaddrinfo(res);
+    if (!host_len)
+        snprintf(host, host_size, "%s", out->ss_family == AF_INET6 ? "::" : "0.0.0.0");
+    return 0;
+}
+
+static int s_write_ready_file(const char *path, const char *host, unsigned port)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return MB_EIO;
+    if (strchr(host, ':'))
+        fprintf(f, "[%s]:%u\n", host, port);
+    else
+        fprintf(f, "%s:%u\n", host, port);
+    if (fclose(f) != 0 || rename(tmp, path) != 0)
+        return MB_EIO;
+    return 0;
+}
+
+static char *s_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    gw_buf_t buf = GW_BUF_INIT;
+    char chunk[16384];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        gw_buf_append(&buf, chunk, n);
+    bool failed = ferror(f);
+    fclose(f);
+    if (failed) {
+        gw_buf_free(&buf);
+        return NULL;
+    }
+    if (!buf.data)
+        gw_buf_append(&buf, "", 0);
+    return gw_buf_steal(&buf, len);
+}
+
+static int s_load_routes(s_self_t *self)
+{
+    char err[512];
+    if (self->schema_file) {
+        size_t len;
+        char *text = s_read_file(self->schema_file, &len);
+        if (!text) {
+            mb_error(0, "cannot read --schema %s: %s", self->schema_file, strerror(errno));
+            return MB_EIO;
+        }
+        self->routes = gw_routes_new(text, len, err, sizeof err);
+        free(text);
+    } else {
+        self->routes = gw_routes_new((const char *) gw_openapi_json, gw_openapi_json_len, err,
+                                     sizeof err);
+    }
+    if (!self->routes) {
+        mb_error(0, "the OpenAPI document cannot be served: %s", err);
+        return MB_EINVAL;
+    }
+    /* Probe with a real service name, so the broker's answer is about
+       something that matters; any answer at all means it is reachable. */
+    for (size_t i = 0; i < gw_routes_size(self->routes); i++) {
+        const gw_route_t *r = gw_routes_at(self->routes, i);
+        if (strcmp(r->service, "gateway")) {
+            self->probe_service = mb_strdup(r->service);
+            break;
+        }
+        if (strcmp(r->op, "healthz") && strcmp(r->op, "readyz"))
+            mb_warn(0, "%s %s: the gateway has no op %s; it will answer 501", r->method, r->path,
+                    r->op);
+    }
+    if (!self->probe_service)
+        self->probe_service = mb_strdup("gateway");
+    mb_debug(0, "%zu routes loaded", gw_routes_size(self->routes));
+    return 0;
+}
+
+static unsigned s_conn_limit(void)
+{
+    struct rlimit rl;
+    unsigned limit = GW_CONN_LIMIT;
+    /* Leave descriptors for the epoll fds, ZeroMQ and the listener. */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < (rlim_t) limit + 64)
+        limit = rl.rlim_cur > 128 ? (unsigned) rl.rlim_cur - 64 : 64;
+    return limit;
+}
+
+static int s_start(s_self_t *self)
+{
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    char host[256];
+    if (s_resolve(self->http_addr, &addr, &addr_len, host, sizeof host)) {
+        mb_error(0, "--http '%s' is not HOST:PORT", self->http_addr);
+        return MB_EINVAL;
+    }
+    self->client = mb_client_new(self->bus);
+    if (!self->client)
+        return MB_EINVAL;
+    unsigned conn_limit = s_conn_limit();
+    self->pending = gw_pending_new(conn_limit);
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (addr.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    self->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, s_on_request, self, MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
+        MHD_OPTION_CONNECTION_LIMIT, conn_limit, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned) GW_CONN_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, s_on_completed, self,
+        MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+        MHD_OPTION_END);
+    if (!self->daemon) {
+        mb_error(0, "cannot listen on %s", self->http_addr);
+        return MB_EIO;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(self->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+    self->mhd_fd = info ? info->epoll_fd : -1;
+    info = MHD_get_daemon_info(self->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    unsigned port = info ? info->port : 0;
+    self->bus_fd = mb_client_fd(self->client);
+    self->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN};
+    if (self->mhd_fd < 0 || self->epoll_fd < 0 ||
+        epoll_ctl(self->epoll_fd, EPOLL_CTL_ADD, self->mhd_fd, &ev) ||
+        epoll_ctl(self->epoll_fd, EPOLL_CTL_ADD, self->bus_fd, &ev)) {
+        mb_error(0, "cannot set up the event loop: %s", strerror(errno));
+        return MB_EIO;
+    }
+    mb_info(0, "listening on %s%s%s:%u, bus %s, timeout %ld ms, max body %ld bytes",
+            strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", port, self->bus,
+            self->timeout_ms, self->max_body);
+    if (self->ready_file && s_write_ready_file(self->ready_file, host, port)) {
+        mb_error(0, "cannot write --ready-file %s: %s", self->ready_file, strerror(errno));
+        return MB_EIO;
+    }
+    return 0;
+}
+
+static void s_destroy(s_self_t *self)
+{
+    if (self->daemon)
+        MHD_stop_daemon(self->daemon);
+    if (self->epoll_fd >= 0)
+        close(self->epoll_fd);
+    mb_client_destroy(&self->client);
+    mb_zmq_shutdown();
+    gw_pending_destroy(&self->pending);
+    gw_routes_destroy(&self->routes);
+    msgpack_sbuffer_destroy(&self->sbuf);
+    while (self->free_reqs) {
+        s_req_t *next = self->free_reqs->next_free;
+        gw_buf_free(&self->free_reqs->body);
+        gw_buf_free(&self->free_reqs->out);
+        free(self->free_reqs);
+        self->free_reqs = next;
+    }
+    free(self->http_addr);
+    free(self->bus);
+    free(self->schema_file);
+    free(self->ready_file);
+    free(self->probe_service);
+}
+
+int main(int argc, char **argv)
+{
+    s_self_t self = {.epoll_fd = -1};
+    mb_log_init("gateway");
+    int rc = s_parse_args(&self, argc, argv);
+    if (rc) {
+        s_destroy(&self);
+        return rc > 0 ? 0 : 2;
+    }
+    /* SIGTERM/SIGINT stay blocked except inside epoll_pwait, so a stop
+       request can never slip in between checking the flag and sleeping.
+       Blocked before ZeroMQ starts its threads, which inherit the mask. */
+    mb_signal_install();
+    sigset_t stop_signals, wait_mask;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    sigprocmask(SIG_BLOCK, &stop_signals, &wait_mask);
+    sigdelset(&wait_mask, SIGTERM);
+    sigdelset(&wait_mask, SIGINT);
+
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof seed, 0) != sizeof seed)
+        seed = (uint64_t) getpid() << 16 ^ (uint64_t) s_now_us();
+    /* Random high bits tell apart the rids of several gateways in the
+       logs; the low 32 count. */
+    self.next_rid = seed & 0xffffffff00000000ull;
+    msgpack_sbuffer_init(&self.sbuf);
+
+    if (s_load_routes(&self) || s_start(&self)) {
+        s_destroy(&self);
+        return 1;
+    }
+    rc = s_run(&self, &wait_mask);
+    mb_info(0, "stopped");
+    s_destroy(&self);
+    return rc;
+}

@@ -1,0 +1,36 @@
+/*  request — turns a matched HTTP request into the bus envelope.
+
+    args = each path parameter and each query parameter present, by name,
+    converted to its schema's type (integer, number, boolean, string; an
+    array parameter is split on commas and each item converted), plus
+    "body", the decoded JSON body, when the operation takes one. Every
+    value is validated against its schema first; the first rule broken is
+    a 400 naming the field ("limit", "ids[3]", "body.title"). A value of a
+    type with no conversion ("1x" for an integer) is reported the same way.
+
+    No MHD here: the caller passes a function that looks query values up,
+    so this module is tested on its own. */
+#ifndef GW_REQUEST_H
+#define GW_REQUEST_H
+
+#include <msgpack.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "routes.h"
+#include "validate.h"
+
+/*  Returns the value of query parameter `name` and sets *len, or returns
+    NULL when absent. A parameter given without '=' is "" (len 0). */
+typedef const char *(*gw_query_fn)(void *cls, const char *name, size_t *len);
+
+/*  Packs the whole request envelope {"op", "rid", "ttl", "args"} for
+    `route` into `pk`. `body` holds `body_len` bytes of the raw request
+    body (ignored when the route takes none). Returns 0, or MB_EINVAL with
+    *err filled in (an HTTP 400); then `pk`'s buffer holds a partial
+    envelope the caller discards. */
+int gw_request_pack(msgpack_packer *pk, const gw_route_t *route, const gw_match_t *match,
+                    gw_query_fn query, void *query_cls, const char *body, size_t body_len,
+                    uint64_t rid, uint32_t ttl_ms, gw_invalid_t *err);
+
+#endif

@@ -1,0 +1,102 @@
+/*  routes — the route table, built at start-up from the OpenAPI document
+    in schemas/openapi.json.
+
+    Each path template and method gives one route: the MDP service
+    (x-service), the envelope op (x-op), who may call it (x-access, kept
+    for the access checks to come), its path and query parameters with
+    their schemas, and its JSON request body schema.
+
+    Matching splits the path on '/'; a template segment {name} matches one
+    non-empty segment, and at the first segment where two templates differ
+    a literal beats a parameter (/v1/tracks/contains before
+    /v1/tracks/{id}). A path no template matches is a 404; a path that
+    matches but not with this method is a 405, with the methods that
+    would do in Allow. */
+#ifndef GW_ROUTES_H
+#define GW_ROUTES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "validate.h"
+
+#define GW_MAX_SEGMENTS 16 /* path segments a template or a request path may have */
+
+typedef enum {
+    GW_ACCESS_PUBLIC,
+    GW_ACCESS_USER,
+    GW_ACCESS_PREMIUM,
+    GW_ACCESS_ADMIN,
+} gw_access_t;
+
+typedef enum { GW_IN_PATH, GW_IN_QUERY } gw_param_in_t;
+
+typedef struct {
+    char *name;                /* the parameter's name, also its key in args */
+    gw_param_in_t in;          /* path or query */
+    bool required;             /* query: absent is a 400 (path ones always are present) */
+    bool split;                /* array with style form, explode false: split on ',' */
+    int segment;               /* path: index of its segment in the template */
+    const gw_schema_t *schema; /* NULL: any string */
+} gw_param_t;
+
+typedef struct {
+    const char *method;             /* "GET", "POST", ... (static) */
+    const char *path;               /* the template, "/v1/tracks/{id}" */
+    char *service;                  /* x-service: the MDP service */
+    char *op;                       /* x-op: the envelope's op */
+    gw_access_t access;             /* x-access */
+    gw_param_t *params;             /* path parameters first, then query */
+    size_t n_params;
+    bool has_body;                  /* the operation takes a JSON request body */
+    bool body_required;             /* requestBody.required */
+    const gw_schema_t *body_schema; /* NULL: any JSON */
+} gw_route_t;
+
+typedef struct gw_routes gw_routes_t;
+
+/*  What gw_routes_match() found. */
+typedef struct {
+    const gw_route_t *route; /* the route, or NULL for a 404/405 */
+    const char *allow;       /* for a 405: "GET, PATCH, DELETE" (borrowed) */
+    size_t n_segments;
+    struct {
+        const char *ptr; /* into the path given to gw_routes_match() */
+        size_t len;
+    } segments[GW_MAX_SEGMENTS];
+} gw_match_t;
+
+/*  Builds the table from `len` bytes of OpenAPI JSON. Returns NULL with
+    a reason in `err` when the document is not valid JSON or an operation
+    lacks x-service/x-op, has a bad x-access, a $ref that does not
+    resolve, a schema that does not compile, or a path template the
+    matcher cannot serve. */
+gw_routes_t *gw_routes_new(const char *json, size_t len, char *err, size_t err_size);
+
+/*  Frees the table and everything it compiled; nulls *self_p. Safe to
+    call twice. */
+void gw_routes_destroy(gw_routes_t **self_p);
+
+/*  Number of routes and the i-th one (document order), for listings. */
+size_t gw_routes_size(const gw_routes_t *self);
+const gw_route_t *gw_routes_at(const gw_routes_t *self, size_t index);
+
+/*  Looks up `method` and `path` (the path only, no query; already
+    percent-decoded). Returns 0 with m->route set, 404 when no template
+    matches, or 405 with m->allow set when the path matches but the method
+    does not. The segments in *m point into `path`. */
+int gw_routes_match(const gw_routes_t *self, const char *method, const char *path,
+                    gw_match_t *m);
+
+/*  The value of path parameter `p` of a matched route. */
+static inline const char *gw_match_param(const gw_match_t *m, const gw_param_t *p, size_t *len)
+{
+    *len = m->segments[p->segment].len;
+    return m->segments[p->segment].ptr;
+}
+
+/*  Parses an x-access value. Returns 0, or MB_EINVAL. */
+int gw_access_parse(const char *text, gw_access_t *out);
+const char *gw_access_name(gw_access_t access);
+
+#endif
