@@ -21,8 +21,8 @@
 #include "mb_zmq.h"
 
 #define S_ENV_MAP_SIZE_MB "MUSICBUS_MAP_SIZE_MB"
-#define S_DEFAULT_MAP_SIZE ((size_t) 1024 * 1024 * 1024) /* 1 GiB: reserved, not used */
-#define S_ERROR_MESSAGE_MAX 512                           /* longest error message sent */
+#define S_DEFAULT_MAP_SIZE ((size_t)1024 * 1024 * 1024) /* 1 GiB: reserved, not used */
+#define S_ERROR_MESSAGE_MAX 512                         /* longest error message sent */
 
 struct mb_call {
     const mb_request_t *request; /* the decoded request */
@@ -41,7 +41,7 @@ static int s_mkdir_p(const char *path)
 {
     char *copy = mb_strdup(path);
     int rc = 0;
-    for (char *p = copy + 1; ; p++) {
+    for (char *p = copy + 1;; p++) {
         if (*p == '/' || *p == '\0') {
             char saved = *p;
             *p = '\0';
@@ -123,8 +123,8 @@ static mb_handler_fn *s_find_handler(const mb_op_t *ops, const char *op, size_t 
     return NULL;
 }
 
-void mb_actor_dispatch(const mb_actor_def_t *def, MDB_env *env, void *state,
-                       const void *request, size_t size, msgpack_sbuffer *reply)
+void mb_actor_dispatch(const mb_actor_def_t *def, MDB_env *env, void *state, const void *request,
+                       size_t size, msgpack_sbuffer *reply)
 {
     mb_request_t req;
     const char *why = NULL;
@@ -140,9 +140,9 @@ void mb_actor_dispatch(const mb_actor_def_t *def, MDB_env *env, void *state,
     mb_handler_fn *handler = s_find_handler(def->ops, req.op, req.op_len);
     if (!handler) {
         char message[128];
-        snprintf(message, sizeof message, "%s has no op '%.*s'", def->name, (int) req.op_len,
+        snprintf(message, sizeof message, "%s has no op '%.*s'", def->name, (int)req.op_len,
                  req.op);
-        mb_debug(req.rid, "%.*s -> 404 unknown_op", (int) req.op_len, req.op);
+        mb_debug(req.rid, "%.*s -> 404 unknown_op", (int)req.op_len, req.op);
         s_pack_error(reply, req.rid, 404, "unknown_op", NULL, message);
         mb_request_release(&req);
         return;
@@ -162,12 +162,12 @@ void mb_actor_dispatch(const mb_actor_def_t *def, MDB_env *env, void *state,
                 used == reply->size - call.body_at;
     }
     if (!whole) {
-        mb_error(req.rid, "%.*s: handler packed %s; answering 500", (int) req.op_len, req.op,
+        mb_error(req.rid, "%.*s: handler packed %s; answering 500", (int)req.op_len, req.op,
                  call.status ? "a malformed body" : "no reply");
         s_pack_error(reply, req.rid, 500, "internal", NULL, "the handler gave no valid reply");
         call.status = 500;
     }
-    mb_debug(req.rid, "%.*s -> %d", (int) req.op_len, req.op, call.status);
+    mb_debug(req.rid, "%.*s -> %d", (int)req.op_len, req.op, call.status);
     mb_request_release(&req);
 }
 
@@ -222,7 +222,7 @@ void mb_call_error(mb_call_t *call, int status, const char *code, const char *fi
 
 void mb_call_db_error(mb_call_t *call, int mdb_rc)
 {
-    mb_error(call->request->rid, "%.*s: LMDB error: %s", (int) call->request->op_len,
+    mb_error(call->request->rid, "%.*s: LMDB error: %s", (int)call->request->op_len,
              call->request->op, mdb_strerror(mdb_rc));
     if (mdb_rc == MDB_MAP_FULL)
         mb_call_error(call, 507, "storage_full", NULL, "storage is full");
@@ -267,27 +267,42 @@ int mb_actor_main(const mb_actor_def_t *def, int argc, char **argv)
 
     const char *bus = NULL, *data = NULL, *ready_file = NULL;
     const char *heartbeat_text = NULL, *liveness_text = NULL, *map_text = NULL;
-    static const struct option options[] = {
-        {"bus", required_argument, NULL, 'b'},
-        {"data", required_argument, NULL, 'd'},
-        {"heartbeat", required_argument, NULL, 'H'},
-        {"liveness", required_argument, NULL, 'l'},
-        {"map-size", required_argument, NULL, 'm'},
-        {"ready-file", required_argument, NULL, 'r'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option options[] = {{"bus", required_argument, NULL, 'b'},
+                                            {"data", required_argument, NULL, 'd'},
+                                            {"heartbeat", required_argument, NULL, 'H'},
+                                            {"liveness", required_argument, NULL, 'l'},
+                                            {"map-size", required_argument, NULL, 'm'},
+                                            {"ready-file", required_argument, NULL, 'r'},
+                                            {"help", no_argument, NULL, 'h'},
+                                            {NULL, 0, NULL, 0}};
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
-        case 'b': bus = optarg; break;
-        case 'd': data = optarg; break;
-        case 'H': heartbeat_text = optarg; break;
-        case 'l': liveness_text = optarg; break;
-        case 'm': map_text = optarg; break;
-        case 'r': ready_file = optarg; break;
-        case 'h': s_usage(def->name); return 0;
-        default: s_usage(def->name); return 2;
+        case 'b':
+            bus = optarg;
+            break;
+        case 'd':
+            data = optarg;
+            break;
+        case 'H':
+            heartbeat_text = optarg;
+            break;
+        case 'l':
+            liveness_text = optarg;
+            break;
+        case 'm':
+            map_text = optarg;
+            break;
+        case 'r':
+            ready_file = optarg;
+            break;
+        case 'h':
+            s_usage(def->name);
+            return 0;
+        default:
+            s_usage(def->name);
+            return 2;
         }
     }
     if (optind < argc) {
@@ -305,17 +320,17 @@ int mb_actor_main(const mb_actor_def_t *def, int argc, char **argv)
             mb_error(0, "--heartbeat must be milliseconds in [10, 3600000]");
             return 2;
         }
-        opts.heartbeat_ms = (int) value;
+        opts.heartbeat_ms = (int)value;
     }
     if (liveness_text) {
         if (mb_config_parse_long(liveness_text, 1, 1000, &value) != 0) {
             mb_error(0, "--liveness must be a count in [1, 1000]");
             return 2;
         }
-        opts.liveness = (int) value;
+        opts.liveness = (int)value;
     }
     mb_actor_def_t actual = *def;
-    long map_mib = (long) ((def->map_size ? def->map_size : S_DEFAULT_MAP_SIZE) >> 20);
+    long map_mib = (long)((def->map_size ? def->map_size : S_DEFAULT_MAP_SIZE) >> 20);
     if (map_text) {
         if (mb_config_parse_long(map_text, 1, 1L << 24, &value) != 0) {
             mb_error(0, "--map-size must be MiB in [1, 16777216]");
@@ -324,7 +339,7 @@ int mb_actor_main(const mb_actor_def_t *def, int argc, char **argv)
         map_mib = value;
     } else
         map_mib = mb_config_env_long(S_ENV_MAP_SIZE_MB, map_mib, 1, 1L << 24);
-    actual.map_size = (size_t) map_mib << 20;
+    actual.map_size = (size_t)map_mib << 20;
 
     char *dir = NULL;
     if (asprintf(&dir, "%s/%s", data, def->name) < 0) {
@@ -343,7 +358,7 @@ int mb_actor_main(const mb_actor_def_t *def, int argc, char **argv)
     mb_worker_t *worker = mb_worker_new(bus, def->name, &opts);
     if (!worker)
         goto close_state;
-    mb_info(0, "started: service %s, pid %ld, data %s, bus %s", def->name, (long) getpid(), dir,
+    mb_info(0, "started: service %s, pid %ld, data %s, bus %s", def->name, (long)getpid(), dir,
             bus);
     if (ready_file && s_write_ready_file(ready_file, bus) != 0)
         mb_warn(0, "cannot write ready file '%s': %s", ready_file, strerror(errno));

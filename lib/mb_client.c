@@ -17,12 +17,13 @@
 
 #define S_SERVICE_MAX 255       /* longest service name sent */
 #define S_RECONNECT_IVL_MS 100  /* first reconnect attempt after a broker loss */
-#define S_RECONNECT_MAX_MS 1000 /* reconnect backoff cap: a restarted broker is found within 1 s */
+#define S_RECONNECT_MAX_MS 1000 /* reconnect backoff cap: a restarted broker is found within 1 s   \
+                                 */
 #define S_HWM 100000            /* messages queued each way: room for many requests in flight */
 
 struct mb_client {
-    void *socket;           /* DEALER connected to the broker */
-    unsigned long dropped;  /* malformed messages received and dropped */
+    void *socket;          /* DEALER connected to the broker */
+    unsigned long dropped; /* malformed messages received and dropped */
 };
 
 mb_client_t *mb_client_new(const char *endpoint)
@@ -129,8 +130,7 @@ int mb_client_recv(mb_client_t *self, zmq_msg_t *body)
     }
     mb_zmq_drain_message(self->socket);
     self->dropped++;
-    mb_warn(0, "client: dropped a malformed message from the broker (%lu so far)",
-            self->dropped);
+    mb_warn(0, "client: dropped a malformed message from the broker (%lu so far)", self->dropped);
     return MB_EPROTO;
 }
 
@@ -156,7 +156,7 @@ static int64_t s_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /*  Waits for `events` on the socket until `deadline` (ms, monotonic; -1
@@ -168,7 +168,7 @@ static int s_wait(mb_client_t *self, short events, int64_t deadline)
             return MB_EINTR;
         long timeout = -1;
         if (deadline >= 0) {
-            timeout = (long) (deadline - s_now_ms());
+            timeout = (long)(deadline - s_now_ms());
             if (timeout < 0)
                 timeout = 0;
         }

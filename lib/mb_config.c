@@ -20,8 +20,8 @@ int mb_config_parse_long(const char *text, long min, long max, long *out)
         return MB_EINVAL;
     /* strtol skips leading blanks; a setting with blanks is a typo we
        report rather than guess at. */
-    if (!(isdigit((unsigned char) text[0]) ||
-          ((text[0] == '-' || text[0] == '+') && isdigit((unsigned char) text[1]))))
+    if (!(isdigit((unsigned char)text[0]) ||
+          ((text[0] == '-' || text[0] == '+') && isdigit((unsigned char)text[1]))))
         return MB_EINVAL;
     char *end = NULL;
     errno = 0;

@@ -133,7 +133,7 @@ int mb_request_decode(mb_request_t *req, const void *data, size_t size, const ch
             *why = "request ttl not a positive 32-bit integer";
             goto fail;
         }
-        req->ttl_ms = (uint32_t) ttl_ms;
+        req->ttl_ms = (uint32_t)ttl_ms;
     }
     if (auth && auth->type != MSGPACK_OBJECT_MAP) {
         *why = "request auth not a map";
@@ -184,7 +184,7 @@ int mb_request_peek(const void *data, size_t size, uint64_t *rid, uint32_t *ttl_
     for (uint64_t i = 0; i < head.count; i++) {
         mb_msgpack_head_t key, value;
         mb_msgpack_head(p + pos, size - pos, &key);
-        const char *name = (const char *) p + pos + key.head_len;
+        const char *name = (const char *)p + pos + key.head_len;
         bool is_str3 = key.kind == MB_MP_STR && key.count == 3;
         bool is_rid = is_str3 && memcmp(name, "rid", 3) == 0;
         bool is_ttl = is_str3 && memcmp(name, "ttl", 3) == 0;
@@ -210,7 +210,7 @@ int mb_request_peek(const void *data, size_t size, uint64_t *rid, uint32_t *ttl_
     if (have_ttl && (found_ttl == 0 || found_ttl > UINT32_MAX))
         return MB_EPROTO;
     *rid = found_rid;
-    *ttl_ms = (uint32_t) found_ttl;
+    *ttl_ms = (uint32_t)found_ttl;
     return 0;
 }
 
@@ -266,7 +266,7 @@ int mb_reply_decode(mb_reply_t *rep, const void *data, size_t size, const char *
         *why = "reply status missing or not in 100..599";
         goto fail;
     }
-    rep->status = (int) code;
+    rep->status = (int)code;
     if (error) {
         if (body) {
             *why = "reply has both body and error";

@@ -11,8 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define S_MSG_MAX 4096     /* longest message kept; longer ones are cut */
-#define S_PROCESS_MAX 64   /* longest process name kept */
+#define S_MSG_MAX 4096   /* longest message kept; longer ones are cut */
+#define S_PROCESS_MAX 64 /* longest process name kept */
 /* Worst case every message byte becomes a 6-byte \u00XX escape. */
 #define S_LINE_MAX (256 + 6 * S_PROCESS_MAX + 6 * S_MSG_MAX)
 
@@ -30,7 +30,7 @@ void mb_log_init(const char *process)
         int found = 0;
         for (int level = MB_LOG_DEBUG; level <= MB_LOG_ERROR; level++) {
             if (strcasecmp(text, s_level_names[level]) == 0) {
-                s_level = (mb_log_level_t) level;
+                s_level = (mb_log_level_t)level;
                 found = 1;
             }
         }
@@ -81,16 +81,16 @@ static size_t s_utf8_len(const unsigned char *s, size_t left)
 static void s_escape(char *out, size_t *pos, const char *src, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
-    const unsigned char *s = (const unsigned char *) src;
+    const unsigned char *s = (const unsigned char *)src;
     size_t p = *pos;
     for (size_t i = 0; i < len;) {
         unsigned char c = s[i];
         if (c == '"' || c == '\\') {
             out[p++] = '\\';
-            out[p++] = (char) c;
+            out[p++] = (char)c;
             i++;
         } else if (c >= 0x20 && c < 0x7F) {
-            out[p++] = (char) c;
+            out[p++] = (char)c;
             i++;
         } else if (c == '\n' || c == '\r' || c == '\t') {
             out[p++] = '\\';
@@ -139,7 +139,7 @@ void mb_log(mb_log_level_t level, uint64_t rid, const char *fmt, ...)
     va_start(args, fmt);
     int n = vsnprintf(msg, sizeof msg, fmt, args);
     va_end(args);
-    size_t msg_len = n < 0 ? 0 : (size_t) n >= sizeof msg ? sizeof msg - 1 : (size_t) n;
+    size_t msg_len = n < 0 ? 0 : (size_t)n >= sizeof msg ? sizeof msg - 1 : (size_t)n;
 
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
@@ -156,7 +156,7 @@ void mb_log(mb_log_level_t level, uint64_t rid, const char *fmt, ...)
              now.tv_nsec / 1000000, s_level_names[level]);
     s_append(line, &pos, head);
     s_escape(line, &pos, process, strnlen(process, S_PROCESS_MAX - 1));
-    snprintf(head, sizeof head, "\",\"pid\":%ld", (long) getpid());
+    snprintf(head, sizeof head, "\",\"pid\":%ld", (long)getpid());
     s_append(line, &pos, head);
     if (rid) {
         snprintf(head, sizeof head, ",\"rid\":\"%016" PRIx64 "\"", rid);
@@ -175,7 +175,7 @@ void mb_log(mb_log_level_t level, uint64_t rid, const char *fmt, ...)
                 continue;
             break;
         }
-        done += (size_t) w;
+        done += (size_t)w;
     }
     errno = saved_errno;
 }

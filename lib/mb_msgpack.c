@@ -49,9 +49,9 @@ bool mb_obj_int(const msgpack_object *o, int64_t *out)
     if (!o)
         return false;
     if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-        if (o->via.u64 > (uint64_t) INT64_MAX)
+        if (o->via.u64 > (uint64_t)INT64_MAX)
             return false;
-        *out = (int64_t) o->via.u64;
+        *out = (int64_t)o->via.u64;
         return true;
     }
     if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
@@ -102,6 +102,32 @@ static uint64_t s_be(const uint8_t *p, size_t n)
     return v;
 }
 
+/*  Encodings 0xc0..0xdf, indexed by type byte - 0xc0. */
+struct s_form {
+    bool valid;
+    mb_msgpack_kind_t kind;
+    uint8_t extra;   /* bytes after the type byte: a length or a value */
+    uint8_t payload; /* fixed payload after those (floats, fixext + type byte) */
+};
+static const struct s_form s_forms[32] = {
+    [0x00] = {true, MB_MP_NIL, 0, 0},     [0x02] = {true, MB_MP_BOOL, 0, 0},
+    [0x03] = {true, MB_MP_BOOL, 0, 0},    [0x04] = {true, MB_MP_BIN, 1, 0},
+    [0x05] = {true, MB_MP_BIN, 2, 0},     [0x06] = {true, MB_MP_BIN, 4, 0},
+    [0x07] = {true, MB_MP_EXT, 1, 0},     [0x08] = {true, MB_MP_EXT, 2, 0},
+    [0x09] = {true, MB_MP_EXT, 4, 0},     [0x0a] = {true, MB_MP_FLOAT, 0, 4},
+    [0x0b] = {true, MB_MP_FLOAT, 0, 8},   [0x0c] = {true, MB_MP_UINT, 1, 0},
+    [0x0d] = {true, MB_MP_UINT, 2, 0},    [0x0e] = {true, MB_MP_UINT, 4, 0},
+    [0x0f] = {true, MB_MP_UINT, 8, 0},    [0x10] = {true, MB_MP_INT, 1, 0},
+    [0x11] = {true, MB_MP_INT, 2, 0},     [0x12] = {true, MB_MP_INT, 4, 0},
+    [0x13] = {true, MB_MP_INT, 8, 0},     [0x14] = {true, MB_MP_EXT, 0, 1 + 1},
+    [0x15] = {true, MB_MP_EXT, 0, 1 + 2}, [0x16] = {true, MB_MP_EXT, 0, 1 + 4},
+    [0x17] = {true, MB_MP_EXT, 0, 1 + 8}, [0x18] = {true, MB_MP_EXT, 0, 1 + 16},
+    [0x19] = {true, MB_MP_STR, 1, 0},     [0x1a] = {true, MB_MP_STR, 2, 0},
+    [0x1b] = {true, MB_MP_STR, 4, 0},     [0x1c] = {true, MB_MP_ARRAY, 2, 0},
+    [0x1d] = {true, MB_MP_ARRAY, 4, 0},   [0x1e] = {true, MB_MP_MAP, 2, 0},
+    [0x1f] = {true, MB_MP_MAP, 4, 0},
+};
+
 int mb_msgpack_head(const void *data, size_t size, mb_msgpack_head_t *head)
 {
     const uint8_t *p = data;
@@ -109,8 +135,8 @@ int mb_msgpack_head(const void *data, size_t size, mb_msgpack_head_t *head)
         return MB_EPROTO;
     uint8_t b = p[0];
     memset(head, 0, sizeof *head);
-    size_t extra = 0;    /* bytes of length/value after the type byte */
-    uint64_t value = 0;  /* the big-endian number in those bytes */
+    size_t extra = 0;   /* bytes of length/value after the type byte */
+    uint64_t value = 0; /* the big-endian number in those bytes */
 
     /* Fixed-size families first. */
     if (b <= 0x7f) {
@@ -121,7 +147,7 @@ int mb_msgpack_head(const void *data, size_t size, mb_msgpack_head_t *head)
     }
     if (b >= 0xe0) {
         head->kind = MB_MP_INT;
-        head->value = (uint64_t) (int64_t) (int8_t) b;
+        head->value = (uint64_t)(int64_t)(int8_t)b;
         head->head_len = 1;
         return 0;
     }
@@ -143,40 +169,16 @@ int mb_msgpack_head(const void *data, size_t size, mb_msgpack_head_t *head)
         head->head_len = 1;
         return size - 1 < head->count ? MB_EPROTO : 0;
     }
-    /* 0xc0..0xdf: the type byte is followed by `extra` bytes. */
-    switch (b) {
-    case 0xc0: head->kind = MB_MP_NIL; break;
-    case 0xc2: case 0xc3: head->kind = MB_MP_BOOL; head->value = b & 1; break;
-    case 0xc4: head->kind = MB_MP_BIN; extra = 1; break;
-    case 0xc5: head->kind = MB_MP_BIN; extra = 2; break;
-    case 0xc6: head->kind = MB_MP_BIN; extra = 4; break;
-    case 0xc7: head->kind = MB_MP_EXT; extra = 1; break;
-    case 0xc8: head->kind = MB_MP_EXT; extra = 2; break;
-    case 0xc9: head->kind = MB_MP_EXT; extra = 4; break;
-    case 0xca: head->kind = MB_MP_FLOAT; head->count = 4; break;
-    case 0xcb: head->kind = MB_MP_FLOAT; head->count = 8; break;
-    case 0xcc: head->kind = MB_MP_UINT; extra = 1; break;
-    case 0xcd: head->kind = MB_MP_UINT; extra = 2; break;
-    case 0xce: head->kind = MB_MP_UINT; extra = 4; break;
-    case 0xcf: head->kind = MB_MP_UINT; extra = 8; break;
-    case 0xd0: head->kind = MB_MP_INT; extra = 1; break;
-    case 0xd1: head->kind = MB_MP_INT; extra = 2; break;
-    case 0xd2: head->kind = MB_MP_INT; extra = 4; break;
-    case 0xd3: head->kind = MB_MP_INT; extra = 8; break;
-    case 0xd4: head->kind = MB_MP_EXT; head->count = 1 + 1; break;
-    case 0xd5: head->kind = MB_MP_EXT; head->count = 1 + 2; break;
-    case 0xd6: head->kind = MB_MP_EXT; head->count = 1 + 4; break;
-    case 0xd7: head->kind = MB_MP_EXT; head->count = 1 + 8; break;
-    case 0xd8: head->kind = MB_MP_EXT; head->count = 1 + 16; break;
-    case 0xd9: head->kind = MB_MP_STR; extra = 1; break;
-    case 0xda: head->kind = MB_MP_STR; extra = 2; break;
-    case 0xdb: head->kind = MB_MP_STR; extra = 4; break;
-    case 0xdc: head->kind = MB_MP_ARRAY; extra = 2; break;
-    case 0xdd: head->kind = MB_MP_ARRAY; extra = 4; break;
-    case 0xde: head->kind = MB_MP_MAP; extra = 2; break;
-    case 0xdf: head->kind = MB_MP_MAP; extra = 4; break;
-    default: return MB_EPROTO; /* 0xc1 is never used */
-    }
+    /* 0xc0..0xdf: the type byte is followed by `extra` length or value
+       bytes, then (floats, fixext) a fixed payload. */
+    const struct s_form *form = &s_forms[b - 0xc0];
+    if (!form->valid)
+        return MB_EPROTO; /* 0xc1 is never used */
+    head->kind = form->kind;
+    head->count = form->payload;
+    extra = form->extra;
+    if (b == 0xc3)
+        head->value = 1;
     if (size - 1 < extra)
         return MB_EPROTO;
     value = s_be(p + 1, extra);
@@ -191,7 +193,7 @@ int mb_msgpack_head(const void *data, size_t size, mb_msgpack_head_t *head)
             value |= ~UINT64_C(0) << (8 * extra);
         head->value = value;
         /* msgpack-c reports a non-negative intN as a positive integer; so do we. */
-        if ((int64_t) value >= 0)
+        if ((int64_t)value >= 0)
             head->kind = MB_MP_UINT;
         break;
     case MB_MP_BIN:

@@ -48,8 +48,16 @@ void mb_pack_object(msgpack_packer *pk, const msgpack_object *o);
 #define MB_MSGPACK_MAX_DEPTH 32 /* deepest nesting mb_msgpack_skip() accepts */
 
 typedef enum {
-    MB_MP_NIL, MB_MP_BOOL, MB_MP_UINT, MB_MP_INT, MB_MP_FLOAT,
-    MB_MP_STR, MB_MP_BIN, MB_MP_EXT, MB_MP_ARRAY, MB_MP_MAP
+    MB_MP_NIL,
+    MB_MP_BOOL,
+    MB_MP_UINT, /* any integer >= 0, whatever its wire encoding */
+    MB_MP_INT,  /* a negative integer */
+    MB_MP_FLOAT,
+    MB_MP_STR,
+    MB_MP_BIN,
+    MB_MP_EXT,
+    MB_MP_ARRAY,
+    MB_MP_MAP
 } mb_msgpack_kind_t;
 
 typedef struct {

@@ -8,7 +8,7 @@ static volatile sig_atomic_t s_stop = 0;
 
 static void s_on_stop_signal(int signo)
 {
-    (void) signo;
+    (void)signo;
     s_stop = 1;
 }
 

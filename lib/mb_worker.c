@@ -39,14 +39,14 @@ static int64_t s_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 void mb_worker_opts_default(mb_worker_opts_t *opts)
 {
     opts->heartbeat_ms =
-        (int) mb_config_env_long(MB_ENV_HEARTBEAT_MS, MB_DEFAULT_HEARTBEAT_MS, 10, 3600000);
-    opts->liveness = (int) mb_config_env_long(MB_ENV_LIVENESS, MB_DEFAULT_LIVENESS, 1, 1000);
+        (int)mb_config_env_long(MB_ENV_HEARTBEAT_MS, MB_DEFAULT_HEARTBEAT_MS, 10, 3600000);
+    opts->liveness = (int)mb_config_env_long(MB_ENV_LIVENESS, MB_DEFAULT_LIVENESS, 1, 1000);
     opts->reconnect_min_ms = S_RECONNECT_MIN_MS;
     opts->reconnect_max_ms = S_RECONNECT_MAX_MS;
 }
@@ -86,7 +86,7 @@ static int s_connect(mb_worker_t *self)
     s_send_command(self, MDPW_READY, self->service, strlen(self->service), true);
     int64_t now = s_now_ms();
     self->heartbeat_at = now + self->opts.heartbeat_ms;
-    self->broker_expires_at = now + (int64_t) self->opts.heartbeat_ms * self->opts.liveness;
+    self->broker_expires_at = now + (int64_t)self->opts.heartbeat_ms * self->opts.liveness;
     return 0;
 }
 
@@ -106,8 +106,7 @@ static void s_forget_request(mb_worker_t *self)
     }
 }
 
-mb_worker_t *mb_worker_new(const char *endpoint, const char *service,
-                           const mb_worker_opts_t *opts)
+mb_worker_t *mb_worker_new(const char *endpoint, const char *service, const mb_worker_opts_t *opts)
 {
     if (!endpoint || !service || !*service || strlen(service) > 255) {
         mb_error(0, "worker: endpoint and a 1..255 byte service name are required");
@@ -244,7 +243,7 @@ static int s_read_message(mb_worker_t *self, zmq_msg_t *body)
     }
     /* Any message from the broker shows it is alive (RFC 7). */
     int64_t now = s_now_ms();
-    self->broker_expires_at = now + (int64_t) self->opts.heartbeat_ms * self->opts.liveness;
+    self->broker_expires_at = now + (int64_t)self->opts.heartbeat_ms * self->opts.liveness;
     self->backoff_ms = self->opts.reconnect_min_ms;
 
     bool ok = zmq_msg_more(&frame) && zmq_msg_size(&frame) == 0;
@@ -259,7 +258,7 @@ static int s_read_message(mb_worker_t *self, zmq_msg_t *body)
         zmq_msg_init(&frame);
         ok = zmq_msg_recv(&frame, self->socket, ZMQ_DONTWAIT) >= 0 && zmq_msg_size(&frame) == 1;
         if (ok) {
-            command = *(uint8_t *) zmq_msg_data(&frame);
+            command = *(uint8_t *)zmq_msg_data(&frame);
             more = zmq_msg_more(&frame);
         }
         zmq_msg_close(&frame);
@@ -335,7 +334,7 @@ int mb_worker_recv(mb_worker_t *self, zmq_msg_t *body)
         int64_t now = s_now_ms();
         int64_t wake = self->heartbeat_at < self->broker_expires_at ? self->heartbeat_at
                                                                     : self->broker_expires_at;
-        long timeout = wake > now ? (long) (wake - now) : 0;
+        long timeout = wake > now ? (long)(wake - now) : 0;
         zmq_pollitem_t item = {.socket = self->socket, .events = ZMQ_POLLIN};
         int rc = zmq_poll(&item, 1, timeout);
         if (rc < 0) {
@@ -379,7 +378,7 @@ int mb_worker_reply(mb_worker_t *self, const void *data, size_t size)
        window again from now. */
     int64_t now = s_now_ms();
     self->heartbeat_at = now + self->opts.heartbeat_ms;
-    self->broker_expires_at = now + (int64_t) self->opts.heartbeat_ms * self->opts.liveness;
+    self->broker_expires_at = now + (int64_t)self->opts.heartbeat_ms * self->opts.liveness;
     if (rc) {
         mb_warn(0, "worker: reply could not be sent: %s", mb_strerror(rc));
         return MB_EIO;

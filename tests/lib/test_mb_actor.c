@@ -46,7 +46,7 @@ static bool s_key(mb_call_t *call, MDB_val *key)
         mb_call_error(call, 400, "invalid", "key", "key must be a string of 1..100 bytes");
         return false;
     }
-    key->mv_data = (void *) s;
+    key->mv_data = (void *)s;
     key->mv_size = len;
     return true;
 }
@@ -99,12 +99,13 @@ static void s_handle_get(mb_call_t *call)
     }
     rc = mdb_get(txn, self->kv, &key, &data);
     if (rc == MDB_NOTFOUND)
-        mb_call_error(call, 404, "not_found", "key", "no key '%.*s'", (int) key.mv_size,
-                      (char *) key.mv_data);
+        mb_call_error(call, 404, "not_found", "key", "no key '%.*s'", (int)key.mv_size,
+                      (char *)key.mv_data);
     else if (rc)
         mb_call_db_error(call, rc);
     else
-        mb_pack_raw(mb_call_reply(call, 200), data.mv_data, data.mv_size); /* stored msgpack, verbatim */
+        mb_pack_raw(mb_call_reply(call, 200), data.mv_data,
+                    data.mv_size); /* stored msgpack, verbatim */
     mdb_txn_abort(txn);
 }
 
@@ -148,7 +149,7 @@ static void s_handle_whoami(mb_call_t *call)
 
 static void s_handle_nothing(mb_call_t *call)
 {
-    (void) call;
+    (void)call;
 }
 
 static void s_handle_head_only(mb_call_t *call)
@@ -181,18 +182,17 @@ static void s_handle_long_error(mb_call_t *call)
     mb_call_error(call, 400, "invalid", "body.title", "%0*d", 10000, 7);
 }
 
-static const mb_op_t s_ops[] = {
-    {"kv.put", s_handle_put},
-    {"kv.get", s_handle_get},
-    {"kv.fill", s_handle_fill},
-    {"whoami", s_handle_whoami},
-    {"nothing", s_handle_nothing},
-    {"head_only", s_handle_head_only},
-    {"two_bodies", s_handle_two_bodies},
-    {"change_of_mind", s_handle_change_of_mind},
-    {"db_error", s_handle_db_error},
-    {"long_error", s_handle_long_error},
-    {NULL, NULL}};
+static const mb_op_t s_ops[] = {{"kv.put", s_handle_put},
+                                {"kv.get", s_handle_get},
+                                {"kv.fill", s_handle_fill},
+                                {"whoami", s_handle_whoami},
+                                {"nothing", s_handle_nothing},
+                                {"head_only", s_handle_head_only},
+                                {"two_bodies", s_handle_two_bodies},
+                                {"change_of_mind", s_handle_change_of_mind},
+                                {"db_error", s_handle_db_error},
+                                {"long_error", s_handle_long_error},
+                                {NULL, NULL}};
 
 static const mb_actor_def_t s_def = {
     .name = "kvstore", .ops = s_ops, .max_dbs = 2, .map_size = 1 << 20, .open = s_kv_open};
@@ -203,9 +203,9 @@ static char s_tmp[64];
 
 static int s_rm(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
-    (void) st;
-    (void) flag;
-    (void) ftw;
+    (void)st;
+    (void)flag;
+    (void)ftw;
     return remove(path);
 }
 
@@ -259,7 +259,8 @@ static void s_dispatch(MDB_env *env, void *state, msgpack_sbuffer *request, mb_r
 
 static bool s_code_is(const mb_reply_t *rep, const char *code)
 {
-    return rep->code && rep->code_len == strlen(code) && memcmp(rep->code, code, rep->code_len) == 0;
+    return rep->code && rep->code_len == strlen(code) &&
+           memcmp(rep->code, code, rep->code_len) == 0;
 }
 
 static void s_open(MDB_env **env, void **state)
@@ -541,7 +542,7 @@ Test(mb_actor, open_env_reports_a_file_in_the_way)
     snprintf(path, sizeof path, "%s/plainfile", s_tmp);
     FILE *f = fopen(path, "w");
     fclose(f);
-    MDB_env *env = (MDB_env *) 1;
+    MDB_env *env = (MDB_env *)1;
     cr_assert_eq(mb_actor_open_env(&s_def, path, &env), MB_EIO);
     cr_assert_null(env);
     snprintf(path, sizeof path, "%s/plainfile/below", s_tmp);
@@ -555,7 +556,7 @@ static bool s_recv_command(void *router, tr_msg_t *msg, char command, int timeou
     int64_t deadline = tr_now_ms() + timeout_ms;
     for (;;) {
         int64_t left = deadline - tr_now_ms();
-        if (left <= 0 || !tr_recv(router, msg, (int) left))
+        if (left <= 0 || !tr_recv(router, msg, (int)left))
             return false;
         if (msg->count >= 4 && tr_frame_is(msg, 3, &command, 1))
             return true;
@@ -573,8 +574,8 @@ Test(mb_actor, main_serves_requests_until_sigterm)
     pid_t pid = fork();
     cr_assert(pid >= 0);
     if (pid == 0) {
-        char *argv[] = {"musicbus-kvstore", "--bus", endpoint, "--data", s_tmp, "--heartbeat",
-                        "100", "--ready-file", ready_file, NULL};
+        char *argv[] = {"musicbus-kvstore", "--bus", endpoint,       "--data",   s_tmp,
+                        "--heartbeat",      "100",   "--ready-file", ready_file, NULL};
         _exit(mb_actor_main(&s_def, 9, argv));
     }
     void *broker = zmq_socket(mb_zmq_context(), ZMQ_ROUTER);

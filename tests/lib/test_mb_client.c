@@ -28,8 +28,8 @@ Test(mb_client, usage)
     int64_t deadline = tr_now_ms() + 2000;
     while ((rc = mb_client_send(client, "catalog", "request", 7)) == MB_EAGAIN &&
            tr_now_ms() < deadline)
-        zmq_poll(&(zmq_pollitem_t){.socket = mb_client_socket(client), .events = ZMQ_POLLOUT},
-                 1, 10);
+        zmq_poll(&(zmq_pollitem_t){.socket = mb_client_socket(client), .events = ZMQ_POLLOUT}, 1,
+                 10);
     cr_assert_eq(rc, 0);
 
     tr_msg_t request;
@@ -119,7 +119,7 @@ Test(mb_client, call_times_out)
     int64_t t0 = tr_now_ms();
     cr_assert_eq(mb_client_call(client, "svc", "x", 1, 200, &reply), MB_ETIMEDOUT);
     int64_t waited = tr_now_ms() - t0;
-    cr_assert(waited >= 190 && waited < 1000, "waited %ld ms", (long) waited);
+    cr_assert(waited >= 190 && waited < 1000, "waited %ld ms", (long)waited);
     mb_client_destroy(&client);
     zmq_close(broker);
     mb_zmq_shutdown();
@@ -149,12 +149,12 @@ Test(mb_client, malformed_replies_are_dropped_and_counted)
     tr_msg_t from;
     cr_assert(tr_recv(broker, &from, 2000));
 
-    TR_SEND_TO(broker, &from, "junk");                                 /* one frame */
-    TR_SEND_TO(broker, &from, "x", MDPC_CLIENT, "svc", "b");           /* delimiter not empty */
-    TR_SEND_TO(broker, &from, "", "MDPC02", "svc", "b");               /* wrong protocol */
-    TR_SEND_TO(broker, &from, "", MDPC_CLIENT, "svc");                 /* no body */
-    TR_SEND_TO(broker, &from, "", MDPC_CLIENT, "svc", "b", "extra");   /* two body frames */
-    TR_SEND_TO(broker, &from, "", MDPC_CLIENT);                        /* no service */
+    TR_SEND_TO(broker, &from, "junk");                               /* one frame */
+    TR_SEND_TO(broker, &from, "x", MDPC_CLIENT, "svc", "b");         /* delimiter not empty */
+    TR_SEND_TO(broker, &from, "", "MDPC02", "svc", "b");             /* wrong protocol */
+    TR_SEND_TO(broker, &from, "", MDPC_CLIENT, "svc");               /* no body */
+    TR_SEND_TO(broker, &from, "", MDPC_CLIENT, "svc", "b", "extra"); /* two body frames */
+    TR_SEND_TO(broker, &from, "", MDPC_CLIENT);                      /* no service */
     TR_SEND_TO(broker, &from, "", MDPC_CLIENT, "svc", "good");
 
     int malformed = 0;
@@ -207,7 +207,8 @@ Test(mb_client, many_requests_in_flight)
         zmq_msg_t reply;
         while (mb_client_recv(client, &reply) == 0) {
             char text[32] = {0};
-            memcpy(text, zmq_msg_data(&reply), zmq_msg_size(&reply) < 31 ? zmq_msg_size(&reply) : 31);
+            memcpy(text, zmq_msg_data(&reply),
+                   zmq_msg_size(&reply) < 31 ? zmq_msg_size(&reply) : 31);
             zmq_msg_close(&reply);
             int n = atoi(text + 3);
             cr_assert(n >= 0 && n < N && !seen[n], "reply %s", text);
@@ -307,8 +308,8 @@ static void *s_upper_worker(void *arg)
         char out[64];
         size_t n = zmq_msg_size(&body) < 64 ? zmq_msg_size(&body) : 64;
         for (size_t i = 0; i < n; i++) {
-            char c = ((char *) zmq_msg_data(&body))[i];
-            out[i] = c >= 'a' && c <= 'z' ? (char) (c - 32) : c;
+            char c = ((char *)zmq_msg_data(&body))[i];
+            out[i] = c >= 'a' && c <= 'z' ? (char)(c - 32) : c;
         }
         zmq_msg_close(&body);
         mb_worker_reply(worker, out, n);
@@ -342,7 +343,8 @@ Test(mb_client, client_and_worker_through_a_relay)
     tr_msg_t req, rep;
     cr_assert(tr_recv(front, &req, 2000));
     /* client address frame travels through the worker and back */
-    const void *to_worker[] = {ready.data[0], "", MDPW_WORKER, "\x02", req.data[0], "", req.data[4]};
+    const void *to_worker[] = {ready.data[0], "", MDPW_WORKER, "\x02",
+                               req.data[0],   "", req.data[4]};
     size_t to_worker_sizes[] = {ready.size[0], 0, 6, 1, req.size[0], 0, req.size[4]};
     tr_send(back, 7, to_worker, to_worker_sizes);
     do

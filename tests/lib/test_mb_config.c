@@ -46,8 +46,20 @@ Test(mb_config, parse_long_accepts_whole_numbers_in_range)
 
 Test(mb_config, parse_long_rejects_everything_else)
 {
-    const char *bad[] = {"", " 5", "5 ", "5ms", "0x10", "1e3", "1.5", "-", "+", "abc",
-                         "99999999999999999999", "-99999999999999999999", "11", "-11"};
+    const char *bad[] = {"",
+                         " 5",
+                         "5 ",
+                         "5ms",
+                         "0x10",
+                         "1e3",
+                         "1.5",
+                         "-",
+                         "+",
+                         "abc",
+                         "99999999999999999999",
+                         "-99999999999999999999",
+                         "11",
+                         "-11"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         long v = 12345;
         cr_assert_eq(mb_config_parse_long(bad[i], -10, 10, &v), MB_EINVAL, "'%s'", bad[i]);

@@ -245,10 +245,27 @@ static void s_pack_rid_ok(msgpack_packer *pk)
     msgpack_pack_uint64(pk, 1);
 }
 
-static void s_op_missing(msgpack_packer *pk) { mb_pack_cstr(pk, "nop"); msgpack_pack_nil(pk); }
-static void s_op_int(msgpack_packer *pk) { mb_pack_cstr(pk, "op"); msgpack_pack_int(pk, 1); }
-static void s_op_bin(msgpack_packer *pk) { mb_pack_cstr(pk, "op"); msgpack_pack_bin(pk, 1); msgpack_pack_bin_body(pk, "x", 1); }
-static void s_op_empty(msgpack_packer *pk) { mb_pack_cstr(pk, "op"); mb_pack_cstr(pk, ""); }
+static void s_op_missing(msgpack_packer *pk)
+{
+    mb_pack_cstr(pk, "nop");
+    msgpack_pack_nil(pk);
+}
+static void s_op_int(msgpack_packer *pk)
+{
+    mb_pack_cstr(pk, "op");
+    msgpack_pack_int(pk, 1);
+}
+static void s_op_bin(msgpack_packer *pk)
+{
+    mb_pack_cstr(pk, "op");
+    msgpack_pack_bin(pk, 1);
+    msgpack_pack_bin_body(pk, "x", 1);
+}
+static void s_op_empty(msgpack_packer *pk)
+{
+    mb_pack_cstr(pk, "op");
+    mb_pack_cstr(pk, "");
+}
 static void s_op_65(msgpack_packer *pk)
 {
     char op[66];
@@ -257,20 +274,74 @@ static void s_op_65(msgpack_packer *pk)
     mb_pack_cstr(pk, "op");
     mb_pack_cstr(pk, op);
 }
-static void s_rid_missing(msgpack_packer *pk) { mb_pack_cstr(pk, "rod"); msgpack_pack_int(pk, 1); }
-static void s_rid_zero(msgpack_packer *pk) { mb_pack_cstr(pk, "rid"); msgpack_pack_int(pk, 0); }
-static void s_rid_negative(msgpack_packer *pk) { mb_pack_cstr(pk, "rid"); msgpack_pack_int(pk, -5); }
-static void s_rid_string(msgpack_packer *pk) { mb_pack_cstr(pk, "rid"); mb_pack_cstr(pk, "5"); }
-static void s_rid_float(msgpack_packer *pk) { mb_pack_cstr(pk, "rid"); msgpack_pack_double(pk, 5.0); }
-static void s_ttl_zero(msgpack_packer *pk) { mb_pack_cstr(pk, "ttl"); msgpack_pack_int(pk, 0); }
-static void s_ttl_2_32(msgpack_packer *pk) { mb_pack_cstr(pk, "ttl"); msgpack_pack_uint64(pk, UINT64_C(1) << 32); }
-static void s_ttl_negative(msgpack_packer *pk) { mb_pack_cstr(pk, "ttl"); msgpack_pack_int(pk, -1); }
-static void s_ttl_nil(msgpack_packer *pk) { mb_pack_cstr(pk, "ttl"); msgpack_pack_nil(pk); }
-static void s_auth_str(msgpack_packer *pk) { mb_pack_cstr(pk, "auth"); mb_pack_cstr(pk, "admin"); }
-static void s_auth_nil(msgpack_packer *pk) { mb_pack_cstr(pk, "auth"); msgpack_pack_nil(pk); }
-static void s_args_array(msgpack_packer *pk) { mb_pack_cstr(pk, "args"); msgpack_pack_array(pk, 0); }
-static void s_dup_op(msgpack_packer *pk) { s_pack_op_ok(pk); }
-static void s_dup_rid(msgpack_packer *pk) { s_pack_rid_ok(pk); }
+static void s_rid_missing(msgpack_packer *pk)
+{
+    mb_pack_cstr(pk, "rod");
+    msgpack_pack_int(pk, 1);
+}
+static void s_rid_zero(msgpack_packer *pk)
+{
+    mb_pack_cstr(pk, "rid");
+    msgpack_pack_int(pk, 0);
+}
+static void s_rid_negative(msgpack_packer *pk)
+{
+    mb_pack_cstr(pk, "rid");
+    msgpack_pack_int(pk, -5);
+}
+static void s_rid_string(msgpack_packer *pk)
+{
+    mb_pack_cstr(pk, "rid");
+    mb_pack_cstr(pk, "5");
+}
+static void s_rid_float(msgpack_packer *pk)
+{
+    mb_pack_cstr(pk, "rid");
+    msgpack_pack_double(pk, 5.0);
+}
+static void s_ttl_zero(msgpack_packer *pk)
+{
+    mb_pack_cstr(pk, "ttl");
+    msgpack_pack_int(pk, 0);
+}
+static void s_ttl_2_32(msgpack_packer *pk)
+{
+    mb_pack_cstr(pk, "ttl");
+    msgpack_pack_uint64(pk, UINT64_C(1) << 32);
+}
+static void s_ttl_negative(msgpack_packer *pk)
+{
+    mb_pack_cstr(pk, "ttl");
+    msgpack_pack_int(pk, -1);
+}
+static void s_ttl_nil(msgpack_packer *pk)
+{
+    mb_pack_cstr(pk, "ttl");
+    msgpack_pack_nil(pk);
+}
+static void s_auth_str(msgpack_packer *pk)
+{
+    mb_pack_cstr(pk, "auth");
+    mb_pack_cstr(pk, "admin");
+}
+static void s_auth_nil(msgpack_packer *pk)
+{
+    mb_pack_cstr(pk, "auth");
+    msgpack_pack_nil(pk);
+}
+static void s_args_array(msgpack_packer *pk)
+{
+    mb_pack_cstr(pk, "args");
+    msgpack_pack_array(pk, 0);
+}
+static void s_dup_op(msgpack_packer *pk)
+{
+    s_pack_op_ok(pk);
+}
+static void s_dup_rid(msgpack_packer *pk)
+{
+    s_pack_rid_ok(pk);
+}
 
 Test(mb_envelope, refuses_wrong_types_per_field)
 {
@@ -331,11 +402,15 @@ Test(mb_envelope, refuses_huge_declared_counts_without_allocating_for_them)
     /* map32 claiming 4 billion entries */
     BAD("\xdf\xff\xff\xff\xff\xa2op\xa1x");
     /* array32 inside args claiming 2^31 elements */
-    BAD("\x83\xa2op\xa1x\xa3rid\x01\xa4" "args\x81\xa1" "a\xdd\x80\x00\x00\x00\x01");
+    BAD("\x83\xa2op\xa1x\xa3rid\x01\xa4"
+        "args\x81\xa1"
+        "a\xdd\x80\x00\x00\x00\x01");
     /* map16 claiming 65535 entries in 8 bytes */
-    BAD("\x83\xa2op\xa1x\xa3rid\x01\xa4" "args\xde\xff\xff\x01\x02");
+    BAD("\x83\xa2op\xa1x\xa3rid\x01\xa4"
+        "args\xde\xff\xff\x01\x02");
     /* str32 claiming 4 GiB */
-    BAD("\x82\xa2op\xdb\xff\xff\xff\xff" "abc\xa3rid\x01");
+    BAD("\x82\xa2op\xdb\xff\xff\xff\xff"
+        "abc\xa3rid\x01");
     /* bin32 and ext32 likewise */
     BAD("\x83\xa2op\xa1x\xa3rid\x01\xa1z\xc6\x7f\xff\xff\xff\x00");
     BAD("\x83\xa2op\xa1x\xa3rid\x01\xa1z\xc9\x7f\xff\xff\xff\x01\x00");
@@ -552,7 +627,7 @@ Test(mb_envelope, random_bytes_never_crash)
         size_t size = s_rand() % 64;
         uint8_t *data = malloc(size ? size : 1);
         for (size_t j = 0; j < size; j++)
-            data[j] = (uint8_t) s_rand();
+            data[j] = (uint8_t)s_rand();
         /* bias toward maps so the decoder gets past the first byte */
         if (size && i % 2)
             data[0] = 0x80 | (data[0] & 0x0f);
@@ -587,10 +662,11 @@ Test(mb_envelope, mutated_envelopes_never_crash)
     for (int i = 0; i < 5000; i++) {
         uint8_t *data = malloc(p.buf.size);
         memcpy(data, p.buf.data, p.buf.size);
-        int flips = 1 + (int) (s_rand() % 4);
+        int flips = 1 + (int)(s_rand() % 4);
         for (int f = 0; f < flips; f++) {
             size_t at = s_rand() % p.buf.size;
-            data[at] = s_rand() % 3 ? (uint8_t) s_rand() : data[at] ^ (uint8_t) (1u << (s_rand() % 8));
+            data[at] =
+                s_rand() % 3 ? (uint8_t)s_rand() : data[at] ^ (uint8_t)(1u << (s_rand() % 8));
         }
         size_t size = s_rand() % 8 ? p.buf.size : s_rand() % p.buf.size;
         s_try_everything(data, size);

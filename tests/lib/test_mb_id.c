@@ -35,8 +35,7 @@ Test(mb_id, every_symbol_appears_about_equally)
     /* 20000 ids x 22 chars = 440000 draws, ~7097 per symbol. A modulo-biased
        generator (256 % 62 = 8) would give the first 8 symbols ~+25%. */
     enum { N = 20000 };
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     long counts[62] = {0};
     char id[MB_ID_LEN + 1];
     for (int i = 0; i < N; i++) {
@@ -44,7 +43,7 @@ Test(mb_id, every_symbol_appears_about_equally)
         for (int j = 0; j < MB_ID_LEN; j++)
             counts[strchr(alphabet, id[j]) - alphabet]++;
     }
-    double expected = (double) N * MB_ID_LEN / 62;
+    double expected = (double)N * MB_ID_LEN / 62;
     for (int s = 0; s < 62; s++)
         cr_assert(counts[s] > expected * 0.93 && counts[s] < expected * 1.07,
                   "symbol %c seen %ld times, expected ~%.0f", alphabet[s], counts[s], expected);

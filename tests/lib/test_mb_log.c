@@ -29,7 +29,7 @@ static char *s_capture_end(void)
     char *out = malloc(cap);
     ssize_t n;
     while ((n = read(s_pipe[0], out + len, cap - len - 1)) > 0) {
-        len += (size_t) n;
+        len += (size_t)n;
         if (cap - len < 4096)
             out = realloc(out, cap *= 2);
     }
@@ -139,13 +139,16 @@ Test(mb_log, invalid_utf8_becomes_replacement_characters)
         const char *in;
         const char *out;
     } cases[] = {
-        {"a\xff" "b", "a\xef\xbf\xbd" "b"},                   /* never valid */
-        {"a\xc3", "a\xef\xbf\xbd"},                           /* cut short at the end */
-        {"a\xc3(b", "a\xef\xbf\xbd(b"},                       /* bad continuation */
-        {"\xc0\xaf", "\xef\xbf\xbd\xef\xbf\xbd"},             /* overlong '/' */
+        {"a\xff"
+         "b",
+         "a\xef\xbf\xbd"
+         "b"},                                                    /* never valid */
+        {"a\xc3", "a\xef\xbf\xbd"},                               /* cut short at the end */
+        {"a\xc3(b", "a\xef\xbf\xbd(b"},                           /* bad continuation */
+        {"\xc0\xaf", "\xef\xbf\xbd\xef\xbf\xbd"},                 /* overlong '/' */
         {"\xed\xa0\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"}, /* surrogate */
         {"\xf4\x90\x80\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"}, /* > U+10FFFF */
-        {"\x80", "\xef\xbf\xbd"},                             /* lone continuation */
+        {"\x80", "\xef\xbf\xbd"}, /* lone continuation */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *back = s_roundtrip(cases[i].in, NULL);
@@ -159,7 +162,7 @@ Test(mb_log, every_byte_value_gives_valid_json)
     mb_log_init("t");
     char all[256];
     for (int i = 1; i < 256; i++)
-        all[i - 1] = (char) i;
+        all[i - 1] = (char)i;
     all[255] = '\0';
     char *back = s_roundtrip(all, NULL);
     /* ASCII comes back exactly; the high half becomes U+FFFD each. */

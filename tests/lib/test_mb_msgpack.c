@@ -105,7 +105,7 @@ Test(mb_msgpack, int_limits)
     msgpack_pack_array(&f.pk, 4);
     msgpack_pack_int64(&f.pk, INT64_MIN);
     msgpack_pack_int64(&f.pk, INT64_MAX);
-    msgpack_pack_uint64(&f.pk, (uint64_t) INT64_MAX + 1);
+    msgpack_pack_uint64(&f.pk, (uint64_t)INT64_MAX + 1);
     msgpack_pack_int(&f.pk, -1);
     const msgpack_object *a = s_decode(&f);
     int64_t v;
@@ -160,16 +160,22 @@ Test(mb_msgpack, head_reads_every_family)
         size_t head_len;
     } cases[] = {
         {"\x05", 1, MB_MP_UINT, 0, 5, 1},
-        {"\xff", 1, MB_MP_INT, 0, (uint64_t) -1, 1},
+        {"\xff", 1, MB_MP_INT, 0, (uint64_t)-1, 1},
         {"\xc0", 1, MB_MP_NIL, 0, 0, 1},
         {"\xc3", 1, MB_MP_BOOL, 0, 1, 1},
         {"\xcd\x01\x00", 3, MB_MP_UINT, 0, 256, 3},
-        {"\xd1\xff\x00", 3, MB_MP_INT, 0, (uint64_t) -256, 3},
+        {"\xd1\xff\x00", 3, MB_MP_INT, 0, (uint64_t)-256, 3},
         {"\xd0\x05", 2, MB_MP_UINT, 0, 5, 2}, /* non-negative int8 reads as uint */
-        {"\xd3\x80\x00\x00\x00\x00\x00\x00\x00", 9, MB_MP_INT, 0, (uint64_t) INT64_MIN, 9},
-        {"\xa3" "abc", 4, MB_MP_STR, 3, 0, 1},
-        {"\xd9\x02" "ab", 4, MB_MP_STR, 2, 0, 2},
-        {"\xc4\x01" "x", 3, MB_MP_BIN, 1, 0, 2},
+        {"\xd3\x80\x00\x00\x00\x00\x00\x00\x00", 9, MB_MP_INT, 0, (uint64_t)INT64_MIN, 9},
+        {"\xa3"
+         "abc",
+         4, MB_MP_STR, 3, 0, 1},
+        {"\xd9\x02"
+         "ab",
+         4, MB_MP_STR, 2, 0, 2},
+        {"\xc4\x01"
+         "x",
+         3, MB_MP_BIN, 1, 0, 2},
         {"\xd4\x01\x02", 3, MB_MP_EXT, 2, 0, 1},
         {"\xc7\x01\x05\x00", 4, MB_MP_EXT, 2, 0, 2},
         {"\xca\x00\x00\x00\x00", 5, MB_MP_FLOAT, 4, 0, 1},
@@ -192,8 +198,14 @@ Test(mb_msgpack, head_refuses_short_or_unused_bytes)
     cr_assert_eq(mb_msgpack_head("", 0, &h), MB_EPROTO);
     cr_assert_eq(mb_msgpack_head("\xc1", 1, &h), MB_EPROTO);
     cr_assert_eq(mb_msgpack_head("\xcd\x01", 2, &h), MB_EPROTO);
-    cr_assert_eq(mb_msgpack_head("\xa3" "ab", 3, &h), MB_EPROTO);
-    cr_assert_eq(mb_msgpack_head("\xdb\xff\xff\xff\xff" "a", 6, &h), MB_EPROTO);
+    cr_assert_eq(mb_msgpack_head("\xa3"
+                                 "ab",
+                                 3, &h),
+                 MB_EPROTO);
+    cr_assert_eq(mb_msgpack_head("\xdb\xff\xff\xff\xff"
+                                 "a",
+                                 6, &h),
+                 MB_EPROTO);
     cr_assert_eq(mb_msgpack_head("\xd8\x01", 2, &h), MB_EPROTO);
     cr_assert_eq(mb_msgpack_head("\xcb\x00", 2, &h), MB_EPROTO);
 }
@@ -245,7 +257,7 @@ Test(mb_msgpack, skip_limits_depth)
     }
     /* empty containers add no depth */
     memset(deep, 0x91, 32);
-    deep[32] = (char) 0x90;
+    deep[32] = (char)0x90;
     size_t used;
     cr_assert_eq(mb_msgpack_skip(deep, 33, 32, &used), 0);
 }

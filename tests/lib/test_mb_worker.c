@@ -21,8 +21,8 @@
 typedef struct {
     char endpoint[256];
     mb_worker_opts_t opts;
-    atomic_int handled;           /* requests returned by mb_worker_recv */
-    int rc;                       /* what ended the loop */
+    atomic_int handled; /* requests returned by mb_worker_recv */
+    int rc;             /* what ended the loop */
     unsigned long reconnects;
     pthread_t thread;
 } echo_t;
@@ -76,7 +76,7 @@ static bool s_recv_command(void *router, tr_msg_t *msg, char command, int timeou
     int64_t deadline = tr_now_ms() + timeout_ms;
     for (;;) {
         int64_t left = deadline - tr_now_ms();
-        if (left <= 0 || !tr_recv(router, msg, (int) left))
+        if (left <= 0 || !tr_recv(router, msg, (int)left))
             return false;
         if (msg->count >= 4 && msg->size[3] == 1 && msg->data[3][0] == command)
             return true;
@@ -205,7 +205,7 @@ Test(mb_worker, reconnects_when_the_broker_goes_silent)
        start over with a new socket and a new READY. */
     cr_assert(s_recv_command(broker, &second, MDPW_READY, 3000), "second READY");
     int64_t waited = tr_now_ms() - t0;
-    cr_assert(waited >= 150 && waited < 1500, "reconnected after %ld ms", (long) waited);
+    cr_assert(waited >= 150 && waited < 1500, "reconnected after %ld ms", (long)waited);
     cr_assert_not(tr_frame_is(&second, 0, first.data[0], first.size[0]), "a new connection");
     cr_assert(tr_frame_is(&second, 4, "echo", 4));
 
@@ -251,8 +251,8 @@ static void s_assert_bad_request_reply(const tr_msg_t *reply, const char *client
     s_assert_worker_frame(reply, MDPW_REPLY, 7);
     cr_assert_str_eq(reply->data[4], client);
     mb_reply_t rep;
-    cr_assert_eq(mb_reply_decode(&rep, zmq_msg_data((zmq_msg_t *) &reply->body),
-                                 zmq_msg_size((zmq_msg_t *) &reply->body), NULL),
+    cr_assert_eq(mb_reply_decode(&rep, zmq_msg_data((zmq_msg_t *)&reply->body),
+                                 zmq_msg_size((zmq_msg_t *)&reply->body), NULL),
                  0);
     cr_assert_eq(rep.status, 400);
     cr_assert_eq(rep.rid, 0);

@@ -32,7 +32,8 @@ Test(mb_zmq, usage)
 
 Test(mb_zmq, drain_discards_the_rest_of_a_message)
 {
-    void *out = zmq_socket(mb_zmq_context(), ZMQ_PAIR), *in = zmq_socket(mb_zmq_context(), ZMQ_PAIR);
+    void *out = zmq_socket(mb_zmq_context(), ZMQ_PAIR),
+         *in = zmq_socket(mb_zmq_context(), ZMQ_PAIR);
     zmq_bind(in, "inproc://drain");
     zmq_connect(out, "inproc://drain");
     mb_zmq_send(out, "a", 1, true, 0);

@@ -15,17 +15,17 @@
 #define TR_MAX_FRAMES 16
 
 typedef struct {
-    int count;                       /* frames received */
-    size_t size[TR_MAX_FRAMES];      /* size of each frame */
-    char data[TR_MAX_FRAMES][256];   /* first 255 bytes of each, NUL-terminated */
-    zmq_msg_t body;                  /* the last frame, whole (closed by tr_free) */
+    int count;                     /* frames received */
+    size_t size[TR_MAX_FRAMES];    /* size of each frame */
+    char data[TR_MAX_FRAMES][256]; /* first 255 bytes of each, NUL-terminated */
+    zmq_msg_t body;                /* the last frame, whole (closed by tr_free) */
 } tr_msg_t;
 
 static inline int64_t tr_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /*  Binds a ROUTER on tcp://127.0.0.1:* and writes its endpoint. */
@@ -88,25 +88,25 @@ static inline void tr_send(void *socket, int n, const void *const *frames, const
                   "send frame %d: %s", i, zmq_strerror(zmq_errno()));
 }
 
-#define TR_SEND(socket, ...)                                                                   \
-    do {                                                                                       \
-        const void *tr_f_[] = {__VA_ARGS__};                                                   \
-        size_t tr_s_[sizeof tr_f_ / sizeof tr_f_[0]];                                          \
-        for (size_t tr_i_ = 0; tr_i_ < sizeof tr_f_ / sizeof tr_f_[0]; tr_i_++)                \
-            tr_s_[tr_i_] = strlen(tr_f_[tr_i_]);                                               \
-        tr_send(socket, (int) (sizeof tr_f_ / sizeof tr_f_[0]), tr_f_, tr_s_);                 \
+#define TR_SEND(socket, ...)                                                                       \
+    do {                                                                                           \
+        const void *tr_f_[] = {__VA_ARGS__};                                                       \
+        size_t tr_s_[sizeof tr_f_ / sizeof tr_f_[0]];                                              \
+        for (size_t tr_i_ = 0; tr_i_ < sizeof tr_f_ / sizeof tr_f_[0]; tr_i_++)                    \
+            tr_s_[tr_i_] = strlen(tr_f_[tr_i_]);                                                   \
+        tr_send(socket, (int)(sizeof tr_f_ / sizeof tr_f_[0]), tr_f_, tr_s_);                      \
     } while (0)
 
 /*  Sends to the peer that sent `from` (its routing id is from's frame 0)
     a message whose other frames are C strings. */
-#define TR_SEND_TO(router, from, ...)                                                          \
-    do {                                                                                       \
-        const void *tr_f_[] = {(from)->data[0], __VA_ARGS__};                                  \
-        size_t tr_s_[sizeof tr_f_ / sizeof tr_f_[0]];                                          \
-        tr_s_[0] = (from)->size[0];                                                            \
-        for (size_t tr_i_ = 1; tr_i_ < sizeof tr_f_ / sizeof tr_f_[0]; tr_i_++)                \
-            tr_s_[tr_i_] = strlen(tr_f_[tr_i_]);                                               \
-        tr_send(router, (int) (sizeof tr_f_ / sizeof tr_f_[0]), tr_f_, tr_s_);                 \
+#define TR_SEND_TO(router, from, ...)                                                              \
+    do {                                                                                           \
+        const void *tr_f_[] = {(from)->data[0], __VA_ARGS__};                                      \
+        size_t tr_s_[sizeof tr_f_ / sizeof tr_f_[0]];                                              \
+        tr_s_[0] = (from)->size[0];                                                                \
+        for (size_t tr_i_ = 1; tr_i_ < sizeof tr_f_ / sizeof tr_f_[0]; tr_i_++)                    \
+            tr_s_[tr_i_] = strlen(tr_f_[tr_i_]);                                                   \
+        tr_send(router, (int)(sizeof tr_f_ / sizeof tr_f_[0]), tr_f_, tr_s_);                      \
     } while (0)
 
 #endif
