@@ -179,7 +179,7 @@ int it_stack_start(it_stack_t *self, it_kind_t kind, const char *bind)
     snprintf(exe, sizeof exe, "%s/%s", self->bin_dir, s_kind_exes[kind]);
     snprintf(ready, sizeof ready, "%s/run/%s-%u.ready", self->data_dir, s_kind_names[kind], ++self->seq);
     snprintf(num1, sizeof num1, "%d", IT_HEARTBEAT_MS);
-    snprintf(num2, sizeof num2, "%d", IT_LIVENESS);
+    snprintf(num2, sizeof num2, "%d", self->opts.liveness > 0 ? self->opts.liveness : IT_LIVENESS);
     char *argv[16];
     int argc = 0;
     argv[argc++] = exe;

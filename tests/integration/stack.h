@@ -40,6 +40,7 @@ typedef struct {
     bool no_gateway;        /* leave the gateway out */
     int gateway_timeout_ms; /* the gateway's --timeout; 0 for its default */
     int broker_timeout_ms;  /* the broker's --timeout; 0 for its default */
+    int liveness;           /* --liveness of broker and workers; 0 for IT_LIVENESS */
 } it_stack_opts_t;
 
 typedef struct it_stack it_stack_t;
