@@ -152,10 +152,17 @@ static int s_wait_ready(const char *path, pid_t pid, char *out, size_t out_size)
     return -1;
 }
 
-static pid_t s_spawn(char *const argv[])
+/*  Starts argv[0] with its stderr appended to `log` (the children's JSON
+    log lines would drown the table otherwise). */
+static pid_t s_spawn(char *const argv[], const char *log)
 {
     pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], NULL, NULL, argv, environ);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log,
+                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
+    int rc = posix_spawn(&pid, argv[0], &actions, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
     if (rc != 0) {
         errno = rc;
         perror(argv[0]);
@@ -182,6 +189,21 @@ static void s_stop_child(pid_t pid)
     fprintf(stderr, "bus_bench: pid %d ignored SIGTERM, killing it\n", (int) pid);
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
+}
+
+/*  Copies the last lines of `log` to stderr, to explain a failure. */
+static void s_show_log(const char *log)
+{
+    FILE *f = fopen(log, "r");
+    if (!f)
+        return;
+    char lines[8][512];
+    int n = 0;
+    while (fgets(lines[n % 8], sizeof lines[0], f))
+        n++;
+    fclose(f);
+    for (int i = n > 8 ? n - 8 : 0; i < n; i++)
+        fprintf(stderr, "  | %s", lines[i % 8]);
 }
 
 /*  Peak resident set of `pid` in KiB (VmHWM), or -1. */
@@ -576,8 +598,12 @@ int main(int argc, char **argv)
     if (!mkdtemp(tmpdir))
         s_die("mkdtemp failed%s", "");
     char echo_ready[PATH_MAX], broker_ready[PATH_MAX], endpoint[256];
+    char echo_log[PATH_MAX], broker_log[PATH_MAX], worker_log[PATH_MAX];
     snprintf(echo_ready, sizeof echo_ready, "%s/echo.ready", tmpdir);
     snprintf(broker_ready, sizeof broker_ready, "%s/broker.ready", tmpdir);
+    snprintf(echo_log, sizeof echo_log, "%s/echo.log", tmpdir);
+    snprintf(broker_log, sizeof broker_log, "%s/broker.log", tmpdir);
+    snprintf(worker_log, sizeof worker_log, "%s/workers.log", tmpdir);
 
     s_bench_t bench = {.size = size};
     msgpack_sbuffer_init(&bench.buf);
@@ -597,9 +623,10 @@ int main(int argc, char **argv)
 
     /* Direct echo first, one run per window. */
     char *echo_argv[] = {self_exe, "--serve-echo", echo_ready, NULL};
-    pid_t echo_pid = s_spawn(echo_argv);
+    pid_t echo_pid = s_spawn(echo_argv, echo_log);
     if (echo_pid < 0 || s_wait_ready(echo_ready, echo_pid, endpoint, sizeof endpoint) != 0) {
         fprintf(stderr, "bus_bench: the echo server did not start\n");
+        s_show_log(echo_log);
         rc = 1;
         goto done;
     }
@@ -621,10 +648,11 @@ int main(int argc, char **argv)
     /* Then the broker, growing the worker pool between rounds. */
     char *broker_argv[] = {broker_path, "--bind", "tcp://127.0.0.1:*", "--ready-file",
                            broker_ready, "--queue-limit", S_QUEUE_LIMIT, NULL};
-    broker_pid = s_spawn(broker_argv);
+    broker_pid = s_spawn(broker_argv, broker_log);
     if (broker_pid < 0 ||
         s_wait_ready(broker_ready, broker_pid, endpoint, sizeof endpoint) != 0) {
         fprintf(stderr, "bus_bench: the broker did not start (%s)\n", broker_path);
+        s_show_log(broker_log);
         rc = 1;
         goto done;
     }
@@ -637,7 +665,7 @@ int main(int argc, char **argv)
     for (int k = 0; k < n_workers && !mb_signal_stop_requested(); k++) {
         while (n_worker_pids < workers[k] && n_worker_pids < 64) {
             char *worker_argv[] = {self_exe, "--serve-worker", endpoint, NULL};
-            pid_t pid = s_spawn(worker_argv);
+            pid_t pid = s_spawn(worker_argv, worker_log);
             if (pid < 0) {
                 rc = 1;
                 goto done;
@@ -659,6 +687,8 @@ int main(int argc, char **argv)
         }
         if (!ready) {
             fprintf(stderr, "bus_bench: no echo worker registered with the broker\n");
+            s_show_log(broker_log);
+            s_show_log(worker_log);
             rc = 1;
             goto done;
         }
@@ -700,8 +730,9 @@ done:
         s_stop_child(echo_pid);
     msgpack_sbuffer_destroy(&bench.buf);
     mb_zmq_shutdown();
-    unlink(echo_ready);
-    unlink(broker_ready);
+    const char *files[] = {echo_ready, broker_ready, echo_log, broker_log, worker_log};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        unlink(files[i]);
     rmdir(tmpdir);
     return rc;
 }
