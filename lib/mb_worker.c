@@ -33,6 +33,8 @@ struct mb_worker {
     bool have_reply_to;        /* reply_to holds a client address */
     zmq_msg_t reply_to;        /* address of the client of the request in hand */
     unsigned long reconnects;  /* times the connection was remade */
+    bool rejected;             /* the last connection ended by DISCONNECT with
+                                  nothing else from the broker since */
 };
 
 static int64_t s_now_ms(void)
@@ -244,7 +246,6 @@ static int s_read_message(mb_worker_t *self, zmq_msg_t *body)
     /* Any message from the broker shows it is alive (RFC 7). */
     int64_t now = s_now_ms();
     self->broker_expires_at = now + (int64_t)self->opts.heartbeat_ms * self->opts.liveness;
-    self->backoff_ms = self->opts.reconnect_min_ms;
 
     bool ok = zmq_msg_more(&frame) && zmq_msg_size(&frame) == 0;
     zmq_msg_close(&frame);
@@ -276,6 +277,9 @@ static int s_read_message(mb_worker_t *self, zmq_msg_t *body)
         mb_zmq_drain_message(self->socket);
         return S_DISCONNECTED;
     }
+    /* A well-formed command other than DISCONNECT: the broker accepts us. */
+    self->backoff_ms = self->opts.reconnect_min_ms;
+    self->rejected = false;
     if (command != MDPW_REQUEST || !more) {
         mb_zmq_drain_message(self->socket);
         mb_warn(0, "worker: dropped an unexpected command 0x%02x from the broker", command);
@@ -348,8 +352,14 @@ int mb_worker_recv(mb_worker_t *self, zmq_msg_t *body)
             if (got == S_REQUEST)
                 return 0;
             if (got == S_DISCONNECTED) {
-                mb_info(0, "worker: broker sent DISCONNECT; reconnecting");
-                s_reconnect(self, false);
+                /* Reconnect at once (a restarted broker forgot us), unless
+                   the broker keeps refusing: then back off, or a broker
+                   answering every READY with DISCONNECT makes a hot loop. */
+                mb_info(0, "worker: broker sent DISCONNECT; reconnecting%s",
+                        self->rejected ? " after a backoff" : "");
+                bool wait = self->rejected;
+                self->rejected = true;
+                s_reconnect(self, wait);
                 continue;
             }
         }

@@ -8,7 +8,15 @@
         }
     mb_worker_recv() returns MB_EINTR once mb_signal_stop_requested()
     (mb_signal.h) is true, so a SIGTERM lets the request in hand finish,
-    then the loop ends and mb_worker_destroy() says DISCONNECT. */
+    then the loop ends and mb_worker_destroy() says DISCONNECT.
+
+    Reconnecting: when the broker is silent for liveness x heartbeat_ms the
+    worker closes its socket, waits the backoff (reconnect_min_ms, doubling
+    up to reconnect_max_ms, reset by any message from the broker) and says
+    READY on a new socket. A DISCONNECT from the broker makes it reconnect
+    at once, except when the previous connection also ended in DISCONNECT
+    with nothing else in between: then it backs off, so a broker refusing
+    every READY does not cause a hot loop. */
 #ifndef MB_WORKER_H
 #define MB_WORKER_H
 

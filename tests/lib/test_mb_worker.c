@@ -245,6 +245,39 @@ Test(mb_worker, disconnect_from_the_broker_reconnects_at_once)
     mb_zmq_shutdown();
 }
 
+Test(mb_worker, a_broker_refusing_every_ready_gets_backoff_not_a_hot_loop)
+{
+    char endpoint[256];
+    void *broker = tr_bind(endpoint, sizeof endpoint);
+    echo_t echo;
+    s_echo_start(&echo, endpoint, 1000, 3, 100);
+    /* Answer each READY with DISCONNECT for 1 s: at once, then 100, 200,
+       400 ms... gives a handful of READYs, not thousands. */
+    int readies = 0;
+    int64_t until = tr_now_ms() + 1000;
+    tr_msg_t msg;
+    while (tr_now_ms() < until) {
+        if (!s_recv_command(broker, &msg, MDPW_READY, (int)(until - tr_now_ms())))
+            break;
+        readies++;
+        TR_SEND_TO(broker, &msg, "", MDPW_WORKER, "\x05");
+        tr_free(&msg);
+    }
+    cr_assert(readies >= 3 && readies <= 8, "%d READYs in 1 s", readies);
+
+    /* once the broker sends anything else, the worker serves requests */
+    cr_assert(s_recv_command(broker, &msg, MDPW_READY, 3000));
+    TR_SEND_TO(broker, &msg, "", MDPW_WORKER, "\x02", "c", "", "hi");
+    tr_msg_t reply;
+    cr_assert(s_recv_command(broker, &reply, MDPW_REPLY, 2000));
+    cr_assert_str_eq(reply.data[6], "echo:hi");
+    tr_free(&reply);
+    tr_free(&msg);
+    s_echo_stop(&echo);
+    zmq_close(broker);
+    mb_zmq_shutdown();
+}
+
 /*  Asserts `reply` is a REPLY to `client` holding a 400 bad_request envelope. */
 static void s_assert_bad_request_reply(const tr_msg_t *reply, const char *client)
 {
