@@ -206,6 +206,25 @@ static void s_show_log(const char *log)
         fprintf(stderr, "  | %s", lines[i % 8]);
 }
 
+/*  CPU time (user + system, every thread) of `pid` in clock ticks, or -1. */
+static long s_cpu_ticks(pid_t pid)
+{
+    char path[64], line[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int) pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    bool ok = fgets(line, sizeof line, f) != NULL;
+    fclose(f);
+    /* The command name may hold spaces: fields are counted after ") ". */
+    char *p = ok ? strrchr(line, ')') : NULL;
+    unsigned long utime, stime;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime,
+                     &stime) != 2)
+        return -1;
+    return (long) (utime + stime);
+}
+
 /*  Peak resident set of `pid` in KiB (VmHWM), or -1. */
 static long s_vm_hwm_kib(pid_t pid)
 {
@@ -508,6 +527,7 @@ typedef struct {
     int workers;
     int window;
     s_result_t r;
+    double broker_cpu;      /* broker's CPU in % of one core, -1 when not measured */
 } s_row_t;
 
 static void s_print_row(const s_row_t *row, double direct_rps)
@@ -517,9 +537,14 @@ static void s_print_row(const s_row_t *row, double direct_rps)
         snprintf(workers, sizeof workers, "%d", row->workers);
     else
         snprintf(workers, sizeof workers, "-");
-    printf("%-8s %7s %9d %12.0f %8.0f %8.0f %7.2f", row->mode, workers, row->window,
+    char cpu[16];
+    if (row->broker_cpu >= 0)
+        snprintf(cpu, sizeof cpu, "%.0f%%", row->broker_cpu);
+    else
+        snprintf(cpu, sizeof cpu, "-");
+    printf("%-8s %7s %9d %13.0f %8.0f %8.0f %7.2f %11s", row->mode, workers, row->window,
            row->r.rps, row->r.p50_us, row->r.p99_us,
-           direct_rps > 0 ? row->r.rps / direct_rps : 0.0);
+           direct_rps > 0 ? row->r.rps / direct_rps : 0.0, cpu);
     if (row->r.errors || row->r.lost)
         printf("   (%llu errors, %llu lost)", (unsigned long long) row->r.errors,
                (unsigned long long) row->r.lost);
@@ -636,7 +661,7 @@ int main(int argc, char **argv)
     zmq_connect(bench.dealer, endpoint);
     for (int w = 0; w < n_windows && !mb_signal_stop_requested(); w++) {
         s_row_t *row = &rows[n_rows++];
-        *row = (s_row_t){"direct", 0, windows[w], s_run(&bench, windows[w], duration_ms)};
+        *row = (s_row_t){"direct", 0, windows[w], s_run(&bench, windows[w], duration_ms), -1};
         direct_rps[w] = row->r.rps;
         fprintf(stderr, "  direct          window %3d: %.0f/s\n", windows[w], row->r.rps);
     }
@@ -695,8 +720,14 @@ int main(int argc, char **argv)
         s_sleep_ms(300);
         for (int w = 0; w < n_windows && !mb_signal_stop_requested(); w++) {
             s_row_t *row = &rows[n_rows++];
+            long ticks = s_cpu_ticks(broker_pid);
             *row = (s_row_t){"broker", workers[k], windows[w],
-                             s_run(&bench, windows[w], duration_ms)};
+                             s_run(&bench, windows[w], duration_ms), -1};
+            /* The run includes warm-up and drain; close enough for a share. */
+            long spent = s_cpu_ticks(broker_pid) - ticks;
+            if (ticks >= 0 && spent >= 0)
+                row->broker_cpu = 100.0 * (double) spent / (double) sysconf(_SC_CLK_TCK) /
+                                  ((S_WARMUP_MS + duration_ms) / 1000.0);
             fprintf(stderr, "  broker %2d worker(s) window %3d: %.0f/s\n", workers[k],
                     windows[w], row->r.rps);
         }
@@ -706,8 +737,8 @@ int main(int argc, char **argv)
     printf("\nbus_bench: %.1f s per run, request ~%.0f bytes (envelope {op, rid, ttl, args}), "
            "%ld CPUs\n\n",
            duration_ms / 1000.0, rows[0].r.avg_request, sysconf(_SC_NPROCESSORS_ONLN));
-    printf("%-8s %7s %9s %12s %8s %8s %7s\n", "mode", "workers", "in-flight", "round trips/s",
-           "p50 us", "p99 us", "ratio");
+    printf("%-8s %7s %9s %13s %8s %8s %7s %11s\n", "mode", "workers", "in-flight",
+           "round trips/s", "p50 us", "p99 us", "ratio", "broker CPU");
     for (int w = 0; w < n_windows; w++)
         for (int i = 0; i < n_rows; i++)
             if (rows[i].window == windows[w])
@@ -715,7 +746,8 @@ int main(int argc, char **argv)
     if (broker_hwm >= 0)
         printf("\nbroker peak RSS (VmHWM): %.1f MiB\n", broker_hwm / 1024.0);
     printf("ratio = round trips/s / direct echo with the same in-flight window "
-           "(target >= 0.40)\n");
+           "(target >= 0.40)\n"
+           "broker CPU = %% of one core used by musicbus-broker during the run\n");
 
 done:
     mb_client_destroy(&bench.client);
