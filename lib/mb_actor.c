@@ -157,8 +157,9 @@ void mb_actor_dispatch(const mb_actor_def_t *def, MDB_env *env, void *state, con
     if (whole && call.body_at) {
         size_t used = 0;
         whole = call.body_at < reply->size &&
+                /* the body sits inside the reply map: one level less */
                 mb_msgpack_skip(reply->data + call.body_at, reply->size - call.body_at,
-                                MB_MSGPACK_MAX_DEPTH, &used) == 0 &&
+                                MB_MSGPACK_MAX_DEPTH - 1, &used) == 0 &&
                 used == reply->size - call.body_at;
     }
     if (!whole) {

@@ -277,3 +277,107 @@ Test(mb_msgpack, msgpack_c_unpacks_whatever_skip_accepts_at_max_depth)
     cr_assert_eq(msgpack_unpack_next(&msg, deep, sizeof deep, &off), MSGPACK_UNPACK_SUCCESS);
     msgpack_unpacked_destroy(&msg);
 }
+
+/* A small deterministic PRNG so a failure reproduces. */
+static uint64_t s_rng = 0x2545F4914F6CDD1Dull;
+static uint64_t s_rand(void)
+{
+    s_rng ^= s_rng << 13;
+    s_rng ^= s_rng >> 7;
+    s_rng ^= s_rng << 17;
+    return s_rng;
+}
+
+/*  Packs a random object of every msgpack family, nested up to `depth`. */
+static void s_pack_random(msgpack_packer *pk, int depth)
+{
+    switch (s_rand() % (depth > 0 ? 12 : 9)) {
+    case 0:
+        msgpack_pack_nil(pk);
+        break;
+    case 1:
+        msgpack_pack_true(pk);
+        break;
+    case 2:
+        msgpack_pack_int64(pk, (int64_t)s_rand() >> (s_rand() % 64));
+        break;
+    case 3:
+        msgpack_pack_uint64(pk, s_rand() >> (s_rand() % 64));
+        break;
+    case 4:
+        msgpack_pack_double(pk, 1.5);
+        break;
+    case 5:
+        msgpack_pack_float(pk, 2.5f);
+        break;
+    case 6: {
+        size_t n = s_rand() % 300;
+        char text[300];
+        memset(text, 'x', n);
+        mb_pack_strn(pk, text, n);
+        break;
+    }
+    case 7:
+        msgpack_pack_bin(pk, 3);
+        msgpack_pack_bin_body(pk, "abc", 3);
+        break;
+    case 8: {
+        size_t n = (size_t[]){1, 2, 4, 8, 16, 3, 300}[s_rand() % 7];
+        char data[300] = {0};
+        msgpack_pack_ext(pk, n, 5);
+        msgpack_pack_ext_body(pk, data, n);
+        break;
+    }
+    case 9:
+    case 10: {
+        uint32_t n = s_rand() % 20;
+        msgpack_pack_array(pk, n);
+        for (uint32_t i = 0; i < n; i++)
+            s_pack_random(pk, depth - 1);
+        break;
+    }
+    default: {
+        uint32_t n = s_rand() % 20;
+        msgpack_pack_map(pk, n);
+        for (uint32_t i = 0; i < 2 * n; i++)
+            s_pack_random(pk, depth - 1);
+        break;
+    }
+    }
+}
+
+Test(mb_msgpack, skip_agrees_with_msgpack_c_on_valid_and_mutated_input)
+{
+    /* The scanner must accept every object msgpack-c decodes (or valid
+       envelopes would be refused) and never claim a different length. */
+    for (int i = 0; i < 3000; i++) {
+        fixture_t f;
+        s_init(&f);
+        s_pack_random(&f.pk, 4);
+        uint8_t *data = malloc(f.buf.size);
+        memcpy(data, f.buf.data, f.buf.size);
+        size_t size = f.buf.size;
+        if (i % 2) { /* mutate half of them */
+            data[s_rand() % size] = (uint8_t)s_rand();
+            if (s_rand() % 4 == 0)
+                size = s_rand() % size;
+        }
+        msgpack_unpacked msg;
+        msgpack_unpacked_init(&msg);
+        size_t off = 0, used = 0;
+        int ours = mb_msgpack_skip(data, size, 32, &used);
+        msgpack_unpack_return theirs = MSGPACK_UNPACK_CONTINUE;
+        if (ours == 0 || i % 2 == 0) /* msgpack-c only on input it cannot be fooled by */
+            theirs = msgpack_unpack_next(&msg, (const char *)data, size, &off);
+        if (i % 2 == 0)
+            cr_assert_eq(ours, 0, "valid object %d refused", i);
+        if (ours == 0) {
+            cr_assert(theirs == MSGPACK_UNPACK_SUCCESS || theirs == MSGPACK_UNPACK_EXTRA_BYTES,
+                      "object %d: we accept, msgpack-c says %d", i, theirs);
+            cr_assert_eq(used, off, "object %d: same length", i);
+        }
+        msgpack_unpacked_destroy(&msg);
+        free(data);
+        s_fini(&f);
+    }
+}
