@@ -723,6 +723,36 @@ Test(broker, answers_overloaded_when_the_queue_is_full)
     s_finish();
 }
 
+Test(broker, bounds_the_number_of_services)
+{
+    s_start_broker("--timeout", "500", "--heartbeat", "100", NULL);
+    void *client = s_socket(ZMQ_DEALER);
+    /* Requests for 1024 made-up services fill the broker's table... */
+    for (int i = 0; i < 1024; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "made-up-%d", i);
+        s_client_send(client, name, "x", 1);
+    }
+    /* ...so the next new one is refused at once... */
+    body_t request = s_request("svc.op", 77, 0);
+    s_client_send(client, "one-too-many", request.data, request.size);
+    msg_t msg;
+    cr_assert(s_client_recv(client, 2000, "one-too-many", &msg));
+    reply_t reply = s_read_reply(msg.data[3], msg.size[3]);
+    cr_assert_eq(reply.rid, 77);
+    cr_assert_eq(reply.status, 503);
+    cr_assert_str_eq(reply.code, "overloaded");
+    /* ...until their requests expire and the services are forgotten. */
+    for (int i = 0; i < 1024; i++)
+        cr_assert(s_recv(client, 3000, &msg), "request %d not answered", i);
+    s_sleep_ms(300);
+    s_client_send(client, "one-too-many", request.data, request.size);
+    s_client_expect_error(client, 3000, "one-too-many", 77, 503, "no_workers");
+
+    zmq_close(client);
+    s_finish();
+}
+
 Test(broker, answers_no_workers_at_the_deadline)
 {
     s_start_broker(NULL);
