@@ -35,20 +35,16 @@ mb_ensure_packages() {
         || mb_die "apt-get install ${missing[*]} failed"
 }
 
-# mb_cmake_build DIR [TYPE] [TARGET...] — configures DIR once (again only
-# when TYPE changed) and builds it incrementally, so a second run that has
-# nothing to do takes a second.
+# mb_cmake_build DIR [TYPE] [TARGET...] — configures DIR and builds it
+# incrementally. The configure step runs every time (a second or two when
+# nothing changed) because the tree adds parts by globbing for their
+# CMakeLists.txt, which a cached build folder would not notice.
 mb_cmake_build() {
-    local dir=$1 type=${2:-} cached=""
+    local dir=$1 type=${2:-}
     shift 2 || shift $#
-    if [[ -f $dir/CMakeCache.txt ]]; then
-        cached=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$dir/CMakeCache.txt")
-    fi
-    if [[ ! -f $dir/CMakeCache.txt || ( -n $type && $cached != "$type" ) ]]; then
-        local args=(-S "$MB_ROOT" -B "$dir")
-        [[ -n $type ]] && args+=(-DCMAKE_BUILD_TYPE="$type")
-        cmake "${args[@]}" >&2 || return 1
-    fi
+    local args=(-S "$MB_ROOT" -B "$dir")
+    [[ -n $type ]] && args+=(-DCMAKE_BUILD_TYPE="$type")
+    cmake "${args[@]}" >&2 || return 1
     local targets=()
     (($# > 0)) && targets=(--target "$@")
     cmake --build "$dir" -j "$(nproc)" "${targets[@]}" >&2
