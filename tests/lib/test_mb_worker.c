@@ -183,7 +183,7 @@ Test(mb_worker, heartbeats_while_idle_and_stays_connected)
             tr_free(&msg);
         }
     }
-    cr_assert(heartbeats >= 6 && heartbeats <= 15, "%d heartbeats in 600 ms", heartbeats);
+    cr_assert(heartbeats >= 4 && heartbeats <= 15, "%d heartbeats in 600 ms", heartbeats);
     cr_assert_eq(readies, 0, "no reconnect while the broker answers");
     s_echo_stop(&echo);
     cr_assert_eq(echo.reconnects, 0);
@@ -263,7 +263,7 @@ Test(mb_worker, a_broker_refusing_every_ready_gets_backoff_not_a_hot_loop)
         TR_SEND_TO(broker, &msg, "", MDPW_WORKER, "\x05");
         tr_free(&msg);
     }
-    cr_assert(readies >= 3 && readies <= 8, "%d READYs in 1 s", readies);
+    cr_assert(readies >= 2 && readies <= 8, "%d READYs in 1 s", readies);
 
     /* once the broker sends anything else, the worker serves requests */
     cr_assert(s_recv_command(broker, &msg, MDPW_READY, 3000));
