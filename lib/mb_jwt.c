@@ -6,6 +6,7 @@
 #include <jansson.h>
 #include <sodium.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,8 +131,9 @@ int mb_jwt_key_load(const char *file, mb_jwt_key_t **key_p)
     if (!file && !from_env)
         file = mb_config_env(MB_JWT_ENV_SECRET_FILE, NULL);
     if (!file && !from_env) {
-        mb_error(0, "no JWT secret: set %s, or %s / --jwt-secret-file to a file holding at least "
-                    "%d bytes",
+        mb_error(0,
+                 "no JWT secret: set %s, or %s / --jwt-secret-file to a file holding at least "
+                 "%d bytes",
                  MB_JWT_ENV_SECRET, MB_JWT_ENV_SECRET_FILE, MB_JWT_SECRET_MIN);
         return MB_ENOTFOUND;
     }
@@ -159,8 +161,9 @@ int mb_jwt_key_load(const char *file, mb_jwt_key_t **key_p)
     }
     int rc = 0;
     if (len < MB_JWT_SECRET_MIN) {
-        mb_error(0, "JWT secret from %s is %zu bytes; at least %d are needed (e.g. head -c 48 "
-                    "/dev/urandom | base64)",
+        mb_error(0,
+                 "JWT secret from %s is %zu bytes; at least %d are needed (e.g. head -c 48 "
+                 "/dev/urandom | base64)",
                  source, len, MB_JWT_SECRET_MIN);
         rc = MB_EINVAL;
     } else if (len > MB_JWT_SECRET_MAX) {
@@ -231,9 +234,9 @@ int mb_jwt_sign(const mb_jwt_key_t *key, const mb_jwt_policy_t *policy,
         return MB_EINVAL; /* a string that is not UTF-8 */
     size_t json_len = strlen(json);
 
-    size_t cap = sizeof s_header_b64 + sodium_base64_ENCODED_LEN(
-                                           json_len, sodium_base64_VARIANT_URLSAFE_NO_PADDING) +
-                 1 + S_SIG_B64_LEN + 1;
+    size_t cap = sizeof s_header_b64 +
+                 sodium_base64_ENCODED_LEN(json_len, sodium_base64_VARIANT_URLSAFE_NO_PADDING) + 1 +
+                 S_SIG_B64_LEN + 1;
     char *out = mb_malloc(cap);
     size_t used = sizeof s_header_b64 - 1;
     memcpy(out, s_header_b64, used);
@@ -258,8 +261,9 @@ static ssize_t s_unb64(const char *b64, size_t len, unsigned char *out, size_t c
 {
     size_t n = 0;
     const char *end = NULL;
-    if (len == 0 || sodium_base642bin(out, cap, b64, len, NULL, &n, &end,
-                                      sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+    if (len == 0 ||
+        sodium_base642bin(out, cap, b64, len, NULL, &n, &end,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
         end != b64 + len)
         return -1;
     return (ssize_t)n;
@@ -335,8 +339,8 @@ static bool s_aud_ok(const json_t *aud, const char *want)
         return strcmp(json_string_value(aud), want) == 0;
     size_t i;
     json_t *v;
-    json_array_foreach(aud, i, v) if (json_is_string(v) && strcmp(json_string_value(v), want) == 0)
-        return true;
+    json_array_foreach(aud, i, v) if (json_is_string(v) &&
+                                      strcmp(json_string_value(v), want) == 0) return true;
     return false;
 }
 
@@ -355,22 +359,33 @@ static bool s_roles_ok(const json_t *roles, unsigned *bits)
     return true;
 }
 
-/*  Checks the claims of a payload whose signature is good. */
-static int s_claims(const json_t *p, const mb_jwt_policy_t *policy, int64_t now,
-                    mb_jwt_claims_t *c, const char **why)
+/*  The time checks, also run on every cache hit. */
+static int s_times(const mb_jwt_policy_t *policy, int64_t now, int64_t exp, int64_t nbf,
+                   const char **why)
 {
-    int64_t nbf;
+    if (now >= exp + policy->leeway_s)
+        return *why = "token expired", MB_ETIMEDOUT;
+    if (now + policy->leeway_s < nbf)
+        return *why = "token not valid yet", MB_EINVAL;
+    return 0;
+}
+
+/*  Checks the claims of a payload whose signature is good; *nbf is
+    INT64_MIN when the token has none. */
+static int s_claims(const json_t *p, const mb_jwt_policy_t *policy, int64_t now, mb_jwt_claims_t *c,
+                    int64_t *nbf, const char **why)
+{
     const json_t *v;
+    *nbf = INT64_MIN;
     if (!json_is_object(p))
         return *why = "payload is not a JSON object", MB_EINVAL;
     if (!s_time(json_object_get(p, "exp"), &c->exp))
         return *why = "exp missing or not a number", MB_EINVAL;
-    if (now >= c->exp + policy->leeway_s)
-        return *why = "token expired", MB_ETIMEDOUT;
-    if ((v = json_object_get(p, "nbf")) && !s_time(v, &nbf))
+    if ((v = json_object_get(p, "nbf")) && !s_time(v, nbf))
         return *why = "nbf not a number", MB_EINVAL;
-    if (v && now + policy->leeway_s < nbf)
-        return *why = "token not valid yet", MB_EINVAL;
+    int rc = s_times(policy, now, c->exp, *nbf, why);
+    if (rc)
+        return rc;
     if ((v = json_object_get(p, "iat")) && !s_time(v, &c->iat))
         return *why = "iat not a number", MB_EINVAL;
     const char *iss = json_string_value(json_object_get(p, "iss"));
@@ -391,11 +406,10 @@ static int s_claims(const json_t *p, const mb_jwt_policy_t *policy, int64_t now,
     return 0;
 }
 
-int mb_jwt_verify(const mb_jwt_key_t *key, const mb_jwt_policy_t *policy, const char *token,
-                  size_t len, int64_t now, mb_jwt_claims_t *claims, const char **why)
+static int s_verify(const mb_jwt_key_t *key, const mb_jwt_policy_t *policy, const char *token,
+                    size_t len, int64_t now, mb_jwt_claims_t *claims, int64_t *nbf,
+                    const char **why)
 {
-    static const char *ignored;
-    why = why ? why : &ignored;
     memset(claims, 0, sizeof *claims);
     if (!token || len == 0)
         return *why = "empty token", MB_EINVAL;
@@ -423,10 +437,95 @@ int mb_jwt_verify(const mb_jwt_key_t *key, const mb_jwt_policy_t *policy, const 
     if (n < 0)
         return *why = "malformed payload", MB_EINVAL;
     json_t *p = json_loadb((const char *)payload, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
-    int rc = p ? s_claims(p, policy, now, claims, why) : (*why = "payload is not JSON", MB_EINVAL);
+    int rc =
+        p ? s_claims(p, policy, now, claims, nbf, why) : (*why = "payload is not JSON", MB_EINVAL);
     json_decref(p);
     if (rc)
         memset(claims, 0, sizeof *claims);
+    return rc;
+}
+
+int mb_jwt_verify(const mb_jwt_key_t *key, const mb_jwt_policy_t *policy, const char *token,
+                  size_t len, int64_t now, mb_jwt_claims_t *claims, const char **why)
+{
+    static const char *ignored;
+    int64_t nbf;
+    return s_verify(key, policy, token, len, now, claims, &nbf, why ? why : &ignored);
+}
+
+/* ---- the cache ---------------------------------------------------------------------- */
+
+typedef struct {
+    size_t len; /* 0: empty */
+    char token[MB_JWT_CACHE_TOKEN_MAX];
+    mb_jwt_claims_t claims;
+    int64_t nbf;
+} s_entry_t;
+
+struct mb_jwt_cache {
+    size_t mask; /* slots - 1 */
+    s_entry_t *entries;
+};
+
+mb_jwt_cache_t *mb_jwt_cache_new(size_t slots)
+{
+    size_t n = 1;
+    while (n < slots && n < ((size_t)1 << 20))
+        n <<= 1;
+    mb_jwt_cache_t *self = mb_calloc(1, sizeof *self);
+    self->mask = n - 1;
+    self->entries = mb_calloc(n, sizeof *self->entries);
+    return self;
+}
+
+void mb_jwt_cache_destroy(mb_jwt_cache_t **self_p)
+{
+    if (self_p && *self_p) {
+        mb_jwt_cache_t *self = *self_p;
+        sodium_memzero(self->entries, (self->mask + 1) * sizeof *self->entries);
+        free(self->entries);
+        free(self);
+        *self_p = NULL;
+    }
+}
+
+/*  The slot of a token: FNV-1a over the last characters, which are its
+    signature and so as good as random for tokens that verified. */
+static size_t s_slot(const mb_jwt_cache_t *self, const char *token, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = len > 16 ? len - 16 : 0; i < len; i++)
+        h = (h ^ (unsigned char)token[i]) * 1099511628211ULL;
+    return (size_t)(h ^ (h >> 32)) & self->mask;
+}
+
+int mb_jwt_verify_cached(mb_jwt_cache_t *cache, const mb_jwt_key_t *key,
+                         const mb_jwt_policy_t *policy, const char *token, size_t len, int64_t now,
+                         mb_jwt_claims_t *claims, const char **why)
+{
+    static const char *ignored;
+    why = why ? why : &ignored;
+    if (!token || len == 0 || len > MB_JWT_CACHE_TOKEN_MAX)
+        return mb_jwt_verify(key, policy, token, len, now, claims, why);
+    s_entry_t *e = &cache->entries[s_slot(cache, token, len)];
+    /* Constant time over the token, so probing the cache with guesses
+       tells nothing about the token it holds. */
+    if (e->len == len && sodium_memcmp(e->token, token, len) == 0) {
+        int rc = s_times(policy, now, e->claims.exp, e->nbf, why);
+        if (rc == 0)
+            *claims = e->claims;
+        else
+            memset(claims, 0, sizeof *claims);
+        return rc;
+    }
+    int64_t nbf;
+    int rc = s_verify(key, policy, token, len, now, claims, &nbf, why);
+    if (rc == 0) {
+        memcpy(e->token, token, len);
+        e->len = len;
+        e->claims = *claims;
+        e->nbf = nbf;
+    }
     return rc;
 }
 

@@ -123,6 +123,34 @@ int mb_jwt_sign(const mb_jwt_key_t *key, const mb_jwt_policy_t *policy,
 int mb_jwt_verify(const mb_jwt_key_t *key, const mb_jwt_policy_t *policy, const char *token,
                   size_t len, int64_t now, mb_jwt_claims_t *claims, const char **why);
 
+/* ---- a cache of verified tokens ----------------------------------------
+   A client sends the same access token with every request for up to its
+   whole lifetime. The gateway can remember the tokens it verified: a hit
+   costs one constant-time compare of the token bytes instead of the HMAC
+   and the JSON parse (about 0.3 us instead of about 12 us here). exp and
+   nbf are still checked against `now` on every hit, so a cached token
+   expires exactly like a fresh one. Only tokens that verified are
+   entered, so only holders of valid tokens can evict entries. Not
+   thread-safe: one cache per thread. */
+
+typedef struct mb_jwt_cache mb_jwt_cache_t;
+
+#define MB_JWT_CACHE_TOKEN_MAX 1024 /* longer tokens are verified, never cached */
+
+/*  Makes a cache of `slots` entries (rounded up to a power of two, at
+    least 1), for tokens of one key and one policy. Never NULL. */
+mb_jwt_cache_t *mb_jwt_cache_new(size_t slots);
+
+/*  Wipes and frees the cache; nulls *self_p. Safe to call twice. */
+void mb_jwt_cache_destroy(mb_jwt_cache_t **self_p);
+
+/*  As mb_jwt_verify(), answered from `cache` when it holds this exact
+    token, and entering the token in it when it verifies. The cache must
+    only ever be used with the same key and policy. */
+int mb_jwt_verify_cached(mb_jwt_cache_t *cache, const mb_jwt_key_t *key,
+                         const mb_jwt_policy_t *policy, const char *token, size_t len, int64_t now,
+                         mb_jwt_claims_t *claims, const char **why);
+
 /* ---- the request envelope's auth map -----------------------------------
    The gateway packs a verified token's claims as the envelope's "auth"
    map; actors read it back. One definition here keeps both sides equal:
