@@ -57,6 +57,7 @@
 #define GW_DRAIN_MS 2000                /* after SIGTERM, pending requests get this long */
 #define GW_LINGER_MS 1000               /* then responses get this long to leave */
 #define GW_MAX_WAIT_MS 1000             /* longest epoll wait, whatever the timers say */
+#define GW_DISCARD_MAX (1L << 20)       /* body bytes read and dropped past max_body before closing */
 #define GW_FREE_REQS_KEPT 1024          /* request structs kept for reuse */
 #define GW_BUF_KEPT (256 * 1024)        /* buffers above this are freed, not reused */
 #define GW_JSON "application/json"
@@ -64,9 +65,12 @@
 typedef enum {
     S_READING, /* headers seen, body arriving */
     S_PENDING, /* sent to the bus, connection suspended */
-    S_REPLIED, /* answer ready, connection resumed, response not queued yet */
+    S_REPLIED, /* answer ready (from the headers, or a reply), response not queued yet */
     S_ANSWERED /* response queued */
 } s_state_t;
+
+/*  What fired, in epoll_event.data.u32. */
+enum { S_EV_MHD = 1, S_EV_BUS = 2 };
 
 typedef struct s_self s_self_t;
 
@@ -85,6 +89,8 @@ typedef struct s_req {
     int64_t start_us;        /* for the log's duration */
     int64_t deadline_ms;
     bool too_big;            /* the body passed max_body while arriving */
+    bool headers_done;       /* the first call is over */
+    uint64_t dropped;        /* body bytes dropped after too_big */
     gw_buf_t body;           /* the request body */
     gw_buf_t out;            /* the response body */
     int status;              /* the response's status */
@@ -115,6 +121,7 @@ struct s_self {
     size_t n_free_reqs;
     size_t active;         /* requests between their first header and completion */
     bool resumed;          /* a connection was resumed since MHD last ran */
+    bool sent;             /* something was sent on the bus since it was last drained */
     int64_t next_probe_ms;
     int64_t last_answer_ms; /* last time the broker answered anything; 0: never */
     bool stopping;
@@ -231,6 +238,10 @@ static enum MHD_Result s_respond(s_req_t *req)
     return rc;
 }
 
+/*  Answers with a problem document. Called from the first call of a
+    request (headers only), the answer waits for the last call: MHD treats
+    a response queued before the body as a reason to close the connection,
+    which would cost keep-alive clients a reconnect for every 404. */
 static enum MHD_Result s_fail(s_req_t *req, int status, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -242,6 +253,10 @@ static enum MHD_Result s_fail(s_req_t *req, int status, const char *field, const
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
     s_set_problem(req, status, NULL, 0, detail, (size_t) -1, field, (size_t) -1);
+    if (req->state == S_READING && !req->headers_done) {
+        req->state = S_REPLIED;
+        return MHD_YES;
+    }
     return s_respond(req);
 }
 
@@ -269,7 +284,8 @@ static enum MHD_Result s_handle_own(s_req_t *req)
         gw_buf_puts(&req->out, "{\"status\":\"ok\"}");
         req->status = 200;
         req->content_type = GW_JSON;
-        return s_respond(req);
+        req->state = S_REPLIED; /* sent by the last call, as s_fail() explains */
+        return MHD_YES;
     }
     if (!strcmp(op, "readyz")) {
         if (!self->last_answer_ms)
@@ -349,15 +365,21 @@ static enum MHD_Result s_on_headers(s_req_t *req)
     const char *te = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_TRANSFER_ENCODING);
     unsigned long long length = cl ? strtoull(cl, NULL, 10) : 0;
-    if (length > (unsigned long long) self->max_body)
-        return s_fail(req, 413, "body", "the body is %llu bytes; the limit is %ld", length,
-                      self->max_body);
+    /* 413 and 415 go out at once, before the body is read: here closing
+       the connection is what we want. */
+    if (length > (unsigned long long) self->max_body) {
+        s_set_problemf(req, 413, "body", "the body is %llu bytes; the limit is %ld", length,
+                       self->max_body);
+        return s_respond(req);
+    }
     if (req->route->has_body && (length > 0 || te)) {
         const char *ct = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_TYPE);
-        if (!s_is_json_media(ct))
-            return s_fail(req, 415, NULL, "the body must be application/json, not %s",
-                          ct ? ct : "untyped");
+        if (!s_is_json_media(ct)) {
+            s_set_problemf(req, 415, NULL, "the body must be application/json, not %s",
+                           ct ? ct : "untyped");
+            return s_respond(req);
+        }
     }
     gw_buf_reserve(&req->body, length);
     return MHD_YES;
@@ -391,6 +413,7 @@ static enum MHD_Result s_on_complete(s_req_t *req)
     rc = gw_pending_add(self->pending, &req->node, req->rid, req->deadline_ms);
     if (rc)
         return s_fail(req, 503, NULL, "too many requests in flight");
+    self->sent = true;
     req->state = S_PENDING;
     MHD_suspend_connection(req->conn);
     return MHD_YES;
@@ -409,7 +432,9 @@ static enum MHD_Result s_on_request(void *cls, struct MHD_Connection *conn, cons
         req->method = method;
         req->url = url;
         *con_cls = req;
-        return s_on_headers(req);
+        enum MHD_Result rc = s_on_headers(req);
+        req->headers_done = true;
+        return rc;
     }
     if (*upload_data_size) {
         size_t n = *upload_data_size;
@@ -417,9 +442,20 @@ static enum MHD_Result s_on_request(void *cls, struct MHD_Connection *conn, cons
         if (req->state != S_READING || !req->route || !req->route->has_body)
             return MHD_YES; /* answered already, or a body nobody asked for: dropped */
         if (req->too_big || req->body.len + n > (size_t) self->max_body) {
-            /* Content-Length did not warn us (chunked): stop keeping it. */
-            req->too_big = true;
-            gw_buf_free(&req->body);
+            /* Content-Length did not warn us (chunked). MHD 0.9.75 cannot
+               queue a response in the middle of a body, so the rest is
+               read and dropped and the 413 goes out at its end; a client
+               that keeps sending far past the limit is cut off instead. */
+            if (!req->too_big) {
+                req->too_big = true;
+                gw_buf_free(&req->body);
+            }
+            req->dropped += n;
+            if (req->dropped > (uint64_t) self->max_body + GW_DISCARD_MAX) {
+                mb_warn(req->rid, "%s %s: body far over the limit; closing the connection",
+                        req->method, req->url);
+                return MHD_NO;
+            }
             return MHD_YES;
         }
         gw_buf_append(&req->body, upload_data, n);
@@ -534,9 +570,11 @@ static void s_on_bus_message(s_self_t *self, const void *data, size_t size)
 }
 
 /*  ZMQ_FD is edge-triggered: read until the socket says EAGAIN, after
-    every time it fires and after every send. */
+    every time it fires and after every send (a send may consume the
+    edge of replies that arrived meanwhile). */
 static void s_drain_bus(s_self_t *self)
 {
+    self->sent = false;
     for (;;) {
         zmq_msg_t msg;
         int rc = mb_client_recv(self->client, &msg);
@@ -585,17 +623,25 @@ static void s_probe(s_self_t *self, int64_t now)
     self->next_probe_ms = now + GW_PROBE_INTERVAL_MS;
     /* MB_EAGAIN while the broker is unreachable (ZMQ_IMMEDIATE): then no
        answer comes and /readyz turns 503 after GW_READY_WINDOW_MS. */
-    mb_client_send(self->client, MMI_SERVICE, self->probe_service, strlen(self->probe_service));
+    if (mb_client_send(self->client, MMI_SERVICE, self->probe_service,
+                       strlen(self->probe_service)) == 0)
+        self->sent = true;
 }
 
 /* ---- the loop ------------------------------------------------------------ */
 
-static int s_wait_ms(s_self_t *self, int64_t now)
+/*  How long the loop may sleep; *mhd_due_ms is when MHD wants to run
+    even if its fd stays quiet (-1: only when it fires). */
+static int s_wait_ms(s_self_t *self, int64_t now, int64_t *mhd_due_ms)
 {
     int64_t wait = GW_MAX_WAIT_MS;
     MHD_UNSIGNED_LONG_LONG mhd_ms;
-    if (MHD_get_timeout(self->daemon, &mhd_ms) == MHD_YES && (int64_t) mhd_ms < wait)
-        wait = (int64_t) mhd_ms;
+    *mhd_due_ms = -1;
+    if (MHD_get_timeout(self->daemon, &mhd_ms) == MHD_YES) {
+        *mhd_due_ms = now + (int64_t) (mhd_ms < GW_MAX_WAIT_MS ? mhd_ms : GW_MAX_WAIT_MS);
+        if ((int64_t) mhd_ms < wait)
+            wait = (int64_t) mhd_ms;
+    }
     gw_pending_node_t *first = gw_pending_first(self->pending);
     if (first && first->deadline_ms - now < wait)
         wait = first->deadline_ms - now;
@@ -631,23 +677,36 @@ static int s_run(s_self_t *self, const sigset_t *wait_mask)
             if ((self->active == 0 && !self->resumed) || now >= self->linger_until_ms)
                 return 0;
         }
-        int n = self->resumed ? 0 : epoll_pwait(self->epoll_fd, events, 8, s_wait_ms(self, now),
-                                                wait_mask);
+        int64_t mhd_due_ms = now;
+        int n = 0;
+        if (!self->resumed)
+            n = epoll_pwait(self->epoll_fd, events, 8, s_wait_ms(self, now, &mhd_due_ms),
+                            wait_mask);
         if (n < 0 && errno != EINTR) {
             mb_error(0, "epoll_wait: %s", strerror(errno));
             return 1;
         }
-        /* MHD must run when its fd fires, when its timeout passes and after
-           resuming connections; running it every turn covers all three at
-           the price of one epoll_wait(0) inside. Then the bus is drained:
-           the handlers MHD called may have sent requests. */
-        self->resumed = false;
-        MHD_run(self->daemon);
-        s_drain_bus(self);
+        bool bus_fired = false, mhd_fired = false;
+        for (int i = 0; i < n; i++) {
+            bus_fired |= events[i].data.u32 == S_EV_BUS;
+            mhd_fired |= events[i].data.u32 == S_EV_MHD;
+        }
+        /* MHD runs when its fd fires, when its timeout passes and after
+           connections were resumed. The bus is drained only when its fd
+           fired or something was sent: an empty receive costs libzmq two
+           system calls. */
+        now = s_now_ms();
+        if (mhd_fired || self->resumed || (mhd_due_ms >= 0 && now >= mhd_due_ms)) {
+            self->resumed = false;
+            MHD_run(self->daemon);
+        }
+        if (bus_fired || self->sent)
+            s_drain_bus(self);
         now = s_now_ms();
         s_expire(self, now);
         s_probe(self, now);
-        s_drain_bus(self);
+        if (self->sent)
+            s_drain_bus(self);
     }
 }
 
@@ -853,10 +912,11 @@ static int s_start(s_self_t *self)
     if (addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     self->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, s_on_request, self, MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
+        flags, 0, NULL, NULL, s_on_request, self, MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, NULL,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
         MHD_OPTION_CONNECTION_LIMIT, conn_limit, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned) GW_CONN_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, s_on_completed, self,
-        MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
         MHD_OPTION_END);
     if (!self->daemon) {
         mb_error(0, "cannot listen on %s", self->http_addr);
@@ -868,10 +928,11 @@ static int s_start(s_self_t *self)
     unsigned port = info ? info->port : 0;
     self->bus_fd = mb_client_fd(self->client);
     self->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event ev = {.events = EPOLLIN};
+    struct epoll_event mhd_ev = {.events = EPOLLIN, .data.u32 = S_EV_MHD};
+    struct epoll_event bus_ev = {.events = EPOLLIN, .data.u32 = S_EV_BUS};
     if (self->mhd_fd < 0 || self->epoll_fd < 0 ||
-        epoll_ctl(self->epoll_fd, EPOLL_CTL_ADD, self->mhd_fd, &ev) ||
-        epoll_ctl(self->epoll_fd, EPOLL_CTL_ADD, self->bus_fd, &ev)) {
+        epoll_ctl(self->epoll_fd, EPOLL_CTL_ADD, self->mhd_fd, &mhd_ev) ||
+        epoll_ctl(self->epoll_fd, EPOLL_CTL_ADD, self->bus_fd, &bus_ev)) {
         mb_error(0, "cannot set up the event loop: %s", strerror(errno));
         return MB_EIO;
     }

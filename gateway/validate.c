@@ -464,6 +464,22 @@ static int s_fail(gw_invalid_t *err, const s_path_t *path, const char *fmt, ...)
     return MB_EINVAL;
 }
 
+/*  Writes a schema bound as the document would: integers in full, other
+    numbers in the shortest form that reads back the same. */
+static const char *s_number_text(long double x, char buf[40])
+{
+    if (x == floorl(x) && x >= (long double) INT64_MIN && x <= (long double) INT64_MAX) {
+        snprintf(buf, 40, "%lld", (long long) x);
+        return buf;
+    }
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, 40, "%.*g", prec, (double) x);
+        if (strtod(buf, NULL) == (double) x)
+            break;
+    }
+    return buf;
+}
+
 static unsigned s_value_type(const json_t *v)
 {
     switch (json_typeof(v)) {
@@ -618,10 +634,11 @@ static int s_check(const gw_schema_t *s, const json_t *v, s_path_t *path, gw_inv
     case GW_T_NUMBER: {
         long double x = vt == GW_T_INTEGER ? (long double) json_integer_value(v)
                                            : (long double) json_real_value(v);
+        char bound[40];
         if (s->has_minimum && x < s->minimum)
-            return s_fail(err, path, "must be >= %.17Lg", s->minimum);
+            return s_fail(err, path, "must be >= %s", s_number_text(s->minimum, bound));
         if (s->has_maximum && x > s->maximum)
-            return s_fail(err, path, "must be <= %.17Lg", s->maximum);
+            return s_fail(err, path, "must be <= %s", s_number_text(s->maximum, bound));
         break;
     }
     case GW_T_ARRAY: {

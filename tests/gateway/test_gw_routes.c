@@ -1,0 +1,192 @@
+/*  routes: the route table built from an OpenAPI document, and matching. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "openapi_embed.h"
+#include "routes.h"
+
+static const char s_doc[] = "{\"openapi\":\"3.1.0\",\"paths\":{"
+    "\"/v1/tracks\":{"
+    "  \"get\":{\"x-service\":\"catalog\",\"x-op\":\"track.get_many\",\"x-access\":\"public\","
+    "    \"parameters\":[{\"$ref\":\"#/components/parameters/Ids\"}]},"
+    "  \"post\":{\"x-service\":\"catalog\",\"x-op\":\"track.create\",\"x-access\":\"admin\","
+    "    \"requestBody\":{\"required\":true,\"content\":{\"application/json\":"
+    "      {\"schema\":{\"$ref\":\"#/components/schemas/Track\"}}}}}},"
+    "\"/v1/tracks/{id}\":{"
+    "  \"parameters\":[{\"name\":\"id\",\"in\":\"path\",\"required\":true,"
+    "                   \"schema\":{\"type\":\"string\",\"maxLength\":4}}],"
+    "  \"get\":{\"x-service\":\"catalog\",\"x-op\":\"track.get\"},"
+    "  \"patch\":{\"x-service\":\"catalog\",\"x-op\":\"track.update\",\"x-access\":\"user\"},"
+    "  \"delete\":{\"x-service\":\"catalog\",\"x-op\":\"track.delete\",\"x-access\":\"premium\"}},"
+    "\"/v1/tracks/contains\":{"
+    "  \"get\":{\"x-service\":\"library\",\"x-op\":\"track.contains\"}},"
+    "\"/v1/{kind}/{id}/x\":{"
+    "  \"get\":{\"x-service\":\"misc\",\"x-op\":\"any.x\"}},"
+    "\"/v1/albums/{id}/x\":{"
+    "  \"get\":{\"x-service\":\"catalog\",\"x-op\":\"album.x\"}}"
+    "},\"components\":{"
+    "\"parameters\":{\"Ids\":{\"name\":\"ids\",\"in\":\"query\",\"required\":true,"
+    "  \"style\":\"form\",\"explode\":false,"
+    "  \"schema\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}}}},"
+    "\"schemas\":{\"Track\":{\"type\":\"object\",\"required\":[\"title\"],"
+    "  \"properties\":{\"title\":{\"type\":\"string\"}}}}}}";
+
+static gw_routes_t *s_load(const char *doc)
+{
+    char err[256] = "";
+    gw_routes_t *routes = gw_routes_new(doc, strlen(doc), err, sizeof err);
+    cr_assert_not_null(routes, "load failed: %s", err);
+    return routes;
+}
+
+/*  Usage: build the table once, then match each request's method and path. */
+Test(gw_routes, usage)
+{
+    gw_routes_t *routes = s_load(s_doc);
+    gw_match_t m;
+    cr_assert_eq(gw_routes_match(routes, "GET", "/v1/tracks/abc", &m), 0);
+    cr_assert_str_eq(m.route->service, "catalog");
+    cr_assert_str_eq(m.route->op, "track.get");
+    cr_assert_eq(m.route->n_params, 1);
+    size_t len;
+    const char *id = gw_match_param(&m, &m.route->params[0], &len);
+    cr_assert_eq(len, 3);
+    cr_assert(!memcmp(id, "abc", 3));
+    gw_routes_destroy(&routes);
+    cr_assert_null(routes);
+    gw_routes_destroy(&routes); /* safe twice */
+}
+
+Test(gw_routes, literal_beats_parameter)
+{
+    gw_routes_t *routes = s_load(s_doc);
+    gw_match_t m;
+    cr_assert_eq(gw_routes_match(routes, "GET", "/v1/tracks/contains", &m), 0);
+    cr_assert_str_eq(m.route->op, "track.contains");
+    cr_assert_eq(gw_routes_match(routes, "GET", "/v1/tracks/container", &m), 0);
+    cr_assert_str_eq(m.route->op, "track.get");
+    /* The first segment that differs decides: albums (literal) over {kind}. */
+    cr_assert_eq(gw_routes_match(routes, "GET", "/v1/albums/7/x", &m), 0);
+    cr_assert_str_eq(m.route->op, "album.x");
+    cr_assert_eq(gw_routes_match(routes, "GET", "/v1/artists/7/x", &m), 0);
+    cr_assert_str_eq(m.route->op, "any.x");
+    /* A literal path without the method is a 405 even if a template has it. */
+    cr_assert_eq(gw_routes_match(routes, "DELETE", "/v1/tracks/contains", &m), 405);
+    cr_assert_str_eq(m.allow, "GET");
+    gw_routes_destroy(&routes);
+}
+
+Test(gw_routes, not_found_versus_method_not_allowed)
+{
+    gw_routes_t *routes = s_load(s_doc);
+    gw_match_t m;
+    cr_assert_eq(gw_routes_match(routes, "PUT", "/v1/tracks/abc", &m), 405);
+    cr_assert_null(m.route);
+    cr_assert_str_eq(m.allow, "GET, PATCH, DELETE");
+    cr_assert_eq(gw_routes_match(routes, "BREW", "/v1/tracks", &m), 405);
+    cr_assert_str_eq(m.allow, "GET, POST");
+    cr_assert_eq(gw_routes_match(routes, "GET", "/v1/nothing", &m), 404);
+    cr_assert_eq(gw_routes_match(routes, "GET", "/v1/tracks/", &m), 404,
+                 "a parameter never matches an empty segment");
+    cr_assert_eq(gw_routes_match(routes, "GET", "/v1//x", &m), 404);
+    cr_assert_eq(gw_routes_match(routes, "GET", "/v1/tracks/abc/def", &m), 404);
+    cr_assert_eq(gw_routes_match(routes, "GET", "", &m), 404);
+    cr_assert_eq(gw_routes_match(routes, "GET", "v1/tracks", &m), 404);
+    cr_assert_eq(gw_routes_match(routes, "GET", "/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r", &m), 404);
+    gw_routes_destroy(&routes);
+}
+
+Test(gw_routes, parameters_access_and_body)
+{
+    gw_routes_t *routes = s_load(s_doc);
+    gw_match_t m;
+    cr_assert_eq(gw_routes_match(routes, "GET", "/v1/tracks", &m), 0);
+    const gw_route_t *r = m.route;
+    cr_assert_eq(r->access, GW_ACCESS_PUBLIC);
+    cr_assert_eq(r->n_params, 1);
+    cr_assert_str_eq(r->params[0].name, "ids");
+    cr_assert_eq(r->params[0].in, GW_IN_QUERY);
+    cr_assert(r->params[0].required);
+    cr_assert(r->params[0].split);
+    cr_assert_not(r->has_body);
+
+    cr_assert_eq(gw_routes_match(routes, "POST", "/v1/tracks", &m), 0);
+    cr_assert_eq(m.route->access, GW_ACCESS_ADMIN);
+    cr_assert(m.route->has_body);
+    cr_assert(m.route->body_required);
+    cr_assert_not_null(m.route->body_schema);
+
+    cr_assert_eq(gw_routes_match(routes, "PATCH", "/v1/tracks/x", &m), 0);
+    cr_assert_eq(m.route->access, GW_ACCESS_USER);
+    cr_assert_eq(m.route->n_params, 1, "path-item parameters are inherited");
+    cr_assert_eq(gw_routes_match(routes, "DELETE", "/v1/tracks/x", &m), 0);
+    cr_assert_eq(m.route->access, GW_ACCESS_PREMIUM);
+
+    /* A template parameter nobody declared is still a (string) parameter. */
+    cr_assert_eq(gw_routes_match(routes, "GET", "/v1/songs/9/x", &m), 0);
+    cr_assert_eq(m.route->n_params, 2);
+    cr_assert_str_eq(m.route->params[0].name, "kind");
+    cr_assert_str_eq(m.route->params[1].name, "id");
+    cr_assert_eq(gw_routes_size(routes), 8);
+    cr_assert_str_eq(gw_routes_at(routes, 0)->op, "track.get_many");
+    cr_assert_null(gw_routes_at(routes, 8));
+    gw_routes_destroy(&routes);
+}
+
+static void s_expect_error(const char *doc, const char *needle)
+{
+    char err[256] = "";
+    gw_routes_t *routes = gw_routes_new(doc, strlen(doc), err, sizeof err);
+    cr_assert_null(routes, "loaded: %s", doc);
+    cr_assert(strstr(err, needle), "error '%s' lacks '%s'", err, needle);
+}
+
+Test(gw_routes, bad_documents_are_refused)
+{
+    s_expect_error("{\"paths\":", "not valid JSON");
+    s_expect_error("{\"openapi\":\"3.1.0\"}", "no paths");
+    s_expect_error("{\"paths\":{\"/a\":{\"get\":{\"x-op\":\"a.b\"}}}}", "x-service and x-op");
+    s_expect_error("{\"paths\":{\"/a\":{\"get\":{\"x-service\":\"s\",\"x-op\":\"a\","
+                   "\"x-access\":\"root\"}}}}",
+                   "x-access");
+    s_expect_error("{\"paths\":{\"/a\":{\"post\":{\"x-service\":\"s\",\"x-op\":\"a\","
+                   "\"requestBody\":{\"content\":{\"application/json\":"
+                   "{\"schema\":{\"$ref\":\"#/components/schemas/Nope\"}}}}}}}}",
+                   "does not resolve");
+    s_expect_error("{\"paths\":{\"/a\":{\"post\":{\"x-service\":\"s\",\"x-op\":\"a\","
+                   "\"requestBody\":{\"content\":{\"application/json\":"
+                   "{\"schema\":{\"type\":\"string\",\"pattern\":\"([\"}}}}}}}}",
+                   "does not compile");
+    s_expect_error("{\"paths\":{\"/a\":{\"post\":{\"x-service\":\"s\",\"x-op\":\"a\","
+                   "\"requestBody\":{\"content\":{\"text/plain\":{}}}}}}}",
+                   "application/json");
+    s_expect_error("{\"paths\":{\"/a/{id}.json\":{\"get\":{\"x-service\":\"s\",\"x-op\":\"a\"}}}}",
+                   "literal or {name}");
+    s_expect_error("{\"paths\":{\"/a/{x}\":{},\"/a/{y}\":{}}}", "match the same requests");
+    s_expect_error("{\"paths\":{\"/a\":{\"get\":{\"x-service\":\"s\",\"x-op\":\"a\","
+                   "\"parameters\":[{\"name\":\"id\",\"in\":\"path\"}]}}}}",
+                   "not in the template");
+    s_expect_error("{\"paths\":{\"/a\":{\"get\":{\"x-service\":\"s\",\"x-op\":\"a\","
+                   "\"parameters\":[{\"name\":\"t\",\"in\":\"query\","
+                   "\"schema\":{\"type\":\"array\"}}]}}}}",
+                   "explode false");
+}
+
+/*  The document the gateway is built with loads and routes the catalog. */
+Test(gw_routes, embedded_openapi_document)
+{
+    char err[256] = "";
+    gw_routes_t *routes =
+        gw_routes_new((const char *) gw_openapi_json, gw_openapi_json_len, err, sizeof err);
+    cr_assert_not_null(routes, "embedded document: %s", err);
+    gw_match_t m;
+    cr_assert_eq(gw_routes_match(routes, "GET", "/healthz", &m), 0);
+    cr_assert_str_eq(m.route->service, "gateway");
+    cr_assert_eq(gw_routes_match(routes, "GET", "/v1/tracks/4tZwfgrHOc3mvqYlEYSvVi", &m), 0);
+    cr_assert_str_eq(m.route->service, "catalog");
+    cr_assert_str_eq(m.route->op, "track.get");
+    cr_assert_eq(gw_routes_match(routes, "POST", "/v1/artists", &m), 0);
+    cr_assert(m.route->has_body);
+    cr_assert_eq(gw_routes_match(routes, "PUT", "/v1/artists", &m), 405);
+    gw_routes_destroy(&routes);
+}
