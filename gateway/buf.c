@@ -126,7 +126,8 @@ void gw_buf_json_string(gw_buf_t *buf, const char *s, size_t len)
             *out++ = hex[c & 15];
         }
     }
-    memcpy(out, s + run, len - run);
+    if (len > run) /* s may be NULL when len is 0 (msgpack's empty string) */
+        memcpy(out, s + run, len - run);
     out += len - run;
     *out++ = '"';
     *out = '\0';
@@ -135,6 +136,8 @@ void gw_buf_json_string(gw_buf_t *buf, const char *s, size_t len)
 
 int gw_utf8_valid(const char *s, size_t len)
 {
+    if (len == 0)
+        return 1; /* s may be NULL then */
     const unsigned char *p = (const unsigned char *) s, *end = p + len;
     while (p < end) {
         /* ASCII runs dominate real data: skip 8 bytes at a time. */

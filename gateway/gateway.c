@@ -69,16 +69,26 @@ typedef enum {
     S_ANSWERED /* response queued */
 } s_state_t;
 
-/*  What fired, in epoll_event.data.u32. */
+/*  What fired, in epoll_event.data.u64; anything else is an s_conn_t *. */
 enum { S_EV_MHD = 1, S_EV_BUS = 2 };
 
 typedef struct s_self s_self_t;
+typedef struct s_req s_req_t;
+
+/*  One HTTP connection. Its socket sits in our epoll for EPOLLRDHUP only,
+    because MHD stops watching a connection while it is suspended: this is
+    how a client that hangs up on a pending request is noticed at once. */
+typedef struct {
+    int fd;
+    s_req_t *pending; /* its request while S_PENDING, else NULL */
+} s_conn_t;
 
 /*  One HTTP request, from its first header to its completion. */
-typedef struct s_req {
+struct s_req {
     gw_pending_node_t node; /* in self->pending while S_PENDING */
     s_self_t *self;
     struct MHD_Connection *conn;
+    s_conn_t *sock;          /* the connection's watch, NULL if it has none */
     struct s_req *next_free;
     s_state_t state;
     const gw_route_t *route; /* NULL once answered with a 404/405 */
@@ -91,12 +101,13 @@ typedef struct s_req {
     bool too_big;            /* the body passed max_body while arriving */
     bool headers_done;       /* the first call is over */
     uint64_t dropped;        /* body bytes dropped after too_big */
+    bool hung_up;            /* the client left while the request was pending */
     gw_buf_t body;           /* the request body */
     gw_buf_t out;            /* the response body */
     int status;              /* the response's status */
     const char *content_type;
     const char *allow;       /* Allow header of a 405 */
-} s_req_t;
+};
 
 struct s_self {
     /* settings */
@@ -162,6 +173,9 @@ static s_req_t *s_req_new(s_self_t *self, struct MHD_Connection *conn)
     gw_buf_reset(&req->out);
     req->self = self;
     req->conn = conn;
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    req->sock = info ? info->socket_context : NULL;
     req->state = S_READING;
     req->rid = ++self->next_rid;
     req->start_us = s_now_us();
@@ -263,6 +277,8 @@ static enum MHD_Result s_fail(s_req_t *req, int status, const char *field, const
 /*  Resumes a suspended request whose answer is now in req->out. */
 static void s_wake(s_self_t *self, s_req_t *req)
 {
+    if (req->sock)
+        req->sock->pending = NULL;
     req->state = S_REPLIED;
     MHD_resume_connection(req->conn);
     self->resumed = true;
@@ -279,6 +295,8 @@ static enum MHD_Result s_handle_own(s_req_t *req)
 {
     s_self_t *self = req->self;
     const char *op = req->route->op;
+    if (!strcmp(op, "readyz") && self->stopping)
+        return s_fail(req, 503, NULL, "the gateway is shutting down");
     if (!strcmp(op, "healthz") || (!strcmp(op, "readyz") && s_ready(self, s_now_ms()))) {
         gw_buf_reset(&req->out);
         gw_buf_puts(&req->out, "{\"status\":\"ok\"}");
@@ -415,6 +433,8 @@ static enum MHD_Result s_on_complete(s_req_t *req)
         return s_fail(req, 503, NULL, "too many requests in flight");
     self->sent = true;
     req->state = S_PENDING;
+    if (req->sock)
+        req->sock->pending = req;
     MHD_suspend_connection(req->conn);
     return MHD_YES;
 }
@@ -486,15 +506,60 @@ static void s_on_completed(void *cls, struct MHD_Connection *conn, void **con_cl
        the late reply is dropped and nothing leaks. */
     if (req->state == S_PENDING)
         gw_pending_remove(self->pending, &req->node);
-    int status = req->state == S_ANSWERED ? req->status : 0;
-    mb_log_level_t level = status >= 500 || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK
-                               ? MB_LOG_WARN
-                               : MB_LOG_DEBUG;
+    if (req->sock && req->sock->pending == req)
+        req->sock->pending = NULL;
+    /* One line per request: debug, or warn for 5xx and broken connections.
+       A client hanging up on a pending request is its own business. */
+    int status = req->state == S_ANSWERED && !req->hung_up ? req->status : 0;
+    bool broken = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && !req->hung_up;
+    mb_log_level_t level = status >= 500 || broken ? MB_LOG_WARN : MB_LOG_DEBUG;
     if (mb_log_enabled(level))
         mb_log(level, req->rid, "%s %s %d %.3fms%s", req->method, req->url, status,
                (double) (s_now_us() - req->start_us) / 1000.0,
-               toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)");
+               req->hung_up ? " (the client hung up while it was pending)"
+               : broken     ? " (the connection ended early)"
+                            : "");
     s_req_free(self, req);
+}
+
+static void s_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                            enum MHD_ConnectionNotificationCode code)
+{
+    s_self_t *self = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!info)
+            return;
+        s_conn_t *sock = mb_calloc(1, sizeof *sock);
+        sock->fd = info->connect_fd;
+        struct epoll_event ev = {.events = EPOLLRDHUP | EPOLLET, .data.ptr = sock};
+        if (epoll_ctl(self->epoll_fd, EPOLL_CTL_ADD, sock->fd, &ev)) {
+            free(sock); /* only hang-ups go unnoticed until the deadline */
+            return;
+        }
+        *socket_context = sock;
+    } else if (*socket_context) {
+        s_conn_t *sock = *socket_context;
+        epoll_ctl(self->epoll_fd, EPOLL_CTL_DEL, sock->fd, NULL); /* fails if closed: fine */
+        free(sock);
+        *socket_context = NULL;
+    }
+}
+
+/*  The peer of `sock` hung up. If a request of its is pending, it is
+    resumed so MHD sees the hang-up and completes it, which frees its
+    pending entry long before its deadline. */
+static void s_on_hangup(s_self_t *self, s_conn_t *sock)
+{
+    s_req_t *req = sock->pending;
+    if (!req || req->state != S_PENDING)
+        return;
+    gw_pending_remove(self->pending, &req->node);
+    req->hung_up = true;
+    /* Nobody reads this answer; it only lets MHD run into the hang-up. */
+    s_set_problemf(req, 400, NULL, "the client closed the connection");
+    s_wake(self, req);
 }
 
 static void s_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -688,8 +753,12 @@ static int s_run(s_self_t *self, const sigset_t *wait_mask)
         }
         bool bus_fired = false, mhd_fired = false;
         for (int i = 0; i < n; i++) {
-            bus_fired |= events[i].data.u32 == S_EV_BUS;
-            mhd_fired |= events[i].data.u32 == S_EV_MHD;
+            if (events[i].data.u64 == S_EV_BUS)
+                bus_fired = true;
+            else if (events[i].data.u64 == S_EV_MHD)
+                mhd_fired = true;
+            else
+                s_on_hangup(self, events[i].data.ptr);
         }
         /* MHD runs when its fd fires, when its timeout passes and after
            connections were resumed. The bus is drained only when its fd
@@ -906,6 +975,8 @@ static int s_start(s_self_t *self)
     self->client = mb_client_new(self->bus);
     if (!self->client)
         return MB_EINVAL;
+    /* Before MHD starts: its connection callback adds sockets to it. */
+    self->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     unsigned conn_limit = s_conn_limit();
     self->pending = gw_pending_new(conn_limit);
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
@@ -915,7 +986,7 @@ static int s_start(s_self_t *self)
         flags, 0, NULL, NULL, s_on_request, self, MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, NULL,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
         MHD_OPTION_CONNECTION_LIMIT, conn_limit, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned) GW_CONN_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, s_on_completed, self,
+        (unsigned) GW_CONN_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, s_on_completed, self, MHD_OPTION_NOTIFY_CONNECTION, s_on_connection, self,
         MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
         MHD_OPTION_END);
     if (!self->daemon) {
@@ -927,9 +998,8 @@ static int s_start(s_self_t *self)
     info = MHD_get_daemon_info(self->daemon, MHD_DAEMON_INFO_BIND_PORT);
     unsigned port = info ? info->port : 0;
     self->bus_fd = mb_client_fd(self->client);
-    self->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event mhd_ev = {.events = EPOLLIN, .data.u32 = S_EV_MHD};
-    struct epoll_event bus_ev = {.events = EPOLLIN, .data.u32 = S_EV_BUS};
+    struct epoll_event mhd_ev = {.events = EPOLLIN, .data.u64 = S_EV_MHD};
+    struct epoll_event bus_ev = {.events = EPOLLIN, .data.u64 = S_EV_BUS};
     if (self->mhd_fd < 0 || self->epoll_fd < 0 ||
         epoll_ctl(self->epoll_fd, EPOLL_CTL_ADD, self->mhd_fd, &mhd_ev) ||
         epoll_ctl(self->epoll_fd, EPOLL_CTL_ADD, self->bus_fd, &bus_ev)) {
