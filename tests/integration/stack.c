@@ -105,8 +105,7 @@ static bool s_reap(it_stack_t *self, int proc, bool block)
     return true;
 }
 
-/* fork + exec in a process group of its own that dies with us. */
-static pid_t s_spawn(char *const argv[])
+pid_t it_spawn(char *const argv[], const char *log)
 {
     pid_t parent = getpid();
     pid_t pid = fork();
@@ -126,6 +125,13 @@ static pid_t s_spawn(char *const argv[])
             dup2(fd, 0);
             close(fd);
         }
+        if (log) {
+            fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+            if (fd > 2) {
+                dup2(fd, 2);
+                close(fd);
+            }
+        }
         execv(argv[0], argv);
         fprintf(stderr, "it: cannot run %s: %s\n", argv[0], strerror(errno));
         _exit(127);
@@ -133,6 +139,36 @@ static pid_t s_spawn(char *const argv[])
     if (pid > 0)
         setpgid(pid, pid); /* both sides, so no signal can race the child's own call */
     return pid;
+}
+
+pid_t it_spawn_tree(char *const argv[], const char *log)
+{
+    pid_t pid = it_spawn(argv, log);
+    if (pid < 0)
+        return -1;
+    /* The guard waits for EOF on a pipe only we hold the write end of:
+       the kernel closes it when we exit, however we exit. */
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        kill(-pid, SIGKILL);
+        return -1;
+    }
+    pid_t guard = fork();
+    if (guard == 0) {
+        close(fds[1]);
+        char byte;
+        while (read(fds[0], &byte, 1) == -1 && errno == EINTR)
+            ;
+        kill(-pid, SIGKILL);
+        _exit(0);
+    }
+    close(fds[0]);
+    if (guard < 0) {
+        close(fds[1]);
+        kill(-pid, SIGKILL);
+        return -1;
+    }
+    return pid; /* fds[1] stays open (close-on-exec) for as long as we live */
 }
 
 /* Reads a ready file into out (trailing white space removed). Returns 0
@@ -228,7 +264,7 @@ int it_stack_start(it_stack_t *self, it_kind_t kind, const char *bind)
         s_say("no broker endpoint yet: start a broker first");
         return -1;
     }
-    pid_t pid = s_spawn(argv);
+    pid_t pid = it_spawn(argv, NULL);
     if (pid < 0) {
         s_say("fork: %s", strerror(errno));
         return -1;

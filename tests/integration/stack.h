@@ -109,6 +109,18 @@ const char *it_stack_endpoint(it_stack_t *self);
 /*  The stack's data folder. */
 const char *it_stack_data_dir(it_stack_t *self);
 
+/*  Starts argv[0] (a path) with argv in a process group of its own that
+    gets SIGKILL when the calling thread dies, stdin from /dev/null and,
+    when `log` is not NULL, stderr appended to that file. For programs
+    other than the stack's (scripts/up). Returns the pid, or -1. */
+pid_t it_spawn(char *const argv[], const char *log);
+
+/*  it_spawn() for a program that starts processes of its own in its
+    group (scripts/up): a guard process SIGKILLs the whole group as soon as
+    the calling process is gone, even when it crashed. Returns the pid (and
+    process group) of the program, or -1. */
+pid_t it_spawn_tree(char *const argv[], const char *log);
+
 /*  Milliseconds on a monotonic clock, for measuring deadlines. */
 long it_now_ms(void);
 
