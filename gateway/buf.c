@@ -67,12 +67,12 @@ void gw_buf_vprintf(gw_buf_t *buf, const char *fmt, va_list ap)
         va_end(ap2);
         return;
     }
-    if ((size_t) n >= buf->cap - buf->len) {
-        gw_buf_reserve(buf, (size_t) n);
+    if ((size_t)n >= buf->cap - buf->len) {
+        gw_buf_reserve(buf, (size_t)n);
         vsnprintf(buf->data + buf->len, buf->cap - buf->len, fmt, ap2);
     }
     va_end(ap2);
-    buf->len += (size_t) n;
+    buf->len += (size_t)n;
 }
 
 void gw_buf_printf(gw_buf_t *buf, const char *fmt, ...)
@@ -88,9 +88,8 @@ static const unsigned char s_needs_escape[256] = {
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x00 */
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x10 */
     0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x20: '"' */
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, /* 0x50: '\\' */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, /* 0x50: '\\' */
 };
 
 void gw_buf_json_string(gw_buf_t *buf, const char *s, size_t len)
@@ -103,7 +102,7 @@ void gw_buf_json_string(gw_buf_t *buf, const char *s, size_t len)
     *out++ = '"';
     size_t run = 0;
     for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char) s[i];
+        unsigned char c = (unsigned char)s[i];
         if (!s_needs_escape[c])
             continue;
         memcpy(out, s + run, i - run);
@@ -111,13 +110,27 @@ void gw_buf_json_string(gw_buf_t *buf, const char *s, size_t len)
         run = i + 1;
         *out++ = '\\';
         switch (c) {
-        case '"': *out++ = '"'; break;
-        case '\\': *out++ = '\\'; break;
-        case '\n': *out++ = 'n'; break;
-        case '\r': *out++ = 'r'; break;
-        case '\t': *out++ = 't'; break;
-        case '\b': *out++ = 'b'; break;
-        case '\f': *out++ = 'f'; break;
+        case '"':
+            *out++ = '"';
+            break;
+        case '\\':
+            *out++ = '\\';
+            break;
+        case '\n':
+            *out++ = 'n';
+            break;
+        case '\r':
+            *out++ = 'r';
+            break;
+        case '\t':
+            *out++ = 't';
+            break;
+        case '\b':
+            *out++ = 'b';
+            break;
+        case '\f':
+            *out++ = 'f';
+            break;
         default:
             *out++ = 'u';
             *out++ = '0';
@@ -131,14 +144,14 @@ void gw_buf_json_string(gw_buf_t *buf, const char *s, size_t len)
     out += len - run;
     *out++ = '"';
     *out = '\0';
-    buf->len = (size_t) (out - buf->data);
+    buf->len = (size_t)(out - buf->data);
 }
 
 int gw_utf8_valid(const char *s, size_t len)
 {
     if (len == 0)
         return 1; /* s may be NULL then */
-    const unsigned char *p = (const unsigned char *) s, *end = p + len;
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
     while (p < end) {
         /* ASCII runs dominate real data: skip 8 bytes at a time. */
         while (end - p >= 8) {
@@ -169,7 +182,7 @@ int gw_utf8_valid(const char *s, size_t len)
         } else {
             return 0; /* continuation byte first, 0xc0/0xc1 (overlong) or > 0xf4 */
         }
-        if ((size_t) (end - p) < n)
+        if ((size_t)(end - p) < n)
             return 0;
         for (size_t i = 1; i < n; i++) {
             if ((p[i] & 0xc0) != 0x80)

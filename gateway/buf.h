@@ -15,7 +15,10 @@ typedef struct {
     size_t cap; /* bytes allocated */
 } gw_buf_t;
 
-#define GW_BUF_INIT {NULL, 0, 0}
+#define GW_BUF_INIT                                                                                \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 /*  Frees the memory and zeroes *buf. Safe to call twice. */
 void gw_buf_free(gw_buf_t *buf);

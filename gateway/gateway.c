@@ -49,17 +49,17 @@
 #include "routes.h"
 
 #define GW_ENV_MAX_BODY "MUSICBUS_MAX_BODY"
-#define GW_DEFAULT_MAX_BODY (1L << 20)  /* bytes of request body accepted */
-#define GW_CONN_LIMIT 4096              /* HTTP connections at once (capped by RLIMIT_NOFILE) */
-#define GW_CONN_TIMEOUT_S 60            /* idle keep-alive connections are closed after this */
-#define GW_PROBE_INTERVAL_MS 1000       /* an mmi.service probe to the broker this often */
-#define GW_READY_WINDOW_MS 3000         /* ready while the broker answered within this */
-#define GW_DRAIN_MS 2000                /* after SIGTERM, pending requests get this long */
-#define GW_LINGER_MS 1000               /* then responses get this long to leave */
-#define GW_MAX_WAIT_MS 1000             /* longest epoll wait, whatever the timers say */
-#define GW_DISCARD_MAX (1L << 20)       /* body bytes read and dropped past max_body before closing */
-#define GW_FREE_REQS_KEPT 1024          /* request structs kept for reuse */
-#define GW_BUF_KEPT (256 * 1024)        /* buffers above this are freed, not reused */
+#define GW_DEFAULT_MAX_BODY (1L << 20) /* bytes of request body accepted */
+#define GW_CONN_LIMIT 4096             /* HTTP connections at once (capped by RLIMIT_NOFILE) */
+#define GW_CONN_TIMEOUT_S 60           /* idle keep-alive connections are closed after this */
+#define GW_PROBE_INTERVAL_MS 1000      /* an mmi.service probe to the broker this often */
+#define GW_READY_WINDOW_MS 3000        /* ready while the broker answered within this */
+#define GW_DRAIN_MS 2000               /* after SIGTERM, pending requests get this long */
+#define GW_LINGER_MS 1000              /* then responses get this long to leave */
+#define GW_MAX_WAIT_MS 1000            /* longest epoll wait, whatever the timers say */
+#define GW_DISCARD_MAX (1L << 20)      /* body bytes dropped past max_body before closing */
+#define GW_FREE_REQS_KEPT 1024         /* request structs kept for reuse */
+#define GW_BUF_KEPT (256 * 1024)       /* buffers above this are freed, not reused */
 #define GW_JSON "application/json"
 
 typedef enum {
@@ -88,7 +88,7 @@ struct s_req {
     gw_pending_node_t node; /* in self->pending while S_PENDING */
     s_self_t *self;
     struct MHD_Connection *conn;
-    s_conn_t *sock;          /* the connection's watch, NULL if it has none */
+    s_conn_t *sock; /* the connection's watch, NULL if it has none */
     struct s_req *next_free;
     s_state_t state;
     const gw_route_t *route; /* NULL once answered with a 404/405 */
@@ -96,17 +96,17 @@ struct s_req {
     const char *method;      /* MHD's, valid for the request */
     const char *url;
     uint64_t rid;
-    int64_t start_us;        /* for the log's duration */
+    int64_t start_us; /* for the log's duration */
     int64_t deadline_ms;
-    bool too_big;            /* the body passed max_body while arriving */
-    bool headers_done;       /* the first call is over */
-    uint64_t dropped;        /* body bytes dropped after too_big */
-    bool hung_up;            /* the client left while the request was pending */
-    gw_buf_t body;           /* the request body */
-    gw_buf_t out;            /* the response body */
-    int status;              /* the response's status */
+    bool too_big;      /* the body passed max_body while arriving */
+    bool headers_done; /* the first call is over */
+    uint64_t dropped;  /* body bytes dropped after too_big */
+    bool hung_up;      /* the client left while the request was pending */
+    gw_buf_t body;     /* the request body */
+    gw_buf_t out;      /* the response body */
+    int status;        /* the response's status */
     const char *content_type;
-    const char *allow;       /* Allow header of a 405 */
+    const char *allow; /* Allow header of a 405 */
 };
 
 struct s_self {
@@ -119,20 +119,20 @@ struct s_self {
     char *ready_file;
     /* state */
     gw_routes_t *routes;
-    char *probe_service;   /* the service named in mmi.service probes */
+    char *probe_service; /* the service named in mmi.service probes */
     mb_client_t *client;
     struct MHD_Daemon *daemon;
     int epoll_fd;
     int mhd_fd;
     int bus_fd;
     gw_pending_t *pending;
-    msgpack_sbuffer sbuf;  /* reused for every envelope */
+    msgpack_sbuffer sbuf; /* reused for every envelope */
     uint64_t next_rid;
     s_req_t *free_reqs;
     size_t n_free_reqs;
-    size_t active;         /* requests between their first header and completion */
-    bool resumed;          /* a connection was resumed since MHD last ran */
-    bool sent;             /* something was sent on the bus since it was last drained */
+    size_t active; /* requests between their first header and completion */
+    bool resumed;  /* a connection was resumed since MHD last ran */
+    bool sent;     /* something was sent on the bus since it was last drained */
     int64_t next_probe_ms;
     int64_t last_answer_ms; /* last time the broker answered anything; 0: never */
     bool stopping;
@@ -144,14 +144,14 @@ static int64_t s_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int64_t s_now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 /* ---- requests ------------------------------------------------------------ */
@@ -223,7 +223,7 @@ static void s_set_problemf(s_req_t *req, int status, const char *field, const ch
     va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
-    s_set_problem(req, status, NULL, 0, detail, (size_t) -1, field, (size_t) -1);
+    s_set_problem(req, status, NULL, 0, detail, (size_t)-1, field, (size_t)-1);
 }
 
 /*  Queues the request's answer on its connection. Must run inside the
@@ -234,7 +234,7 @@ static enum MHD_Result s_respond(s_req_t *req)
     s_self_t *self = req->self;
     bool empty = req->status == 204 || req->status == 304;
     struct MHD_Response *resp = MHD_create_response_from_buffer(
-        empty ? 0 : req->out.len, empty ? (void *) "" : req->out.data, MHD_RESPMEM_PERSISTENT);
+        empty ? 0 : req->out.len, empty ? (void *)"" : req->out.data, MHD_RESPMEM_PERSISTENT);
     if (!resp)
         return MHD_NO;
     char rid[17];
@@ -246,7 +246,7 @@ static enum MHD_Result s_respond(s_req_t *req)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, req->allow);
     if (self->stopping)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
-    enum MHD_Result rc = MHD_queue_response(req->conn, (unsigned) req->status, resp);
+    enum MHD_Result rc = MHD_queue_response(req->conn, (unsigned)req->status, resp);
     MHD_destroy_response(resp);
     req->state = S_ANSWERED;
     return rc;
@@ -266,7 +266,7 @@ static enum MHD_Result s_fail(s_req_t *req, int status, const char *field, const
     va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
-    s_set_problem(req, status, NULL, 0, detail, (size_t) -1, field, (size_t) -1);
+    s_set_problem(req, status, NULL, 0, detail, (size_t)-1, field, (size_t)-1);
     if (req->state == S_READING && !req->headers_done) {
         req->state = S_REPLIED;
         return MHD_YES;
@@ -331,7 +331,7 @@ static bool s_is_json_media(const char *ct)
         p++;
         p += strspn(p, " \t");
         const char *eq = strchr(p, '=');
-        size_t name_len = eq ? (size_t) (eq - p) : strcspn(p, ";");
+        size_t name_len = eq ? (size_t)(eq - p) : strcspn(p, ";");
         while (name_len && (p[name_len - 1] == ' ' || p[name_len - 1] == '\t'))
             name_len--;
         if (eq && name_len == 7 && !strncasecmp(p, "charset", 7)) {
@@ -369,8 +369,8 @@ static enum MHD_Result s_on_headers(s_req_t *req)
         return s_fail(req, 404, NULL, "no route for %s", req->url);
     if (rc == 405) {
         req->allow = req->match.allow;
-        return s_fail(req, 405, NULL, "%s does not allow %s (allowed: %s)", req->url,
-                      req->method, req->allow);
+        return s_fail(req, 405, NULL, "%s does not allow %s (allowed: %s)", req->url, req->method,
+                      req->allow);
     }
     req->route = req->match.route;
     if (!strcmp(req->route->service, "gateway"))
@@ -378,21 +378,21 @@ static enum MHD_Result s_on_headers(s_req_t *req)
     if (self->stopping)
         return s_fail(req, 503, NULL, "the gateway is shutting down");
 
-    const char *cl = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
-    const char *te = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    const char *cl =
+        MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te =
+        MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
     unsigned long long length = cl ? strtoull(cl, NULL, 10) : 0;
     /* 413 and 415 go out at once, before the body is read: here closing
        the connection is what we want. */
-    if (length > (unsigned long long) self->max_body) {
+    if (length > (unsigned long long)self->max_body) {
         s_set_problemf(req, 413, "body", "the body is %llu bytes; the limit is %ld", length,
                        self->max_body);
         return s_respond(req);
     }
     if (req->route->has_body && (length > 0 || te)) {
-        const char *ct = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_TYPE);
+        const char *ct =
+            MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
         if (!s_is_json_media(ct)) {
             s_set_problemf(req, 415, NULL, "the body must be application/json, not %s",
                            ct ? ct : "untyped");
@@ -409,8 +409,7 @@ static enum MHD_Result s_on_complete(s_req_t *req)
 {
     s_self_t *self = req->self;
     if (req->too_big)
-        return s_fail(req, 413, "body", "the body is over the limit of %ld bytes",
-                      self->max_body);
+        return s_fail(req, 413, "body", "the body is over the limit of %ld bytes", self->max_body);
     int64_t now = s_now_ms();
     if (now >= req->deadline_ms)
         return s_fail(req, 504, NULL, "the request took longer than %ld ms to arrive",
@@ -420,7 +419,7 @@ static enum MHD_Result s_on_complete(s_req_t *req)
     msgpack_packer_init(&pk, &self->sbuf, msgpack_sbuffer_write);
     gw_invalid_t invalid;
     if (gw_request_pack(&pk, req->route, &req->match, s_query, req->conn, req->body.data,
-                        req->body.len, req->rid, (uint32_t) (req->deadline_ms - now), &invalid))
+                        req->body.len, req->rid, (uint32_t)(req->deadline_ms - now), &invalid))
         return s_fail(req, 400, invalid.field, "%s", invalid.detail);
 
     int rc = mb_client_send(self->client, req->route->service, self->sbuf.data, self->sbuf.size);
@@ -444,7 +443,7 @@ static enum MHD_Result s_on_request(void *cls, struct MHD_Connection *conn, cons
                                     const char *upload_data, size_t *upload_data_size,
                                     void **con_cls)
 {
-    (void) version;
+    (void)version;
     s_self_t *self = cls;
     s_req_t *req = *con_cls;
     if (!req) {
@@ -461,7 +460,7 @@ static enum MHD_Result s_on_request(void *cls, struct MHD_Connection *conn, cons
         *upload_data_size = 0;
         if (req->state != S_READING || !req->route || !req->route->has_body)
             return MHD_YES; /* answered already, or a body nobody asked for: dropped */
-        if (req->too_big || req->body.len + n > (size_t) self->max_body) {
+        if (req->too_big || req->body.len + n > (size_t)self->max_body) {
             /* Content-Length did not warn us (chunked). MHD 0.9.75 cannot
                queue a response in the middle of a body, so the rest is
                read and dropped and the 413 goes out at its end; a client
@@ -471,7 +470,7 @@ static enum MHD_Result s_on_request(void *cls, struct MHD_Connection *conn, cons
                 gw_buf_free(&req->body);
             }
             req->dropped += n;
-            if (req->dropped > (uint64_t) self->max_body + GW_DISCARD_MAX) {
+            if (req->dropped > (uint64_t)self->max_body + GW_DISCARD_MAX) {
                 mb_warn(req->rid, "%s %s: body far over the limit; closing the connection",
                         req->method, req->url);
                 return MHD_NO;
@@ -496,7 +495,7 @@ static enum MHD_Result s_on_request(void *cls, struct MHD_Connection *conn, cons
 static void s_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                            enum MHD_RequestTerminationCode toe)
 {
-    (void) conn;
+    (void)conn;
     s_self_t *self = cls;
     s_req_t *req = *con_cls;
     if (!req)
@@ -515,7 +514,7 @@ static void s_on_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     mb_log_level_t level = status >= 500 || broken ? MB_LOG_WARN : MB_LOG_DEBUG;
     if (mb_log_enabled(level))
         mb_log(level, req->rid, "%s %s %d %.3fms%s", req->method, req->url, status,
-               (double) (s_now_us() - req->start_us) / 1000.0,
+               (double)(s_now_us() - req->start_us) / 1000.0,
                req->hung_up ? " (the client hung up while it was pending)"
                : broken     ? " (the connection ended early)"
                             : "");
@@ -564,7 +563,7 @@ static void s_on_hangup(s_self_t *self, s_conn_t *sock)
 
 static void s_mhd_log(void *cls, const char *fmt, va_list ap)
 {
-    (void) cls;
+    (void)cls;
     char line[512];
     vsnprintf(line, sizeof line, fmt, ap);
     line[strcspn(line, "\r\n")] = '\0';
@@ -607,8 +606,8 @@ static void s_set_reply(s_req_t *req, const mb_reply_t *rep)
 static bool s_is_probe_answer(const void *data, size_t size)
 {
     const char *p = data;
-    return size == 3 && p[0] >= '1' && p[0] <= '9' && p[1] >= '0' && p[1] <= '9' &&
-           p[2] >= '0' && p[2] <= '9';
+    return size == 3 && p[0] >= '1' && p[0] <= '9' && p[1] >= '0' && p[1] <= '9' && p[2] >= '0' &&
+           p[2] <= '9';
 }
 
 static void s_on_bus_message(s_self_t *self, const void *data, size_t size)
@@ -628,7 +627,7 @@ static void s_on_bus_message(s_self_t *self, const void *data, size_t size)
         mb_reply_release(&rep);
         return;
     }
-    s_req_t *req = (s_req_t *) ((char *) node - offsetof(s_req_t, node));
+    s_req_t *req = (s_req_t *)((char *)node - offsetof(s_req_t, node));
     s_set_reply(req, &rep);
     mb_reply_release(&rep);
     s_wake(self, req);
@@ -662,7 +661,7 @@ static void s_expire(s_self_t *self, int64_t now)
     gw_pending_node_t *node;
     while ((node = gw_pending_first(self->pending)) && node->deadline_ms <= now) {
         gw_pending_remove(self->pending, node);
-        s_req_t *req = (s_req_t *) ((char *) node - offsetof(s_req_t, node));
+        s_req_t *req = (s_req_t *)((char *)node - offsetof(s_req_t, node));
         s_set_problemf(req, 504, NULL, "%s did not answer within %ld ms", req->route->service,
                        self->timeout_ms);
         s_wake(self, req);
@@ -675,7 +674,7 @@ static void s_abandon_pending(s_self_t *self)
     gw_pending_node_t *node;
     while ((node = gw_pending_first(self->pending))) {
         gw_pending_remove(self->pending, node);
-        s_req_t *req = (s_req_t *) ((char *) node - offsetof(s_req_t, node));
+        s_req_t *req = (s_req_t *)((char *)node - offsetof(s_req_t, node));
         s_set_problemf(req, 503, NULL, "the gateway is shutting down");
         s_wake(self, req);
     }
@@ -703,9 +702,9 @@ static int s_wait_ms(s_self_t *self, int64_t now, int64_t *mhd_due_ms)
     MHD_UNSIGNED_LONG_LONG mhd_ms;
     *mhd_due_ms = -1;
     if (MHD_get_timeout(self->daemon, &mhd_ms) == MHD_YES) {
-        *mhd_due_ms = now + (int64_t) (mhd_ms < GW_MAX_WAIT_MS ? mhd_ms : GW_MAX_WAIT_MS);
-        if ((int64_t) mhd_ms < wait)
-            wait = (int64_t) mhd_ms;
+        *mhd_due_ms = now + (int64_t)(mhd_ms < GW_MAX_WAIT_MS ? mhd_ms : GW_MAX_WAIT_MS);
+        if ((int64_t)mhd_ms < wait)
+            wait = (int64_t)mhd_ms;
     }
     gw_pending_node_t *first = gw_pending_first(self->pending);
     if (first && first->deadline_ms - now < wait)
@@ -714,7 +713,7 @@ static int s_wait_ms(s_self_t *self, int64_t now, int64_t *mhd_due_ms)
         wait = self->next_probe_ms - now;
     if (self->stopping && self->drain_until_ms - now < wait)
         wait = self->drain_until_ms - now;
-    return wait < 0 ? 0 : (int) wait;
+    return wait < 0 ? 0 : (int)wait;
 }
 
 static void s_begin_stop(s_self_t *self, int64_t now)
@@ -801,30 +800,47 @@ static void s_usage(FILE *out)
 static int s_parse_args(s_self_t *self, int argc, char **argv)
 {
     static const struct option options[] = {
-        {"http", required_argument, NULL, 'h'},   {"bus", required_argument, NULL, 'b'},
+        {"http", required_argument, NULL, 'h'},    {"bus", required_argument, NULL, 'b'},
         {"timeout", required_argument, NULL, 't'}, {"max-body", required_argument, NULL, 'm'},
-        {"schema", required_argument, NULL, 's'}, {"ready-file", required_argument, NULL, 'r'},
-        {"help", no_argument, NULL, 'H'},         {NULL, 0, NULL, 0},
+        {"schema", required_argument, NULL, 's'},  {"ready-file", required_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'H'},          {NULL, 0, NULL, 0},
     };
     const char *http = NULL, *bus = NULL, *timeout = NULL, *max_body = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (c) {
-        case 'h': http = optarg; break;
-        case 'b': bus = optarg; break;
-        case 't': timeout = optarg; break;
-        case 'm': max_body = optarg; break;
-        case 's': self->schema_file = mb_strdup(optarg); break;
-        case 'r': self->ready_file = mb_strdup(optarg); break;
-        case 'H': s_usage(stdout); return 1;
-        default: s_usage(stderr); return -1;
+        case 'h':
+            http = optarg;
+            break;
+        case 'b':
+            bus = optarg;
+            break;
+        case 't':
+            timeout = optarg;
+            break;
+        case 'm':
+            max_body = optarg;
+            break;
+        case 's':
+            self->schema_file = mb_strdup(optarg);
+            break;
+        case 'r':
+            self->ready_file = mb_strdup(optarg);
+            break;
+        case 'H':
+            s_usage(stdout);
+            return 1;
+        default:
+            s_usage(stderr);
+            return -1;
         }
     }
     if (optind < argc) {
         fprintf(stderr, "musicbus-gateway: unexpected argument '%s'\n", argv[optind]);
         return -1;
     }
-    self->http_addr = mb_strdup(http ? http : mb_config_env(MB_ENV_HTTP_ADDR, MB_DEFAULT_HTTP_ADDR));
+    self->http_addr =
+        mb_strdup(http ? http : mb_config_env(MB_ENV_HTTP_ADDR, MB_DEFAULT_HTTP_ADDR));
     self->bus = mb_strdup(bus ? bus : mb_config_env(MB_ENV_BUS, MB_DEFAULT_BUS));
     if (timeout) {
         if (mb_config_parse_long(timeout, 1, 3600 * 1000, &self->timeout_ms)) {
@@ -832,8 +848,8 @@ static int s_parse_args(s_self_t *self, int argc, char **argv)
             return -1;
         }
     } else {
-        self->timeout_ms = mb_config_env_long(MB_ENV_TIMEOUT_MS, MB_DEFAULT_TIMEOUT_MS, 1,
-                                              3600 * 1000);
+        self->timeout_ms =
+            mb_config_env_long(MB_ENV_TIMEOUT_MS, MB_DEFAULT_TIMEOUT_MS, 1, 3600 * 1000);
     }
     if (max_body) {
         if (mb_config_parse_long(max_body, 0, 1L << 30, &self->max_body)) {
@@ -847,13 +863,13 @@ static int s_parse_args(s_self_t *self, int argc, char **argv)
 }
 
 /*  Splits "HOST:PORT", "[V6]:PORT" or ":PORT" and resolves it. */
-static int s_resolve(const char *addr, struct sockaddr_storage *out, socklen_t *out_len,
-                     char *host, size_t host_size)
+static int s_resolve(const char *addr, struct sockaddr_storage *out, socklen_t *out_len, char *host,
+                     size_t host_size)
 {
     const char *colon = strrchr(addr, ':');
     if (!colon)
         return MB_EINVAL;
-    size_t host_len = (size_t) (colon - addr);
+    size_t host_len = (size_t)(colon - addr);
     const char *h = addr;
     if (host_len >= 2 && h[0] == '[' && h[host_len - 1] == ']') {
         h++;
@@ -927,8 +943,8 @@ static int s_load_routes(s_self_t *self)
         self->routes = gw_routes_new(text, len, err, sizeof err);
         free(text);
     } else {
-        self->routes = gw_routes_new((const char *) gw_openapi_json, gw_openapi_json_len, err,
-                                     sizeof err);
+        self->routes =
+            gw_routes_new((const char *)gw_openapi_json, gw_openapi_json_len, err, sizeof err);
     }
     if (!self->routes) {
         mb_error(0, "the OpenAPI document cannot be served: %s", err);
@@ -958,8 +974,8 @@ static unsigned s_conn_limit(void)
     unsigned limit = GW_CONN_LIMIT;
     /* Leave descriptors for the epoll fds, ZeroMQ and the listener. */
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-        rl.rlim_cur < (rlim_t) limit + 64)
-        limit = rl.rlim_cur > 128 ? (unsigned) rl.rlim_cur - 64 : 64;
+        rl.rlim_cur < (rlim_t)limit + 64)
+        limit = rl.rlim_cur > 128 ? (unsigned)rl.rlim_cur - 64 : 64;
     return limit;
 }
 
@@ -984,11 +1000,10 @@ static int s_start(s_self_t *self)
         flags |= MHD_USE_IPv6;
     self->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, s_on_request, self, MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, NULL,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
-        MHD_OPTION_CONNECTION_LIMIT, conn_limit, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned) GW_CONN_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, s_on_completed, self, MHD_OPTION_NOTIFY_CONNECTION, s_on_connection, self,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
-        MHD_OPTION_END);
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_LIMIT, conn_limit,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)GW_CONN_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
+        s_on_completed, self, MHD_OPTION_NOTIFY_CONNECTION, s_on_connection, self,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
     if (!self->daemon) {
         mb_error(0, "cannot listen on %s", self->http_addr);
         return MB_EIO;
@@ -1064,7 +1079,7 @@ int main(int argc, char **argv)
 
     uint64_t seed = 0;
     if (getrandom(&seed, sizeof seed, 0) != sizeof seed)
-        seed = (uint64_t) getpid() << 16 ^ (uint64_t) s_now_us();
+        seed = (uint64_t)getpid() << 16 ^ (uint64_t)s_now_us();
     /* Random high bits tell apart the rids of several gateways in the
        logs; the low 32 count. */
     self.next_rid = seed & 0xffffffff00000000ull;

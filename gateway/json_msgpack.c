@@ -23,7 +23,8 @@ static int s_to_msgpack(msgpack_packer *pk, const json_t *v, int depth_left)
         msgpack_pack_map(pk, json_object_size(v));
         const char *key;
         json_t *item;
-        json_object_foreach ((json_t *) v, key, item) {
+        json_object_foreach((json_t *)v, key, item)
+        {
             size_t key_len = strlen(key); /* keys never hold NUL: no JSON_ALLOW_NUL */
             msgpack_pack_str(pk, key_len);
             msgpack_pack_str_body(pk, key, key_len);
@@ -52,7 +53,7 @@ static int s_to_msgpack(msgpack_packer *pk, const json_t *v, int depth_left)
         return 0;
     }
     case JSON_INTEGER:
-        msgpack_pack_int64(pk, (int64_t) json_integer_value(v));
+        msgpack_pack_int64(pk, (int64_t)json_integer_value(v));
         return 0;
     case JSON_REAL:
         msgpack_pack_double(pk, json_real_value(v));
@@ -85,7 +86,7 @@ static void s_put_float(gw_buf_t *out, double d, int single)
     for (int prec = first; prec <= last; prec++) {
         snprintf(tmp, sizeof tmp, "%.*g", prec, d);
         double back = strtod(tmp, NULL);
-        if (single ? (float) back == (float) d : back == d)
+        if (single ? (float)back == (float)d : back == d)
             break;
     }
     gw_buf_puts(out, tmp);
@@ -100,14 +101,14 @@ static void s_put_base64(gw_buf_t *out, const unsigned char *p, size_t len)
     *o++ = '"';
     size_t i = 0;
     for (; i + 3 <= len; i += 3) {
-        uint32_t v = (uint32_t) p[i] << 16 | (uint32_t) p[i + 1] << 8 | p[i + 2];
+        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
         *o++ = alphabet[v >> 18];
         *o++ = alphabet[(v >> 12) & 63];
         *o++ = alphabet[(v >> 6) & 63];
         *o++ = alphabet[v & 63];
     }
     if (i < len) {
-        uint32_t v = (uint32_t) p[i] << 16 | (i + 1 < len ? (uint32_t) p[i + 1] << 8 : 0);
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < len ? (uint32_t)p[i + 1] << 8 : 0);
         *o++ = alphabet[v >> 18];
         *o++ = alphabet[(v >> 12) & 63];
         *o++ = i + 1 < len ? alphabet[(v >> 6) & 63] : '=';
@@ -115,7 +116,7 @@ static void s_put_base64(gw_buf_t *out, const unsigned char *p, size_t len)
     }
     *o++ = '"';
     *o = '\0';
-    out->len = (size_t) (o - out->data);
+    out->len = (size_t)(o - out->data);
 }
 
 static int s_to_json(gw_buf_t *out, const msgpack_object *o, int depth_left, const char **why)
@@ -152,7 +153,7 @@ static int s_to_json(gw_buf_t *out, const msgpack_object *o, int depth_left, con
         gw_buf_json_string(out, o->via.str.ptr, o->via.str.size);
         return 0;
     case MSGPACK_OBJECT_BIN:
-        s_put_base64(out, (const unsigned char *) o->via.bin.ptr, o->via.bin.size);
+        s_put_base64(out, (const unsigned char *)o->via.bin.ptr, o->via.bin.size);
         return 0;
     case MSGPACK_OBJECT_ARRAY:
         if (depth_left <= 0) {

@@ -38,11 +38,10 @@ void gw_pending_destroy(gw_pending_t **self_p)
 static size_t s_slot(const gw_pending_t *self, uint64_t rid)
 {
     /* Fibonacci hashing spreads sequential rids over the table. */
-    return (size_t) ((rid * 0x9e3779b97f4a7c15ull) >> 32) & self->mask;
+    return (size_t)((rid * 0x9e3779b97f4a7c15ull) >> 32) & self->mask;
 }
 
-int gw_pending_add(gw_pending_t *self, gw_pending_node_t *node, uint64_t rid,
-                   int64_t deadline_ms)
+int gw_pending_add(gw_pending_t *self, gw_pending_node_t *node, uint64_t rid, int64_t deadline_ms)
 {
     if (rid == 0)
         return MB_EINVAL;
@@ -116,20 +115,20 @@ static void s_unlink(gw_pending_t *self, gw_pending_node_t *node)
 static size_t s_find(const gw_pending_t *self, uint64_t rid)
 {
     if (rid == 0)
-        return (size_t) -1;
+        return (size_t)-1;
     size_t i = s_slot(self, rid);
     while (self->slots[i]) {
         if (self->slots[i]->rid == rid)
             return i;
         i = (i + 1) & self->mask;
     }
-    return (size_t) -1;
+    return (size_t)-1;
 }
 
 gw_pending_node_t *gw_pending_take(gw_pending_t *self, uint64_t rid)
 {
     size_t i = s_find(self, rid);
-    if (i == (size_t) -1)
+    if (i == (size_t)-1)
         return NULL;
     gw_pending_node_t *node = self->slots[i];
     s_delete_slot(self, i);
@@ -140,7 +139,7 @@ gw_pending_node_t *gw_pending_take(gw_pending_t *self, uint64_t rid)
 void gw_pending_remove(gw_pending_t *self, gw_pending_node_t *node)
 {
     size_t i = s_find(self, node->rid);
-    if (i == (size_t) -1 || self->slots[i] != node)
+    if (i == (size_t)-1 || self->slots[i] != node)
         return;
     s_delete_slot(self, i);
     s_unlink(self, node);

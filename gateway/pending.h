@@ -13,9 +13,9 @@
 #include <stdint.h>
 
 typedef struct gw_pending_node {
-    uint64_t rid;                          /* key; 0 while not in the table */
-    int64_t deadline_ms;                   /* monotonic ms */
-    struct gw_pending_node *prev, *next;   /* deadline order */
+    uint64_t rid;                        /* key; 0 while not in the table */
+    int64_t deadline_ms;                 /* monotonic ms */
+    struct gw_pending_node *prev, *next; /* deadline order */
 } gw_pending_node_t;
 
 typedef struct gw_pending gw_pending_t;
@@ -30,8 +30,7 @@ void gw_pending_destroy(gw_pending_t **self_p);
 /*  Adds `node` under `rid` (non-zero, not already present) with
     `deadline_ms`. Returns 0, MB_EFULL when `capacity` entries are in, or
     MB_EINVAL for rid 0 or a rid already present. */
-int gw_pending_add(gw_pending_t *self, gw_pending_node_t *node, uint64_t rid,
-                   int64_t deadline_ms);
+int gw_pending_add(gw_pending_t *self, gw_pending_node_t *node, uint64_t rid, int64_t deadline_ms);
 
 /*  Removes and returns the node under `rid`, or NULL when none (a late
     reply, or its client is gone). */

@@ -3,42 +3,49 @@
 
 #include <string.h>
 
+static const struct {
+    int status;
+    const char *title;
+} s_titles[] = {
+    {400, "Bad Request"},
+    {401, "Unauthorized"},
+    {402, "Payment Required"},
+    {403, "Forbidden"},
+    {404, "Not Found"},
+    {405, "Method Not Allowed"},
+    {406, "Not Acceptable"},
+    {408, "Request Timeout"},
+    {409, "Conflict"},
+    {410, "Gone"},
+    {411, "Length Required"},
+    {412, "Precondition Failed"},
+    {413, "Content Too Large"},
+    {414, "URI Too Long"},
+    {415, "Unsupported Media Type"},
+    {416, "Range Not Satisfiable"},
+    {422, "Unprocessable Content"},
+    {428, "Precondition Required"},
+    {429, "Too Many Requests"},
+    {431, "Request Header Fields Too Large"},
+    {500, "Internal Server Error"},
+    {501, "Not Implemented"},
+    {502, "Bad Gateway"},
+    {503, "Service Unavailable"},
+    {504, "Gateway Timeout"},
+    {507, "Insufficient Storage"},
+};
+
 const char *gw_problem_title(int status)
 {
-    switch (status) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 402: return "Payment Required";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 406: return "Not Acceptable";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 416: return "Range Not Satisfiable";
-    case 422: return "Unprocessable Content";
-    case 428: return "Precondition Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 507: return "Insufficient Storage";
-    default: return "Error";
-    }
+    for (size_t i = 0; i < sizeof s_titles / sizeof s_titles[0]; i++)
+        if (s_titles[i].status == status)
+            return s_titles[i].title;
+    return "Error";
 }
 
 static void s_put_text(gw_buf_t *out, const char *s, size_t len)
 {
-    if (len == (size_t) -1)
+    if (len == (size_t)-1)
         len = strlen(s);
     if (gw_utf8_valid(s, len))
         gw_buf_json_string(out, s, len);
@@ -47,8 +54,7 @@ static void s_put_text(gw_buf_t *out, const char *s, size_t len)
 }
 
 void gw_problem_write(gw_buf_t *out, int status, const char *type, size_t type_len,
-                      const char *detail, size_t detail_len, const char *field,
-                      size_t field_len)
+                      const char *detail, size_t detail_len, const char *field, size_t field_len)
 {
     gw_buf_puts(out, "{\"type\":");
     if (type)

@@ -26,7 +26,6 @@ const char *gw_problem_title(int status);
     that is not valid UTF-8 is replaced by a placeholder, so the document
     is always valid JSON. */
 void gw_problem_write(gw_buf_t *out, int status, const char *type, size_t type_len,
-                      const char *detail, size_t detail_len, const char *field,
-                      size_t field_len);
+                      const char *detail, size_t detail_len, const char *field, size_t field_len);
 
 #endif

@@ -28,11 +28,11 @@ static int s_invalid(gw_invalid_t *err, const char *field, const char *fmt, ...)
     snprintf(err->field, sizeof err->field, "%s", field);
     /* "field: message", the message cut if it must be. */
     int n = snprintf(err->detail, sizeof err->detail, "%s: ", field);
-    if (n < 0 || (size_t) n >= sizeof err->detail)
+    if (n < 0 || (size_t)n >= sizeof err->detail)
         n = 0;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err->detail + n, sizeof err->detail - (size_t) n, fmt, ap);
+    vsnprintf(err->detail + n, sizeof err->detail - (size_t)n, fmt, ap);
     va_end(ap);
     return MB_EINVAL;
 }
@@ -87,8 +87,7 @@ static json_t *s_convert(unsigned types, const char *text, size_t len, const cha
 
 /*  Converts a parameter's raw text to its JSON value, then validates it.
     Returns the value (caller decrefs) or NULL with *err filled in. */
-static json_t *s_param_value(const gw_param_t *p, const char *text, size_t len,
-                             gw_invalid_t *err)
+static json_t *s_param_value(const gw_param_t *p, const char *text, size_t len, gw_invalid_t *err)
 {
     json_t *v;
     if (p->split) {
@@ -98,7 +97,7 @@ static json_t *s_param_value(const gw_param_t *p, const char *text, size_t len,
         size_t start = 0, n = 0;
         while (len > 0 && start <= len) {
             const char *comma = memchr(text + start, ',', len - start);
-            size_t end = comma ? (size_t) (comma - text) : len;
+            size_t end = comma ? (size_t)(comma - text) : len;
             char field[sizeof err->field];
             snprintf(field, sizeof field, "%s[%zu]", p->name, n);
             if (++n > S_MAX_SPLIT_ITEMS) {
@@ -134,17 +133,13 @@ static bool s_depth_ok(const json_t *v, int limit)
             return false;
         size_t i;
         const json_t *item;
-        json_array_foreach (v, i, item)
-            if (!s_depth_ok(item, limit - 1))
-                return false;
+        json_array_foreach(v, i, item) if (!s_depth_ok(item, limit - 1)) return false;
     } else if (json_is_object(v)) {
         if (limit <= 0)
             return false;
         const char *key;
         const json_t *item;
-        json_object_foreach ((json_t *) v, key, item)
-            if (!s_depth_ok(item, limit - 1))
-                return false;
+        json_object_foreach((json_t *)v, key, item) if (!s_depth_ok(item, limit - 1)) return false;
     }
     return true;
 }

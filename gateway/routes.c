@@ -10,7 +10,7 @@
 #include "mb_error.h"
 
 /*  OpenAPI's operation keys, in the order Allow lists them. */
-static const char *const s_methods[] = {"GET",  "HEAD",  "POST",   "PUT",
+static const char *const s_methods[] = {"GET",   "HEAD",   "POST",    "PUT",
                                         "PATCH", "DELETE", "OPTIONS", "TRACE"};
 static const char *const s_method_keys[] = {"get",   "head",   "post",    "put",
                                             "patch", "delete", "options", "trace"};
@@ -48,7 +48,7 @@ int gw_access_parse(const char *text, gw_access_t *out)
     static const char *const names[] = {"public", "user", "premium", "admin"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (text && !strcmp(text, names[i])) {
-            *out = (gw_access_t) i;
+            *out = (gw_access_t)i;
             return 0;
         }
     return MB_EINVAL;
@@ -57,10 +57,14 @@ int gw_access_parse(const char *text, gw_access_t *out)
 const char *gw_access_name(gw_access_t access)
 {
     switch (access) {
-    case GW_ACCESS_PUBLIC: return "public";
-    case GW_ACCESS_USER: return "user";
-    case GW_ACCESS_PREMIUM: return "premium";
-    case GW_ACCESS_ADMIN: return "admin";
+    case GW_ACCESS_PUBLIC:
+        return "public";
+    case GW_ACCESS_USER:
+        return "user";
+    case GW_ACCESS_PREMIUM:
+        return "premium";
+    case GW_ACCESS_ADMIN:
+        return "admin";
     }
     return "?";
 }
@@ -76,7 +80,7 @@ static int s_split(const char *path, const char **ptr, size_t *len)
     const char *p = path + 1;
     for (;;) {
         const char *slash = strchr(p, '/');
-        size_t l = slash ? (size_t) (slash - p) : strlen(p);
+        size_t l = slash ? (size_t)(slash - p) : strlen(p);
         if (n == GW_MAX_SEGMENTS)
             return -1;
         ptr[n] = p;
@@ -154,7 +158,7 @@ static bool s_parse_template(s_path_t *p, const char *template, char *err, size_
         return false;
     }
     p->template = mb_strdup(template);
-    p->n_segments = (size_t) n;
+    p->n_segments = (size_t)n;
     for (int i = 0; i < n; i++) {
         s_segment_t *s = &p->segments[i];
         const char *open = memchr(ptr[i], '{', len[i]);
@@ -225,7 +229,7 @@ static bool s_add_param(gw_routes_t *self, gw_route_t *r, const s_path_t *p, con
     if (where == GW_IN_PATH) {
         for (size_t i = 0; i < p->n_segments; i++)
             if (p->segments[i].param && !strcmp(p->segments[i].text, name))
-                out.segment = (int) i;
+                out.segment = (int)i;
         if (out.segment < 0) {
             snprintf(err, err_size, "%s %s: path parameter %s is not in the template", r->method,
                      r->path, name);
@@ -248,12 +252,11 @@ static bool s_add_param(gw_routes_t *self, gw_route_t *r, const s_path_t *p, con
 static int s_param_order(const void *a, const void *b)
 {
     const gw_param_t *x = a, *y = b;
-    return (int) x->in - (int) y->in;
+    return (int)x->in - (int)y->in;
 }
 
 static gw_route_t *s_build_route(gw_routes_t *self, const s_path_t *p, const json_t *path_item,
-                                 size_t method, const json_t *operation, char *err,
-                                 size_t err_size)
+                                 size_t method, const json_t *operation, char *err, size_t err_size)
 {
     gw_route_t *r = mb_calloc(1, sizeof *r);
     r->method = s_methods[method];
@@ -262,15 +265,15 @@ static gw_route_t *s_build_route(gw_routes_t *self, const s_path_t *p, const jso
     const char *op = json_string_value(json_object_get(operation, "x-op"));
     const json_t *access = json_object_get(operation, "x-access");
     if (!service || !*service || !op || !*op || strlen(op) > MB_OP_MAX) {
-        snprintf(err, err_size, "%s %s: x-service and x-op (1..%d bytes) are required",
-                 r->method, r->path, MB_OP_MAX);
+        snprintf(err, err_size, "%s %s: x-service and x-op (1..%d bytes) are required", r->method,
+                 r->path, MB_OP_MAX);
         goto fail;
     }
     r->service = mb_strdup(service);
     r->op = mb_strdup(op);
     if (access && gw_access_parse(json_string_value(access), &r->access)) {
-        snprintf(err, err_size, "%s %s: x-access must be public, user, premium or admin",
-                 r->method, r->path);
+        snprintf(err, err_size, "%s %s: x-access must be public, user, premium or admin", r->method,
+                 r->path);
         goto fail;
     }
     /* Path-item parameters first; the operation's own override them. */
@@ -279,9 +282,8 @@ static gw_route_t *s_build_route(gw_routes_t *self, const s_path_t *p, const jso
     for (int l = 0; l < 2; l++) {
         size_t i;
         const json_t *param;
-        json_array_foreach (lists[l], i, param)
-            if (!s_add_param(self, r, p, param, err, err_size))
-                goto fail;
+        json_array_foreach(lists[l], i,
+                           param) if (!s_add_param(self, r, p, param, err, err_size)) goto fail;
     }
     /* Every {name} in the template must be a parameter; one nobody
        declared is taken as a plain string. */
@@ -290,13 +292,13 @@ static gw_route_t *s_build_route(gw_routes_t *self, const s_path_t *p, const jso
             continue;
         bool declared = false;
         for (size_t j = 0; j < r->n_params; j++)
-            declared |= r->params[j].in == GW_IN_PATH && r->params[j].segment == (int) i;
+            declared |= r->params[j].in == GW_IN_PATH && r->params[j].segment == (int)i;
         if (!declared) {
             r->params = mb_realloc(r->params, (r->n_params + 1) * sizeof *r->params);
             r->params[r->n_params++] = (gw_param_t){.name = mb_strdup(p->segments[i].text),
                                                     .in = GW_IN_PATH,
                                                     .required = true,
-                                                    .segment = (int) i};
+                                                    .segment = (int)i};
         }
     }
     /* A stable order (path before query) keeps args in a predictable order. */
@@ -315,8 +317,8 @@ static gw_route_t *s_build_route(gw_routes_t *self, const s_path_t *p, const jso
         r->has_body = true;
         r->body_required = json_is_true(json_object_get(body, "required"));
         char why[200];
-        r->body_schema = gw_schema_compile(self->schemas, json_object_get(media, "schema"), why,
-                                           sizeof why);
+        r->body_schema =
+            gw_schema_compile(self->schemas, json_object_get(media, "schema"), why, sizeof why);
         if (!r->body_schema) {
             snprintf(err, err_size, "%s %s: request body: %s", r->method, r->path, why);
             goto fail;
@@ -353,7 +355,8 @@ gw_routes_t *gw_routes_new(const char *json, size_t len, char *err, size_t err_s
     self->paths = mb_calloc(json_object_size(paths) + 1, sizeof *self->paths);
     const char *template;
     const json_t *item;
-    json_object_foreach ((json_t *) paths, template, item) {
+    json_object_foreach((json_t *)paths, template, item)
+    {
         s_path_t *p = &self->paths[self->n_paths++];
         if (!s_parse_template(p, template, err, err_size))
             goto fail;
@@ -364,8 +367,8 @@ gw_routes_t *gw_routes_new(const char *json, size_t len, char *err, size_t err_s
                 same = q->segments[i].param == p->segments[i].param &&
                        (p->segments[i].param || !strcmp(q->segments[i].text, p->segments[i].text));
             if (same) {
-                snprintf(err, err_size, "paths '%s' and '%s' match the same requests",
-                         q->template, p->template);
+                snprintf(err, err_size, "paths '%s' and '%s' match the same requests", q->template,
+                         p->template);
                 goto fail;
             }
         }
@@ -381,8 +384,8 @@ gw_routes_t *gw_routes_new(const char *json, size_t len, char *err, size_t err_s
             p->by_method[m] = r;
             self->routes = mb_realloc(self->routes, (self->n_routes + 1) * sizeof *self->routes);
             self->routes[self->n_routes++] = r;
-            allow_len += (size_t) snprintf(p->allow + allow_len, sizeof p->allow - allow_len,
-                                           "%s%s", allow_len ? ", " : "", s_methods[m]);
+            allow_len += (size_t)snprintf(p->allow + allow_len, sizeof p->allow - allow_len, "%s%s",
+                                          allow_len ? ", " : "", s_methods[m]);
         }
     }
     return self;
@@ -395,12 +398,11 @@ static int s_method_index(const char *method)
 {
     for (size_t m = 0; m < S_N_METHODS; m++)
         if (!strcmp(method, s_methods[m]))
-            return (int) m;
+            return (int)m;
     return -1;
 }
 
-int gw_routes_match(const gw_routes_t *self, const char *method, const char *path,
-                    gw_match_t *m)
+int gw_routes_match(const gw_routes_t *self, const char *method, const char *path, gw_match_t *m)
 {
     const char *ptr[GW_MAX_SEGMENTS];
     size_t len[GW_MAX_SEGMENTS];
@@ -413,7 +415,7 @@ int gw_routes_match(const gw_routes_t *self, const char *method, const char *pat
     const s_path_t *best = NULL;
     for (size_t k = 0; k < self->n_paths; k++) {
         const s_path_t *p = &self->paths[k];
-        if (p->n_segments != (size_t) n || (best && p->score <= best->score))
+        if (p->n_segments != (size_t)n || (best && p->score <= best->score))
             continue;
         bool ok = true;
         for (int i = 0; ok && i < n; i++) {
@@ -425,7 +427,7 @@ int gw_routes_match(const gw_routes_t *self, const char *method, const char *pat
     }
     if (!best)
         return 404;
-    m->n_segments = (size_t) n;
+    m->n_segments = (size_t)n;
     for (int i = 0; i < n; i++) {
         m->segments[i].ptr = ptr[i];
         m->segments[i].len = len[i];

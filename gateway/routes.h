@@ -41,12 +41,12 @@ typedef struct {
 } gw_param_t;
 
 typedef struct {
-    const char *method;             /* "GET", "POST", ... (static) */
-    const char *path;               /* the template, "/v1/tracks/{id}" */
-    char *service;                  /* x-service: the MDP service */
-    char *op;                       /* x-op: the envelope's op */
-    gw_access_t access;             /* x-access */
-    gw_param_t *params;             /* path parameters first, then query */
+    const char *method; /* "GET", "POST", ... (static) */
+    const char *path;   /* the template, "/v1/tracks/{id}" */
+    char *service;      /* x-service: the MDP service */
+    char *op;           /* x-op: the envelope's op */
+    gw_access_t access; /* x-access */
+    gw_param_t *params; /* path parameters first, then query */
     size_t n_params;
     bool has_body;                  /* the operation takes a JSON request body */
     bool body_required;             /* requestBody.required */
@@ -85,8 +85,7 @@ const gw_route_t *gw_routes_at(const gw_routes_t *self, size_t index);
     percent-decoded). Returns 0 with m->route set, 404 when no template
     matches, or 405 with m->allow set when the path matches but the method
     does not. The segments in *m point into `path`. */
-int gw_routes_match(const gw_routes_t *self, const char *method, const char *path,
-                    gw_match_t *m);
+int gw_routes_match(const gw_routes_t *self, const char *method, const char *path, gw_match_t *m);
 
 /*  The value of path parameter `p` of a matched route. */
 static inline const char *gw_match_param(const gw_match_t *m, const gw_param_t *p, size_t *len)

@@ -24,21 +24,21 @@ typedef struct {
 } s_prop_t;
 
 struct gw_schema {
-    gw_schema_t *next;    /* every schema of the set, for destroy */
-    unsigned types;       /* GW_T_* bits; 0 = any */
-    s_prop_t *props;      /* "properties", in document order */
+    gw_schema_t *next; /* every schema of the set, for destroy */
+    unsigned types;    /* GW_T_* bits; 0 = any */
+    s_prop_t *props;   /* "properties", in document order */
     size_t n_props;
-    char **required;      /* "required" */
+    char **required; /* "required" */
     size_t n_required;
     bool closed;          /* additionalProperties: false */
     long long min_length; /* -1 when absent; code points */
     long long max_length;
     bool has_minimum, has_maximum;
     long double minimum, maximum;
-    char **enum_values;   /* "enum": strings */
+    char **enum_values; /* "enum": strings */
     size_t n_enum;
     const gw_schema_t *items;
-    long long min_items;  /* -1 when absent */
+    long long min_items; /* -1 when absent */
     long long max_items;
     bool unique_items;
     bool has_pattern;
@@ -144,8 +144,8 @@ static unsigned s_type_bit(const char *name)
         const char *name;
         unsigned bit;
     } types[] = {
-        {"null", GW_T_NULL},       {"boolean", GW_T_BOOLEAN}, {"integer", GW_T_INTEGER},
-        {"number", GW_T_NUMBER},   {"string", GW_T_STRING},   {"array", GW_T_ARRAY},
+        {"null", GW_T_NULL},     {"boolean", GW_T_BOOLEAN}, {"integer", GW_T_INTEGER},
+        {"number", GW_T_NUMBER}, {"string", GW_T_STRING},   {"array", GW_T_ARRAY},
         {"object", GW_T_OBJECT},
     };
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
@@ -175,9 +175,9 @@ static bool s_number_keyword(const json_t *schema, const char *key, bool *has, l
     if (!v)
         return true;
     if (json_is_integer(v))
-        *out = (long double) json_integer_value(v);
+        *out = (long double)json_integer_value(v);
     else if (json_is_real(v))
-        *out = (long double) json_real_value(v);
+        *out = (long double)json_real_value(v);
     else
         return false;
     *has = true;
@@ -256,7 +256,8 @@ static bool s_compile_into(gw_schema_set_t *set, gw_schema_t *s, const json_t *s
     } else if (json_is_array(type)) {
         size_t i;
         const json_t *t;
-        json_array_foreach (type, i, t) {
+        json_array_foreach(type, i, t)
+        {
             unsigned bit = json_is_string(t) ? s_type_bit(json_string_value(t)) : 0;
             if (!bit) {
                 snprintf(err, err_size, "unknown type in a type list");
@@ -281,7 +282,8 @@ static bool s_compile_into(gw_schema_set_t *set, gw_schema_t *s, const json_t *s
         s->props = mb_calloc(json_object_size(props) + 1, sizeof *s->props);
         const char *key;
         const json_t *sub;
-        json_object_foreach ((json_t *) props, key, sub) {
+        json_object_foreach((json_t *)props, key, sub)
+        {
             const gw_schema_t *c = s_compile(set, sub, err, err_size, depth + 1);
             if (!c)
                 return false;
@@ -299,7 +301,8 @@ static bool s_compile_into(gw_schema_set_t *set, gw_schema_t *s, const json_t *s
         s->required = mb_calloc(json_array_size(required) + 1, sizeof *s->required);
         size_t i;
         const json_t *name;
-        json_array_foreach (required, i, name) {
+        json_array_foreach(required, i, name)
+        {
             if (!json_is_string(name)) {
                 snprintf(err, err_size, "required must list strings");
                 return false;
@@ -330,7 +333,8 @@ static bool s_compile_into(gw_schema_set_t *set, gw_schema_t *s, const json_t *s
         s->enum_values = mb_calloc(json_array_size(values) + 1, sizeof *s->enum_values);
         size_t i;
         const json_t *v;
-        json_array_foreach (values, i, v) {
+        json_array_foreach(values, i, v)
+        {
             if (!json_is_string(v)) {
                 snprintf(err, err_size, "enum values must be strings");
                 return false;
@@ -355,8 +359,8 @@ static bool s_compile_into(gw_schema_set_t *set, gw_schema_t *s, const json_t *s
         if (rc) {
             char why[128];
             regerror(rc, &s->pattern, why, sizeof why);
-            snprintf(err, err_size, "pattern '%s' does not compile: %s",
-                     json_string_value(pattern), why);
+            snprintf(err, err_size, "pattern '%s' does not compile: %s", json_string_value(pattern),
+                     why);
             return false;
         }
         s->has_pattern = true;
@@ -397,7 +401,7 @@ const char *gw_schema_type_name(unsigned types, char *buf, size_t size)
         {GW_T_NULL, "null"},
     };
     if (types & GW_T_NUMBER)
-        types &= ~(unsigned) GW_T_INTEGER;
+        types &= ~(unsigned)GW_T_INTEGER;
     size_t len = 0;
     buf[0] = '\0';
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -406,9 +410,9 @@ const char *gw_schema_type_name(unsigned types, char *buf, size_t size)
         types &= ~names[i].bit;
         int n = snprintf(buf + len, size - len, "%s%s", len ? (types ? ", " : " or ") : "",
                          names[i].name);
-        if (n < 0 || (size_t) n >= size - len)
+        if (n < 0 || (size_t)n >= size - len)
             break;
-        len += (size_t) n;
+        len += (size_t)n;
     }
     return buf;
 }
@@ -419,7 +423,7 @@ const char *gw_schema_type_name(unsigned types, char *buf, size_t size)
     walk goes down and up. A path too long for the buffer is cut, which
     only shortens a message. */
 typedef struct {
-    char text[sizeof(((gw_invalid_t *) 0)->field)];
+    char text[sizeof(((gw_invalid_t *)0)->field)];
     size_t len;
 } s_path_t;
 
@@ -428,7 +432,7 @@ static size_t s_path_push_key(s_path_t *p, const char *key)
     size_t old = p->len;
     int n = snprintf(p->text + p->len, sizeof p->text - p->len, ".%s", key);
     if (n > 0)
-        p->len = p->len + (size_t) n < sizeof p->text ? p->len + (size_t) n : sizeof p->text - 1;
+        p->len = p->len + (size_t)n < sizeof p->text ? p->len + (size_t)n : sizeof p->text - 1;
     return old;
 }
 
@@ -437,7 +441,7 @@ static size_t s_path_push_index(s_path_t *p, size_t index)
     size_t old = p->len;
     int n = snprintf(p->text + p->len, sizeof p->text - p->len, "[%zu]", index);
     if (n > 0)
-        p->len = p->len + (size_t) n < sizeof p->text ? p->len + (size_t) n : sizeof p->text - 1;
+        p->len = p->len + (size_t)n < sizeof p->text ? p->len + (size_t)n : sizeof p->text - 1;
     return old;
 }
 
@@ -455,11 +459,11 @@ static int s_fail(gw_invalid_t *err, const s_path_t *path, const char *fmt, ...)
     snprintf(err->field, sizeof err->field, "%s", path->text);
     /* "field: message", the message cut if it must be. */
     int n = snprintf(err->detail, sizeof err->detail, "%s: ", path->text);
-    if (n < 0 || (size_t) n >= sizeof err->detail)
+    if (n < 0 || (size_t)n >= sizeof err->detail)
         n = 0;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err->detail + n, sizeof err->detail - (size_t) n, fmt, ap);
+    vsnprintf(err->detail + n, sizeof err->detail - (size_t)n, fmt, ap);
     va_end(ap);
     return MB_EINVAL;
 }
@@ -468,13 +472,13 @@ static int s_fail(gw_invalid_t *err, const s_path_t *path, const char *fmt, ...)
     numbers in the shortest form that reads back the same. */
 static const char *s_number_text(long double x, char buf[40])
 {
-    if (x == floorl(x) && x >= (long double) INT64_MIN && x <= (long double) INT64_MAX) {
-        snprintf(buf, 40, "%lld", (long long) x);
+    if (x == floorl(x) && x >= (long double)INT64_MIN && x <= (long double)INT64_MAX) {
+        snprintf(buf, 40, "%lld", (long long)x);
         return buf;
     }
     for (int prec = 15; prec <= 17; prec++) {
-        snprintf(buf, 40, "%.*g", prec, (double) x);
-        if (strtod(buf, NULL) == (double) x)
+        snprintf(buf, 40, "%.*g", prec, (double)x);
+        if (strtod(buf, NULL) == (double)x)
             break;
     }
     return buf;
@@ -483,15 +487,22 @@ static const char *s_number_text(long double x, char buf[40])
 static unsigned s_value_type(const json_t *v)
 {
     switch (json_typeof(v)) {
-    case JSON_OBJECT: return GW_T_OBJECT;
-    case JSON_ARRAY: return GW_T_ARRAY;
-    case JSON_STRING: return GW_T_STRING;
-    case JSON_INTEGER: return GW_T_INTEGER;
-    case JSON_REAL: return GW_T_NUMBER;
+    case JSON_OBJECT:
+        return GW_T_OBJECT;
+    case JSON_ARRAY:
+        return GW_T_ARRAY;
+    case JSON_STRING:
+        return GW_T_STRING;
+    case JSON_INTEGER:
+        return GW_T_INTEGER;
+    case JSON_REAL:
+        return GW_T_NUMBER;
     case JSON_TRUE:
-    case JSON_FALSE: return GW_T_BOOLEAN;
+    case JSON_FALSE:
+        return GW_T_BOOLEAN;
     case JSON_NULL:
-    default: return GW_T_NULL;
+    default:
+        return GW_T_NULL;
     }
 }
 
@@ -500,7 +511,7 @@ static size_t s_utf8_chars(const char *s, size_t len)
 {
     size_t n = 0;
     for (size_t i = 0; i < len; i++)
-        n += ((unsigned char) s[i] & 0xc0) != 0x80;
+        n += ((unsigned char)s[i] & 0xc0) != 0x80;
     return n;
 }
 
@@ -531,8 +542,7 @@ static uint64_t s_hash_value(const json_t *v, uint64_t h)
     case JSON_ARRAY: {
         size_t i;
         const json_t *item;
-        json_array_foreach (v, i, item)
-            h = s_hash_value(item, h);
+        json_array_foreach(v, i, item) h = s_hash_value(item, h);
         return h;
     }
     case JSON_OBJECT: {
@@ -540,8 +550,8 @@ static uint64_t s_hash_value(const json_t *v, uint64_t h)
         uint64_t sum = 0;
         const char *key;
         const json_t *item;
-        json_object_foreach ((json_t *) v, key, item)
-            sum += s_hash_value(item, s_hash_bytes(0xcbf29ce484222325ull, key, strlen(key)));
+        json_object_foreach((json_t *)v, key, item) sum +=
+            s_hash_value(item, s_hash_bytes(0xcbf29ce484222325ull, key, strlen(key)));
         return s_hash_bytes(h, &sum, sizeof sum);
     }
     default:
@@ -567,9 +577,9 @@ static int s_hashed_cmp(const void *a, const void *b)
 static size_t s_first_duplicate(const json_t *array)
 {
     size_t n = json_array_size(array);
-    size_t found = (size_t) -1;
+    size_t found = (size_t)-1;
     if (n <= S_UNIQUE_PAIRWISE_MAX) {
-        for (size_t j = 1; j < n && found == (size_t) -1; j++)
+        for (size_t j = 1; j < n && found == (size_t)-1; j++)
             for (size_t i = 0; i < j; i++)
                 if (json_equal(json_array_get(array, i), json_array_get(array, j))) {
                     found = j;
@@ -599,7 +609,8 @@ static int s_check(const gw_schema_t *s, const json_t *v, s_path_t *path, gw_inv
         unsigned ok = s->types;
         if (!(vt & ok)) {
             char names[96];
-            return s_fail(err, path, "must be %s", gw_schema_type_name(s->types, names, sizeof names));
+            return s_fail(err, path, "must be %s",
+                          gw_schema_type_name(s->types, names, sizeof names));
         }
     }
     switch (vt) {
@@ -608,12 +619,12 @@ static int s_check(const gw_schema_t *s, const json_t *v, s_path_t *path, gw_inv
         size_t len = json_string_length(v);
         if (s->min_length >= 0 || s->max_length >= 0) {
             size_t chars = s_utf8_chars(str, len);
-            if (s->min_length >= 0 && chars < (size_t) s->min_length)
+            if (s->min_length >= 0 && chars < (size_t)s->min_length)
                 return s->min_length == 1
                            ? s_fail(err, path, "must not be empty")
                            : s_fail(err, path, "must be at least %lld characters long",
                                     s->min_length);
-            if (s->max_length >= 0 && chars > (size_t) s->max_length)
+            if (s->max_length >= 0 && chars > (size_t)s->max_length)
                 return s_fail(err, path, "must be at most %lld characters long", s->max_length);
         }
         if (s->n_enum) {
@@ -632,8 +643,8 @@ static int s_check(const gw_schema_t *s, const json_t *v, s_path_t *path, gw_inv
     }
     case GW_T_INTEGER:
     case GW_T_NUMBER: {
-        long double x = vt == GW_T_INTEGER ? (long double) json_integer_value(v)
-                                           : (long double) json_real_value(v);
+        long double x = vt == GW_T_INTEGER ? (long double)json_integer_value(v)
+                                           : (long double)json_real_value(v);
         char bound[40];
         if (s->has_minimum && x < s->minimum)
             return s_fail(err, path, "must be >= %s", s_number_text(s->minimum, bound));
@@ -643,10 +654,10 @@ static int s_check(const gw_schema_t *s, const json_t *v, s_path_t *path, gw_inv
     }
     case GW_T_ARRAY: {
         size_t n = json_array_size(v);
-        if (s->min_items >= 0 && n < (size_t) s->min_items)
+        if (s->min_items >= 0 && n < (size_t)s->min_items)
             return s_fail(err, path, "must have at least %lld item%s", s->min_items,
                           s->min_items == 1 ? "" : "s");
-        if (s->max_items >= 0 && n > (size_t) s->max_items)
+        if (s->max_items >= 0 && n > (size_t)s->max_items)
             return s_fail(err, path, "must have at most %lld item%s", s->max_items,
                           s->max_items == 1 ? "" : "s");
         if (s->items) {
@@ -660,7 +671,7 @@ static int s_check(const gw_schema_t *s, const json_t *v, s_path_t *path, gw_inv
         }
         if (s->unique_items) {
             size_t dup = s_first_duplicate(v);
-            if (dup != (size_t) -1) {
+            if (dup != (size_t)-1) {
                 s_path_push_index(path, dup);
                 return s_fail(err, path, "repeats an earlier item (items must be unique)");
             }
@@ -676,7 +687,8 @@ static int s_check(const gw_schema_t *s, const json_t *v, s_path_t *path, gw_inv
         }
         const char *key;
         const json_t *item;
-        json_object_foreach ((json_t *) v, key, item) {
+        json_object_foreach((json_t *)v, key, item)
+        {
             const gw_schema_t *sub = NULL;
             for (size_t i = 0; i < s->n_props; i++)
                 if (!strcmp(s->props[i].name, key)) {
@@ -707,13 +719,12 @@ not_in_enum : {
     size_t len = 0;
     list[0] = '\0';
     for (size_t i = 0; i < s->n_enum && len < sizeof list; i++) {
-        int n = i < S_ENUM_LISTED
-                    ? snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "",
-                               s->enum_values[i])
-                    : snprintf(list + len, sizeof list - len, ", ...");
+        int n = i < S_ENUM_LISTED ? snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "",
+                                             s->enum_values[i])
+                                  : snprintf(list + len, sizeof list - len, ", ...");
         if (n < 0)
             break;
-        len += (size_t) n;
+        len += (size_t)n;
         if (i >= S_ENUM_LISTED)
             break;
     }

@@ -78,7 +78,7 @@ static long s_jansson(const char *text, size_t len)
         return 0;
     }
     char *out = json_dumps(j, JSON_COMPACT);
-    long n = (long) strlen(out);
+    long n = (long)strlen(out);
     free(out);
     json_decref(j);
     return n;
@@ -93,7 +93,7 @@ static long s_cjson(const char *text, size_t len)
     cJSON *j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!j)
         return -1;
-    if ((size_t) (end - text) != len) { /* trailing data */
+    if ((size_t)(end - text) != len) { /* trailing data */
         cJSON_Delete(j);
         return -1;
     }
@@ -102,7 +102,7 @@ static long s_cjson(const char *text, size_t len)
         return 0;
     }
     char *out = cJSON_PrintUnformatted(j);
-    long n = (long) strlen(out);
+    long n = (long)strlen(out);
     free(out);
     cJSON_Delete(j);
     return n;
@@ -119,7 +119,7 @@ static long s_jsonc(const char *text, size_t len)
         json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
     }
     json_tokener_reset(tok);
-    json_object *j = json_tokener_parse_ex(tok, text, (int) len);
+    json_object *j = json_tokener_parse_ex(tok, text, (int)len);
     if (!j || json_tokener_get_error(tok) != json_tokener_success)
         return j ? (json_object_put(j), -1) : -1;
     if (json_tokener_get_parse_end(tok) != len) {
@@ -130,7 +130,7 @@ static long s_jsonc(const char *text, size_t len)
         json_object_put(j);
         return 0;
     }
-    long n = (long) strlen(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
+    long n = (long)strlen(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
     json_object_put(j);
     return n;
 }
@@ -156,7 +156,7 @@ static void s_checks(const char *name, s_fn_t fn)
         {"lone surrogate escape", "{\"a\":\"\\ud800\"}", 0},
         {"NaN", "{\"a\":NaN}", 0},
     };
-    int ok = 0, n = (int) (sizeof cases / sizeof cases[0]);
+    int ok = 0, n = (int)(sizeof cases / sizeof cases[0]);
     for (int i = 0; i < n; i++) {
         int accepted = fn(cases[i].text, strlen(cases[i].text)) >= 0;
         int good = accepted == cases[i].must_accept;
@@ -180,9 +180,10 @@ static void s_bench(const char *name, s_fn_t fn, long iters)
     double t2 = s_now_ns();
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("%-8s %-10s request(%zuB) %7.0f ns/op   reply(%zuB) %7.0f ns/op   peak RSS %ld KiB  [%ld]\n",
-           name, s_parse_only ? "parse" : "round-trip", sizeof s_request - 1, (t1 - t0) / iters, s_reply_len, (t2 - t1) / iters,
-           ru.ru_maxrss, sum);
+    printf("%-8s %-10s request(%zuB) %7.0f ns/op   reply(%zuB) %7.0f ns/op   peak RSS %ld KiB  "
+           "[%ld]\n",
+           name, s_parse_only ? "parse" : "round-trip", sizeof s_request - 1, (t1 - t0) / iters,
+           s_reply_len, (t2 - t1) / iters, ru.ru_maxrss, sum);
 }
 
 int main(int argc, char **argv)

@@ -86,7 +86,7 @@ static msgpack_object s_str(const char *s, size_t len)
 {
     msgpack_object o = {.type = MSGPACK_OBJECT_STR};
     o.via.str.ptr = s;
-    o.via.str.size = (uint32_t) len;
+    o.via.str.size = (uint32_t)len;
     return o;
 }
 
@@ -103,18 +103,19 @@ Test(gw_json_msgpack, msgpack_only_types)
     char *text;
     const char *why = NULL;
     /* bin -> base64, with each padding length */
-    const char *bins[][2] = {{"", "\"\""},          {"f", "\"Zg==\""},      {"fo", "\"Zm8=\""},
-                             {"foo", "\"Zm9v\""},   {"foob", "\"Zm9vYg==\""}, {"\xff\xfe", "\"//4=\""}};
+    const char *bins[][2] = {
+        {"", "\"\""},        {"f", "\"Zg==\""},        {"fo", "\"Zm8=\""},
+        {"foo", "\"Zm9v\""}, {"foob", "\"Zm9vYg==\""}, {"\xff\xfe", "\"//4=\""}};
     for (size_t i = 0; i < sizeof bins / sizeof bins[0]; i++) {
         msgpack_object o = {.type = MSGPACK_OBJECT_BIN};
         o.via.bin.ptr = bins[i][0];
-        o.via.bin.size = (uint32_t) strlen(bins[i][0]);
+        o.via.bin.size = (uint32_t)strlen(bins[i][0]);
         cr_assert_eq(s_to_json(&o, &text, &why), 0);
         cr_assert_str_eq(text, bins[i][1]);
         free(text);
     }
     msgpack_object f32 = {.type = MSGPACK_OBJECT_FLOAT32};
-    f32.via.f64 = (double) 0.1f;
+    f32.via.f64 = (double)0.1f;
     cr_assert_eq(s_to_json(&f32, &text, &why), 0);
     cr_assert_str_eq(text, "0.1", "a float32 prints as short as it reads back");
     free(text);
@@ -205,7 +206,7 @@ Test(gw_json_msgpack, huge_string_round_trip)
     char *text = malloc(n + 3);
     text[0] = '"';
     for (size_t i = 1; i <= n; i++)
-        text[i] = (char) ('a' + i % 26);
+        text[i] = (char)('a' + i % 26);
     text[n + 1] = '"';
     text[n + 2] = '\0';
     char *back = s_round_trip(text);
@@ -217,11 +218,16 @@ Test(gw_json_msgpack, huge_string_round_trip)
 
 Test(gw_buf, utf8_validity)
 {
-    const char *good[] = {"", "ascii only, long enough to take the 8-byte path", "\xc3\xa9",
-                          "\xe2\x82\xac", "\xf0\x9f\x8e\xb5", "\xf4\x8f\xbf\xbf", "\xef\xbf\xbf"};
-    const char *bad[] = {"\x80",         "\xc0\xaf",     "\xc1\xbf",         "\xe0\x80\xaf",
+    const char *good[] = {"",
+                          "ascii only, long enough to take the 8-byte path",
+                          "\xc3\xa9",
+                          "\xe2\x82\xac",
+                          "\xf0\x9f\x8e\xb5",
+                          "\xf4\x8f\xbf\xbf",
+                          "\xef\xbf\xbf"};
+    const char *bad[] = {"\x80",         "\xc0\xaf",         "\xc1\xbf",         "\xe0\x80\xaf",
                          "\xed\xa0\x80", "\xf0\x80\x80\x80", "\xf4\x90\x80\x80", "\xf5\x80\x80\x80",
-                         "\xc3",         "\xe2\x82",     "abcdefgh\xff",     "\xc3\x28"};
+                         "\xc3",         "\xe2\x82",         "abcdefgh\xff",     "\xc3\x28"};
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
         cr_assert(gw_utf8_valid(good[i], strlen(good[i])), "good[%zu]", i);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)

@@ -42,7 +42,7 @@ Test(gw_pending, deadline_order)
     gw_pending_node_t n[5];
     int64_t deadlines[5] = {50, 10, 30, 30, 70};
     for (int i = 0; i < 5; i++)
-        cr_assert_eq(gw_pending_add(p, &n[i], (uint64_t) i + 1, deadlines[i]), 0);
+        cr_assert_eq(gw_pending_add(p, &n[i], (uint64_t)i + 1, deadlines[i]), 0);
     int64_t last = 0;
     uint64_t order[5];
     for (int i = 0; i < 5; i++) {
@@ -74,7 +74,7 @@ Test(gw_pending, random_against_model)
         int what = rand() % 3;
         if (!in[i]) {
             /* sequential rids with random gaps collide in the table often */
-            next_rid += (uint64_t) (rand() % 3 == 0 ? 1 : 1 + rand() % 1000);
+            next_rid += (uint64_t)(rand() % 3 == 0 ? 1 : 1 + rand() % 1000);
             cr_assert_eq(gw_pending_add(p, &nodes[i], next_rid, r), 0);
             in[i] = true;
             rid_of[i] = next_rid;

@@ -8,7 +8,7 @@
 static json_t *s_write(int status, const char *type, const char *detail, const char *field)
 {
     gw_buf_t out = GW_BUF_INIT;
-    gw_problem_write(&out, status, type, (size_t) -1, detail, (size_t) -1, field, (size_t) -1);
+    gw_problem_write(&out, status, type, (size_t)-1, detail, (size_t)-1, field, (size_t)-1);
     json_error_t jerr;
     json_t *doc = json_loadb(out.data, out.len, JSON_REJECT_DUPLICATES, &jerr);
     cr_assert_not_null(doc, "not JSON: %s (%s)", out.data, jerr.text);
@@ -20,8 +20,8 @@ static json_t *s_write(int status, const char *type, const char *detail, const c
 Test(gw_problem, usage)
 {
     gw_buf_t out = GW_BUF_INIT;
-    gw_problem_write(&out, 400, NULL, 0, "body.title: must be a string", (size_t) -1,
-                     "body.title", (size_t) -1);
+    gw_problem_write(&out, 400, NULL, 0, "body.title: must be a string", (size_t)-1, "body.title",
+                     (size_t)-1);
     cr_assert_str_eq(out.data, "{\"type\":\"about:blank\",\"title\":\"Bad Request\",\"status\":400,"
                                "\"detail\":\"body.title: must be a string\","
                                "\"field\":\"body.title\"}");

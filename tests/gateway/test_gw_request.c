@@ -10,7 +10,8 @@
 #include "request.h"
 #include "routes.h"
 
-static const char s_doc[] = "{\"paths\":{"
+static const char s_doc[] =
+    "{\"paths\":{"
     "\"/v1/albums/{id}/tracks\":{\"get\":{\"x-service\":\"catalog\",\"x-op\":\"album.tracks\","
     "  \"parameters\":["
     "    {\"name\":\"id\",\"in\":\"path\",\"required\":true,"
@@ -84,8 +85,7 @@ static void s_destroy(fixture_t *f)
 }
 
 /*  Packs the request; returns its rc. On success decodes it into f->req. */
-static int s_pack(fixture_t *f, const char *method, const char *path, query_t *q,
-                  const char *body)
+static int s_pack(fixture_t *f, const char *method, const char *path, query_t *q, const char *body)
 {
     gw_match_t m;
     cr_assert_eq(gw_routes_match(f->routes, method, path, &m), 0, "%s %s", method, path);
@@ -142,8 +142,8 @@ Test(gw_request, usage)
 Test(gw_request, query_parameters_are_typed)
 {
     fixture_t *f = s_new();
-    const char *bad_ints[] = {"", "1x", "x", "+5", " 5", "5 ", "0x10", "1.0", "1e2",
-                              "99999999999999999999"};
+    const char *bad_ints[] = {"",   "1x",   "x",   "+5",  " 5",
+                              "5 ", "0x10", "1.0", "1e2", "99999999999999999999"};
     for (size_t i = 0; i < sizeof bad_ints / sizeof bad_ints[0]; i++) {
         query_t q = {{{"limit", bad_ints[i]}}};
         s_expect_400(f, "GET", "/v1/albums/a/tracks", &q, NULL, "limit", "must be an integer");
@@ -181,14 +181,12 @@ Test(gw_request, comma_separated_arrays)
     cr_assert_eq(x, -2);
 
     s_expect_400(f, "GET", "/v1/tracks", &(query_t){{{"n", "1"}}}, NULL, "ids", "is required");
-    s_expect_400(f, "GET", "/v1/tracks", &(query_t){{{"ids", ""}}}, NULL, "ids",
-                 "at least 1 item");
+    s_expect_400(f, "GET", "/v1/tracks", &(query_t){{{"ids", ""}}}, NULL, "ids", "at least 1 item");
     s_expect_400(f, "GET", "/v1/tracks", &(query_t){{{"ids", "a,b,c,d"}}}, NULL, "ids",
                  "at most 3 items");
     s_expect_400(f, "GET", "/v1/tracks", &(query_t){{{"ids", "a,,b"}}}, NULL, "ids[1]",
                  "must not be empty");
-    s_expect_400(f, "GET", "/v1/tracks", &(query_t){{{"ids", "a,b,a"}}}, NULL, "ids[2]",
-                 "unique");
+    s_expect_400(f, "GET", "/v1/tracks", &(query_t){{{"ids", "a,b,a"}}}, NULL, "ids[2]", "unique");
     s_expect_400(f, "GET", "/v1/tracks", &(query_t){{{"ids", "a"}, {"n", "1,x"}}}, NULL, "n[1]",
                  "must be an integer");
     s_destroy(f);
@@ -197,9 +195,10 @@ Test(gw_request, comma_separated_arrays)
 Test(gw_request, json_body)
 {
     fixture_t *f = s_new();
-    cr_assert_eq(s_pack(f, "POST", "/v1/tracks", NULL,
-                        "{\"title\":\"Caf\\u00e9\",\"tags\":[1,2.5,null,true],\"meta\":{\"a\":{}}}"),
-                 0, "%s", f->err.detail);
+    cr_assert_eq(
+        s_pack(f, "POST", "/v1/tracks", NULL,
+               "{\"title\":\"Caf\\u00e9\",\"tags\":[1,2.5,null,true],\"meta\":{\"a\":{}}}"),
+        0, "%s", f->err.detail);
     const msgpack_object *body = mb_map_get(f->req.args, "body");
     cr_assert_eq(body->type, MSGPACK_OBJECT_MAP);
     cr_assert(mb_obj_str_eq(mb_map_get(body, "title"), "Caf\xc3\xa9"));
@@ -239,7 +238,7 @@ Test(gw_request, deep_and_huge_bodies_are_refused_cleanly)
     /* 24 levels in all are fine; 25 are not; 100 000 do not crash. */
     char ok[256], deep[256];
     int n = snprintf(ok, sizeof ok, "{\"title\":\"a\",\"meta\":");
-    memcpy(deep, ok, (size_t) n);
+    memcpy(deep, ok, (size_t)n);
     int m = n;
     for (int i = 0; i < GW_JSON_MAX_DEPTH - 1; i++)
         ok[n++] = '[';
@@ -267,9 +266,9 @@ Test(gw_request, deep_and_huge_bodies_are_refused_cleanly)
     /* A 1 MiB array of numbers is packed whole. */
     size_t count = 200000;
     char *huge = malloc(count * 5 + 64);
-    size_t len = (size_t) sprintf(huge, "{\"title\":\"a\",\"tags\":[");
+    size_t len = (size_t)sprintf(huge, "{\"title\":\"a\",\"tags\":[");
     for (size_t i = 0; i < count; i++)
-        len += (size_t) sprintf(huge + len, "%s%zu", i ? "," : "", i % 1000);
+        len += (size_t)sprintf(huge + len, "%s%zu", i ? "," : "", i % 1000);
     strcpy(huge + len, "]}");
     cr_assert_eq(s_pack(f, "POST", "/v1/tracks", NULL, huge), 0, "%s", f->err.detail);
     cr_assert_eq(mb_map_get(mb_map_get(f->req.args, "body"), "tags")->via.array.size, count);

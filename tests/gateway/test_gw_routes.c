@@ -5,7 +5,8 @@
 #include "openapi_embed.h"
 #include "routes.h"
 
-static const char s_doc[] = "{\"openapi\":\"3.1.0\",\"paths\":{"
+static const char s_doc[] =
+    "{\"openapi\":\"3.1.0\",\"paths\":{"
     "\"/v1/tracks\":{"
     "  \"get\":{\"x-service\":\"catalog\",\"x-op\":\"track.get_many\",\"x-access\":\"public\","
     "    \"parameters\":[{\"$ref\":\"#/components/parameters/Ids\"}]},"
@@ -177,7 +178,7 @@ Test(gw_routes, embedded_openapi_document)
 {
     char err[256] = "";
     gw_routes_t *routes =
-        gw_routes_new((const char *) gw_openapi_json, gw_openapi_json_len, err, sizeof err);
+        gw_routes_new((const char *)gw_openapi_json, gw_openapi_json_len, err, sizeof err);
     cr_assert_not_null(routes, "embedded document: %s", err);
     gw_match_t m;
     cr_assert_eq(gw_routes_match(routes, "GET", "/healthz", &m), 0);

@@ -49,7 +49,7 @@ static void s_expect(fixture_t *f, const gw_schema_t *schema, const char *value_
     memset(&err, 0, sizeof err);
     int rc = gw_schema_validate(schema, value, "body", &err);
     json_decref(value);
-    (void) f;
+    (void)f;
     if (!field) {
         cr_assert_eq(rc, 0, "%s rejected: %s", value_text, err.detail);
         return;
@@ -199,7 +199,7 @@ Test(gw_validate, unique_items_long_array)
     cr_assert_eq(gw_schema_validate(s, array, "ids", &err), 0);
     json_array_append_new(array, json_pack("{s:i}", "k", 1));
     json_array_append_new(array, json_pack("{s:i}", "k", 1)); /* index 5001 */
-    json_array_append_new(array, json_integer(17));          /* index 5002 */
+    json_array_append_new(array, json_integer(17));           /* index 5002 */
     cr_assert_eq(gw_schema_validate(s, array, "ids", &err), MB_EINVAL);
     cr_assert_str_eq(err.field, "ids[5001]");
     json_decref(array);
@@ -211,7 +211,8 @@ Test(gw_validate, refs_shared_and_recursive)
     fixture_t f = s_fixture(
         "{\"components\":{\"schemas\":{"
         "\"Id\":{\"type\":\"string\",\"maxLength\":3},"
-        "\"Node\":{\"type\":\"object\",\"properties\":{\"id\":{\"$ref\":\"#/components/schemas/Id\"},"
+        "\"Node\":{\"type\":\"object\",\"properties\":{\"id\":{\"$ref\":\"#/components/schemas/"
+        "Id\"},"
         "\"children\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/Node\"}}}},"
         "\"a/b\":{\"type\":\"boolean\"}}}}");
     const gw_schema_t *node = s_compile(&f, "{\"$ref\":\"#/components/schemas/Node\"}");
