@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # scripts/lib.sh — shell code shared by scripts/up and scripts/test.
 # Sourced, never run. Sets MB_ROOT to the top of the checkout.
 
@@ -6,6 +7,7 @@ MB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Packages every build needs. libcriterion-dev is among them because the
 # top-level CMake configure step looks for Criterion (tests/CMakeLists.txt)
 # even when only the executables are built.
+# shellcheck disable=SC2034 # used by the scripts that source this file
 MB_BUILD_PACKAGES=(build-essential cmake pkg-config libzmq3-dev libczmq-dev
     liblmdb-dev libmsgpack-dev libsodium-dev libmicrohttpd-dev libjansson-dev
     libcriterion-dev)

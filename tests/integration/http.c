@@ -159,7 +159,8 @@ static int s_transfer_finish(s_transfer_t **t_p, CURLcode rc)
             res->json = json_loadb(res->body, res->body_len, JSON_DECODE_ANY, NULL);
     } else {
         res->status = 0;
-        snprintf(res->error, sizeof res->error, "%s", t->errbuf[0] ? t->errbuf : curl_easy_strerror(rc));
+        snprintf(res->error, sizeof res->error, "%s",
+                 t->errbuf[0] ? t->errbuf : curl_easy_strerror(rc));
     }
     curl_slist_free_all(t->headers);
     curl_easy_cleanup(t->easy);
@@ -206,7 +207,8 @@ static long s_now_ms(void)
     return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
-size_t it_http_many(it_http_req_t *reqs, size_t n, long timeout_ms, it_http_tick_fn *tick, void *arg)
+size_t it_http_many(it_http_req_t *reqs, size_t n, long timeout_ms, it_http_tick_fn *tick,
+                    void *arg)
 {
     pthread_once(&s_once, s_global_init);
     CURLM *multi = curl_multi_init();

@@ -21,14 +21,14 @@
 #define IT_HTTP_TIMEOUT_MS 10000
 
 typedef struct {
-    long status;          /* HTTP status, 0 when the transfer failed */
-    char *content_type;   /* media type without parameters, lower case; owned, may be NULL */
-    char *body;           /* the response body, NUL-terminated; owned, never NULL */
+    long status;        /* HTTP status, 0 when the transfer failed */
+    char *content_type; /* media type without parameters, lower case; owned, may be NULL */
+    char *body;         /* the response body, NUL-terminated; owned, never NULL */
     size_t body_len;
-    json_t *json;         /* the body parsed as exactly one JSON document, else NULL; owned */
-    char *allow;          /* value of the Allow header; owned, may be NULL */
-    long elapsed_ms;      /* from sending to the end of the response */
-    char error[256];      /* libcurl's reason when status is 0, else "" */
+    json_t *json;    /* the body parsed as exactly one JSON document, else NULL; owned */
+    char *allow;     /* value of the Allow header; owned, may be NULL */
+    long elapsed_ms; /* from sending to the end of the response */
+    char error[256]; /* libcurl's reason when status is 0, else "" */
 } it_http_res_t;
 
 /*  Sends one request and waits for the whole response. `body` (len bytes)
@@ -47,11 +47,11 @@ void it_http_res_release(it_http_res_t *res);
 
 /*  One request of a batch run by it_http_many(). */
 typedef struct {
-    const char *method;   /* set by the caller */
-    char *url;            /* set by the caller; borrowed */
-    const char *body;     /* JSON body or NULL; borrowed */
-    it_http_res_t res;    /* filled by it_http_many() */
-    int completions;      /* times libcurl reported this transfer done (must be 1) */
+    const char *method; /* set by the caller */
+    char *url;          /* set by the caller; borrowed */
+    const char *body;   /* JSON body or NULL; borrowed */
+    it_http_res_t res;  /* filled by it_http_many() */
+    int completions;    /* times libcurl reported this transfer done (must be 1) */
 } it_http_req_t;
 
 /*  Called about every 20 ms while a batch runs, with the milliseconds
@@ -61,7 +61,8 @@ typedef void(it_http_tick_fn)(void *arg, long elapsed_ms);
 /*  Runs the n requests at once over separate connections and waits for
     all of them, at most timeout_ms each. Returns the number of requests
     that got an HTTP response. `tick` may be NULL. */
-size_t it_http_many(it_http_req_t *reqs, size_t n, long timeout_ms, it_http_tick_fn *tick, void *arg);
+size_t it_http_many(it_http_req_t *reqs, size_t n, long timeout_ms, it_http_tick_fn *tick,
+                    void *arg);
 
 /*  Convenience readers of a parsed body: the string, integer or value at
     key `key` of res->json, or NULL / -1 when absent or of another type. */

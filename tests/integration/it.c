@@ -13,13 +13,14 @@ void it_assert_problem(const it_http_res_t *res, long expect, const char *what)
     cr_assert(res->content_type && strcmp(res->content_type, "application/problem+json") == 0,
               "%s: an error must be application/problem+json, got %s: %.400s", what,
               res->content_type ? res->content_type : "(none)", res->body);
-    cr_assert(json_is_object(res->json), "%s: the problem is not a JSON object: %.400s", what, res->body);
+    cr_assert(json_is_object(res->json), "%s: the problem is not a JSON object: %.400s", what,
+              res->body);
     cr_assert_eq(it_json_int(res->json, "status"), expect, "%s: problem.status is not %ld: %.400s",
                  what, expect, res->body);
     const char *type = it_json_str(res->json, "type");
     const char *title = it_json_str(res->json, "title");
-    cr_assert(type && *type && title && *title, "%s: a problem has a type and a title: %.400s", what,
-              res->body);
+    cr_assert(type && *type && title && *title, "%s: a problem has a type and a title: %.400s",
+              what, res->body);
 }
 
 static void s_send(it_http_res_t *res, it_stack_t *stack, const char *method, const char *path,
@@ -62,8 +63,8 @@ json_t *it_problem(it_stack_t *stack, const char *method, const char *path, json
     json_t *problem = it_call(stack, method, path, body, expect);
     if (field) {
         const char *got = it_json_str(problem, "field");
-        cr_assert(got && strcmp(got, field) == 0, "%s %s: expected field \"%s\", got \"%s\"", method,
-                  path, field, got ? got : "(none)");
+        cr_assert(got && strcmp(got, field) == 0, "%s %s: expected field \"%s\", got \"%s\"",
+                  method, path, field, got ? got : "(none)");
     }
     return problem;
 }

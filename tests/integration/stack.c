@@ -23,8 +23,8 @@
 
 typedef struct {
     it_kind_t kind;
-    pid_t pid;   /* 0 once reaped */
-    int status;  /* wait status once reaped */
+    pid_t pid;  /* 0 once reaped */
+    int status; /* wait status once reaped */
 } s_proc_t;
 
 struct it_stack {
@@ -35,7 +35,7 @@ struct it_stack {
     it_stack_opts_t opts;
     s_proc_t procs[IT_MAX_PROCS];
     int nprocs;
-    unsigned seq;            /* makes every ready file name unique */
+    unsigned seq; /* makes every ready file name unique */
 };
 
 static const char *s_kind_names[] = {"broker", "catalog", "gateway"};
@@ -71,7 +71,8 @@ static void s_describe_status(int status, char *out, size_t size)
     if (WIFEXITED(status))
         snprintf(out, size, "exit %d", WEXITSTATUS(status));
     else if (WIFSIGNALED(status))
-        snprintf(out, size, "killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+        snprintf(out, size, "killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
     else
         snprintf(out, size, "status 0x%x", status);
 }
@@ -213,7 +214,8 @@ int it_stack_start(it_stack_t *self, it_kind_t kind, const char *bind)
     }
     char exe[PATH_MAX + 64], ready[PATH_MAX + 64], num1[32], num2[32], num3[32];
     snprintf(exe, sizeof exe, "%s/%s", self->bin_dir, s_kind_exes[kind]);
-    snprintf(ready, sizeof ready, "%s/run/%s-%u.ready", self->data_dir, s_kind_names[kind], ++self->seq);
+    snprintf(ready, sizeof ready, "%s/run/%s-%u.ready", self->data_dir, s_kind_names[kind],
+             ++self->seq);
     snprintf(num1, sizeof num1, "%d", IT_HEARTBEAT_MS);
     snprintf(num2, sizeof num2, "%d", self->opts.liveness > 0 ? self->opts.liveness : IT_LIVENESS);
     char *argv[16];
@@ -341,7 +343,8 @@ it_stack_t *it_stack_new(const it_stack_opts_t *opts)
     }
     snprintf(self->bin_dir, sizeof self->bin_dir, "%s", bin);
     const char *tmp = getenv("TMPDIR");
-    snprintf(self->data_dir, sizeof self->data_dir, "%s/musicbus-it.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    snprintf(self->data_dir, sizeof self->data_dir, "%s/musicbus-it.XXXXXX",
+             tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(self->data_dir)) {
         s_say("mkdtemp %s: %s", self->data_dir, strerror(errno));
         free(self);

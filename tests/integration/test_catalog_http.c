@@ -76,7 +76,8 @@ static void s_assert_positions(const json_t *page, const int (*pos)[2], size_t n
 {
     const json_t *items = json_object_get(page, "items");
     cr_assert(json_is_array(items), "a page has items");
-    cr_assert_eq(json_array_size(items), n, "expected %zu items, got %zu", n, json_array_size(items));
+    cr_assert_eq(json_array_size(items), n, "expected %zu items, got %zu", n,
+                 json_array_size(items));
     for (size_t i = 0; i < n; i++) {
         const json_t *t = json_array_get(items, i);
         cr_assert_eq(it_json_int(t, "disc_number"), pos[i][0], "item %zu: disc", i);
@@ -87,9 +88,9 @@ static void s_assert_positions(const json_t *page, const int (*pos)[2], size_t n
 Test(catalog_http, create_and_browse)
 {
     /* An artist, as it comes back from create and from get. */
-    json_t *artist = it_call(s_stack, "POST", "/v1/artists",
-                             it_pack("{s:s, s:[s,s]}", "name", "Nina Simone", "genres", "jazz", "soul"),
-                             201);
+    json_t *artist =
+        it_call(s_stack, "POST", "/v1/artists",
+                it_pack("{s:s, s:[s,s]}", "name", "Nina Simone", "genres", "jazz", "soul"), 201);
     char *artist_id = it_str(artist, "id");
     cr_assert_str_eq(it_json_str(artist, "name"), "Nina Simone");
     cr_assert_eq(json_array_size(json_object_get(artist, "genres")), 2);
@@ -145,7 +146,8 @@ Test(catalog_http, create_and_browse)
     page = it_call(s_stack, "GET", path, NULL, 200);
     cr_assert_eq(it_json_int(page, "total"), 1);
     cr_assert_eq(json_array_size(json_object_get(page, "items")), 1);
-    cr_assert_str_eq(it_json_str(json_array_get(json_object_get(page, "items"), 0), "id"), album_id);
+    cr_assert_str_eq(it_json_str(json_array_get(json_object_get(page, "items"), 0), "id"),
+                     album_id);
     json_decref(page);
     free(path);
 
@@ -165,7 +167,8 @@ Test(catalog_http, create_and_browse)
     json_t *track = it_call(s_stack, "GET", path, NULL, 200);
     cr_assert_str_eq(it_json_str(track, "album_id"), album_id);
     cr_assert_str_eq(it_json_str(track, "title"), "disc 1 track 3");
-    cr_assert_eq(json_is_false(json_object_get(track, "explicit")), 1, "explicit defaults to false");
+    cr_assert_eq(json_is_false(json_object_get(track, "explicit")), 1,
+                 "explicit defaults to false");
     cr_assert_eq(it_json_int(track, "duration_ms"), 180003);
     json_decref(track);
     free(path);
@@ -274,10 +277,9 @@ Test(catalog_http, patch)
     free(path);
 
     /* null clears an optional field of an album. */
-    json_t *album = it_call(s_stack, "POST", "/v1/albums",
-                            it_pack("{s:s, s:[s], s:s}", "title", "A", "artist_ids", artist_id,
-                                    "label", "Label"),
-                            201);
+    json_t *album = it_call(
+        s_stack, "POST", "/v1/albums",
+        it_pack("{s:s, s:[s], s:s}", "title", "A", "artist_ids", artist_id, "label", "Label"), 201);
     char *album_id = it_str(album, "id");
     path = s_path("/v1/albums/%s", album_id);
     patched = it_call(s_stack, "PATCH", path, it_pack("{s:n}", "label"), 200);
@@ -306,7 +308,8 @@ Test(catalog_http, patch)
     json_decref(it_call(s_stack, "PATCH", path, it_pack("{s:i}", "track_number", 3), 409));
     free(path);
 
-    json_decref(it_call(s_stack, "PATCH", "/v1/artists/" NO_SUCH_ID, it_pack("{s:s}", "name", "x"), 404));
+    json_decref(
+        it_call(s_stack, "PATCH", "/v1/artists/" NO_SUCH_ID, it_pack("{s:s}", "name", "x"), 404));
 
     free(t1);
     free(t2);
@@ -369,11 +372,16 @@ Test(catalog_http, not_found_and_method_not_allowed)
 
 Test(catalog_http, bad_requests_name_the_field)
 {
-    json_decref(it_problem(s_stack, "POST", "/v1/artists", it_pack("{s:i}", "name", 5), 400, "body.name"));
-    json_decref(it_problem(s_stack, "POST", "/v1/artists", it_pack("{s:s}", "name", ""), 400, "body.name"));
-    json_decref(it_problem(s_stack, "GET", "/v1/albums/" NO_SUCH_ID "/tracks?limit=0", NULL, 400, "limit"));
-    json_decref(it_problem(s_stack, "GET", "/v1/albums/" NO_SUCH_ID "/tracks?limit=ten", NULL, 400, "limit"));
-    json_decref(it_problem(s_stack, "GET", "/v1/artists/" NO_SUCH_ID "/albums?offset=-1", NULL, 400, "offset"));
+    json_decref(
+        it_problem(s_stack, "POST", "/v1/artists", it_pack("{s:i}", "name", 5), 400, "body.name"));
+    json_decref(
+        it_problem(s_stack, "POST", "/v1/artists", it_pack("{s:s}", "name", ""), 400, "body.name"));
+    json_decref(
+        it_problem(s_stack, "GET", "/v1/albums/" NO_SUCH_ID "/tracks?limit=0", NULL, 400, "limit"));
+    json_decref(it_problem(s_stack, "GET", "/v1/albums/" NO_SUCH_ID "/tracks?limit=ten", NULL, 400,
+                           "limit"));
+    json_decref(it_problem(s_stack, "GET", "/v1/artists/" NO_SUCH_ID "/albums?offset=-1", NULL, 400,
+                           "offset"));
 
     char *artist_id = s_new_artist("Validator");
     char *album_id = s_new_album("Checks", artist_id);
@@ -382,24 +390,26 @@ Test(catalog_http, bad_requests_name_the_field)
                                    artist_id, "album_id", album_id, "track_number", 1,
                                    "duration_ms", 1000, "isrc", "not-an-isrc"),
                            400, "body.isrc"));
-    json_decref(it_problem(s_stack, "POST", "/v1/tracks",
-                           it_pack("{s:s, s:[s], s:s, s:i, s:i}", "title", "t", "artist_ids",
-                                   artist_id, "album_id", album_id, "track_number", 0,
-                                   "duration_ms", 1000),
-                           400, "body.track_number"));
+    json_decref(
+        it_problem(s_stack, "POST", "/v1/tracks",
+                   it_pack("{s:s, s:[s], s:s, s:i, s:i}", "title", "t", "artist_ids", artist_id,
+                           "album_id", album_id, "track_number", 0, "duration_ms", 1000),
+                   400, "body.track_number"));
     /* Ids that name nothing are a 400 too, from the catalog this time. */
-    json_t *problem = it_problem(s_stack, "POST", "/v1/albums",
-                                 it_pack("{s:s, s:[s]}", "title", "x", "artist_ids", NO_SUCH_ID), 400,
-                                 NULL);
+    json_t *problem =
+        it_problem(s_stack, "POST", "/v1/albums",
+                   it_pack("{s:s, s:[s]}", "title", "x", "artist_ids", NO_SUCH_ID), 400, NULL);
     const char *field = it_json_str(problem, "field");
-    cr_assert(field && strncmp(field, "body.artist_ids", 15) == 0, "field: %s", field ? field : "(none)");
+    cr_assert(field && strncmp(field, "body.artist_ids", 15) == 0, "field: %s",
+              field ? field : "(none)");
     json_decref(problem);
     /* Two tracks at one position: conflict. */
     free(s_new_track("first", artist_id, album_id, 1, 1));
-    json_decref(it_call(s_stack, "POST", "/v1/tracks",
-                        it_pack("{s:s, s:[s], s:s, s:i, s:i}", "title", "again", "artist_ids",
-                                artist_id, "album_id", album_id, "track_number", 1, "duration_ms", 1),
-                        409));
+    json_decref(
+        it_call(s_stack, "POST", "/v1/tracks",
+                it_pack("{s:s, s:[s], s:s, s:i, s:i}", "title", "again", "artist_ids", artist_id,
+                        "album_id", album_id, "track_number", 1, "duration_ms", 1),
+                409));
     free(album_id);
     free(artist_id);
 }

@@ -27,12 +27,12 @@ static void s_sleep_ms(long ms)
 /* ---- kill -9 of the worker holding a request ------------------------------ */
 
 #define HELD_REQUESTS 8
-#define LIVENESS 10        /* the frozen worker counts as alive for 1 s */
-#define KILL_AFTER_MS 300  /* well within that second */
+#define LIVENESS 10       /* the frozen worker counts as alive for 1 s */
+#define KILL_AFTER_MS 300 /* well within that second */
 #define REPLY_DEADLINE_MS 5000
 
 typedef struct {
-    int victim;  /* handle of the stopped worker */
+    int victim; /* handle of the stopped worker */
     bool killed;
 } s_killer_t;
 
@@ -76,15 +76,18 @@ Test(failover, kill9_of_the_worker_holding_a_request)
         reqs[i].url = it_stack_url(s_stack, path);
     }
     long t0 = it_now_ms();
-    size_t answered = it_http_many(reqs, HELD_REQUESTS, REPLY_DEADLINE_MS, s_kill_mid_flight, &killer);
+    size_t answered =
+        it_http_many(reqs, HELD_REQUESTS, REPLY_DEADLINE_MS, s_kill_mid_flight, &killer);
     long elapsed = it_now_ms() - t0;
     cr_assert(killer.killed, "the worker was killed mid-flight");
 
     long slowest = 0;
     for (int i = 0; i < HELD_REQUESTS; i++) {
         it_http_res_t *res = &reqs[i].res;
-        cr_assert_eq(reqs[i].completions, 1, "request %d completed %d times", i, reqs[i].completions);
-        cr_assert_eq(res->status, 200, "request %d: %ld (%s) %s", i, res->status, res->error, res->body);
+        cr_assert_eq(reqs[i].completions, 1, "request %d completed %d times", i,
+                     reqs[i].completions);
+        cr_assert_eq(res->status, 200, "request %d: %ld (%s) %s", i, res->status, res->error,
+                     res->body);
         cr_assert_str_eq(it_json_str(res->json, "id"), ids[i], "request %d got another's reply", i);
         if (res->elapsed_ms > slowest)
             slowest = res->elapsed_ms;
@@ -95,7 +98,8 @@ Test(failover, kill9_of_the_worker_holding_a_request)
     cr_assert_geq(slowest, KILL_AFTER_MS,
                   "no request waited for the kill (slowest %ld ms): the frozen worker held none",
                   slowest);
-    fprintf(stderr, "it: kill -9: %d requests in %ld ms, slowest %ld ms\n", HELD_REQUESTS, elapsed, slowest);
+    fprintf(stderr, "it: kill -9: %d requests in %ld ms, slowest %ld ms\n", HELD_REQUESTS, elapsed,
+            slowest);
 
     int status = it_stack_wait(s_stack, killer.victim, 5000);
     cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "the victim died of SIGKILL");
@@ -138,7 +142,8 @@ Test(failover, no_worker_gives_503_or_504_in_time)
         it_assert_problem(&res, res.status, paths[i]);
         /* The gateway's deadline is 1 s; allow for a slow (sanitizer) build. */
         cr_assert_lt(elapsed, 3000, "%s answered in %ld ms", paths[i], elapsed);
-        fprintf(stderr, "it: no worker: %s %s -> %ld in %ld ms\n", methods[i], paths[i], res.status, elapsed);
+        fprintf(stderr, "it: no worker: %s %s -> %ld in %ld ms\n", methods[i], paths[i], res.status,
+                elapsed);
         it_http_res_release(&res);
         free(url);
     }
@@ -158,7 +163,8 @@ Test(failover, broker_restart_workers_and_gateway_reconnect)
     snprintf(endpoint, sizeof endpoint, "%s", it_stack_endpoint(s_stack));
     int broker = it_stack_find(s_stack, IT_BROKER, 0);
     int status = it_stack_stop(s_stack, broker, IT_STOP_TIMEOUT_MS);
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the broker exits 0 on SIGTERM (0x%x)", status);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the broker exits 0 on SIGTERM (0x%x)",
+              status);
 
     /* Down for a while: requests fail (503/504 from the gateway), never hang. */
     char *path = NULL;
@@ -166,10 +172,12 @@ Test(failover, broker_restart_workers_and_gateway_reconnect)
     char *url = it_stack_url(s_stack, path);
     it_http_res_t res;
     it_http(&res, "GET", url, NULL, NULL, 0, 15000);
-    cr_assert(res.status == 503 || res.status == 504, "with no broker: %ld %s", res.status, res.body);
+    cr_assert(res.status == 503 || res.status == 504, "with no broker: %ld %s", res.status,
+              res.body);
     it_http_res_release(&res);
 
-    cr_assert_geq(it_stack_start(s_stack, IT_BROKER, endpoint), 0, "a broker restarts on %s", endpoint);
+    cr_assert_geq(it_stack_start(s_stack, IT_BROKER, endpoint), 0, "a broker restarts on %s",
+                  endpoint);
     cr_assert_str_eq(it_stack_endpoint(s_stack), endpoint);
 
     long t0 = it_now_ms();

@@ -31,21 +31,24 @@ Test(lifecycle, acknowledged_writes_survive_kill9_of_every_process)
     s_stack = it_stack_new(&opts);
     cr_assert(s_stack, "the stack did not start");
 
-    json_t *artist = it_call(s_stack, "POST", "/v1/artists", it_pack("{s:s}", "name", "Durable"), 201);
+    json_t *artist =
+        it_call(s_stack, "POST", "/v1/artists", it_pack("{s:s}", "name", "Durable"), 201);
     char *artist_id = it_str(artist, "id");
-    json_t *album = it_call(s_stack, "POST", "/v1/albums",
-                            it_pack("{s:s, s:[s]}", "title", "On Disk", "artist_ids", artist_id), 201);
+    json_t *album =
+        it_call(s_stack, "POST", "/v1/albums",
+                it_pack("{s:s, s:[s]}", "title", "On Disk", "artist_ids", artist_id), 201);
     char *album_id = it_str(album, "id");
-    json_t *track = it_call(s_stack, "POST", "/v1/tracks",
-                            it_pack("{s:s, s:[s], s:s, s:i, s:i}", "title", "Synced", "artist_ids",
-                                    artist_id, "album_id", album_id, "track_number", 1,
-                                    "duration_ms", 1234),
-                            201);
+    json_t *track =
+        it_call(s_stack, "POST", "/v1/tracks",
+                it_pack("{s:s, s:[s], s:s, s:i, s:i}", "title", "Synced", "artist_ids", artist_id,
+                        "album_id", album_id, "track_number", 1, "duration_ms", 1234),
+                201);
     char *track_id = it_str(track, "id");
     /* The last acknowledged write is a PATCH: updates must be durable too. */
     char path[128];
     snprintf(path, sizeof path, "/v1/artists/%s", artist_id);
-    json_t *patched = it_call(s_stack, "PATCH", path, it_pack("{s:s}", "name", "Still Durable"), 200);
+    json_t *patched =
+        it_call(s_stack, "PATCH", path, it_pack("{s:s}", "name", "Still Durable"), 200);
 
     /* No SIGTERM, no chance to flush: kill -9, all at once. */
     it_stack_kill_all(s_stack);
@@ -81,13 +84,16 @@ Test(lifecycle, every_process_exits_0_on_sigterm)
     cr_assert(s_stack, "the stack did not start");
     /* Some work first, so each process has something behind it. */
     for (int i = 0; i < 4; i++)
-        json_decref(it_call(s_stack, "POST", "/v1/artists", it_pack("{s:s}", "name", "Quitter"), 201));
+        json_decref(
+            it_call(s_stack, "POST", "/v1/artists", it_pack("{s:s}", "name", "Quitter"), 201));
 
     static const struct {
         it_kind_t kind;
         int nth;
         const char *name;
-    } order[] = {{IT_GATEWAY, 0, "gateway"}, {IT_CATALOG, 1, "catalog 2"}, {IT_CATALOG, 0, "catalog 1"},
+    } order[] = {{IT_GATEWAY, 0, "gateway"},
+                 {IT_CATALOG, 1, "catalog 2"},
+                 {IT_CATALOG, 0, "catalog 1"},
                  {IT_BROKER, 0, "broker"}};
     int procs[4];
     for (int i = 0; i < 4; i++) {

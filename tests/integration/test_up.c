@@ -83,7 +83,8 @@ static void s_print_log(void)
 static void s_start_up(const char *scale)
 {
     const char *src = getenv("MUSICBUS_SOURCE_DIR");
-    cr_assert(src && getenv("MUSICBUS_BIN_DIR"), "run through ctest (MUSICBUS_SOURCE_DIR, MUSICBUS_BIN_DIR)");
+    cr_assert(src && getenv("MUSICBUS_BIN_DIR"),
+              "run through ctest (MUSICBUS_SOURCE_DIR, MUSICBUS_BIN_DIR)");
     const char *tmp = getenv("TMPDIR");
     snprintf(s_dir, sizeof s_dir, "%s/musicbus-it-up.XXXXXX", tmp && *tmp ? tmp : "/tmp");
     cr_assert(mkdtemp(s_dir), "mkdtemp: %s", strerror(errno));
@@ -183,7 +184,8 @@ Test(up, runs_every_process_and_stops_them_all_on_sigterm)
     snprintf(url, sizeof url, "http://%s/v1/artists", addr);
     it_http_res_t res;
     it_http(&res, "POST", url, "application/json", "{\"name\":\"Up\"}", 13, 0);
-    cr_assert_eq(res.status, 201, "POST through scripts/up's stack: %ld %s %s", res.status, res.error, res.body);
+    cr_assert_eq(res.status, 201, "POST through scripts/up's stack: %ld %s %s", res.status,
+                 res.error, res.body);
     it_http_res_release(&res);
     struct stat st;
     char catalog_dir[sizeof s_data + 16];
@@ -194,13 +196,15 @@ Test(up, runs_every_process_and_stops_them_all_on_sigterm)
     int status = s_wait_up();
     if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
         s_print_log();
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "scripts/up exits 0 (status 0x%x)", status);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "scripts/up exits 0 (status 0x%x)",
+              status);
     cr_assert(s_log_has("up: stopped cleanly"));
     for (int i = 0; i < n; i++) {
         char line[sizeof names + 16];
         snprintf(line, sizeof line, "up: %s stopped", names[i]);
         cr_assert(s_log_has(line), "%s exited 0", names[i]);
-        cr_assert(kill(pids[i], 0) == -1 && errno == ESRCH, "%s (pid %d) is gone", names[i], (int)pids[i]);
+        cr_assert(kill(pids[i], 0) == -1 && errno == ESRCH, "%s (pid %d) is gone", names[i],
+                  (int)pids[i]);
     }
 }
 
@@ -215,8 +219,10 @@ Test(up, a_process_dying_stops_the_others_and_fails)
     kill(pids[2], SIGKILL);
 
     int status = s_wait_up();
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) != 0, "scripts/up fails (status 0x%x)", status);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) != 0, "scripts/up fails (status 0x%x)",
+              status);
     cr_assert(s_log_has("catalog.2 exited unexpectedly"));
     for (int i = 0; i < n; i++)
-        cr_assert(kill(pids[i], 0) == -1 && errno == ESRCH, "%s (pid %d) is gone", names[i], (int)pids[i]);
+        cr_assert(kill(pids[i], 0) == -1 && errno == ESRCH, "%s (pid %d) is gone", names[i],
+                  (int)pids[i]);
 }
