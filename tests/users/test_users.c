@@ -931,7 +931,7 @@ Test(users, executable_create_admin_and_refusing_to_start)
              bin, data);
     cr_assert_eq(s_run(cmd, out, sizeof out), 0, "created from stdin");
     cr_assert_eq(strlen(out), 22, "prints the id: '%s'", out);
-    char first[64];
+    char first[256];
     snprintf(first, sizeof first, "%s", out);
     snprintf(cmd, sizeof cmd,
              "MUSICBUS_ADMIN_PASSWORD=unused %s/musicbus-users --create-admin=BOSS@example.com "
