@@ -101,19 +101,28 @@ static void s_user_gone(mb_call_t *call, MDB_txn *txn)
 }
 
 /*  Loads the user named by `id` in `txn`. True with *rec (release it);
-    otherwise answered (404 or the LMDB error), `txn` aborted and *rec
-    released. */
-static bool s_load(mb_call_t *call, MDB_txn *txn, const char *id, users_record_t *rec)
+    otherwise answered (the LMDB error; for a missing user, 404, or 401
+    with `code_401` when given), `txn` aborted and *rec released. */
+static bool s_load_or(mb_call_t *call, MDB_txn *txn, const char *id, users_record_t *rec,
+                      const char *code_401)
 {
     int rc = users_store_load(s_self(call)->store, txn, id, strlen(id), rec);
     if (rc == 0)
         return true;
     users_record_release(rec);
-    if (rc == MDB_NOTFOUND)
+    if (rc == MDB_NOTFOUND && code_401) {
+        mdb_txn_abort(txn);
+        mb_call_error(call, 401, code_401, NULL, "this account no longer exists");
+    } else if (rc == MDB_NOTFOUND)
         s_user_gone(call, txn);
     else
         s_fail(call, txn, rc);
     return false;
+}
+
+static bool s_load(mb_call_t *call, MDB_txn *txn, const char *id, users_record_t *rec)
+{
+    return s_load_or(call, txn, id, rec, NULL);
 }
 
 /*  Writes `u` with a new updated_at, commits, and answers 200 with it.
@@ -296,7 +305,7 @@ static void s_handle_auth_login(mb_call_t *call)
 
     MDB_txn *txn = s_begin(call, true);
     users_record_t rec;
-    if (!txn || !s_load(call, txn, id, &rec))
+    if (!txn || !s_load_or(call, txn, id, &rec, "invalid_credentials"))
         return;
     users_user_t u = rec.user;
     int64_t now = (int64_t)time(NULL);
@@ -397,7 +406,7 @@ static void s_handle_auth_refresh(mb_call_t *call)
         return;
     }
     users_record_t rec;
-    if (!s_load(call, txn, s.user, &rec))
+    if (!s_load_or(call, txn, s.user, &rec, "invalid_refresh_token"))
         return;
     s.generation++;
     s.expires = now + self->refresh_ttl;
