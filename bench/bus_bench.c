@@ -16,8 +16,10 @@
 
     Usage:
       bus_bench [--broker PATH] [--duration SEC] [--windows 1,64]
-                [--workers 1,4] [--size BYTES]
+                [--workers 1,4] [--size BYTES] [--broker-arg ARG]...
     --broker defaults to musicbus-broker next to this executable.
+    --broker-arg passes one more argument to the broker
+    (--broker-arg=--worker-credit=1), up to 8 of them.
 
     Prints one table: mode, workers, in-flight, round trips/s, latency p50
     and p99 (microseconds), and the ratio to the direct echo with the same
@@ -555,7 +557,7 @@ static void s_usage(void)
 {
     fprintf(stderr,
             "usage: bus_bench [--broker PATH] [--duration SEC] [--windows 1,64]\n"
-            "                 [--workers 1,4] [--size BYTES]\n");
+            "                 [--workers 1,4] [--size BYTES] [--broker-arg ARG]...\n");
     exit(2);
 }
 
@@ -578,13 +580,16 @@ int main(int argc, char **argv)
     int workers[S_MAX_LIST] = {1, 4}, n_workers = 2;
     int duration_ms = 3000;
     size_t size = 100;
+    char *broker_args[S_MAX_LIST];
+    int n_broker_args = 0;
     static const struct option opts[] = {
         {"broker", required_argument, 0, 'b'}, {"duration", required_argument, 0, 'd'},
         {"windows", required_argument, 0, 'w'}, {"workers", required_argument, 0, 'n'},
-        {"size", required_argument, 0, 's'},   {"help", no_argument, 0, 'h'},
+        {"size", required_argument, 0, 's'},   {"broker-arg", required_argument, 0, 'B'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "b:d:w:n:s:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "b:d:w:n:s:B:h", opts, NULL)) != -1) {
         switch (c) {
         case 'b':
             snprintf(broker_path, sizeof broker_path, "%s", optarg);
@@ -611,6 +616,11 @@ int main(int argc, char **argv)
             size = (size_t) v;
             break;
         }
+        case 'B':
+            if (n_broker_args == S_MAX_LIST)
+                s_usage();
+            broker_args[n_broker_args++] = optarg;
+            break;
         default:
             s_usage();
         }
@@ -671,8 +681,11 @@ int main(int argc, char **argv)
     echo_pid = -1;
 
     /* Then the broker, growing the worker pool between rounds. */
-    char *broker_argv[] = {broker_path, "--bind", "tcp://127.0.0.1:*", "--ready-file",
-                           broker_ready, "--queue-limit", S_QUEUE_LIMIT, NULL};
+    char *broker_argv[8 + S_MAX_LIST] = {broker_path,  "--bind",        "tcp://127.0.0.1:*",
+                                         "--ready-file", broker_ready,    "--queue-limit",
+                                         S_QUEUE_LIMIT};
+    for (int i = 0; i < n_broker_args; i++)
+        broker_argv[7 + i] = broker_args[i];
     broker_pid = s_spawn(broker_argv, broker_log);
     if (broker_pid < 0 ||
         s_wait_ready(broker_ready, broker_pid, endpoint, sizeof endpoint) != 0) {
