@@ -784,6 +784,8 @@ int mb_outbox_flush(MDB_env *env, mb_events_t *events, size_t *published)
     size_t total = 0;
     if (published)
         *published = 0;
+    /* With no error text, MB_EAGAIN means the lock was busy, not a 503. */
+    events->error[0] = '\0';
     int fd = s_outbox_lock(env);
     if (fd < 0)
         return fd;

@@ -201,7 +201,8 @@ int mb_outbox_add(MDB_txn *txn, const char *topic, const char *key, const void *
 
 /*  Publishes every event in the outbox of `env`, oldest first, in batches,
     deleting each batch once the broker acknowledged it; sets *published
-    (may be NULL) to the number published. Only one process (and thread)
+    (may be NULL) to the number published. mb_events_error() is "" after
+    MB_EAGAIN for a busy lock. Only one process (and thread)
     flushes an environment at a time, under an flock on
     "<env dir>/outbox.lock" that the kernel releases if the holder dies.
     An event the broker refuses (4xx) is logged at error level and dropped,
@@ -242,7 +243,11 @@ typedef struct {
     const char *const *topics; /* NULL-terminated list of topics, or NULL and `prefix` */
     const char *prefix;        /* topic prefix when `topics` is NULL ("" for all) */
     mb_apply_fn *apply;        /* applies one event */
-    unsigned batch;            /* events per fetch, 1..MB_FETCH_MAX; 0 for 1000 */
+    /* Events per fetch, 1..MB_FETCH_MAX; 0 for 1000. A batch is applied in
+       one write transaction, which holds the environment's write lock:
+       request handlers' writes wait meanwhile, so lower it when apply is
+       slow. */
+    unsigned batch;
 } mb_consumer_def_t;
 
 /*  Logs the reason an event is malformed (printf-style) when the consumer
