@@ -1517,11 +1517,21 @@ static void t_broker_start(void)
     cr_assert(bin_dir, "MUSICBUS_BIN_DIR is not set (run through ctest)");
     char bin[PATH_MAX], ready[128], data[128];
     snprintf(bin, sizeof bin, "%s/musicbus-broker", bin_dir);
+    if (access(bin, X_OK) != 0) {
+        s_broker = -1; /* not built: the tests skip */
+        return;
+    }
     snprintf(ready, sizeof ready, "%s/broker.ready", s_tmp);
     snprintf(data, sizeof data, "%s/broker", s_tmp);
     char *argv[] = {bin,  "--bind", "tcp://127.0.0.1:*", "--ready-file", ready, "--data",
                     data, NULL};
-    cr_assert_eq(posix_spawn(&s_broker, bin, NULL, NULL, argv, environ), 0);
+    char log[128];
+    snprintf(log, sizeof log, "%s/broker.log", s_tmp);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log, O_WRONLY | O_CREAT, 0644);
+    cr_assert_eq(posix_spawn(&s_broker, bin, &actions, NULL, argv, environ), 0);
+    posix_spawn_file_actions_destroy(&actions);
     int64_t until = t_now_ms() + 10000;
     for (;;) {
         FILE *file = fopen(ready, "r");
@@ -1557,7 +1567,9 @@ static void t_broker_stop(void)
 /*  Skips the test when the broker does not answer bus.* (yet). */
 static void t_need_bus(void)
 {
-    if (s_broker <= 0)
+    if (s_broker < 0)
+        cr_skip_test("musicbus-broker is not built in this build folder");
+    if (s_broker == 0)
         cr_skip_test("musicbus-broker does not take --data: no event streams in this build");
     mb_events_t *bus = mb_events_new(s_bus);
     mb_events_set_timeout(bus, 2000);
