@@ -972,10 +972,20 @@ static unsigned s_conn_limit(void)
 {
     struct rlimit rl;
     unsigned limit = GW_CONN_LIMIT;
-    /* Leave descriptors for the epoll fds, ZeroMQ and the listener. */
+    /* Leave descriptors for the epoll fds, ZeroMQ and the listener; raise
+       the soft limit first when the hard one allows (the usual soft 1024
+       would cap the gateway at ~960 connections). */
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-        rl.rlim_cur < (rlim_t)limit + 64)
-        limit = rl.rlim_cur > 128 ? (unsigned)rl.rlim_cur - 64 : 64;
+        rl.rlim_cur < (rlim_t)limit + 64) {
+        rlim_t want = (rlim_t)limit + 64;
+        if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want) {
+            rl.rlim_cur = want;
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
+        getrlimit(RLIMIT_NOFILE, &rl);
+        if (rl.rlim_cur < (rlim_t)limit + 64)
+            limit = rl.rlim_cur > 128 ? (unsigned)rl.rlim_cur - 64 : 64;
+    }
     return limit;
 }
 
