@@ -12,6 +12,13 @@
     the broker's own error in the mb_envelope reply form (mb_envelope.h).
     Workers may see a request more than once (at-least-once delivery).
 
+    Credit: when every worker of a service is busy, a worker may be sent
+    up to --worker-credit requests at once. They wait in its socket and an
+    MDP worker reads and answers them in order, so the worker never idles
+    for a broker round trip between two requests. The broker keeps the
+    requests each worker holds oldest first and matches a reply to the
+    oldest one held for the client address the reply names.
+
     The file reads top to bottom: constants, the broker's state, small
     containers (hash table, deadline heap), requests, services, workers,
     sending, one handler per message kind, timers, then main. */
@@ -41,6 +48,16 @@
 
 #define BROKER_ENV_QUEUE_LIMIT "MUSICBUS_QUEUE_LIMIT"
 #define BROKER_DEFAULT_QUEUE_LIMIT 10000 /* waiting requests per service */
+#define BROKER_ENV_WORKER_CREDIT "MUSICBUS_WORKER_CREDIT"
+#define BROKER_DEFAULT_WORKER_CREDIT 32 /* requests one worker may hold; 1 = classic MDP */
+#define BROKER_MAX_WORKER_CREDIT 1000
+
+/*  A busy worker is sent more only while the request it works on (as far
+    as the broker can tell) started less than this long ago. Credit exists
+    to hide the broker round trip, which matters for fast ops only; a
+    worker stuck on a slow request gets no more, so requests do not queue
+    behind it while another worker may come free first. */
+#define BROKER_CREDIT_STALL_MS 10
 
 /*  Bounds on what peers can make the broker hold, so a hostile or buggy
     peer cannot grow memory without limit. */
@@ -94,39 +111,48 @@ struct request_t {
     size_t n_body;          /* body frames: 0, 1, or 1 + the length of `more` */
     uint64_t rid;           /* from the envelope; 0 when the body is not one */
     int64_t deadline;       /* monotonic ms after which the client gets a timeout */
+    int64_t sent_at;        /* when it was sent to the worker holding it */
     size_t heap_index;      /* position in the broker's deadline heap */
     service_t *service;     /* the service asked for */
     worker_t *worker;       /* the worker holding it, or NULL while queued */
-    request_t *prev, *next; /* the service's queue; `next` links the spare pool */
+    bool abandoned;         /* answered by the broker (deadline, shutdown) while a worker
+                               holds it: kept, without its body, only so that worker's
+                               reply matches it; out of the deadline heap */
+    request_t *prev, *next; /* the service's queue or its worker's held list; `next`
+                               links the spare pool */
 };
+
+/*  Workers of a service holding the same number of requests, in the
+    order they came to hold that many. */
+typedef struct {
+    worker_t *head;
+    worker_t *tail;
+} s_bucket_t;
 
 struct service_t {
     s_node_t node;         /* key: the name; must stay first */
     request_t *queue_head; /* waiting requests, oldest (or re-queued) first */
     request_t *queue_tail;
     size_t queue_len;
-    worker_t *idle_head; /* idle workers, longest idle first */
-    worker_t *idle_tail;
+    s_bucket_t *load;       /* load[k]: workers holding k requests, k in 0..credit;
+                               load[0] is the idle list, longest idle first */
+    size_t low;             /* no worker is in a bucket below this one */
     size_t n_workers;       /* every worker offering the service, idle or not */
     service_t *prev, *next; /* the broker's list of services */
     size_t name_len;
     char name[]; /* NUL-terminated, for logs */
 };
 
-typedef enum {
-    WORKER_IDLE,     /* waiting for a request */
-    WORKER_BUSY,     /* holds `request` */
-    WORKER_ABANDONED /* working on a request the broker answered (timeout) already */
-} worker_state_t;
-
 struct worker_t {
     s_node_t node; /* key: the routing id; must stay first */
     service_t *service;
-    worker_state_t state;
-    request_t *request;              /* held request when BUSY, else NULL */
+    request_t *held_head;            /* requests sent to it and not answered, oldest first */
+    request_t *held_tail;            /* (abandoned ones included: it still works on them) */
+    size_t n_held;                   /* 0 (idle) .. the broker's credit */
     int64_t expiry;                  /* presumed dead when silent until then (monotonic ms) */
     int64_t sent_at;                 /* when we last sent it anything, for heartbeats */
-    worker_t *idle_prev, *idle_next; /* the service's idle list */
+    int64_t replied_at;              /* when its last reply came */
+    worker_t *load_prev, *load_next; /* its bucket in service->load[n_held] */
     worker_t *prev, *next;           /* the broker's list of workers */
     size_t identity_len;
     unsigned char identity[]; /* the routing id */
@@ -148,6 +174,7 @@ typedef struct {
     int heartbeat_ms;   /* interval between heartbeats to each worker */
     int liveness;       /* heartbeats a worker may miss before it is dead */
     size_t queue_limit; /* waiting requests per service */
+    size_t credit;      /* requests one worker may hold at once */
     int timeout_ms;     /* deadline of a request that sets no ttl */
     uint32_t hash_seed; /* per process, so peers cannot aim at one bucket */
 
@@ -397,6 +424,7 @@ static request_t *s_request_new(broker_t *self, zmq_msg_t *client, zmq_msg_t *bo
     request->deadline = self->now + (ttl_ms ? (int64_t)ttl_ms : self->timeout_ms);
     request->service = NULL;
     request->worker = NULL;
+    request->abandoned = false;
     request->prev = request->next = NULL;
     s_heap_push(self, request);
     return request;
@@ -407,18 +435,29 @@ static zmq_msg_t *s_request_frame(request_t *request, size_t i)
     return i == 0 ? &request->body : &request->more[i - 1];
 }
 
-/*  Frees the request's frames and recycles the record. The caller has
-    already taken it out of its queue or off its worker. */
-static void s_request_destroy(broker_t *self, request_t *request)
+/*  Frees the body frames, leaving an empty body. */
+static void s_request_drop_body(request_t *request)
 {
-    s_heap_remove(self, request);
-    zmq_msg_close(&request->client);
     zmq_msg_close(&request->body);
+    zmq_msg_init(&request->body);
     if (request->more) {
         for (size_t i = 0; i + 1 < request->n_body; i++)
             zmq_msg_close(&request->more[i]);
         free(request->more);
+        request->more = NULL;
     }
+    request->n_body = 0;
+}
+
+/*  Frees the request's frames and recycles the record. The caller has
+    already taken it out of its queue or off its worker. */
+static void s_request_destroy(broker_t *self, request_t *request)
+{
+    if (!request->abandoned)
+        s_heap_remove(self, request);
+    zmq_msg_close(&request->client);
+    s_request_drop_body(request);
+    zmq_msg_close(&request->body);
     if (self->pool_len < BROKER_POOL_MAX) {
         request->next = self->pool;
         self->pool = request;
@@ -482,6 +521,7 @@ static service_t *s_service_require(broker_t *self, const void *name, size_t len
     if (service || self->services.count >= BROKER_MAX_SERVICES)
         return service;
     service = mb_calloc(1, sizeof *service + len + 1);
+    service->load = mb_calloc(self->credit + 1, sizeof(s_bucket_t));
     memcpy(service->name, name, len);
     service->name_len = len;
     service->node.hash = s_hash(self, name, len);
@@ -508,6 +548,7 @@ static void s_service_destroy(broker_t *self, service_t *service)
     if (service->next)
         service->next->prev = service->prev;
     mb_debug(0, "service %s forgotten", service->name);
+    free(service->load);
     free(service);
 }
 
@@ -585,8 +626,8 @@ static void s_send_client_error(broker_t *self, zmq_msg_t *client, const char *s
         zmq_send(self->router, self->sbuf.data, self->sbuf.size, S_LAST);
 }
 
-/*  Answers `request` with an error and forgets it. The caller has taken
-    it out of its queue or off its worker. */
+/*  Answers a queued `request` with an error and forgets it. The caller
+    has taken it out of its queue. */
 static void s_request_fail(broker_t *self, request_t *request, int status, const char *code,
                            const char *message)
 {
@@ -594,6 +635,25 @@ static void s_request_fail(broker_t *self, request_t *request, int status, const
     s_send_client_error(self, &request->client, service->name, service->name_len, request->rid,
                         status, code, message);
     s_request_destroy(self, request);
+}
+
+/*  Answers a request a worker holds with an error. The record stays in
+    the worker's held list, without its body and out of the deadline heap,
+    so the worker's reply, when it comes, still finds the request it is
+    for and is dropped: the client gets exactly one reply. */
+static void s_request_abandon(broker_t *self, request_t *request, int status, const char *code,
+                              const char *message)
+{
+    service_t *service = request->service;
+    zmq_msg_t client;
+    zmq_msg_init(&client);
+    zmq_msg_copy(&client, &request->client);
+    s_send_client_error(self, &client, service->name, service->name_len, request->rid, status, code,
+                        message);
+    zmq_msg_close(&client);
+    s_heap_remove(self, request);
+    s_request_drop_body(request);
+    request->abandoned = true;
 }
 
 /*  ---------------------------------------------------------------------
@@ -606,32 +666,98 @@ static worker_t *s_worker_lookup(broker_t *self, zmq_msg_t *identity)
     return (worker_t *)s_table_find(&self->workers, s_hash(self, key, len), key, len);
 }
 
-static void s_worker_set_idle(worker_t *worker)
+/*  Puts `worker` at the tail of the bucket for the number of requests it
+    holds. Idle workers thus queue in load[0] longest idle first. */
+static void s_worker_load(worker_t *worker)
 {
     service_t *service = worker->service;
-    worker->state = WORKER_IDLE;
-    worker->request = NULL;
-    worker->idle_next = NULL;
-    worker->idle_prev = service->idle_tail;
-    if (service->idle_tail)
-        service->idle_tail->idle_next = worker;
+    s_bucket_t *bucket = &service->load[worker->n_held];
+    worker->load_next = NULL;
+    worker->load_prev = bucket->tail;
+    if (bucket->tail)
+        bucket->tail->load_next = worker;
     else
-        service->idle_head = worker;
-    service->idle_tail = worker;
+        bucket->head = worker;
+    bucket->tail = worker;
+    if (worker->n_held < service->low)
+        service->low = worker->n_held;
 }
 
-static void s_worker_unset_idle(worker_t *worker)
+static void s_worker_unload(worker_t *worker)
 {
-    service_t *service = worker->service;
-    if (worker->idle_prev)
-        worker->idle_prev->idle_next = worker->idle_next;
+    s_bucket_t *bucket = &worker->service->load[worker->n_held];
+    if (worker->load_prev)
+        worker->load_prev->load_next = worker->load_next;
     else
-        service->idle_head = worker->idle_next;
-    if (worker->idle_next)
-        worker->idle_next->idle_prev = worker->idle_prev;
+        bucket->head = worker->load_next;
+    if (worker->load_next)
+        worker->load_next->load_prev = worker->load_prev;
     else
-        service->idle_tail = worker->idle_prev;
-    worker->idle_prev = worker->idle_next = NULL;
+        bucket->tail = worker->load_prev;
+    worker->load_prev = worker->load_next = NULL;
+}
+
+/*  Records that `worker` was sent `request`: newest at the tail of its
+    held list, and one bucket up. */
+static void s_worker_hold(worker_t *worker, request_t *request)
+{
+    s_worker_unload(worker);
+    request->worker = worker;
+    request->next = NULL;
+    request->prev = worker->held_tail;
+    if (worker->held_tail)
+        worker->held_tail->next = request;
+    else
+        worker->held_head = request;
+    worker->held_tail = request;
+    worker->n_held++;
+    s_worker_load(worker);
+}
+
+/*  Takes `request` off the worker's held list, one bucket down. */
+static void s_worker_release(worker_t *worker, request_t *request)
+{
+    s_worker_unload(worker);
+    if (request->prev)
+        request->prev->next = request->next;
+    else
+        worker->held_head = request->next;
+    if (request->next)
+        request->next->prev = request->prev;
+    else
+        worker->held_tail = request->prev;
+    request->prev = request->next = NULL;
+    request->worker = NULL;
+    worker->n_held--;
+    s_worker_load(worker);
+}
+
+/*  True when a busy worker seems to keep up: the request it works on (the
+    oldest it holds, begun when it was sent or when the one before it was
+    answered) started less than BROKER_CREDIT_STALL_MS ago. */
+static bool s_worker_keeps_up(broker_t *self, worker_t *worker)
+{
+    int64_t began = worker->held_head->sent_at;
+    if (worker->replied_at > began)
+        began = worker->replied_at;
+    return self->now - began < BROKER_CREDIT_STALL_MS;
+}
+
+/*  Returns the worker the next request of `service` should go to: the
+    longest idle one, else the one holding fewest (below the credit) that
+    keeps up, else NULL. The `low` hint skips empty buckets; past the
+    first candidate the walk only goes on over workers found stalled. */
+static worker_t *s_service_pick(broker_t *self, service_t *service)
+{
+    while (service->low < self->credit && !service->load[service->low].head)
+        service->low++;
+    if (service->low == 0)
+        return service->load[0].head;
+    for (size_t k = service->low; k < self->credit; k++)
+        for (worker_t *worker = service->load[k].head; worker; worker = worker->load_next)
+            if (s_worker_keeps_up(self, worker))
+                return worker;
+    return NULL;
 }
 
 /*  Registers a worker that said READY for `service` and makes it idle. */
@@ -653,26 +779,31 @@ static worker_t *s_worker_new(broker_t *self, zmq_msg_t *identity, service_t *se
     service->n_workers++;
     worker->expiry = self->now + (int64_t)self->heartbeat_ms * self->liveness;
     worker->sent_at = self->now - self->heartbeat_ms; /* heartbeat it at the next sweep */
-    s_worker_set_idle(worker);
+    s_worker_load(worker);
     return worker;
 }
 
-/*  Forgets a worker: its request goes back to the front of its service's
-    queue, and it is told DISCONNECT when `disconnect`. Never dispatches,
-    so callers walking lists stay safe; they call s_service_dispatch()
-    when they are done. */
+/*  Forgets a worker: the requests it held go back to the front of its
+    service's queue in their original order (abandoned ones, answered
+    already, are freed), and it is told DISCONNECT when `disconnect`.
+    Never dispatches, so callers walking lists stay safe; they call
+    s_service_dispatch() when they are done. */
 static void s_worker_delete(broker_t *self, worker_t *worker, bool disconnect)
 {
     service_t *service = worker->service;
-    if (worker->state == WORKER_BUSY) {
-        request_t *request = worker->request;
-        request->worker = NULL;
+    /* Newest first, each to the front: the oldest ends up first. */
+    while (worker->held_tail) {
+        request_t *request = worker->held_tail;
+        s_worker_release(worker, request);
+        if (request->abandoned) {
+            s_request_destroy(self, request);
+            continue;
+        }
         s_queue_push_front(service, request);
         self->stats.redispatched++;
         mb_info(request->rid, "request of a lost worker re-queued for %s", service->name);
-    } else if (worker->state == WORKER_IDLE) {
-        s_worker_unset_idle(worker);
     }
+    s_worker_unload(worker);
     if (disconnect)
         s_send_command(self, worker->identity, worker->identity_len, MDPW_DISCONNECT, false);
     service->n_workers--;
@@ -701,28 +832,28 @@ static int s_worker_send_request(broker_t *self, worker_t *worker, request_t *re
     return 0;
 }
 
-/*  Hands waiting requests to idle workers, longest idle first. A worker
-    found unreachable is forgotten and the request tried on the next. */
+/*  Hands waiting requests to workers: idle ones first, longest idle
+    first; when all are busy, to the one holding fewest, up to the credit.
+    A worker found unreachable is forgotten (what it held is queued again
+    in front) and the request tried on the next. */
 static void s_service_dispatch(broker_t *self, service_t *service)
 {
-    while (service->queue_head && service->idle_head) {
+    worker_t *worker;
+    while (service->queue_head && (worker = s_service_pick(self, service))) {
         request_t *request = service->queue_head;
-        worker_t *worker = service->idle_head;
         s_queue_remove(service, request);
-        s_worker_unset_idle(worker);
         if (s_worker_send_request(self, worker, request) != 0) {
             char hex[65];
             mb_info(0, "worker %s of %s unreachable (%s): forgotten",
                     s_hex(worker->identity, worker->identity_len, hex), service->name,
                     zmq_strerror(errno));
+            /* Its held requests are older: delete puts them in front of this one. */
             s_queue_push_front(service, request);
-            worker->state = WORKER_ABANDONED; /* holds nothing: delete re-queues nothing */
             s_worker_delete(self, worker, false);
             continue;
         }
-        worker->state = WORKER_BUSY;
-        worker->request = request;
-        request->worker = worker;
+        request->sent_at = self->now;
+        s_worker_hold(worker, request);
     }
 }
 
@@ -855,22 +986,28 @@ static void s_handle_reply(broker_t *self, worker_t *worker, zmq_msg_t *frames, 
         return;
     }
     service_t *service = worker->service;
-    if (worker->state == WORKER_IDLE) {
-        s_worker_fail(self, worker, &frames[0], "REPLY from a worker holding no request");
+    /* An MDP worker answers in the order it reads, so this is the oldest
+       held request, unless the worker answers out of order; searching by
+       client address keeps those right as long as each client's requests
+       are answered in order. */
+    request_t *request = worker->held_head;
+    while (request && !s_msg_eq_bytes(&frames[4], zmq_msg_data(&request->client),
+                                      zmq_msg_size(&request->client)))
+        request = request->next;
+    if (!request) {
+        s_worker_fail(self, worker, &frames[0],
+                      worker->n_held ? "REPLY for a client it holds no request of"
+                                     : "REPLY from a worker holding no request");
         return;
     }
-    if (worker->state == WORKER_ABANDONED) {
-        /* Its request was answered with a timeout already: the client
-           gets exactly one reply, so this one goes nowhere. */
+    s_worker_release(worker, request);
+    worker->replied_at = self->now;
+    if (request->abandoned) {
+        /* Answered with a timeout already: the client gets exactly one
+           reply, so this one goes nowhere. */
         self->stats.dropped++;
-        s_worker_set_idle(worker);
+        s_request_destroy(self, request);
         s_service_dispatch(self, service);
-        return;
-    }
-    request_t *request = worker->request;
-    if (!s_msg_eq_bytes(&frames[4], zmq_msg_data(&request->client),
-                        zmq_msg_size(&request->client))) {
-        s_worker_fail(self, worker, &frames[0], "REPLY for another client than its request's");
         return;
     }
     size_t n_body = n - 6;
@@ -881,7 +1018,6 @@ static void s_handle_reply(broker_t *self, worker_t *worker, zmq_msg_t *frames, 
         self->stats.replies++;
     }
     s_request_destroy(self, request);
-    s_worker_set_idle(worker);
     s_service_dispatch(self, service);
 }
 
@@ -958,22 +1094,21 @@ static void s_handle_message(broker_t *self, zmq_msg_t *frames, size_t n, bool t
 
 /*  Answers every request whose deadline has passed: 503 no_workers when
     its service has no worker at all, else 504 timeout. A worker holding
-    one is left to finish; its late reply will be dropped. */
+    one is left to finish; its late reply will be dropped. A held request
+    that expires does not free the worker's credit: the worker is still
+    busy with it. */
 static void s_expire_requests(broker_t *self)
 {
     while (self->heap_len > 0 && self->heap[0]->deadline <= self->now) {
         request_t *request = self->heap[0];
         service_t *service = request->service;
-        worker_t *worker = request->worker;
-        if (worker) {
-            worker->state = WORKER_ABANDONED;
-            worker->request = NULL;
-            request->worker = NULL;
-        } else {
-            s_queue_remove(service, request);
-        }
         self->stats.expired++;
         mb_debug(request->rid, "request for %s expired", service->name);
+        if (request->worker) {
+            s_request_abandon(self, request, 504, "timeout", "no reply before the deadline");
+            continue;
+        }
+        s_queue_remove(service, request);
         if (service->n_workers == 0)
             s_request_fail(self, request, 503, "no_workers", "no worker offers this service");
         else
@@ -1049,6 +1184,7 @@ typedef struct {
     long heartbeat_ms;
     long liveness;
     long queue_limit;
+    long credit;
     long timeout_ms;
 } broker_opts_t;
 
@@ -1058,6 +1194,7 @@ static broker_t *s_broker_new(const broker_opts_t *opts)
     self->heartbeat_ms = (int)opts->heartbeat_ms;
     self->liveness = (int)opts->liveness;
     self->queue_limit = (size_t)opts->queue_limit;
+    self->credit = (size_t)opts->credit;
     self->timeout_ms = (int)opts->timeout_ms;
     self->hash_seed = (uint32_t)getpid() * 2654435761u ^ (uint32_t)s_clock_ms();
     s_table_init(&self->services, 64);
@@ -1109,11 +1246,10 @@ static void s_broker_destroy(broker_t **self_p)
     while (self->heap_len > 0) {
         request_t *request = self->heap[0];
         if (request->worker) {
-            request->worker->state = WORKER_ABANDONED;
-            request->worker->request = NULL;
-        } else {
-            s_queue_remove(request->service, request);
+            s_request_abandon(self, request, 503, "unavailable", "the broker is shutting down");
+            continue;
         }
+        s_queue_remove(request->service, request);
         s_request_fail(self, request, 503, "unavailable", "the broker is shutting down");
     }
     while (self->workers_head)
@@ -1174,21 +1310,38 @@ static int s_recv_message(broker_t *self, zmq_msg_t *frames, bool *truncated)
     return n;
 }
 
+/*  True when a message is waiting on the ROUTER (ZMQ_EVENTS also runs
+    libzmq's pending commands, which is what makes it current). */
+static bool s_readable(broker_t *self)
+{
+    int events = 0;
+    size_t size = sizeof events;
+    return zmq_getsockopt(self->router, ZMQ_EVENTS, &events, &size) == 0 && (events & ZMQ_POLLIN);
+}
+
 static int s_broker_run(broker_t *self)
 {
     zmq_msg_t frames[BROKER_MAX_FRAMES];
     zmq_pollitem_t item = {self->router, 0, ZMQ_POLLIN, 0};
+    bool drained = true; /* the last batch ended because nothing was waiting */
     while (!mb_signal_stop_requested()) {
-        if (zmq_poll(&item, 1, s_poll_timeout(self)) < 0 && errno != EINTR) {
+        /* Under load a batch ends at its cap with more waiting, or more
+           came while the timers ran: go straight back to reading instead
+           of paying for zmq_poll()'s system calls. */
+        if (drained && !s_readable(self) && zmq_poll(&item, 1, s_poll_timeout(self)) < 0 &&
+            errno != EINTR) {
             mb_error(0, "zmq_poll failed: %s", zmq_strerror(errno));
             return -1;
         }
         self->now = s_clock_ms();
+        drained = false;
         for (int handled = 0; handled < BROKER_RECV_BATCH; handled++) {
             bool truncated;
             int n = s_recv_message(self, frames, &truncated);
-            if (n <= 0)
-                break; /* nothing waiting; EINTR and errors go back to zmq_poll */
+            if (n <= 0) {
+                drained = true; /* nothing waiting; EINTR and errors go back to zmq_poll */
+                break;
+            }
             s_handle_message(self, frames, (size_t)n, truncated);
             for (int i = 0; i < n; i++)
                 zmq_msg_close(&frames[i]);
@@ -1238,12 +1391,15 @@ static void s_usage(FILE *out)
             "  --heartbeat MS      heartbeat interval (env %s, default %d)\n"
             "  --liveness N        heartbeats a worker may miss (env %s, default %d)\n"
             "  --queue-limit N     waiting requests per service (env %s, default %d)\n"
+            "  --worker-credit N   requests one worker may hold when all are busy\n"
+            "                      (env %s, default %d, 1..%d; 1 = classic MDP)\n"
             "  --timeout MS        deadline of requests without ttl (env %s, default %d)\n"
             "  --ready-file PATH   write the bound endpoint there once listening\n"
             "  --help              this text\n",
             MB_ENV_BUS, MB_DEFAULT_BUS, MB_ENV_HEARTBEAT_MS, MB_DEFAULT_HEARTBEAT_MS,
             MB_ENV_LIVENESS, MB_DEFAULT_LIVENESS, BROKER_ENV_QUEUE_LIMIT,
-            BROKER_DEFAULT_QUEUE_LIMIT, MB_ENV_TIMEOUT_MS, MB_DEFAULT_TIMEOUT_MS);
+            BROKER_DEFAULT_QUEUE_LIMIT, BROKER_ENV_WORKER_CREDIT, BROKER_DEFAULT_WORKER_CREDIT,
+            BROKER_MAX_WORKER_CREDIT, MB_ENV_TIMEOUT_MS, MB_DEFAULT_TIMEOUT_MS);
 }
 
 /*  Parses a numeric flag; prints why and returns -1 when it is not a
@@ -1267,13 +1423,20 @@ int main(int argc, char *argv[])
         .liveness = mb_config_env_long(MB_ENV_LIVENESS, MB_DEFAULT_LIVENESS, 1, 1000),
         .queue_limit =
             mb_config_env_long(BROKER_ENV_QUEUE_LIMIT, BROKER_DEFAULT_QUEUE_LIMIT, 1, 100000000),
+        .credit = mb_config_env_long(BROKER_ENV_WORKER_CREDIT, BROKER_DEFAULT_WORKER_CREDIT, 1,
+                                     BROKER_MAX_WORKER_CREDIT),
         .timeout_ms = mb_config_env_long(MB_ENV_TIMEOUT_MS, MB_DEFAULT_TIMEOUT_MS, 1, 86400000),
     };
     static const struct option options[] = {
-        {"bind", required_argument, NULL, 'b'},     {"heartbeat", required_argument, NULL, 'H'},
-        {"liveness", required_argument, NULL, 'l'}, {"queue-limit", required_argument, NULL, 'q'},
-        {"timeout", required_argument, NULL, 't'},  {"ready-file", required_argument, NULL, 'r'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+        {"bind", required_argument, NULL, 'b'},
+        {"heartbeat", required_argument, NULL, 'H'},
+        {"liveness", required_argument, NULL, 'l'},
+        {"queue-limit", required_argument, NULL, 'q'},
+        {"timeout", required_argument, NULL, 't'},
+        {"ready-file", required_argument, NULL, 'r'},
+        {"worker-credit", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     int opt;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -1293,6 +1456,9 @@ int main(int argc, char *argv[])
             break;
         case 't':
             rc = s_parse_flag("timeout", optarg, 1, 86400000, &opts.timeout_ms);
+            break;
+        case 'c':
+            rc = s_parse_flag("worker-credit", optarg, 1, BROKER_MAX_WORKER_CREDIT, &opts.credit);
             break;
         case 'r':
             opts.ready_file = optarg;
@@ -1318,8 +1484,11 @@ int main(int argc, char *argv[])
         mb_zmq_shutdown();
         return 1;
     }
-    mb_info(0, "listening on %s (heartbeat %ld ms, liveness %ld, queue limit %ld, timeout %ld ms)",
-            broker->endpoint, opts.heartbeat_ms, opts.liveness, opts.queue_limit, opts.timeout_ms);
+    mb_info(0,
+            "listening on %s (heartbeat %ld ms, liveness %ld, queue limit %ld, worker credit %ld, "
+            "timeout %ld ms)",
+            broker->endpoint, opts.heartbeat_ms, opts.liveness, opts.queue_limit, opts.credit,
+            opts.timeout_ms);
     if (opts.ready_file && s_write_ready_file(opts.ready_file, broker->endpoint) != 0) {
         mb_error(0, "cannot write ready file %s: %s", opts.ready_file, strerror(errno));
         s_broker_destroy(&broker);

@@ -131,13 +131,16 @@ static void s_cleanup_dir(void)
     s_dir[0] = '\0';
 }
 
-/*  Runs after every test, even a failed one: nothing is left behind. */
+/*  Runs after every test, even a failed one: nothing is left behind.
+    A failed test leaves its sockets open, and zmq_ctx_term() would wait
+    for them forever: shut the context down without waiting instead (each
+    test runs in a process of its own, which exits right after). */
 static void s_teardown(void)
 {
     s_stop_broker();
     s_cleanup_dir();
     if (s_ctx) {
-        zmq_ctx_term(s_ctx);
+        zmq_ctx_shutdown(s_ctx);
         s_ctx = NULL;
     }
 }
@@ -787,8 +790,9 @@ Test(broker, answers_no_workers_at_the_deadline)
 Test(broker, answers_timeout_when_a_request_outlives_its_ttl)
 {
     /* A generous liveness: the test's worker heartbeats only while it
-       waits in s_worker_recv(). */
-    s_start_broker("--heartbeat", "100", "--liveness", "10", NULL);
+       waits in s_worker_recv(). Credit 1, so the second request waits in
+       the broker's queue (classic MDP); held ones are tested below. */
+    s_start_broker("--heartbeat", "100", "--liveness", "10", "--worker-credit", "1", NULL);
     void *client = s_socket(ZMQ_DEALER);
     worker_t worker = s_worker_new("svc", 100);
     s_wait_service(client, "svc");
@@ -983,7 +987,303 @@ Test(broker, rejects_bad_flags)
     snprintf(cmd, sizeof cmd, "%s/musicbus-broker --liveness 0 2>/dev/null", bin_dir);
     int status = system(cmd);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 2);
+    snprintf(cmd, sizeof cmd, "%s/musicbus-broker --worker-credit 0 2>/dev/null", bin_dir);
+    status = system(cmd);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 2);
     snprintf(cmd, sizeof cmd, "%s/musicbus-broker --help >/dev/null", bin_dir);
     status = system(cmd);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/*  ---------------------------------------------------------------------
+    Credit: when every worker is busy, a worker may hold several requests
+    (--worker-credit); it answers them in the order it reads them. */
+
+/*  The rid of the request a worker received (body in frame 5). */
+static uint64_t s_request_rid(const msg_t *request)
+{
+    return s_read_reply(request->data[5], request->size[5]).rid;
+}
+
+/*  Receives a REQUEST and checks it carries `rid`. */
+static void s_worker_expect_rid(worker_t *worker, uint64_t rid, msg_t *got)
+{
+    s_worker_expect_request(worker, 2000, got);
+    cr_assert_eq(s_request_rid(got), rid, "worker got rid %llu, expected %llu",
+                 (unsigned long long)s_request_rid(got), (unsigned long long)rid);
+}
+
+/*  Receives a worker's reply on `client` and checks it is for `rid`. */
+static void s_client_expect_rid(void *client, const char *service, uint64_t rid)
+{
+    msg_t msg;
+    cr_assert(s_client_recv(client, 2000, service, &msg), "no reply for rid %llu",
+              (unsigned long long)rid);
+    reply_t reply = s_read_reply(msg.data[3], msg.size[3]);
+    cr_assert_eq(reply.rid, rid, "reply for rid %llu, expected %llu", (unsigned long long)reply.rid,
+                 (unsigned long long)rid);
+    cr_assert_eq(reply.status, 200);
+}
+
+static void s_answer(worker_t *worker, const msg_t *request)
+{
+    body_t reply = s_reply(s_request_rid(request), "ok");
+    s_worker_reply(worker, request, reply.data, reply.size);
+}
+
+Test(broker, gives_a_busy_worker_up_to_its_credit)
+{
+    s_start_broker("--worker-credit", "3", NULL);
+    void *client = s_socket(ZMQ_DEALER);
+    worker_t worker = s_worker_new("svc", 0);
+    s_wait_service(client, "svc");
+    for (uint64_t rid = 1; rid <= 5; rid++) {
+        body_t request = s_request("svc.op", rid, 0);
+        s_client_send(client, "svc", request.data, request.size);
+    }
+    /* The worker answers nothing yet: it is sent three, in order... */
+    msg_t held[5], msg;
+    for (uint64_t rid = 1; rid <= 3; rid++)
+        s_worker_expect_rid(&worker, rid, &held[rid - 1]);
+    cr_assert_eq(s_worker_recv(&worker, 300, &msg), 0, "a fourth request beyond the credit");
+
+    /* ...and one more each time it answers one. */
+    s_answer(&worker, &held[0]);
+    s_client_expect_rid(client, "svc", 1);
+    s_worker_expect_rid(&worker, 4, &held[3]);
+    s_answer(&worker, &held[1]);
+    s_worker_expect_rid(&worker, 5, &held[4]);
+    for (int i = 2; i < 5; i++)
+        s_answer(&worker, &held[i]);
+    for (uint64_t rid = 2; rid <= 5; rid++)
+        s_client_expect_rid(client, "svc", rid);
+    cr_assert_not(s_recv(client, 300, &msg), "an extra reply");
+
+    zmq_close(client);
+    zmq_close(worker.socket);
+    s_finish();
+}
+
+Test(broker, prefers_idle_workers_then_the_least_loaded)
+{
+    s_start_broker("--worker-credit", "3", NULL);
+    void *client = s_socket(ZMQ_DEALER);
+    worker_t a = s_worker_new("svc", 0);
+    s_wait_service(client, "svc");
+    worker_t b = s_worker_new("svc", 0);
+    s_sleep_ms(100);
+    for (uint64_t rid = 1; rid <= 7; rid++) {
+        body_t request = s_request("svc.op", rid, 0);
+        s_client_send(client, "svc", request.data, request.size);
+    }
+    /* Idle first (a has waited longest), then whoever holds fewest:
+       they alternate up to three each; the seventh waits. */
+    msg_t got_a[4], got_b[3], msg;
+    s_worker_expect_rid(&a, 1, &got_a[0]);
+    s_worker_expect_rid(&a, 3, &got_a[1]);
+    s_worker_expect_rid(&a, 5, &got_a[2]);
+    s_worker_expect_rid(&b, 2, &got_b[0]);
+    s_worker_expect_rid(&b, 4, &got_b[1]);
+    s_worker_expect_rid(&b, 6, &got_b[2]);
+    cr_assert_eq(s_worker_recv(&a, 200, &msg), 0);
+    cr_assert_eq(s_worker_recv(&b, 100, &msg), 0);
+
+    /* b answers one first, so it gets the seventh. */
+    s_answer(&b, &got_b[0]);
+    s_client_expect_rid(client, "svc", 2);
+    msg_t seventh;
+    s_worker_expect_rid(&b, 7, &seventh);
+    cr_assert_eq(s_worker_recv(&a, 100, &msg), 0);
+
+    zmq_close(client);
+    zmq_close(a.socket);
+    zmq_close(b.socket);
+    s_finish();
+}
+
+Test(broker, matches_replies_oldest_first_and_drops_the_expired)
+{
+    s_start_broker("--heartbeat", "100", "--liveness", "10", "--worker-credit", "4", NULL);
+    void *client = s_socket(ZMQ_DEALER);
+    worker_t worker = s_worker_new("svc", 100);
+    s_wait_service(client, "svc");
+
+    /* One client, two requests held by one worker; the first expires. */
+    body_t first = s_request("svc.op", 1, 300);
+    body_t second = s_request("svc.op", 2, 5000);
+    s_client_send(client, "svc", first.data, first.size);
+    s_client_send(client, "svc", second.data, second.size);
+    msg_t held[2], msg;
+    s_worker_expect_rid(&worker, 1, &held[0]);
+    s_worker_expect_rid(&worker, 2, &held[1]);
+    s_client_expect_error(client, 2000, "svc", 1, 504, "timeout");
+
+    /* The worker answers in order: its first reply is the late one, and
+       is dropped; the second reaches the client, which sees exactly one
+       reply per request. Both replies name the same client, so only the
+       order tells them apart. */
+    body_t late = s_reply(1, "late");
+    body_t answer = s_reply(2, "answer");
+    s_worker_reply(&worker, &held[0], late.data, late.size);
+    s_worker_reply(&worker, &held[1], answer.data, answer.size);
+    cr_assert(s_client_recv(client, 2000, "svc", &msg));
+    cr_assert(s_frame_is(&msg, 3, answer.data, answer.size), "the client got the late reply");
+    cr_assert_not(s_recv(client, 300, &msg), "an extra reply");
+
+    /* A reply for a client it holds nothing of is a protocol error. */
+    body_t third = s_request("svc.op", 3, 0);
+    s_client_send(client, "svc", third.data, third.size);
+    s_worker_expect_rid(&worker, 3, &held[0]);
+    unsigned char command = MDPW_REPLY;
+    s_send(worker.socket, 6, S(""), S(MDPW_WORKER), B(&command, 1), S("stranger"), S(""),
+           B(answer.data, answer.size));
+    cr_assert_eq(s_worker_recv(&worker, 2000, &msg), MDPW_DISCONNECT);
+
+    zmq_close(client);
+    zmq_close(worker.socket);
+    s_finish();
+}
+
+Test(broker, redispatches_everything_a_dead_worker_held_in_order)
+{
+    s_start_broker("--heartbeat", "100", "--liveness", "3", "--worker-credit", "2", NULL);
+    void *client = s_socket(ZMQ_DEALER);
+    worker_t dying = s_worker_new("svc", 100);
+    s_wait_service(client, "svc");
+    for (uint64_t rid = 1; rid <= 4; rid++) {
+        body_t request = s_request("svc.op", rid, 10000);
+        s_client_send(client, "svc", request.data, request.size);
+    }
+    /* It holds 1 and 2; 3 and 4 wait in the broker. Then it dies. */
+    msg_t msg;
+    s_worker_expect_rid(&dying, 1, &msg);
+    s_worker_expect_rid(&dying, 2, &msg);
+    zmq_close(dying.socket);
+    int64_t until = s_now_ms() + 3000;
+    char answer[4];
+    do {
+        cr_assert(s_now_ms() < until, "the dead worker was never forgotten");
+        s_sleep_ms(50);
+        s_mmi(client, "svc", answer);
+    } while (strcmp(answer, "404") != 0);
+
+    /* What it held goes back in front, in the original order. */
+    worker_t heir = s_worker_new("svc", 100);
+    msg_t got[4];
+    s_worker_expect_rid(&heir, 1, &got[0]);
+    s_worker_expect_rid(&heir, 2, &got[1]);
+    s_answer(&heir, &got[0]);
+    s_worker_expect_rid(&heir, 3, &got[2]);
+    s_answer(&heir, &got[1]);
+    s_worker_expect_rid(&heir, 4, &got[3]);
+    s_answer(&heir, &got[2]);
+    s_answer(&heir, &got[3]);
+    for (uint64_t rid = 1; rid <= 4; rid++)
+        s_client_expect_rid(client, "svc", rid);
+    cr_assert_not(s_recv(client, 300, &msg), "an extra reply");
+
+    zmq_close(client);
+    zmq_close(heir.socket);
+    s_finish();
+}
+
+Test(broker, gives_every_client_exactly_one_reply_when_a_loaded_worker_leaves)
+{
+    enum { CLIENTS = 3, EACH = 20 };
+    s_start_broker("--worker-credit", "4", NULL);
+    void *clients[CLIENTS];
+    for (int c = 0; c < CLIENTS; c++)
+        clients[c] = s_socket(ZMQ_DEALER);
+    worker_t quitter = s_worker_new("svc", 0);
+    s_wait_service(clients[0], "svc");
+    worker_t stayer = s_worker_new("svc", 0);
+    s_sleep_ms(100);
+    for (int i = 0; i < EACH; i++)
+        for (int c = 0; c < CLIENTS; c++) {
+            body_t request = s_request("svc.op", (uint64_t)(c * 100 + i), 0);
+            s_client_send(clients[c], "svc", request.data, request.size);
+        }
+
+    /* `quitter` answers five, then leaves holding up to four more (and
+       more still queued in its socket): all of them go to `stayer`. */
+    int replies[CLIENTS][EACH] = {{0}};
+    int total = 0, answered = 0;
+    bool gone = false;
+    int64_t until = s_now_ms() + 10000;
+    while (total < CLIENTS * EACH) {
+        cr_assert(s_now_ms() < until, "only %d replies of %d", total, CLIENTS * EACH);
+        zmq_pollitem_t items[2 + CLIENTS] = {{quitter.socket, 0, gone ? 0 : ZMQ_POLLIN, 0},
+                                             {stayer.socket, 0, ZMQ_POLLIN, 0}};
+        for (int c = 0; c < CLIENTS; c++)
+            items[2 + c] = (zmq_pollitem_t){clients[c], 0, ZMQ_POLLIN, 0};
+        zmq_poll(items, 2 + CLIENTS, 100);
+        msg_t msg;
+        if ((items[0].revents & ZMQ_POLLIN) && s_worker_recv(&quitter, 10, &msg) == MDPW_REQUEST) {
+            if (answered++ < 5) {
+                s_answer(&quitter, &msg);
+            } else {
+                s_worker_command(&quitter, MDPW_DISCONNECT);
+                gone = true;
+            }
+        }
+        if ((items[1].revents & ZMQ_POLLIN) && s_worker_recv(&stayer, 10, &msg) == MDPW_REQUEST)
+            s_answer(&stayer, &msg);
+        for (int c = 0; c < CLIENTS; c++) {
+            if (!(items[2 + c].revents & ZMQ_POLLIN) || !s_recv(clients[c], 0, &msg))
+                continue;
+            reply_t reply = s_read_reply(msg.data[3], msg.size[3]);
+            uint64_t rid = reply.rid;
+            cr_assert_eq(reply.status, 200, "rid %llu: status %d %s", (unsigned long long)rid,
+                         reply.status, reply.code);
+            cr_assert(rid >= (uint64_t)c * 100 && rid < (uint64_t)c * 100 + EACH,
+                      "client %d got rid %llu", c, (unsigned long long)rid);
+            replies[c][rid - (uint64_t)c * 100]++;
+            total++;
+        }
+    }
+    for (int c = 0; c < CLIENTS; c++)
+        for (int i = 0; i < EACH; i++)
+            cr_assert_eq(replies[c][i], 1, "client %d rid %d: %d replies", c, i, replies[c][i]);
+    cr_assert(gone);
+    msg_t msg;
+    for (int c = 0; c < CLIENTS; c++)
+        cr_assert_not(s_recv(clients[c], c ? 0 : 300, &msg), "an extra reply");
+
+    for (int c = 0; c < CLIENTS; c++)
+        zmq_close(clients[c]);
+    zmq_close(quitter.socket);
+    zmq_close(stayer.socket);
+    s_finish();
+}
+
+Test(broker, sends_nothing_more_to_a_worker_stuck_on_a_slow_request)
+{
+    s_start_broker("--worker-credit", "4", NULL);
+    void *client = s_socket(ZMQ_DEALER);
+    worker_t slow = s_worker_new("svc", 0);
+    s_wait_service(client, "svc");
+    body_t request = s_request("svc.op", 1, 0);
+    s_client_send(client, "svc", request.data, request.size);
+    msg_t first, msg;
+    s_worker_expect_rid(&slow, 1, &first);
+
+    /* Well past the stall limit, the next request waits in the broker
+       rather than behind the slow one... */
+    s_sleep_ms(100);
+    request = s_request("svc.op", 2, 0);
+    s_client_send(client, "svc", request.data, request.size);
+    cr_assert_eq(s_worker_recv(&slow, 200, &msg), 0, "pipelined behind a stalled request");
+    /* ...so a worker that comes free first takes it. */
+    worker_t quick = s_worker_new("svc", 0);
+    msg_t second;
+    s_worker_expect_rid(&quick, 2, &second);
+    s_answer(&quick, &second);
+    s_client_expect_rid(client, "svc", 2);
+    s_answer(&slow, &first);
+    s_client_expect_rid(client, "svc", 1);
+
+    zmq_close(client);
+    zmq_close(slow.socket);
+    zmq_close(quick.socket);
+    s_finish();
 }
