@@ -30,6 +30,7 @@
 #define S_OUTBOX_BATCH_BYTES (4u << 20) /* ... and bytes, unless one event is larger */
 #define S_CONSUMER_WAIT_MS 1000         /* long poll of mb_consumer_run() */
 #define S_CONSUMER_BATCH 1000           /* default events per fetch */
+#define S_IDLE_OFFSET_MS 5000           /* how often an idle consumer stores how far it scanned */
 #define S_BACKOFF_MIN_MS 100
 #define S_BACKOFF_MAX_MS 5000
 #define S_ERROR_MAX 512 /* bytes of error text kept */
@@ -49,6 +50,7 @@ struct mb_consumer {
     mb_events_t *events;          /* our own connection */
     MDB_dbi offsets;              /* "_offsets" */
     uint64_t known_next;          /* no matching event below this (learnt from replies) */
+    int64_t idle_stored_at;       /* when an empty batch's next was last stored (monotonic ms) */
     atomic_bool stop;             /* mb_consumer_stop() */
     mb_consumer_stats_t stats;
     char why[S_ERROR_MAX]; /* set by mb_event_invalid() during apply */
@@ -731,7 +733,7 @@ static int s_outbox_delete(MDB_env *env, const uint64_t *keys, size_t n)
 {
     if (n == 0)
         return 0;
-    MDB_txn *txn;
+    MDB_txn *txn = NULL;
     MDB_dbi dbi;
     int rc = mdb_txn_begin(env, NULL, 0, &txn);
     if (rc == 0)
@@ -1056,6 +1058,34 @@ static int s_apply_batch(mb_consumer_t *self, const mb_batch_t *batch, size_t *a
     return 0;
 }
 
+/*  Stores `next` after empty batches, at most every S_IDLE_OFFSET_MS: a
+    group whose topics are quiet would otherwise keep an old offset while
+    retention deletes other topics' events past it, and take that for a
+    retention gap when it restarts. */
+static int s_store_idle_offset(mb_consumer_t *self, uint64_t next)
+{
+    int64_t now = s_now_ms();
+    if (self->idle_stored_at && now - self->idle_stored_at < S_IDLE_OFFSET_MS)
+        return 0;
+    MDB_txn *txn = NULL;
+    uint64_t stored, skipped;
+    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = s_offset_get(txn, self->offsets, self->def->group, &stored, &skipped);
+    if (rc == 0 && stored < next) {
+        rc = s_offset_put(txn, self->offsets, self->def->group, next, skipped);
+        rc = rc ? (mdb_txn_abort(txn), rc) : mdb_txn_commit(txn);
+    } else if (txn)
+        mdb_txn_abort(txn);
+    if (rc) {
+        mb_error(0, "consumer %s: storing the offset failed: %s", self->def->group,
+                 mdb_strerror(rc));
+        return s_db_rc(rc);
+    }
+    self->idle_stored_at = now;
+    return 0;
+}
+
 int mb_consumer_run_once(mb_consumer_t *self, unsigned wait_ms, size_t *applied)
 {
     size_t ignored;
@@ -1085,6 +1115,8 @@ int mb_consumer_run_once(mb_consumer_t *self, unsigned wait_ms, size_t *applied)
     }
     if (batch.count > 0)
         rc = s_apply_batch(self, &batch, applied);
+    else if (batch.next > next)
+        rc = s_store_idle_offset(self, batch.next);
     if (rc == 0 && batch.next > self->known_next)
         self->known_next = batch.next;
     if (rc)

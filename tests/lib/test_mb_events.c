@@ -1280,6 +1280,32 @@ Test(mb_events, a_retention_gap_stops_the_consumer_and_moves_nothing)
     mb_events_destroy(&bus);
 }
 
+Test(mb_events, a_quiet_group_keeps_up_with_the_log_and_sees_no_false_gap)
+{
+    mb_events_t *bus = mb_events_new(s_fb.endpoint);
+    for (int i = 0; i < 10; i++)
+        cr_assert_eq(mb_events_publish(bus, "test.other", "", "\xc0", 1, NULL), 0);
+    MDB_env *env = t_env();
+    mb_consumer_t *consumer = mb_consumer_new(&s_tick_group, env, &s_state, s_fb.endpoint);
+    size_t applied = 9;
+    cr_assert_eq(mb_consumer_run_once(consumer, 0, &applied), 0);
+    cr_assert_eq(applied, 0);
+    uint64_t next;
+    mb_consumer_offset(env, "notes.ticks", &next, NULL);
+    cr_assert_eq(next, 11, "how far it scanned is stored although nothing matched");
+    mb_consumer_destroy(&consumer);
+    pthread_mutex_lock(&s_fb.lock);
+    s_fb.retention_from = 11; /* the other topic's events are gone */
+    pthread_mutex_unlock(&s_fb.lock);
+    t_publish_ticks(bus, 1, 3);
+    consumer = mb_consumer_new(&s_tick_group, env, &s_state, s_fb.endpoint);
+    cr_assert_eq(mb_consumer_run_once(consumer, 0, &applied), 0, "no retention gap");
+    cr_assert_eq(applied, 3);
+    mb_consumer_destroy(&consumer);
+    mdb_env_close(env);
+    mb_events_destroy(&bus);
+}
+
 Test(mb_events, a_consumer_stops_during_its_long_poll)
 {
     MDB_env *env = t_env();
