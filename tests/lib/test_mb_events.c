@@ -1536,12 +1536,14 @@ Test(mb_events, two_actor_processes_share_a_group_and_apply_each_event_once)
 static pid_t s_broker;
 static char s_bus[256];
 
-static void t_broker_start(void)
+/*  Starts the broker bound to `bind` with its data in s_tmp/broker, and
+    sets s_bus to the endpoint it reports. s_broker becomes -1 when it is
+    not built, 0 when it exits at once (no --data: an older broker). */
+static void t_broker_spawn(const char *bind)
 {
-    t_setup_dir();
     const char *bin_dir = getenv("MUSICBUS_BIN_DIR");
     cr_assert(bin_dir, "MUSICBUS_BIN_DIR is not set (run through ctest)");
-    char bin[PATH_MAX], ready[128], data[128];
+    char bin[PATH_MAX], ready[128], data[128], log[128];
     snprintf(bin, sizeof bin, "%s/musicbus-broker", bin_dir);
     if (access(bin, X_OK) != 0) {
         s_broker = -1; /* not built: the tests skip */
@@ -1549,13 +1551,13 @@ static void t_broker_start(void)
     }
     snprintf(ready, sizeof ready, "%s/broker.ready", s_tmp);
     snprintf(data, sizeof data, "%s/broker", s_tmp);
-    char *argv[] = {bin,  "--bind", "tcp://127.0.0.1:*", "--ready-file", ready, "--data",
-                    data, NULL};
-    char log[128];
     snprintf(log, sizeof log, "%s/broker.log", s_tmp);
+    unlink(ready);
+    char *argv[] = {bin, "--bind", (char *)bind, "--ready-file", ready, "--data", data, NULL};
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log, O_WRONLY | O_CREAT, 0644);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log, O_WRONLY | O_CREAT | O_APPEND,
+                                     0644);
     cr_assert_eq(posix_spawn(&s_broker, bin, &actions, NULL, argv, environ), 0);
     posix_spawn_file_actions_destroy(&actions);
     int64_t until = t_now_ms() + 10000;
@@ -1572,11 +1574,17 @@ static void t_broker_start(void)
         int status;
         if (waitpid(s_broker, &status, WNOHANG) == s_broker) {
             s_broker = 0;
-            return; /* an older broker: no --data */
+            return;
         }
         cr_assert(t_now_ms() < until, "the broker wrote no ready file in 10 s");
         t_sleep_ms(20);
     }
+}
+
+static void t_broker_start(void)
+{
+    t_setup_dir();
+    t_broker_spawn("tcp://127.0.0.1:*");
 }
 
 static void t_broker_stop(void)
@@ -1823,5 +1831,46 @@ Test(mb_events_broker, an_event_committed_before_a_crash_is_published_on_restart
     kill(pid, SIGTERM);
     status = t_reap(pid);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+    mb_events_destroy(&bus);
+}
+
+Test(mb_events_broker, consumers_and_the_outbox_survive_a_broker_killed_mid_stream)
+{
+    t_need_bus();
+    mb_events_t *bus = mb_events_new(s_bus);
+    t_publish_ticks(bus, 1, 500);
+    mb_events_destroy(&bus);
+    pid_t actor = t_spawn_actor(s_bus);
+    cr_assert(!t_wait_offset(501, 200), "still consuming when the broker dies");
+    kill(s_broker, SIGKILL);
+    waitpid(s_broker, NULL, 0);
+    t_sleep_ms(500);
+    /* Same endpoint, same data: the actor reconnects by itself. */
+    char endpoint[256];
+    snprintf(endpoint, sizeof endpoint, "%s", s_bus);
+    t_broker_spawn(endpoint);
+    cr_assert(s_broker > 0, "the broker restarts on %s", endpoint);
+    bus = mb_events_new(s_bus);
+    t_publish_ticks(bus, 501, 500);
+    uint64_t last = 0;
+    cr_assert_eq(mb_events_publish(bus, "test.other", "", "\xc0", 1, &last), 0);
+    cr_assert(t_wait_offset(last, 60000), "the consumer caught up after the restart");
+    size_t waiting = 1;
+    for (int64_t until = t_now_ms() + 10000; waiting > 0 && t_now_ms() < until;) {
+        t_sleep_ms(50);
+        MDB_env *env = t_env();
+        mb_outbox_count(env, &waiting);
+        mdb_env_close(env);
+    }
+    kill(actor, SIGTERM);
+    int status = t_reap(actor);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+    MDB_env *env = t_env();
+    cr_assert_eq(t_read_count(env, "applied"), 1000);
+    cr_assert_eq(t_read_count(env, "dupes"), 0);
+    mdb_env_close(env);
+    size_t distinct = 0;
+    t_fetch_all(bus, "test.tock", &distinct, 0);
+    cr_assert_eq(distinct, 10, "every derived event reached the bus");
     mb_events_destroy(&bus);
 }
