@@ -19,6 +19,10 @@
     requests each worker holds oldest first and matches a reply to the
     oldest one held for the client address the reply names.
 
+    The service "bus" (durable event streams: bus.publish, bus.fetch) is
+    the broker's own, like mmi.*; bus.c answers it, over an LMDB log that
+    event_log.c writes on a thread of its own.
+
     The file reads top to bottom: constants, the broker's state, small
     containers (hash table, deadline heap), requests, services, workers,
     sending, one handler per message kind, timers, then main. */
@@ -34,6 +38,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "bus.h"
 #include "mb_alloc.h"
 #include "mb_config.h"
 #include "mb_envelope.h"
@@ -47,7 +52,13 @@
     Constants */
 
 #define BROKER_ENV_QUEUE_LIMIT "MUSICBUS_QUEUE_LIMIT"
-#define BROKER_DEFAULT_QUEUE_LIMIT 10000 /* waiting requests per service */
+#define BROKER_DEFAULT_QUEUE_LIMIT 10000                      /* waiting requests per service */
+#define BROKER_ENV_RETENTION_AGE "MUSICBUS_RETENTION_AGE"     /* seconds */
+#define BROKER_DEFAULT_RETENTION_AGE (7L * 24 * 3600)         /* a week */
+#define BROKER_ENV_RETENTION_BYTES "MUSICBUS_RETENTION_BYTES" /* of the events database */
+#define BROKER_DEFAULT_RETENTION_BYTES (1L << 30)
+#define BROKER_ENV_LOG_MAP_SIZE "MUSICBUS_LOG_MAP_SIZE" /* MiB */
+#define BROKER_DEFAULT_LOG_MAP_SIZE 4096L
 #define BROKER_ENV_WORKER_CREDIT "MUSICBUS_WORKER_CREDIT"
 #define BROKER_DEFAULT_WORKER_CREDIT 32 /* requests one worker may hold; 1 = classic MDP */
 #define BROKER_MAX_WORKER_CREDIT 1000
@@ -169,14 +180,16 @@ typedef struct {
 } broker_stats_t;
 
 typedef struct {
-    void *router;       /* the one socket, for clients and workers */
-    char endpoint[256]; /* as bound, port resolved */
-    int heartbeat_ms;   /* interval between heartbeats to each worker */
-    int liveness;       /* heartbeats a worker may miss before it is dead */
-    size_t queue_limit; /* waiting requests per service */
-    size_t credit;      /* requests one worker may hold at once */
-    int timeout_ms;     /* deadline of a request that sets no ttl */
-    uint32_t hash_seed; /* per process, so peers cannot aim at one bucket */
+    void *router;           /* the one socket, for clients and workers */
+    bus_t *bus;             /* the service "bus": event streams */
+    bus_stats_t bus_logged; /* bus counters at the last counters line */
+    char endpoint[256];     /* as bound, port resolved */
+    int heartbeat_ms;       /* interval between heartbeats to each worker */
+    int liveness;           /* heartbeats a worker may miss before it is dead */
+    size_t queue_limit;     /* waiting requests per service */
+    size_t credit;          /* requests one worker may hold at once */
+    int timeout_ms;         /* deadline of a request that sets no ttl */
+    uint32_t hash_seed;     /* per process, so peers cannot aim at one bucket */
 
     s_table_t services;
     service_t *services_head;
@@ -862,17 +875,26 @@ static void s_service_dispatch(broker_t *self, service_t *service)
     frames[1] the empty delimiter, frames[2] the protocol header. Handlers
     may move frames out; the caller closes all n afterwards. */
 
+static bool s_is_bus(const void *name, size_t len)
+{
+    return len == strlen(BUS_SERVICE) && memcmp(name, BUS_SERVICE, len) == 0;
+}
+
 /*  MMI (RFC 8): mmi.service answers "200" when the service named in the
-    body has a worker, "404" when not; any other mmi.* answers "501". The
-    reply echoes the service asked for, as MDP clients check it. */
+    body has a worker (or is "bus", the broker's own), "404" when not; any
+    other mmi.* answers "501". The reply echoes the service asked for, as
+    MDP clients check it. */
 static void s_handle_mmi(broker_t *self, zmq_msg_t *frames, size_t n)
 {
     const char *code = "501";
     if (mb_zmq_msg_eq(&frames[3], MMI_SERVICE)) {
         service_t *service = NULL;
-        if (n > 4)
+        bool bus = false;
+        if (n > 4) {
             service = s_service_lookup(self, zmq_msg_data(&frames[4]), zmq_msg_size(&frames[4]));
-        code = service && service->n_workers > 0 ? "200" : "404";
+            bus = s_is_bus(zmq_msg_data(&frames[4]), zmq_msg_size(&frames[4]));
+        }
+        code = bus || (service && service->n_workers > 0) ? "200" : "404";
     }
     if (zmq_msg_send(&frames[0], self->router, S_MORE) < 0) {
         self->stats.dropped++;
@@ -900,6 +922,10 @@ static void s_handle_client(broker_t *self, zmq_msg_t *frames, size_t n)
     self->stats.requests++;
     if (name_len >= strlen(MMI_PREFIX) && memcmp(name, MMI_PREFIX, strlen(MMI_PREFIX)) == 0) {
         s_handle_mmi(self, frames, n);
+        return;
+    }
+    if (s_is_bus(name, name_len)) {
+        bus_request(self->bus, &frames[0], &frames[4], n - 4, self->now);
         return;
     }
     /* Bodies that are not a musicbus envelope are routed all the same
@@ -958,8 +984,10 @@ static void s_handle_ready(broker_t *self, zmq_msg_t *frames, size_t n)
         s_worker_fail(self, NULL, &frames[0], "READY for an empty or over-long service name");
         return;
     }
-    if (name_len >= strlen(MMI_PREFIX) && memcmp(name, MMI_PREFIX, strlen(MMI_PREFIX)) == 0) {
-        s_worker_fail(self, NULL, &frames[0], "READY for an mmi.* service, which is the broker's");
+    if ((name_len >= strlen(MMI_PREFIX) && memcmp(name, MMI_PREFIX, strlen(MMI_PREFIX)) == 0) ||
+        s_is_bus(name, name_len)) {
+        s_worker_fail(self, NULL, &frames[0],
+                      "READY for mmi.* or bus, which are the broker's own services");
         return;
     }
     service_t *service = NULL;
@@ -1151,27 +1179,47 @@ static void s_sweep(broker_t *self)
     }
 }
 
+/*  True when some counter moved since the last counters line. */
+static bool s_stats_moved(broker_t *self)
+{
+    bus_stats_t bus = {0};
+    if (self->bus)
+        bus_stats(self->bus, &bus);
+    return memcmp(&self->stats, &self->stats_logged, sizeof self->stats) != 0 ||
+           memcmp(&bus, &self->bus_logged, sizeof bus) != 0;
+}
+
 static void s_log_stats(broker_t *self, const char *when)
 {
     broker_stats_t *s = &self->stats;
+    bus_stats_t bus = {0};
+    if (self->bus)
+        bus_stats(self->bus, &bus);
     mb_info(0,
             "%s: requests=%llu replies=%llu redispatched=%llu expired=%llu overloaded=%llu "
-            "dropped=%llu protocol_errors=%llu workers=%zu services=%zu pending=%zu",
+            "dropped=%llu protocol_errors=%llu workers=%zu services=%zu pending=%zu "
+            "publishes=%llu events=%llu fetches=%llu bus_errors=%llu parked=%llu pruned=%llu",
             when, (unsigned long long)s->requests, (unsigned long long)s->replies,
             (unsigned long long)s->redispatched, (unsigned long long)s->expired,
             (unsigned long long)s->overloaded, (unsigned long long)s->dropped,
             (unsigned long long)s->protocol_errors, self->workers.count, self->services.count,
-            self->heap_len);
+            self->heap_len, (unsigned long long)bus.publishes, (unsigned long long)bus.events,
+            (unsigned long long)bus.fetches, (unsigned long long)bus.errors,
+            (unsigned long long)bus.parked, (unsigned long long)bus.pruned);
     self->stats_logged = self->stats;
+    self->bus_logged = bus;
     self->proto_logged = 0;
 }
 
-/*  Milliseconds until the next timer: sweep, stats, or a deadline. */
+/*  Milliseconds until the next timer: sweep, stats, a deadline, or the
+    end of a long poll. */
 static long s_poll_timeout(broker_t *self)
 {
     int64_t next = self->sweep_at < self->stats_at ? self->sweep_at : self->stats_at;
     if (self->heap_len > 0 && self->heap[0]->deadline < next)
         next = self->heap[0]->deadline;
+    if (bus_next_deadline(self->bus) < next)
+        next = bus_next_deadline(self->bus);
     return next > self->now ? (long)(next - self->now) : 0;
 }
 
@@ -1186,7 +1234,19 @@ typedef struct {
     long queue_limit;
     long credit;
     long timeout_ms;
+    const char *data;     /* the log lives in <data>/broker */
+    long retention_age;   /* seconds; 0 = no limit */
+    long retention_bytes; /* 0 = no limit */
+    long log_map_size;    /* MiB */
 } broker_opts_t;
+
+/*  How the bus answers: an MDP client reply from service "bus". */
+static void s_bus_reply(void *arg, zmq_msg_t *client, const void *body, size_t size)
+{
+    broker_t *self = arg;
+    if (s_send_client_head(self, client, BUS_SERVICE, strlen(BUS_SERVICE), true) == 0)
+        zmq_send(self->router, body, size, S_LAST);
+}
 
 static broker_t *s_broker_new(const broker_opts_t *opts)
 {
@@ -1220,6 +1280,19 @@ static broker_t *s_broker_new(const broker_opts_t *opts)
     size_t size = sizeof self->endpoint;
     if (zmq_getsockopt(self->router, ZMQ_LAST_ENDPOINT, self->endpoint, &size) != 0)
         snprintf(self->endpoint, sizeof self->endpoint, "%s", opts->bind);
+    char dir[4096];
+    if (snprintf(dir, sizeof dir, "%s/broker", opts->data) >= (int)sizeof dir) {
+        mb_error(0, "data folder path too long");
+        goto fail;
+    }
+    bus_opts_t bus_opts = {.dir = dir,
+                           .map_size = (size_t)opts->log_map_size << 20,
+                           .retention_ms = (uint64_t)opts->retention_age * 1000,
+                           .retention_bytes = (uint64_t)opts->retention_bytes,
+                           .timeout_ms = self->timeout_ms};
+    self->bus = bus_new(&bus_opts, s_bus_reply, self);
+    if (!self->bus)
+        goto fail;
     self->now = s_clock_ms();
     self->sweep_at = self->now + self->heartbeat_ms;
     self->stats_at = self->now + BROKER_STATS_INTERVAL_MS;
@@ -1252,6 +1325,8 @@ static void s_broker_destroy(broker_t **self_p)
         s_queue_remove(request->service, request);
         s_request_fail(self, request, 503, "unavailable", "the broker is shutting down");
     }
+    /* Publishes in hand are committed and acknowledged before we go. */
+    bus_destroy(&self->bus);
     while (self->workers_head)
         s_worker_delete(self, self->workers_head, true);
     while (self->services_head)
@@ -1322,18 +1397,21 @@ static bool s_readable(broker_t *self)
 static int s_broker_run(broker_t *self)
 {
     zmq_msg_t frames[BROKER_MAX_FRAMES];
-    zmq_pollitem_t item = {self->router, 0, ZMQ_POLLIN, 0};
+    zmq_pollitem_t items[2] = {{self->router, 0, ZMQ_POLLIN, 0},
+                               {bus_socket(self->bus), 0, ZMQ_POLLIN, 0}};
     bool drained = true; /* the last batch ended because nothing was waiting */
     while (!mb_signal_stop_requested()) {
         /* Under load a batch ends at its cap with more waiting, or more
            came while the timers ran: go straight back to reading instead
            of paying for zmq_poll()'s system calls. */
-        if (drained && !s_readable(self) && zmq_poll(&item, 1, s_poll_timeout(self)) < 0 &&
+        if (drained && !s_readable(self) && zmq_poll(items, 2, s_poll_timeout(self)) < 0 &&
             errno != EINTR) {
             mb_error(0, "zmq_poll failed: %s", zmq_strerror(errno));
             return -1;
         }
         self->now = s_clock_ms();
+        /* Commits first: their publishers and the fetches they wake. */
+        bus_process(self->bus);
         drained = false;
         for (int handled = 0; handled < BROKER_RECV_BATCH; handled++) {
             bool truncated;
@@ -1349,12 +1427,13 @@ static int s_broker_run(broker_t *self)
                 self->now = s_clock_ms();
         }
         s_expire_requests(self);
+        bus_expire(self->bus, self->now);
         if (self->now >= self->sweep_at) {
             s_sweep(self);
             self->sweep_at = self->now + self->heartbeat_ms;
         }
         if (self->now >= self->stats_at) {
-            if (memcmp(&self->stats, &self->stats_logged, sizeof self->stats) != 0)
+            if (s_stats_moved(self))
                 s_log_stats(self, "counters");
             self->proto_logged = 0;
             self->stats_at = self->now + BROKER_STATS_INTERVAL_MS;
@@ -1394,12 +1473,20 @@ static void s_usage(FILE *out)
             "  --worker-credit N   requests one worker may hold when all are busy\n"
             "                      (env %s, default %d, 1..%d; 1 = classic MDP)\n"
             "  --timeout MS        deadline of requests without ttl (env %s, default %d)\n"
+            "  --data DIR          the event log goes in DIR/broker (env %s, default %s)\n"
+            "  --retention-age S   keep events S seconds, 0 = forever (env %s, default %ld)\n"
+            "  --retention-bytes N keep the event log below N bytes, 0 = no limit\n"
+            "                      (env %s, default %ld)\n"
+            "  --log-map-size MIB  LMDB map size of the event log (env %s, default %ld)\n"
             "  --ready-file PATH   write the bound endpoint there once listening\n"
             "  --help              this text\n",
             MB_ENV_BUS, MB_DEFAULT_BUS, MB_ENV_HEARTBEAT_MS, MB_DEFAULT_HEARTBEAT_MS,
             MB_ENV_LIVENESS, MB_DEFAULT_LIVENESS, BROKER_ENV_QUEUE_LIMIT,
             BROKER_DEFAULT_QUEUE_LIMIT, BROKER_ENV_WORKER_CREDIT, BROKER_DEFAULT_WORKER_CREDIT,
-            BROKER_MAX_WORKER_CREDIT, MB_ENV_TIMEOUT_MS, MB_DEFAULT_TIMEOUT_MS);
+            BROKER_MAX_WORKER_CREDIT, MB_ENV_TIMEOUT_MS, MB_DEFAULT_TIMEOUT_MS, MB_ENV_DATA,
+            MB_DEFAULT_DATA, BROKER_ENV_RETENTION_AGE, BROKER_DEFAULT_RETENTION_AGE,
+            BROKER_ENV_RETENTION_BYTES, BROKER_DEFAULT_RETENTION_BYTES, BROKER_ENV_LOG_MAP_SIZE,
+            BROKER_DEFAULT_LOG_MAP_SIZE);
 }
 
 /*  Parses a numeric flag; prints why and returns -1 when it is not a
@@ -1412,6 +1499,10 @@ static int s_parse_flag(const char *flag, const char *text, long min, long max, 
             min, max, text);
     return -1;
 }
+
+#define S_MAX_RETENTION_AGE (100L * 365 * 24 * 3600) /* seconds */
+#define S_MAX_BYTES (1L << 50)
+#define S_MAX_MAP_MIB (1L << 30) /* 1 PiB: LMDB only reserves address space */
 
 int main(int argc, char *argv[])
 {
@@ -1426,6 +1517,13 @@ int main(int argc, char *argv[])
         .credit = mb_config_env_long(BROKER_ENV_WORKER_CREDIT, BROKER_DEFAULT_WORKER_CREDIT, 1,
                                      BROKER_MAX_WORKER_CREDIT),
         .timeout_ms = mb_config_env_long(MB_ENV_TIMEOUT_MS, MB_DEFAULT_TIMEOUT_MS, 1, 86400000),
+        .data = mb_config_env(MB_ENV_DATA, MB_DEFAULT_DATA),
+        .retention_age = mb_config_env_long(BROKER_ENV_RETENTION_AGE, BROKER_DEFAULT_RETENTION_AGE,
+                                            0, S_MAX_RETENTION_AGE),
+        .retention_bytes = mb_config_env_long(BROKER_ENV_RETENTION_BYTES,
+                                              BROKER_DEFAULT_RETENTION_BYTES, 0, S_MAX_BYTES),
+        .log_map_size = mb_config_env_long(BROKER_ENV_LOG_MAP_SIZE, BROKER_DEFAULT_LOG_MAP_SIZE, 1,
+                                           S_MAX_MAP_MIB),
     };
     static const struct option options[] = {
         {"bind", required_argument, NULL, 'b'},
@@ -1435,6 +1533,10 @@ int main(int argc, char *argv[])
         {"timeout", required_argument, NULL, 't'},
         {"ready-file", required_argument, NULL, 'r'},
         {"worker-credit", required_argument, NULL, 'c'},
+        {"data", required_argument, NULL, 'd'},
+        {"retention-age", required_argument, NULL, 'A'},
+        {"retention-bytes", required_argument, NULL, 'B'},
+        {"log-map-size", required_argument, NULL, 'm'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1459,6 +1561,18 @@ int main(int argc, char *argv[])
             break;
         case 'c':
             rc = s_parse_flag("worker-credit", optarg, 1, BROKER_MAX_WORKER_CREDIT, &opts.credit);
+            break;
+        case 'd':
+            opts.data = optarg;
+            break;
+        case 'A':
+            rc = s_parse_flag("retention-age", optarg, 0, S_MAX_RETENTION_AGE, &opts.retention_age);
+            break;
+        case 'B':
+            rc = s_parse_flag("retention-bytes", optarg, 0, S_MAX_BYTES, &opts.retention_bytes);
+            break;
+        case 'm':
+            rc = s_parse_flag("log-map-size", optarg, 1, S_MAX_MAP_MIB, &opts.log_map_size);
             break;
         case 'r':
             opts.ready_file = optarg;
@@ -1486,9 +1600,10 @@ int main(int argc, char *argv[])
     }
     mb_info(0,
             "listening on %s (heartbeat %ld ms, liveness %ld, queue limit %ld, worker credit %ld, "
-            "timeout %ld ms)",
+            "timeout %ld ms; event log in %s/broker, retention %ld s / %ld bytes, map %ld MiB)",
             broker->endpoint, opts.heartbeat_ms, opts.liveness, opts.queue_limit, opts.credit,
-            opts.timeout_ms);
+            opts.timeout_ms, opts.data, opts.retention_age, opts.retention_bytes,
+            opts.log_map_size);
     if (opts.ready_file && s_write_ready_file(opts.ready_file, broker->endpoint) != 0) {
         mb_error(0, "cannot write ready file %s: %s", opts.ready_file, strerror(errno));
         s_broker_destroy(&broker);

@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
 #include <msgpack.h>
 #include <signal.h>
@@ -47,8 +48,9 @@ static void s_sleep_ms(int ms)
         ;
 }
 
-/*  Starts the broker with `--bind tcp://127.0.0.1:* --ready-file ...`
-    and the NULL-terminated extra flags, and waits for its endpoint. */
+/*  Starts the broker with `--bind tcp://127.0.0.1:* --ready-file ...`,
+    its event log in the test's folder, and the NULL-terminated extra
+    flags, and waits for its endpoint. */
 static void s_start_broker(const char *first, ...)
 {
     const char *bin_dir = getenv("MUSICBUS_BIN_DIR");
@@ -60,8 +62,9 @@ static void s_start_broker(const char *first, ...)
     char ready[PATH_MAX + 16];
     snprintf(ready, sizeof ready, "%s/ready", s_dir);
 
-    const char *argv[32] = {bin, "--bind", "tcp://127.0.0.1:*", "--ready-file", ready};
-    int argc = 5;
+    const char *argv[32] = {bin,      "--bind", "tcp://127.0.0.1:*", "--ready-file", ready,
+                            "--data", s_dir};
+    int argc = 7;
     va_list ap;
     va_start(ap, first);
     for (const char *arg = first; arg && argc < 31; arg = va_arg(ap, const char *))
@@ -120,14 +123,17 @@ static int s_stop_broker(void)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+static int s_remove(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
 static void s_cleanup_dir(void)
 {
     if (!s_dir[0])
         return;
-    char path[PATH_MAX + 16];
-    snprintf(path, sizeof path, "%s/ready", s_dir);
-    unlink(path);
-    rmdir(s_dir);
+    nftw(s_dir, s_remove, 16, FTW_DEPTH | FTW_PHYS);
     s_dir[0] = '\0';
 }
 
