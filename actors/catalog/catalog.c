@@ -2,9 +2,10 @@
 
     Answers the catalog's bus ops (README.md) from LMDB. Each write op runs
     in one write transaction: it checks what it refers to, moves the index
-    entries and writes the record, then commits or aborts as a whole, so
-    several worker processes sharing the environment never see half a
-    change. Reads pack stored records verbatim. */
+    entries, writes the record and adds its event to the outbox, then
+    commits or aborts as a whole, so several worker processes sharing the
+    environment never see half a change, and an event exists exactly when
+    its change does. Reads pack stored records verbatim. */
 #include "catalog.h"
 
 #include <stdio.h>
@@ -12,19 +13,23 @@
 
 #include "catalog_model.h"
 #include "catalog_store.h"
+#include "mb_alloc.h"
 #include "mb_error.h"
 #include "mb_id.h"
 #include "mb_msgpack.h"
 
 #define CATALOG_SERVICE "catalog"
-#define CATALOG_MAX_DBS 8       /* CATALOG_STORE_DBS, with room to grow */
+#define CATALOG_MAX_DBS 12      /* CATALOG_STORE_DBS, with room to grow */
 #define CATALOG_PAGE_DEFAULT 20 /* items per page when limit is absent */
 #define CATALOG_PAGE_MAX 50
 #define CATALOG_OFFSET_MAX 100000
 #define CATALOG_GET_MANY_MAX 50 /* ids per track.get_many */
 #define CATALOG_LINK_MAX 1024   /* a next/previous URL: room for a percent-encoded id */
+#define CATALOG_MATCH_MAX 1000  /* queries per track.match */
 
 static const char *s_kind_names[] = {"artist", "album", "track"};
+/*  Event topics, by catalog_kind_t. */
+static const char *s_topics[] = {"catalog.artist", "catalog.album", "catalog.track"};
 
 static catalog_store_t *s_store(mb_call_t *call)
 {
@@ -68,8 +73,47 @@ static msgpack_sbuffer s_packed(const void *record, catalog_kind_t kind)
     return buf;
 }
 
-/*  Writes `record` under `id`, commits, and answers `status` with the
-    record. Consumes `txn` whatever happens. */
+/*  Adds the event of a change to the outbox in `txn`: topic
+    catalog.<kind>, key the id, data {"action", "id", "object"} where
+    object is the record as stored and answered (`object` NULL: nil, for
+    a delete). Returns 0, or non-zero after answering and aborting `txn`. */
+static int s_event(mb_call_t *call, MDB_txn *txn, catalog_kind_t kind, const char *action,
+                   catalog_str_t id, const msgpack_sbuffer *object)
+{
+    char key[MB_EVENT_KEY_MAX + 1];
+    if (id.len > MB_EVENT_KEY_MAX || memchr(id.ptr, '\0', id.len)) {
+        /* Ids the actor made are 22 base62 characters; this is a record
+           written by something else. */
+        mdb_txn_abort(txn);
+        mb_call_error(call, 500, "internal", NULL, "this record's id cannot key an event");
+        return -1;
+    }
+    memcpy(key, id.ptr, id.len);
+    key[id.len] = '\0';
+    msgpack_sbuffer data;
+    msgpack_sbuffer_init(&data);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &data, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    mb_pack_cstr(&pk, "action");
+    mb_pack_cstr(&pk, action);
+    mb_pack_cstr(&pk, "id");
+    mb_pack_strn(&pk, id.ptr, id.len);
+    mb_pack_cstr(&pk, "object");
+    if (object)
+        mb_pack_raw(&pk, object->data, object->size);
+    else
+        msgpack_pack_nil(&pk);
+    int rc = mb_call_outbox_add(call, txn, s_topics[kind], key, data.data, data.size);
+    msgpack_sbuffer_destroy(&data);
+    if (rc)
+        mdb_txn_abort(txn);
+    return rc;
+}
+
+/*  Writes `record` under `id` with its event (201: "created", else
+    "updated"), commits, and answers `status` with the record. Consumes
+    `txn` whatever happens. */
 static void s_save(mb_call_t *call, MDB_txn *txn, catalog_kind_t kind, catalog_str_t id,
                    const void *record, int status)
 {
@@ -77,6 +121,8 @@ static void s_save(mb_call_t *call, MDB_txn *txn, catalog_kind_t kind, catalog_s
     int rc = catalog_store_put(s_store(call), txn, kind, id, buf.data, buf.size);
     if (rc)
         s_fail(call, txn, rc);
+    else if (s_event(call, txn, kind, status == 201 ? "created" : "updated", id, &buf) != 0)
+        ; /* answered */
     else if ((rc = mdb_txn_commit(txn)) != 0)
         mb_call_db_error(call, rc);
     else
@@ -84,12 +130,15 @@ static void s_save(mb_call_t *call, MDB_txn *txn, catalog_kind_t kind, catalog_s
     msgpack_sbuffer_destroy(&buf);
 }
 
-/*  Deletes record `id`, commits, and answers 204. Consumes `txn`. */
+/*  Deletes record `id` with its "deleted" event, commits, and answers
+    204. Consumes `txn`. */
 static void s_remove(mb_call_t *call, MDB_txn *txn, catalog_kind_t kind, catalog_str_t id)
 {
     int rc = catalog_store_del(s_store(call), txn, kind, id);
     if (rc)
         s_fail(call, txn, rc);
+    else if (s_event(call, txn, kind, "deleted", id, NULL) != 0)
+        ; /* answered */
     else if ((rc = mdb_txn_commit(txn)) != 0)
         mb_call_db_error(call, rc);
     else
@@ -457,6 +506,156 @@ static void s_handle_track_get_many(mb_call_t *call)
     mdb_txn_abort(txn);
 }
 
+/* ---- track.match ------------------------------------------------------------------------ */
+
+/*  One query of track.match; a null field is an absent one. */
+typedef struct {
+    catalog_str_t isrc, artist, title;
+} s_query_t;
+
+/*  Reads string-or-nil field `name` of query `i` into *out. */
+static bool s_query_str(mb_call_t *call, uint32_t i, const char *name, const msgpack_object *o,
+                        catalog_str_t *out)
+{
+    if (o->type == MSGPACK_OBJECT_NIL)
+        return true;
+    if (mb_obj_str(o, &out->ptr, &out->len) && out->len <= CATALOG_MATCH_TEXT_MAX)
+        return true;
+    char field[48];
+    snprintf(field, sizeof field, "queries[%u].%s", i, name);
+    mb_call_error(call, 400, "invalid", field, "%s must be a string of at most %d bytes, or null",
+                  field, CATALOG_MATCH_TEXT_MAX);
+    return false;
+}
+
+/*  Reads args.queries into q (CATALOG_MATCH_MAX slots); sets *n. False
+    after answering 400. */
+static bool s_match_queries(mb_call_t *call, s_query_t *q, uint32_t *n)
+{
+    const msgpack_object *queries = mb_call_arg(call, "queries");
+    if (!queries || queries->type != MSGPACK_OBJECT_ARRAY || queries->via.array.size == 0 ||
+        queries->via.array.size > CATALOG_MATCH_MAX) {
+        mb_call_error(call, 400, "invalid", "queries", "queries must be a list of 1 to %d queries",
+                      CATALOG_MATCH_MAX);
+        return false;
+    }
+    *n = queries->via.array.size;
+    for (uint32_t i = 0; i < *n; i++) {
+        const msgpack_object *o = &queries->via.array.ptr[i];
+        char field[48];
+        snprintf(field, sizeof field, "queries[%u]", i);
+        if (o->type != MSGPACK_OBJECT_MAP) {
+            mb_call_error(call, 400, "invalid", field, "%s must be a map", field);
+            return false;
+        }
+        q[i] = (s_query_t){{NULL, 0}, {NULL, 0}, {NULL, 0}};
+        for (uint32_t k = 0; k < o->via.map.size; k++) {
+            const msgpack_object *key = &o->via.map.ptr[k].key, *val = &o->via.map.ptr[k].val;
+            bool ok;
+            if (mb_obj_str_eq(key, "isrc"))
+                ok = s_query_str(call, i, "isrc", val, &q[i].isrc);
+            else if (mb_obj_str_eq(key, "artist"))
+                ok = s_query_str(call, i, "artist", val, &q[i].artist);
+            else if (mb_obj_str_eq(key, "title"))
+                ok = s_query_str(call, i, "title", val, &q[i].title);
+            else {
+                mb_call_error(call, 400, "invalid", field,
+                              "%s may hold only isrc, artist and title", field);
+                ok = false;
+            }
+            if (!ok)
+                return false;
+        }
+    }
+    return true;
+}
+
+/*  Finds the track a query names: by ISRC first, else by artist and
+    title. Sets *id (borrowed from the map) or returns MDB_NOTFOUND. */
+static int s_match_one(catalog_store_t *store, MDB_txn *txn, const s_query_t *q,
+                       catalog_str_t *id)
+{
+    char isrc[CATALOG_ISRC_LEN + 1];
+    int rc = MDB_NOTFOUND;
+    if (q->isrc.ptr && catalog_isrc_loose(q->isrc.ptr, q->isrc.len, isrc))
+        rc = catalog_store_match_isrc(store, txn, isrc, id);
+    if (rc == MDB_NOTFOUND && q->artist.ptr && q->title.ptr)
+        rc = catalog_store_match_name(store, txn, q->artist, q->title, id);
+    return rc;
+}
+
+/*  Packs {id, artist_ids, album_id, isrc, duration_ms} of track `id`, or
+    nil when it is gone. */
+static int s_pack_match(catalog_store_t *store, MDB_txn *txn, msgpack_packer *pk, catalog_str_t id)
+{
+    MDB_val value;
+    int rc = catalog_store_get(store, txn, CATALOG_TRACKS, id, &value);
+    if (rc == MDB_NOTFOUND) {
+        msgpack_pack_nil(pk); /* an index entry outliving its track: never written */
+        return 0;
+    }
+    if (rc)
+        return rc;
+    msgpack_unpacked msg;
+    msgpack_unpacked_init(&msg);
+    size_t used = 0;
+    catalog_track_t t;
+    /* A read transaction: the value stays put until it ends. */
+    if (msgpack_unpack_next(&msg, value.mv_data, value.mv_size, &used) != MSGPACK_UNPACK_SUCCESS ||
+        !catalog_track_decode(&msg.data, &t))
+        rc = MDB_CORRUPTED;
+    else {
+        msgpack_pack_map(pk, 5);
+        mb_pack_cstr(pk, "id");
+        mb_pack_strn(pk, t.id.ptr, t.id.len);
+        mb_pack_cstr(pk, "artist_ids");
+        msgpack_pack_array(pk, t.n_artist_ids);
+        for (size_t i = 0; i < t.n_artist_ids; i++)
+            mb_pack_strn(pk, t.artist_ids[i].ptr, t.artist_ids[i].len);
+        mb_pack_cstr(pk, "album_id");
+        mb_pack_strn(pk, t.album_id.ptr, t.album_id.len);
+        mb_pack_cstr(pk, "isrc");
+        if (t.isrc[0])
+            mb_pack_cstr(pk, t.isrc);
+        else
+            msgpack_pack_nil(pk);
+        mb_pack_cstr(pk, "duration_ms");
+        msgpack_pack_int64(pk, t.duration_ms);
+    }
+    msgpack_unpacked_destroy(&msg);
+    return rc;
+}
+
+/*  Bus only (the play importer): {matches: [match or nil]} in query order. */
+static void s_handle_track_match(mb_call_t *call)
+{
+    s_query_t *q = mb_calloc(CATALOG_MATCH_MAX, sizeof *q);
+    uint32_t n;
+    MDB_txn *txn;
+    if (!s_match_queries(call, q, &n) || !(txn = s_begin(call, false))) {
+        free(q);
+        return;
+    }
+    msgpack_packer *pk = mb_call_reply(call, 200);
+    msgpack_pack_map(pk, 1);
+    mb_pack_cstr(pk, "matches");
+    msgpack_pack_array(pk, n);
+    int rc = 0;
+    for (uint32_t i = 0; rc == 0 && i < n; i++) {
+        catalog_str_t id;
+        rc = s_match_one(s_store(call), txn, &q[i], &id);
+        if (rc == MDB_NOTFOUND) {
+            msgpack_pack_nil(pk);
+            rc = 0;
+        } else if (rc == 0)
+            rc = s_pack_match(s_store(call), txn, pk, id);
+    }
+    if (rc)
+        mb_call_db_error(call, rc);
+    mdb_txn_abort(txn);
+    free(q);
+}
+
 /* ---- creates -------------------------------------------------------------------------- */
 
 /*  Gives a new record its id and timestamps. */
@@ -521,6 +720,7 @@ static void s_handle_track_create(mb_call_t *call)
 
 /* ---- updates ----------------------------------------------------------------------------- */
 
+/*  A new name moves the name index entries of every track of the artist. */
 static void s_update_artist(mb_call_t *call, MDB_txn *txn, const catalog_artist_t *old)
 {
     catalog_artist_t a = *old;
@@ -529,7 +729,11 @@ static void s_update_artist(mb_call_t *call, MDB_txn *txn, const catalog_artist_
         return;
     }
     catalog_now(a.updated_at);
-    s_save(call, txn, CATALOG_ARTISTS, a.id, &a, 200);
+    int rc = catalog_store_artist_renamed(s_store(call), txn, old, &a);
+    if (rc)
+        s_fail(call, txn, rc);
+    else
+        s_save(call, txn, CATALOG_ARTISTS, a.id, &a, 200);
 }
 
 /*  Index entries are keyed by artist and release date, so they are moved
@@ -698,7 +902,8 @@ static const mb_op_t s_ops[] = {
     {"album.delete", s_handle_album_delete},     {"album.tracks", s_handle_album_tracks},
     {"track.create", s_handle_track_create},     {"track.get", s_handle_track_get},
     {"track.get_many", s_handle_track_get_many}, {"track.update", s_handle_track_update},
-    {"track.delete", s_handle_track_delete},     {NULL, NULL},
+    {"track.delete", s_handle_track_delete},     {"track.match", s_handle_track_match},
+    {NULL, NULL},
 };
 
 static const mb_actor_def_t s_def = {

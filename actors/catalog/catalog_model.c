@@ -139,6 +139,65 @@ bool catalog_isrc_normalise(const char *s, size_t len, char out[CATALOG_ISRC_LEN
     return true;
 }
 
+bool catalog_isrc_loose(const char *s, size_t len, char out[CATALOG_ISRC_LEN + 1])
+{
+    char compact[CATALOG_ISRC_LEN + 1];
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c == '-' || c == ' ')
+            continue;
+        if (n == CATALOG_ISRC_LEN)
+            return false;
+        compact[n++] = c >= 'a' && c <= 'z' ? (char)(c - 'a' + 'A') : c;
+    }
+    if (n != CATALOG_ISRC_LEN || !s_isrc_compact_valid(compact))
+        return false;
+    compact[n] = '\0';
+    memcpy(out, compact, sizeof compact);
+    return true;
+}
+
+/*  Length of a curly quote (U+2018, U+2019, U+201C, U+201D: E2 80 98/99/9C/9D)
+    starting at s[i], or 0. */
+static size_t s_curly_quote(const unsigned char *s, size_t len, size_t i)
+{
+    if (len - i < 3 || s[i] != 0xe2 || s[i + 1] != 0x80)
+        return 0;
+    unsigned char c = s[i + 2];
+    return c == 0x98 || c == 0x99 || c == 0x9c || c == 0x9d ? 3 : 0;
+}
+
+size_t catalog_match_normalise(const char *s, size_t len, char *out)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = 0;
+    bool space = false; /* a word separator is pending */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = p[i];
+        size_t quote = s_curly_quote(p, len, i);
+        if (quote) {
+            i += quote - 1;
+            continue;
+        }
+        if (c == '\'' || c == '"' || c == '.')
+            continue;
+        if (c <= ' ' || c == 0x7f || (c < 0x80 && strchr(",!?()[]-", c))) {
+            space = n > 0;
+            continue;
+        }
+        if (space)
+            out[n++] = ' ';
+        space = false;
+        out[n++] = (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    }
+    if (n > 4 && memcmp(out, "the ", 4) == 0) {
+        memmove(out, out + 4, n - 4);
+        n -= 4;
+    }
+    return n;
+}
+
 static int s_digits(const char *s, size_t n)
 {
     int value = 0;

@@ -32,6 +32,7 @@
 #define CATALOG_ISRC_LEN 12           /* stored form, no hyphens */
 #define CATALOG_DATE_MAX 10           /* YYYY-MM-DD */
 #define CATALOG_TIME_MAX 31           /* room for an RFC 3339 timestamp */
+#define CATALOG_MATCH_TEXT_MAX 1024   /* bytes of an artist or title in a track.match query */
 
 /*  A string borrowed from elsewhere; ptr NULL means null (absent). */
 typedef struct {
@@ -121,6 +122,26 @@ void catalog_now(char out[CATALOG_TIME_MAX + 1]);
     and digits) into the 12-character stored form plus NUL. Returns false
     when `s` has neither shape. */
 bool catalog_isrc_normalise(const char *s, size_t len, char out[CATALOG_ISRC_LEN + 1]);
+
+/*  Reads an ISRC the way an importer may spell it: ASCII letters
+    upper-cased, hyphens and spaces dropped, then it must be the
+    12-character form (CCXXXYYNNNNN). Writes it and a NUL into out and
+    returns true; false when it is no ISRC even so. */
+bool catalog_isrc_loose(const char *s, size_t len, char out[CATALOG_ISRC_LEN + 1]);
+
+/*  Normalises an artist name or a track title for matching (track.match):
+      1. U+2018, U+2019, U+201C, U+201D (curly quotes) and the ASCII
+         characters ' " . are deleted ("Don't" -> "dont", "R.E.M." -> "rem");
+      2. the ASCII characters , ! ? ( ) [ ] - , blanks and control bytes
+         separate words: each run of them becomes one space, none at
+         either end ("Jay-Z" -> "jay z", "  Song (Live) " -> "song live");
+      3. ASCII letters are lower-cased; every other byte (non-ASCII UTF-8)
+         is kept as it is: no Unicode case folding, no accent stripping;
+      4. a leading "the " is dropped ("The Beatles" -> "beatles").
+    Writes the result into out, which has room for `len` bytes (the
+    result is never longer), and returns its length (0 when nothing is
+    left). Never fails; any bytes are accepted. */
+size_t catalog_match_normalise(const char *s, size_t len, char *out);
 
 /*  True when `s` is YYYY, YYYY-MM or YYYY-MM-DD naming a real date. */
 bool catalog_date_valid(const char *s, size_t len);

@@ -1,5 +1,7 @@
-/*  catalog_store — the catalog's LMDB databases: records by id and the
-    indexes that list an artist's albums and tracks and an album's tracks.
+/*  catalog_store — the catalog's LMDB databases: records by id, the
+    indexes that list an artist's albums and tracks and an album's tracks,
+    and the two that find a track by ISRC or by artist name and title
+    (track.match).
 
     Every function works inside the caller's transaction, so a handler
     makes all its changes in one write transaction and commits or aborts
@@ -18,7 +20,7 @@
 
 /*  Named databases this module opens: give mb_actor_def_t.max_dbs at
     least this. */
-#define CATALOG_STORE_DBS 6
+#define CATALOG_STORE_DBS 8
 
 typedef struct catalog_store catalog_store_t;
 
@@ -32,6 +34,8 @@ typedef enum {
     CATALOG_ARTIST_ALBUMS, /* artist id -> release date + album id, by date */
     CATALOG_ALBUM_TRACKS,  /* album id  -> disc + track number + track id, in order */
     CATALOG_ARTIST_TRACKS, /* artist id -> track id */
+    CATALOG_ISRC_TRACKS,   /* ISRC (12 bytes) -> track id */
+    CATALOG_NAME_TRACKS,   /* match key of an artist name and a title -> track id */
 } catalog_index_t;
 
 /*  A stored record copied out of LMDB and decoded: stays valid after
@@ -43,7 +47,11 @@ typedef struct {
 } catalog_record_t;
 
 /*  Opens (creating) the databases in a write transaction of its own.
-    Returns 0 with *self_p, or an LMDB result code (logged). */
+    When the ISRC and name indexes do not exist yet but tracks do (data
+    written before they were introduced), they are built from every
+    stored track in that same transaction, once: whoever opens first
+    builds them, the other processes find them there. Returns 0 with
+    *self_p, or an LMDB result code (logged). */
 int catalog_store_open(MDB_env *env, catalog_store_t **self_p);
 
 /*  Frees the handle (the databases stay open in the environment); nulls
@@ -74,13 +82,37 @@ int catalog_store_put(catalog_store_t *self, MDB_txn *txn, catalog_kind_t kind, 
 int catalog_store_del(catalog_store_t *self, MDB_txn *txn, catalog_kind_t kind, catalog_str_t id);
 
 /*  Adds (link) or removes (unlink) every index entry of a record: album
-    under each of its artists; track under its album at its position and
-    under each of its artists. Unlinking an entry that is not there is not
-    an error. Link before put and unlink with the record as it was stored. */
+    under each of its artists; track under its album at its position,
+    under each of its artists, under its ISRC (when it has one) and under
+    the match key of each of its artists' names with its title. The names
+    are read from the artist records in `txn`: link after checking the
+    artists exist. Unlinking an entry that is not there is not an error.
+    Link before put and unlink with the record as it was stored. */
 int catalog_store_link_album(catalog_store_t *self, MDB_txn *txn, const catalog_album_t *al);
 int catalog_store_unlink_album(catalog_store_t *self, MDB_txn *txn, const catalog_album_t *al);
 int catalog_store_link_track(catalog_store_t *self, MDB_txn *txn, const catalog_track_t *t);
 int catalog_store_unlink_track(catalog_store_t *self, MDB_txn *txn, const catalog_track_t *t);
+
+/*  Moves the name index entries of every track of artist `old` (found
+    through the artist_tracks index) from its old name to the name of
+    `renamed` (the same artist as it will be stored). Does nothing when
+    both names normalise alike. Call before putting `renamed`. */
+int catalog_store_artist_renamed(catalog_store_t *self, MDB_txn *txn, const catalog_artist_t *old,
+                                 const catalog_artist_t *renamed);
+
+/*  Finds a track by ISRC (the 12-character stored form): sets *id to the
+    track id, borrowed from the map (valid until the next write in `txn`
+    or its end). When several tracks share the ISRC, the smallest id in
+    byte order. Returns 0, MDB_NOTFOUND or an LMDB code. */
+int catalog_store_match_isrc(catalog_store_t *self, MDB_txn *txn, const char *isrc,
+                             catalog_str_t *id);
+
+/*  Finds a track by an artist name and a title as given (normalised here
+    with catalog_match_normalise(); each at most CATALOG_MATCH_TEXT_MAX
+    bytes): sets *id as catalog_store_match_isrc() does. MDB_NOTFOUND
+    also when either normalises to nothing or is too long. */
+int catalog_store_match_name(catalog_store_t *self, MDB_txn *txn, catalog_str_t artist,
+                             catalog_str_t title, catalog_str_t *id);
 
 /*  Sets *taken when album `album_id` already has a track at disc/track.
     Returns 0 or an LMDB code. */
