@@ -16,14 +16,19 @@
 
     Usage:
       bus_bench [--broker PATH] [--duration SEC] [--windows 1,64]
-                [--workers 1,4] [--size BYTES] [--broker-arg ARG]...
+                [--workers 1,4] [--size BYTES] [--rounds N] [--broker-arg ARG]...
     --broker defaults to musicbus-broker next to this executable.
     --broker-arg passes one more argument to the broker
     (--broker-arg=--worker-credit=1), up to 8 of them.
 
+    --rounds N repeats the whole sequence N times (direct, then the broker
+    with each worker count) and reports medians: the machine this runs on
+    is often shared, and one run can be off by a factor of two.
+
     Prints one table: mode, workers, in-flight, round trips/s, latency p50
-    and p99 (microseconds), and the ratio to the direct echo with the same
-    window. Every process it starts is stopped before it exits.
+    and p99 (microseconds), the ratio to the direct echo with the same
+    window, and the broker's CPU use. Every process it starts is stopped
+    before it exits.
 
     Internal modes, used by the benchmark on itself:
       bus_bench --serve-echo READY_FILE   the direct echo ROUTER
@@ -69,6 +74,7 @@ extern char **environ;
 #define S_MAX_WINDOW 4096
 #define S_MAX_LIST 8
 #define S_QUEUE_LIMIT "100000"   /* broker queue bound well above any window */
+#define S_MAX_ROUNDS 15
 
 /* ---- small helpers ----------------------------------------------------- */
 
@@ -525,39 +531,70 @@ static s_result_t s_run(s_bench_t *self, int window, int duration_ms)
 /* ---- main -------------------------------------------------------------- */
 
 typedef struct {
-    const char *mode;
-    int workers;
-    int window;
     s_result_t r;
     double broker_cpu;      /* broker's CPU in % of one core, -1 when not measured */
-} s_row_t;
+} s_cell_t;
 
-static void s_print_row(const s_row_t *row, double direct_rps)
+/*  The echo workers main started, to resize the pool and stop it. */
+typedef struct {
+    char *self_exe;
+    char endpoint[256];     /* the broker's */
+    const char *worker_log;
+    pid_t workers[64];
+    int n_workers;
+} s_pool_t;
+
+static double s_median(double *v, int n)
 {
-    char workers[16];
-    if (row->workers)
-        snprintf(workers, sizeof workers, "%d", row->workers);
-    else
-        snprintf(workers, sizeof workers, "-");
-    char cpu[16];
-    if (row->broker_cpu >= 0)
-        snprintf(cpu, sizeof cpu, "%.0f%%", row->broker_cpu);
-    else
-        snprintf(cpu, sizeof cpu, "-");
-    printf("%-8s %7s %9d %13.0f %8.0f %8.0f %7.2f %11s", row->mode, workers, row->window,
-           row->r.rps, row->r.p50_us, row->r.p99_us,
-           direct_rps > 0 ? row->r.rps / direct_rps : 0.0, cpu);
-    if (row->r.errors || row->r.lost)
-        printf("   (%llu errors, %llu lost)", (unsigned long long) row->r.errors,
-               (unsigned long long) row->r.lost);
-    printf("\n");
+    for (int i = 1; i < n; i++)  /* insertion sort: n is a handful */
+        for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+            double t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/*  Grows or shrinks the pool of echo workers to `want`, then waits until
+    the broker knows the service. Returns 0, or -1 (reason printed). */
+static int s_pool_resize(s_pool_t *pool, mb_client_t *client, int want)
+{
+    while (pool->n_workers > want)
+        s_stop_child(pool->workers[--pool->n_workers]);
+    while (pool->n_workers < want) {
+        char *argv[] = {pool->self_exe, "--serve-worker", pool->endpoint, NULL};
+        pid_t pid = s_spawn(argv, pool->worker_log);
+        if (pid < 0)
+            return -1;
+        pool->workers[pool->n_workers++] = pid;
+    }
+    /* mmi.service says 200 once one worker is READY; the others are given
+       a moment more, which READY needs far less than. A worker that left
+       is gone from the broker once its DISCONNECT is read, well within it. */
+    bool ready = false;
+    for (int tries = 0; tries < 100 && !ready && !mb_signal_stop_requested(); tries++) {
+        zmq_msg_t reply;
+        if (mb_client_call(client, "mmi.service", S_SERVICE, strlen(S_SERVICE), 200, &reply) ==
+            0) {
+            ready = zmq_msg_size(&reply) == 3 && memcmp(zmq_msg_data(&reply), "200", 3) == 0;
+            zmq_msg_close(&reply);
+        }
+        if (!ready)
+            s_sleep_ms(50);
+    }
+    if (!ready) {
+        fprintf(stderr, "bus_bench: no echo worker registered with the broker\n");
+        return -1;
+    }
+    s_sleep_ms(300);
+    return 0;
 }
 
 static void s_usage(void)
 {
     fprintf(stderr,
             "usage: bus_bench [--broker PATH] [--duration SEC] [--windows 1,64]\n"
-            "                 [--workers 1,4] [--size BYTES] [--broker-arg ARG]...\n");
+            "                 [--workers 1,4] [--size BYTES] [--rounds N] [--broker-arg ARG]...\n");
     exit(2);
 }
 
@@ -578,18 +615,18 @@ int main(int argc, char **argv)
 
     int windows[S_MAX_LIST] = {1, 64}, n_windows = 2;
     int workers[S_MAX_LIST] = {1, 4}, n_workers = 2;
-    int duration_ms = 3000;
+    int duration_ms = 3000, rounds = 1;
     size_t size = 100;
     char *broker_args[S_MAX_LIST];
     int n_broker_args = 0;
     static const struct option opts[] = {
-        {"broker", required_argument, 0, 'b'}, {"duration", required_argument, 0, 'd'},
+        {"broker", required_argument, 0, 'b'},  {"duration", required_argument, 0, 'd'},
         {"windows", required_argument, 0, 'w'}, {"workers", required_argument, 0, 'n'},
-        {"size", required_argument, 0, 's'},   {"broker-arg", required_argument, 0, 'B'},
-        {"help", no_argument, 0, 'h'},
+        {"size", required_argument, 0, 's'},    {"broker-arg", required_argument, 0, 'B'},
+        {"rounds", required_argument, 0, 'r'},  {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "b:d:w:n:s:B:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "b:d:w:n:s:B:r:h", opts, NULL)) != -1) {
         switch (c) {
         case 'b':
             snprintf(broker_path, sizeof broker_path, "%s", optarg);
@@ -616,6 +653,11 @@ int main(int argc, char **argv)
             size = (size_t) v;
             break;
         }
+        case 'r':
+            rounds = atoi(optarg);
+            if (rounds < 1 || rounds > S_MAX_ROUNDS)
+                s_usage();
+            break;
         case 'B':
             if (n_broker_args == S_MAX_LIST)
                 s_usage();
@@ -632,7 +674,7 @@ int main(int argc, char **argv)
     char tmpdir[] = "/tmp/bus_bench.XXXXXX";
     if (!mkdtemp(tmpdir))
         s_die("mkdtemp failed%s", "");
-    char echo_ready[PATH_MAX], broker_ready[PATH_MAX], endpoint[256];
+    char echo_ready[PATH_MAX], broker_ready[PATH_MAX], echo_endpoint[256];
     char echo_log[PATH_MAX], broker_log[PATH_MAX], worker_log[PATH_MAX];
     snprintf(echo_ready, sizeof echo_ready, "%s/echo.ready", tmpdir);
     snprintf(broker_ready, sizeof broker_ready, "%s/broker.ready", tmpdir);
@@ -643,44 +685,34 @@ int main(int argc, char **argv)
     s_bench_t bench = {.size = size};
     msgpack_sbuffer_init(&bench.buf);
     s_size_request(&bench);
+    void *dealer = NULL;
+    mb_client_t *client = NULL;
+    s_pool_t pool = {.self_exe = self_exe, .worker_log = worker_log};
+    pid_t broker_pid = -1, echo_pid = -1;
+    /* cells[round][slot][window]: slot 0 is the direct echo, slot k the
+       broker with workers[k - 1] workers. */
+    static s_cell_t cells[S_MAX_ROUNDS][S_MAX_LIST + 1][S_MAX_LIST];
+    double avg_request = 0;
+    int rc = 1;
 
-    s_row_t rows[S_MAX_LIST * (S_MAX_LIST + 1)];
-    int n_rows = 0;
-    double direct_rps[S_MAX_LIST] = {0};
-    pid_t worker_pids[64];
-    int n_worker_pids = 0;
-    pid_t broker_pid = -1;
-    long broker_hwm = -1;
-    int rc = 0;
+    fprintf(stderr, "bus_bench: %d round(s), %.1f s per run, requests of ~%zu bytes\n", rounds,
+            duration_ms / 1000.0, size);
 
-    fprintf(stderr, "bus_bench: %d s per run, requests of ~%zu bytes, %ld CPUs online\n",
-            duration_ms / 1000, size, sysconf(_SC_NPROCESSORS_ONLN));
-
-    /* Direct echo first, one run per window. */
+    /* The echo server and the broker live through every round; runs never
+       overlap, so the idle one costs nothing. */
     char *echo_argv[] = {self_exe, "--serve-echo", echo_ready, NULL};
-    pid_t echo_pid = s_spawn(echo_argv, echo_log);
-    if (echo_pid < 0 || s_wait_ready(echo_ready, echo_pid, endpoint, sizeof endpoint) != 0) {
+    echo_pid = s_spawn(echo_argv, echo_log);
+    if (echo_pid < 0 ||
+        s_wait_ready(echo_ready, echo_pid, echo_endpoint, sizeof echo_endpoint) != 0) {
         fprintf(stderr, "bus_bench: the echo server did not start\n");
         s_show_log(echo_log);
-        rc = 1;
         goto done;
     }
-    bench.dealer = zmq_socket(mb_zmq_context(), ZMQ_DEALER);
+    dealer = zmq_socket(mb_zmq_context(), ZMQ_DEALER);
     int zero = 0;
-    zmq_setsockopt(bench.dealer, ZMQ_LINGER, &zero, sizeof zero);
-    zmq_connect(bench.dealer, endpoint);
-    for (int w = 0; w < n_windows && !mb_signal_stop_requested(); w++) {
-        s_row_t *row = &rows[n_rows++];
-        *row = (s_row_t){"direct", 0, windows[w], s_run(&bench, windows[w], duration_ms), -1};
-        direct_rps[w] = row->r.rps;
-        fprintf(stderr, "  direct          window %3d: %.0f/s\n", windows[w], row->r.rps);
-    }
-    zmq_close(bench.dealer);
-    bench.dealer = NULL;
-    s_stop_child(echo_pid);
-    echo_pid = -1;
+    zmq_setsockopt(dealer, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_connect(dealer, echo_endpoint);
 
-    /* Then the broker, growing the worker pool between rounds. */
     char *broker_argv[8 + S_MAX_LIST] = {broker_path,  "--bind",        "tcp://127.0.0.1:*",
                                          "--ready-file", broker_ready,    "--queue-limit",
                                          S_QUEUE_LIMIT};
@@ -688,91 +720,120 @@ int main(int argc, char **argv)
         broker_argv[7 + i] = broker_args[i];
     broker_pid = s_spawn(broker_argv, broker_log);
     if (broker_pid < 0 ||
-        s_wait_ready(broker_ready, broker_pid, endpoint, sizeof endpoint) != 0) {
+        s_wait_ready(broker_ready, broker_pid, pool.endpoint, sizeof pool.endpoint) != 0) {
         fprintf(stderr, "bus_bench: the broker did not start (%s)\n", broker_path);
         s_show_log(broker_log);
-        rc = 1;
         goto done;
     }
-    bench.client = mb_client_new(endpoint);
-    if (!bench.client) {
-        fprintf(stderr, "bus_bench: cannot connect to %s\n", endpoint);
-        rc = 1;
+    client = mb_client_new(pool.endpoint);
+    if (!client) {
+        fprintf(stderr, "bus_bench: cannot connect to %s\n", pool.endpoint);
         goto done;
     }
-    for (int k = 0; k < n_workers && !mb_signal_stop_requested(); k++) {
-        while (n_worker_pids < workers[k] && n_worker_pids < 64) {
-            char *worker_argv[] = {self_exe, "--serve-worker", endpoint, NULL};
-            pid_t pid = s_spawn(worker_argv, worker_log);
-            if (pid < 0) {
-                rc = 1;
+
+    for (int round = 0; round < rounds && !mb_signal_stop_requested(); round++) {
+        bench.client = NULL;
+        bench.dealer = dealer;
+        for (int w = 0; w < n_windows && !mb_signal_stop_requested(); w++) {
+            s_cell_t *cell = &cells[round][0][w];
+            cell->r = s_run(&bench, windows[w], duration_ms);
+            cell->broker_cpu = -1;
+            avg_request = cell->r.avg_request;
+            fprintf(stderr, "  round %d direct          window %3d: %.0f/s\n", round + 1,
+                    windows[w], cell->r.rps);
+        }
+        bench.client = client;
+        bench.dealer = NULL;
+        for (int k = 0; k < n_workers && !mb_signal_stop_requested(); k++) {
+            if (s_pool_resize(&pool, client, workers[k]) != 0) {
+                s_show_log(broker_log);
+                s_show_log(worker_log);
                 goto done;
             }
-            worker_pids[n_worker_pids++] = pid;
-        }
-        /* mmi.service says 200 once one worker is READY; the others are
-           given a moment more, which READY needs far less than. */
-        bool ready = false;
-        for (int tries = 0; tries < 100 && !ready && !mb_signal_stop_requested(); tries++) {
-            zmq_msg_t reply;
-            if (mb_client_call(bench.client, "mmi.service", S_SERVICE, strlen(S_SERVICE), 200,
-                               &reply) == 0) {
-                ready = zmq_msg_size(&reply) == 3 && memcmp(zmq_msg_data(&reply), "200", 3) == 0;
-                zmq_msg_close(&reply);
+            for (int w = 0; w < n_windows && !mb_signal_stop_requested(); w++) {
+                s_cell_t *cell = &cells[round][k + 1][w];
+                long ticks = s_cpu_ticks(broker_pid);
+                cell->r = s_run(&bench, windows[w], duration_ms);
+                /* The run includes warm-up and drain; close enough for a share. */
+                long spent = s_cpu_ticks(broker_pid) - ticks;
+                cell->broker_cpu = ticks >= 0 && spent >= 0
+                                       ? 100.0 * (double) spent / (double) sysconf(_SC_CLK_TCK) /
+                                             ((S_WARMUP_MS + duration_ms) / 1000.0)
+                                       : -1;
+                fprintf(stderr, "  round %d broker %2d worker(s) window %3d: %.0f/s\n",
+                        round + 1, workers[k], windows[w], cell->r.rps);
             }
-            if (!ready)
-                s_sleep_ms(50);
-        }
-        if (!ready) {
-            fprintf(stderr, "bus_bench: no echo worker registered with the broker\n");
-            s_show_log(broker_log);
-            s_show_log(worker_log);
-            rc = 1;
-            goto done;
-        }
-        s_sleep_ms(300);
-        for (int w = 0; w < n_windows && !mb_signal_stop_requested(); w++) {
-            s_row_t *row = &rows[n_rows++];
-            long ticks = s_cpu_ticks(broker_pid);
-            *row = (s_row_t){"broker", workers[k], windows[w],
-                             s_run(&bench, windows[w], duration_ms), -1};
-            /* The run includes warm-up and drain; close enough for a share. */
-            long spent = s_cpu_ticks(broker_pid) - ticks;
-            if (ticks >= 0 && spent >= 0)
-                row->broker_cpu = 100.0 * (double) spent / (double) sysconf(_SC_CLK_TCK) /
-                                  ((S_WARMUP_MS + duration_ms) / 1000.0);
-            fprintf(stderr, "  broker %2d worker(s) window %3d: %.0f/s\n", workers[k],
-                    windows[w], row->r.rps);
         }
     }
-    broker_hwm = s_vm_hwm_kib(broker_pid);
+    if (mb_signal_stop_requested())
+        goto done;
 
-    printf("\nbus_bench: %.1f s per run, request ~%.0f bytes (envelope {op, rid, ttl, args}), "
-           "%ld CPUs\n\n",
-           duration_ms / 1000.0, rows[0].r.avg_request, sysconf(_SC_NPROCESSORS_ONLN));
-    printf("%-8s %7s %9s %13s %8s %8s %7s %11s\n", "mode", "workers", "in-flight",
-           "round trips/s", "p50 us", "p99 us", "ratio", "broker CPU");
-    for (int w = 0; w < n_windows; w++)
-        for (int i = 0; i < n_rows; i++)
-            if (rows[i].window == windows[w])
-                s_print_row(&rows[i], direct_rps[w]);
-    if (broker_hwm >= 0)
-        printf("\nbroker peak RSS (VmHWM): %.1f MiB\n", broker_hwm / 1024.0);
+    printf("\nbus_bench: %d round(s), %.1f s per run, request ~%.0f bytes "
+           "(envelope {op, rid, ttl, args}), %ld CPUs\n",
+           rounds, duration_ms / 1000.0, avg_request, sysconf(_SC_NPROCESSORS_ONLN));
+    if (rounds > 1)
+        printf("figures are medians over the rounds; \"ratio range\" is the lowest and highest "
+               "ratio of a single round\n");
+    printf("\n%-8s %7s %9s %13s %8s %8s %7s %11s %12s\n", "mode", "workers", "in-flight",
+           "round trips/s", "p50 us", "p99 us", "ratio", "broker CPU",
+           rounds > 1 ? "ratio range" : "");
+    for (int w = 0; w < n_windows; w++) {
+        double direct = 0;
+        for (int slot = 0; slot <= n_workers; slot++) {
+            double rps[S_MAX_ROUNDS], p50[S_MAX_ROUNDS], p99[S_MAX_ROUNDS], cpu[S_MAX_ROUNDS],
+                ratio[S_MAX_ROUNDS];
+            uint64_t errors = 0, lost = 0;
+            for (int r = 0; r < rounds; r++) {
+                s_cell_t *cell = &cells[r][slot][w];
+                rps[r] = cell->r.rps;
+                p50[r] = cell->r.p50_us;
+                p99[r] = cell->r.p99_us;
+                cpu[r] = cell->broker_cpu;
+                double d = cells[r][0][w].r.rps;
+                ratio[r] = d > 0 ? cell->r.rps / d : 0;
+                errors += cell->r.errors;
+                lost += cell->r.lost;
+            }
+            double m_rps = s_median(rps, rounds);
+            if (slot == 0)
+                direct = m_rps;
+            char who[16] = "-", load[16] = "-", range[32] = "";
+            if (slot)
+                snprintf(who, sizeof who, "%d", workers[slot - 1]);
+            double m_cpu = s_median(cpu, rounds);
+            if (m_cpu >= 0)
+                snprintf(load, sizeof load, "%.0f%%", m_cpu);
+            if (rounds > 1) {
+                s_median(ratio, rounds); /* sorts */
+                snprintf(range, sizeof range, "%.2f-%.2f", ratio[0], ratio[rounds - 1]);
+            }
+            printf("%-8s %7s %9d %13.0f %8.0f %8.0f %7.2f %11s %12s", slot ? "broker" : "direct",
+                   who, windows[w], m_rps, s_median(p50, rounds), s_median(p99, rounds),
+                   direct > 0 ? m_rps / direct : 0.0, load, range);
+            if (errors || lost)
+                printf("   (%llu errors, %llu lost)", (unsigned long long) errors,
+                       (unsigned long long) lost);
+            printf("\n");
+        }
+    }
+    long hwm = s_vm_hwm_kib(broker_pid);
+    if (hwm >= 0)
+        printf("\nbroker peak RSS (VmHWM): %.1f MiB\n", hwm / 1024.0);
     printf("ratio = round trips/s / direct echo with the same in-flight window "
            "(target >= 0.40)\n"
            "broker CPU = %% of one core used by musicbus-broker during the run\n");
+    rc = 0;
 
 done:
-    mb_client_destroy(&bench.client);
-    if (bench.dealer)
-        zmq_close(bench.dealer);
-    for (int i = 0; i < n_worker_pids; i++)
-        kill(worker_pids[i], SIGTERM);
-    for (int i = 0; i < n_worker_pids; i++)
-        s_stop_child(worker_pids[i]);
+    mb_client_destroy(&client);
+    if (dealer)
+        zmq_close(dealer);
+    for (int i = 0; i < pool.n_workers; i++)
+        kill(pool.workers[i], SIGTERM);
+    for (int i = 0; i < pool.n_workers; i++)
+        s_stop_child(pool.workers[i]);
     s_stop_child(broker_pid);
-    if (echo_pid > 0)
-        s_stop_child(echo_pid);
+    s_stop_child(echo_pid);
     msgpack_sbuffer_destroy(&bench.buf);
     mb_zmq_shutdown();
     const char *files[] = {echo_ready, broker_ready, echo_log, broker_log, worker_log};
