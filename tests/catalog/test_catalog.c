@@ -18,6 +18,7 @@
 #include "catalog.h"
 #include "mb_actor.h"
 #include "mb_envelope.h"
+#include "mb_events.h"
 #include "mb_msgpack.h"
 
 /* ---- harness -------------------------------------------------------------- */
@@ -943,4 +944,503 @@ Test(catalog_full, map_full_is_507_and_keeps_what_was_written)
     cr_assert_str_eq(s_str(r.body, "name"), "First");
     r = s_ok(s_call("artist.albums", "{\"id\":\"%s\"}", first), 200);
     cr_assert(s_int(r.body, "total") <= 1);
+}
+
+/* ---- events ------------------------------------------------------------------------ */
+
+/*  The newest entry of the outbox ("_outbox", mb_events.h): what the
+    runtime will publish once the handler's transaction committed. */
+typedef struct {
+    char topic[MB_TOPIC_MAX + 1];
+    char key[MB_EVENT_KEY_MAX + 1];
+    json_t *data; /* kept until teardown */
+} event_t;
+
+static size_t s_outbox_count(void)
+{
+    size_t n;
+    cr_assert_eq(mb_outbox_count(s_env, &n), 0);
+    return n;
+}
+
+static event_t s_outbox_last(void)
+{
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_cursor *cursor;
+    MDB_val key, value;
+    cr_assert_eq(mdb_txn_begin(s_env, NULL, MDB_RDONLY, &txn), 0);
+    cr_assert_eq(mdb_dbi_open(txn, "_outbox", 0, &dbi), 0);
+    cr_assert_eq(mdb_cursor_open(txn, dbi, &cursor), 0);
+    cr_assert_eq(mdb_cursor_get(cursor, &key, &value, MDB_LAST), 0, "the outbox is empty");
+    msgpack_unpacked msg;
+    msgpack_unpacked_init(&msg);
+    size_t used = 0;
+    cr_assert_eq(msgpack_unpack_next(&msg, value.mv_data, value.mv_size, &used),
+                 MSGPACK_UNPACK_SUCCESS);
+    event_t e = {.data = NULL};
+    const char *s;
+    size_t len;
+    cr_assert(mb_obj_str(mb_map_get(&msg.data, "topic"), &s, &len));
+    s_copy(e.topic, sizeof e.topic, s, len);
+    cr_assert(mb_obj_str(mb_map_get(&msg.data, "key"), &s, &len));
+    s_copy(e.key, sizeof e.key, s, len);
+    const msgpack_object *data = mb_map_get(&msg.data, "data");
+    cr_assert_not_null(data);
+    e.data = s_keep(s_to_json(data));
+    msgpack_unpacked_destroy(&msg);
+    mdb_cursor_close(cursor);
+    mdb_txn_abort(txn);
+    return e;
+}
+
+/*  Checks that exactly one event was added since the outbox held
+    `before`, and that it is {action, id, object} on `topic` keyed by id
+    (`object` NULL: nil). */
+static void s_expect_event(size_t before, const char *topic, const char *id, const char *action,
+                           const json_t *object)
+{
+    cr_assert_eq(s_outbox_count(), before + 1, "%zu events added, expected 1",
+                 s_outbox_count() - before);
+    event_t e = s_outbox_last();
+    cr_assert_str_eq(e.topic, topic);
+    cr_assert_str_eq(e.key, id);
+    cr_assert_eq(json_object_size(e.data), 3, "data is {action, id, object}");
+    cr_assert_str_eq(s_str(e.data, "action"), action);
+    cr_assert_str_eq(s_str(e.data, "id"), id);
+    const json_t *got = json_object_get(e.data, "object");
+    if (object)
+        cr_assert(json_equal(got, object), "the event carries the object as answered");
+    else
+        cr_assert(json_is_null(got), "a delete carries a nil object");
+}
+
+Test(catalog, usage_every_change_is_one_event)
+{
+    cr_assert_eq(s_outbox_count(), 0);
+    size_t n = s_outbox_count();
+    reply_t r = s_ok(s_call("artist.create", "{\"body\":{\"name\":\"Nina Simone\"}}"), 201);
+    char artist[64];
+    snprintf(artist, sizeof artist, "%s", s_str(r.body, "id"));
+    s_expect_event(n++, "catalog.artist", artist, "created", r.body);
+    r = s_ok(s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"genres\":[\"jazz\"]}}", artist),
+             200);
+    s_expect_event(n++, "catalog.artist", artist, "updated", r.body);
+
+    r = s_ok(s_call("album.create",
+                    "{\"body\":{\"title\":\"Pastel Blues\",\"artist_ids\":[\"%s\"]}}", artist),
+             201);
+    char album[64];
+    snprintf(album, sizeof album, "%s", s_str(r.body, "id"));
+    s_expect_event(n++, "catalog.album", album, "created", r.body);
+    r = s_ok(s_call("album.update", "{\"id\":\"%s\",\"body\":{\"label\":\"Philips\"}}", album), 200);
+    s_expect_event(n++, "catalog.album", album, "updated", r.body);
+
+    r = s_ok(s_call("track.create",
+                    "{\"body\":{\"title\":\"Sinnerman\",\"artist_ids\":[\"%s\"],"
+                    "\"album_id\":\"%s\",\"track_number\":1,\"duration_ms\":622000}}",
+                    artist, album),
+             201);
+    char track[64];
+    snprintf(track, sizeof track, "%s", s_str(r.body, "id"));
+    s_expect_event(n++, "catalog.track", track, "created", r.body);
+    r = s_ok(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"isrc\":\"NLA506500044\"}}", track),
+             200);
+    s_expect_event(n++, "catalog.track", track, "updated", r.body);
+
+    s_ok(s_call("track.delete", "{\"id\":\"%s\"}", track), 204);
+    s_expect_event(n++, "catalog.track", track, "deleted", NULL);
+    s_ok(s_call("album.delete", "{\"id\":\"%s\"}", album), 204);
+    s_expect_event(n++, "catalog.album", album, "deleted", NULL);
+    s_ok(s_call("artist.delete", "{\"id\":\"%s\"}", artist), 204);
+    s_expect_event(n++, "catalog.artist", artist, "deleted", NULL);
+
+    /* Reads publish nothing. */
+    s_call("artist.get", "{\"id\":\"%s\"}", artist);
+    s_call("track.match", "{\"queries\":[{\"isrc\":\"NLA506500044\"}]}");
+    cr_assert_eq(s_outbox_count(), n);
+}
+
+Test(catalog, refused_writes_publish_nothing)
+{
+    const char *artist = s_new_artist("A");
+    const char *album = s_new_album("B", artist, "2001");
+    const char *track = s_new_track(album, artist, 1, 1);
+    size_t n = s_outbox_count();
+    s_expect_invalid(s_call("artist.create", "{\"body\":{}}"), "body.name");
+    s_expect_invalid(s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":\"\"}}", artist),
+                     "body.name");
+    s_expect_error(s_call("artist.update", "{\"id\":\"nope\",\"body\":{\"name\":\"x\"}}"), 404,
+                   "not_found", NULL);
+    s_expect_error(s_call("artist.delete", "{\"id\":\"%s\"}", artist), 409, "conflict", NULL);
+    s_expect_error(s_call("album.delete", "{\"id\":\"%s\"}", album), 409, "conflict", NULL);
+    s_expect_invalid(s_call("album.create", "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"nope\"]}}"),
+                     "body.artist_ids[0]");
+    s_expect_error(s_call("track.create",
+                          "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"album_id\":\"%s\","
+                          "\"track_number\":1,\"duration_ms\":1}}",
+                          artist, album),
+                   409, "conflict", "body.track_number");
+    s_expect_invalid(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"artist_ids\":[\"nope\"]}}",
+                            track),
+                     "body.artist_ids[0]");
+    s_expect_invalid(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"isrc\":\"bad\"}}", track),
+                     "body.isrc");
+    s_expect_error(s_call("track.delete", "{\"id\":\"nope\"}"), 404, "not_found", NULL);
+    cr_assert_eq(s_outbox_count(), n, "a refused write leaves no event");
+}
+
+/* ---- track.match ------------------------------------------------------------------- */
+
+/*  Creates a track named `title` by `artists` (a JSON list of ids) with
+    `isrc` (JSON: a quoted string or null) on `album` at track `number`. */
+static const char *s_titled_track(const char *album, const char *artists, const char *title,
+                                  const char *isrc, int number)
+{
+    reply_t r = s_ok(s_call("track.create",
+                            "{\"body\":{\"title\":\"%s\",\"artist_ids\":%s,\"album_id\":\"%s\","
+                            "\"track_number\":%d,\"duration_ms\":%d,\"isrc\":%s}}",
+                            title, artists, album, number, 1000 + number, isrc),
+                     201);
+    return s_str(r.body, "id");
+}
+
+/*  Answers track.match for `queries` (a JSON list) and returns matches. */
+static const json_t *s_match(const char *queries)
+{
+    reply_t r = s_ok(s_call("track.match", "{\"queries\":%s}", queries), 200);
+    cr_assert_eq(json_object_size(r.body), 1);
+    const json_t *matches = json_object_get(r.body, "matches");
+    cr_assert(json_is_array(matches));
+    return matches;
+}
+
+/*  The id matched by the one query `query`, or NULL for nil. */
+static const char *s_match_id(const char *query)
+{
+    char list[4096];
+    snprintf(list, sizeof list, "[%s]", query);
+    const json_t *matches = s_match(list);
+    cr_assert_eq(json_array_size(matches), 1);
+    const json_t *m = json_array_get(matches, 0);
+    return json_is_null(m) ? NULL : s_str(m, "id");
+}
+
+static void s_expect_match(const char *query, const char *id)
+{
+    const char *got = s_match_id(query);
+    cr_assert_not_null(got, "%s matches nothing; expected %s", query, id);
+    cr_assert_str_eq(got, id, "%s", query);
+}
+
+static void s_expect_no_match(const char *query)
+{
+    const char *got = s_match_id(query);
+    cr_assert_null(got, "%s matches %s; expected nil", query, got);
+}
+
+Test(catalog, usage_track_match_by_isrc_then_names)
+{
+    const char *beatles = s_new_artist("The Beatles");
+    const char *album = s_new_album("Abbey Road", beatles, "1969");
+    char artists[64];
+    snprintf(artists, sizeof artists, "[\"%s\"]", beatles);
+    const char *track = s_titled_track(album, artists, "Come Together", "\"GB-AYE-69-00531\"", 1);
+    const char *other = s_titled_track(album, artists, "Something", "null", 2);
+
+    const json_t *matches = s_match("[{\"isrc\":\"GBAYE6900531\"},{\"isrc\":\"GBAYE6900532\"}]");
+    cr_assert_eq(json_array_size(matches), 2);
+    const json_t *m = json_array_get(matches, 0);
+    cr_assert_eq(json_object_size(m), 5, "a match is {id, artist_ids, album_id, isrc, duration_ms}");
+    cr_assert_str_eq(s_str(m, "id"), track);
+    cr_assert_str_eq(json_string_value(json_array_get(json_object_get(m, "artist_ids"), 0)),
+                     beatles);
+    cr_assert_str_eq(s_str(m, "album_id"), album);
+    cr_assert_str_eq(s_str(m, "isrc"), "GBAYE6900531");
+    cr_assert_eq(s_int(m, "duration_ms"), 1001);
+    cr_assert(json_is_null(json_array_get(matches, 1)), "an unknown ISRC is nil");
+
+    /* ISRCs as importers write them: any case, hyphens, spaces. */
+    s_expect_match("{\"isrc\":\"gb-aye-69-00531\"}", track);
+    s_expect_match("{\"isrc\":\"GB AYE 69 00531\"}", track);
+    s_expect_no_match("{\"isrc\":\"not an isrc\"}");
+    /* No ISRC match: the names decide, and the match of a track without
+       an ISRC says nil. */
+    s_expect_match("{\"isrc\":\"GBAYE6900599\",\"artist\":\"Beatles\",\"title\":\"come together\"}",
+                   track);
+    s_expect_match("{\"isrc\":null,\"artist\":\"The Beatles\",\"title\":\"Something\"}", other);
+    m = json_array_get(s_match("[{\"artist\":\"beatles\",\"title\":\"something\"}]"), 0);
+    cr_assert(json_is_null(json_object_get(m, "isrc")));
+    /* An ISRC match wins over the names. */
+    s_expect_match("{\"isrc\":\"GBAYE6900531\",\"artist\":\"The Beatles\",\"title\":\"Something\"}",
+                   track);
+    /* Both names are needed. */
+    s_expect_no_match("{\"artist\":\"The Beatles\"}");
+    s_expect_no_match("{\"title\":\"Something\"}");
+    s_expect_no_match("{}");
+    s_expect_no_match("{\"artist\":\"The Rolling Stones\",\"title\":\"Something\"}");
+}
+
+Test(catalog, track_match_normalises_names)
+{
+    const char *a = s_new_artist("Guns N' Roses");
+    const char *b = s_new_artist("Jay-Z");
+    const char *c = s_new_artist("R.E.M.");
+    const char *d = s_new_artist("Sigur R\u00f3s");
+    const char *album = s_new_album("Mix", a, "2000");
+    char list[256];
+    snprintf(list, sizeof list, "[\"%s\"]", a);
+    const char *t1 = s_titled_track(album, list, "Sweet Child O' Mine (Live)", "null", 1);
+    snprintf(list, sizeof list, "[\"%s\"]", b);
+    const char *t2 = s_titled_track(album, list, "Hard Knock Life [Ghetto Anthem]", "null", 2);
+    snprintf(list, sizeof list, "[\"%s\"]", c);
+    const char *t3 = s_titled_track(album, list, "Don\u2019t Go Back to Rockville", "null", 3);
+    snprintf(list, sizeof list, "[\"%s\"]", d);
+    const char *t4 = s_titled_track(album, list, "Hopp\u00edpolla", "null", 4);
+    const char *t5 = s_titled_track(album, list, "The Day", "null", 5);
+
+    s_expect_match("{\"artist\":\"guns n roses\",\"title\":\"sweet child o mine live\"}", t1);
+    s_expect_match("{\"artist\":\"  GUNS  N\u2019 ROSES \",\"title\":\"Sweet Child O\u2019 Mine - "
+                   "Live\"}",
+                   t1);
+    s_expect_match("{\"artist\":\"Jay Z\",\"title\":\"hard knock life (ghetto anthem)\"}", t2);
+    s_expect_match("{\"artist\":\"JAY-Z\",\"title\":\"Hard\\tKnock\\nLife, Ghetto Anthem!\"}", t2);
+    s_expect_match("{\"artist\":\"REM\",\"title\":\"dont go back to rockville\"}", t3);
+    s_expect_match("{\"artist\":\"r.e.m\",\"title\":\"Don't Go Back To Rockville?\"}", t3);
+    s_expect_match("{\"artist\":\"the R.E.M.\",\"title\":\"\\\"Don't Go Back To Rockville\\\"\"}",
+                   t3);
+    /* Non-ASCII letters are kept as they are: no folding. */
+    s_expect_match("{\"artist\":\"SIGUR R\u00f3S\",\"title\":\"hopp\u00edpolla\"}", t4);
+    s_expect_no_match("{\"artist\":\"Sigur Ros\",\"title\":\"Hoppipolla\"}");
+    s_expect_no_match("{\"artist\":\"SIGUR R\u00d3S\",\"title\":\"hopp\u00edpolla\"}");
+    /* A leading "the " goes from titles too. */
+    s_expect_match("{\"artist\":\"Sigur R\u00f3s\",\"title\":\"day\"}", t5);
+    /* Punctuation is not a name. */
+    s_expect_no_match("{\"artist\":\"?!\",\"title\":\"(...)\"}");
+    /* Words stay apart. */
+    s_expect_no_match("{\"artist\":\"gunsnroses\",\"title\":\"sweet child o mine live\"}");
+}
+
+Test(catalog, track_match_finds_a_track_under_each_of_its_artists)
+{
+    const char *a = s_new_artist("Queen");
+    const char *b = s_new_artist("David Bowie");
+    const char *album = s_new_album("Hot Space", a, "1982");
+    char list[128];
+    snprintf(list, sizeof list, "[\"%s\",\"%s\"]", a, b);
+    const char *t = s_titled_track(album, list, "Under Pressure", "null", 1);
+    s_expect_match("{\"artist\":\"queen\",\"title\":\"under pressure\"}", t);
+    s_expect_match("{\"artist\":\"david bowie\",\"title\":\"under pressure\"}", t);
+}
+
+Test(catalog, track_match_with_the_longest_names)
+{
+    /* 200 characters of 4 bytes each: keys past LMDB's limit are hashed. */
+    char name[1024] = "", other[1024];
+    for (int i = 0; i < 200; i++)
+        strcat(name, "\xf0\x9f\x8e\xb5");
+    const char *artist = s_new_artist(name);
+    const char *album = s_new_album("Long", artist, "2020");
+    char list[64];
+    snprintf(list, sizeof list, "[\"%s\"]", artist);
+    const char *t = s_titled_track(album, list, name, "null", 1);
+    /* Same first 199 characters, another last one. */
+    snprintf(other, sizeof other, "%.*s\xf0\x9f\x8e\xb6", 199 * 4, name);
+    const char *u = s_titled_track(album, list, other, "null", 2);
+    char query[3000];
+    snprintf(query, sizeof query, "{\"artist\":\"%s\",\"title\":\"%s\"}", name, name);
+    s_expect_match(query, t);
+    snprintf(query, sizeof query, "{\"artist\":\"%s\",\"title\":\"%s\"}", name, other);
+    s_expect_match(query, u);
+    snprintf(query, sizeof query, "{\"artist\":\"%s\",\"title\":\"%.*s\"}", name, 198 * 4, name);
+    s_expect_no_match(query);
+}
+
+Test(catalog, track_match_answers_1000_queries_in_order)
+{
+    const char *artist = s_new_artist("Many");
+    const char *album = s_new_album("Many", artist, "2020");
+    char list[64], ids[10][32];
+    snprintf(list, sizeof list, "[\"%s\"]", artist);
+    for (int i = 0; i < 10; i++) {
+        char title[32], isrc[32];
+        snprintf(title, sizeof title, "Song %d", i);
+        snprintf(isrc, sizeof isrc, "\"QZAAA200000%d\"", i);
+        snprintf(ids[i], sizeof ids[i], "%s", s_titled_track(album, list, title, isrc, i + 1));
+    }
+    /* Query i asks for track i % 10 by ISRC (even i), by names (i % 3 == 1)
+       or for something unknown (the rest). */
+    size_t cap = 1000 * 80 + 16, len = 0;
+    char *queries = malloc(cap);
+    len += (size_t)snprintf(queries + len, cap - len, "[");
+    for (int i = 0; i < 1000; i++) {
+        const char *sep = i ? "," : "";
+        if (i % 2 == 0)
+            len += (size_t)snprintf(queries + len, cap - len, "%s{\"isrc\":\"QZ-AAA-20-0000%d\"}",
+                                    sep, i % 10);
+        else if (i % 3 == 1)
+            len += (size_t)snprintf(queries + len, cap - len,
+                                    "%s{\"artist\":\"many\",\"title\":\"song %d\"}", sep, i % 10);
+        else
+            len += (size_t)snprintf(queries + len, cap - len,
+                                    "%s{\"artist\":\"many\",\"title\":\"song %d\"}", sep, 100 + i);
+    }
+    snprintf(queries + len, cap - len, "]");
+    const json_t *matches = s_match(queries);
+    cr_assert_eq(json_array_size(matches), 1000);
+    for (int i = 0; i < 1000; i++) {
+        const json_t *m = json_array_get(matches, (size_t)i);
+        if (i % 2 == 0 || i % 3 == 1)
+            cr_assert_str_eq(s_str(m, "id"), ids[i % 10], "query %d", i);
+        else
+            cr_assert(json_is_null(m), "query %d", i);
+    }
+    /* One more is too many. */
+    queries[len] = '\0';
+    snprintf(queries + len, cap - len, ",{}]");
+    s_expect_invalid(s_call("track.match", "{\"queries\":%s}", queries), "queries");
+    free(queries);
+}
+
+Test(catalog, track_match_refuses_malformed_queries)
+{
+    s_expect_invalid(s_call("track.match", NULL), "queries");
+    s_expect_invalid(s_call("track.match", "{\"queries\":[]}"), "queries");
+    s_expect_invalid(s_call("track.match", "{\"queries\":{\"isrc\":\"x\"}}"), "queries");
+    s_expect_invalid(s_call("track.match", "{\"queries\":[{},7]}"), "queries[1]");
+    s_expect_invalid(s_call("track.match", "{\"queries\":[{\"isrc\":12}]}"), "queries[0].isrc");
+    s_expect_invalid(s_call("track.match", "{\"queries\":[{},{\"artist\":[]}]}"),
+                     "queries[1].artist");
+    s_expect_invalid(s_call("track.match", "{\"queries\":[{\"title\":true}]}"), "queries[0].title");
+    s_expect_invalid(s_call("track.match", "{\"queries\":[{\"album\":\"x\"}]}"), "queries[0]");
+    char *big = s_repeat('a', 1025);
+    s_expect_invalid(s_call("track.match", "{\"queries\":[{\"title\":\"%s\"}]}", big),
+                     "queries[0].title");
+    free(big);
+}
+
+Test(catalog, artist_rename_moves_its_tracks_in_the_name_index)
+{
+    const char *a = s_new_artist("Prince");
+    const char *b = s_new_artist("Beatles");
+    const char *c = s_new_artist("The Beatles");
+    const char *album = s_new_album("Purple Rain", a, "1984");
+    char list[128];
+    snprintf(list, sizeof list, "[\"%s\"]", a);
+    const char *t1 = s_titled_track(album, list, "Purple Rain", "null", 1);
+    const char *t2 = s_titled_track(album, list, "When Doves Cry", "null", 2);
+    snprintf(list, sizeof list, "[\"%s\",\"%s\"]", b, c);
+    const char *t3 = s_titled_track(album, list, "Help", "null", 3);
+
+    size_t n = s_outbox_count();
+    reply_t r = s_ok(
+        s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":\"The Artist\"}}", a), 200);
+    s_expect_event(n, "catalog.artist", a, "updated", r.body); /* the tracks did not change */
+    s_expect_no_match("{\"artist\":\"prince\",\"title\":\"purple rain\"}");
+    s_expect_match("{\"artist\":\"the artist\",\"title\":\"purple rain\"}", t1);
+    s_expect_match("{\"artist\":\"artist\",\"title\":\"when doves cry\"}", t2);
+    /* A new name that normalises alike changes nothing. */
+    s_ok(s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":\"ARTIST!\"}}", a), 200);
+    s_expect_match("{\"artist\":\"artist\",\"title\":\"when doves cry\"}", t2);
+    /* Other fields leave the index alone. */
+    s_ok(s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"genres\":[\"funk\"]}}", a), 200);
+    s_expect_match("{\"artist\":\"artist\",\"title\":\"purple rain\"}", t1);
+
+    /* Two artists of one track share a key; renaming one keeps the other's. */
+    s_ok(s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":\"Wings\"}}", b), 200);
+    s_expect_match("{\"artist\":\"beatles\",\"title\":\"help\"}", t3);
+    s_expect_match("{\"artist\":\"wings\",\"title\":\"help\"}", t3);
+    s_ok(s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":\"Quarrymen\"}}", c), 200);
+    s_expect_no_match("{\"artist\":\"beatles\",\"title\":\"help\"}");
+    s_expect_match("{\"artist\":\"quarrymen\",\"title\":\"help\"}", t3);
+}
+
+Test(catalog, track_changes_move_it_in_the_match_indexes)
+{
+    const char *a = s_new_artist("Massive Attack");
+    const char *b = s_new_artist("Portishead");
+    const char *album = s_new_album("Mezzanine", a, "1998");
+    char list[128];
+    snprintf(list, sizeof list, "[\"%s\"]", a);
+    const char *t = s_titled_track(album, list, "Teardrop", "\"GBAAA9800001\"", 1);
+
+    s_ok(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"title\":\"Angel\"}}", t), 200);
+    s_expect_no_match("{\"artist\":\"massive attack\",\"title\":\"teardrop\"}");
+    s_expect_match("{\"artist\":\"massive attack\",\"title\":\"angel\"}", t);
+
+    s_ok(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"artist_ids\":[\"%s\"]}}", t, b), 200);
+    s_expect_no_match("{\"artist\":\"massive attack\",\"title\":\"angel\"}");
+    s_expect_match("{\"artist\":\"portishead\",\"title\":\"angel\"}", t);
+
+    s_ok(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"isrc\":\"GBAAA9800002\"}}", t), 200);
+    s_expect_no_match("{\"isrc\":\"GBAAA9800001\"}");
+    s_expect_match("{\"isrc\":\"GBAAA9800002\"}", t);
+    s_ok(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"isrc\":null}}", t), 200);
+    s_expect_no_match("{\"isrc\":\"GBAAA9800002\"}");
+
+    /* Moving it to another position or album changes no match. */
+    const char *other = s_new_album("Dummy", b, "1994");
+    s_ok(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"album_id\":\"%s\"}}", t, other), 200);
+    s_expect_match("{\"artist\":\"portishead\",\"title\":\"angel\"}", t);
+    cr_assert_str_eq(
+        s_str(json_array_get(s_match("[{\"artist\":\"portishead\",\"title\":\"angel\"}]"), 0),
+              "album_id"),
+        other);
+
+    s_ok(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"isrc\":\"GBAAA9800003\"}}", t), 200);
+    s_ok(s_call("track.delete", "{\"id\":\"%s\"}", t), 204);
+    s_expect_no_match("{\"artist\":\"portishead\",\"title\":\"angel\"}");
+    s_expect_no_match("{\"isrc\":\"GBAAA9800003\"}");
+}
+
+Test(catalog, shared_isrc_matches_the_smallest_id)
+{
+    const char *a = s_new_artist("A");
+    const char *album = s_new_album("B", a, "2001");
+    char list[64];
+    snprintf(list, sizeof list, "[\"%s\"]", a);
+    char t1[32], t2[32];
+    snprintf(t1, sizeof t1, "%s", s_titled_track(album, list, "x", "\"QZAAA0100001\"", 1));
+    snprintf(t2, sizeof t2, "%s", s_titled_track(album, list, "x", "\"QZAAA0100001\"", 2));
+    const char *first = strcmp(t1, t2) < 0 ? t1 : t2;
+    s_expect_match("{\"isrc\":\"QZAAA0100001\"}", first);
+    s_expect_match("{\"artist\":\"a\",\"title\":\"x\"}", first);
+    s_ok(s_call("track.delete", "{\"id\":\"%s\"}", first), 204);
+    const char *second = first == t1 ? t2 : t1;
+    s_expect_match("{\"isrc\":\"QZAAA0100001\"}", second);
+    s_expect_match("{\"artist\":\"a\",\"title\":\"x\"}", second);
+}
+
+/*  Data written before the match indexes existed: drop them and open
+    again, as an upgraded actor would find the environment. */
+Test(catalog, match_indexes_are_built_for_existing_tracks)
+{
+    const char *a = s_new_artist("Radiohead");
+    const char *album = s_new_album("OK Computer", a, "1997");
+    char list[64];
+    snprintf(list, sizeof list, "[\"%s\"]", a);
+    const char *t1 = s_titled_track(album, list, "Airbag", "\"GBAYE9700001\"", 1);
+    const char *t2 = s_titled_track(album, list, "Paranoid Android", "null", 2);
+
+    s_def.close(s_state);
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    cr_assert_eq(mdb_txn_begin(s_env, NULL, 0, &txn), 0);
+    cr_assert_eq(mdb_dbi_open(txn, "isrc_tracks", 0, &dbi), 0);
+    cr_assert_eq(mdb_drop(txn, dbi, 1), 0);
+    cr_assert_eq(mdb_dbi_open(txn, "name_tracks", 0, &dbi), 0);
+    cr_assert_eq(mdb_drop(txn, dbi, 1), 0);
+    cr_assert_eq(mdb_txn_commit(txn), 0);
+    cr_assert_eq(mdb_txn_begin(s_env, NULL, MDB_RDONLY, &txn), 0);
+    cr_assert_eq(mdb_dbi_open(txn, "name_tracks", 0, &dbi), MDB_NOTFOUND);
+    mdb_txn_abort(txn);
+
+    cr_assert_eq(s_def.open(s_env, &s_state), 0);
+    s_expect_match("{\"isrc\":\"GBAYE9700001\"}", t1);
+    s_expect_match("{\"artist\":\"radiohead\",\"title\":\"airbag\"}", t1);
+    s_expect_match("{\"artist\":\"Radiohead\",\"title\":\"Paranoid Android\"}", t2);
+    /* Built once: opening again finds them and leaves them be. */
+    s_def.close(s_state);
+    cr_assert_eq(s_def.open(s_env, &s_state), 0);
+    s_expect_match("{\"artist\":\"Radiohead\",\"title\":\"Paranoid Android\"}", t2);
 }
