@@ -5,7 +5,9 @@
     sign-in never holds the environment's single writer lock for that long;
     each write op then runs in one write transaction that commits or aborts
     as a whole. Access tokens are signed with lib/mb_jwt; only hashes of
-    refresh tokens are stored. Nothing secret is logged. */
+    refresh tokens are stored. Nothing secret is logged. Changes to an
+    account are published as users.user events through the outbox, in
+    the write transaction of the change. */
 #include "users.h"
 
 #include <sodium.h>
@@ -125,14 +127,40 @@ static bool s_load(mb_call_t *call, MDB_txn *txn, const char *id, users_record_t
     return s_load_or(call, txn, id, rec, NULL);
 }
 
-/*  Writes `u` with a new updated_at, commits, and answers 200 with it.
-    Consumes `txn`. */
-static void s_save(mb_call_t *call, MDB_txn *txn, users_user_t *u)
+/*  Adds a users.user event about `u` to the outbox in `txn` (with
+    `deleted`, its "user" is nil). Returns 0, or non-zero after answering
+    and aborting `txn`. */
+static int s_event(mb_call_t *call, MDB_txn *txn, const char *action, const users_user_t *u,
+                   bool deleted)
+{
+    char key[USERS_ID_MAX + 1];
+    if (!users_copy(key, sizeof key, u->id.ptr, u->id.len) || memchr(u->id.ptr, '\0', u->id.len)) {
+        mdb_txn_abort(txn);
+        mb_call_error(call, 500, "internal", NULL, "this user's id cannot key an event");
+        return -1;
+    }
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    users_event_pack(&pk, action, u, deleted);
+    int rc = mb_call_outbox_add(call, txn, USERS_TOPIC, key, buf.data, buf.size);
+    msgpack_sbuffer_destroy(&buf);
+    if (rc)
+        mdb_txn_abort(txn);
+    return rc;
+}
+
+/*  Writes `u` with a new updated_at and, unless `action` is NULL, its
+    event; commits, and answers 200 with it. Consumes `txn`. */
+static void s_save(mb_call_t *call, MDB_txn *txn, users_user_t *u, const char *action)
 {
     users_now(u->updated_at);
     int rc = users_store_put(s_self(call)->store, txn, u);
     if (rc)
         s_fail(call, txn, rc);
+    else if (action && s_event(call, txn, action, u, false) != 0)
+        ; /* answered */
     else if (s_commit(call, txn))
         users_user_pack(mb_call_reply(call, 200), u, false);
 }
@@ -235,6 +263,8 @@ static void s_handle_auth_signup(mb_call_t *call)
                       "an account with this email already exists");
     } else if (rc)
         s_fail(call, txn, rc);
+    else if (s_event(call, txn, "created", &u, false) != 0)
+        ; /* answered */
     else if (s_commit(call, txn)) {
         mb_info(mb_call_rid(call), "signed up: user %s", id);
         users_user_pack(mb_call_reply(call, 201), &u, false);
@@ -470,7 +500,7 @@ static void s_handle_me_update(mb_call_t *call)
         return;
     users_user_t u = rec.user;
     if (users_user_apply(call, mb_call_arg(call, "body"), &u))
-        s_save(call, txn, &u);
+        s_save(call, txn, &u, users_event_differs(&rec.user, &u) ? "updated" : NULL);
     else
         mdb_txn_abort(txn);
     users_record_release(&rec);
@@ -534,18 +564,18 @@ static void s_handle_me_password(mb_call_t *call)
 
 /* ---- user.* (admin) -------------------------------------------------------------------- */
 
-/*  The gateway lets only admins reach this op (x-access admin); the actor
-    checks again, as the bus has other clients. */
-static void s_handle_user_set_tier(mb_call_t *call)
+/*  Reads the auth map and checks it has the admin role (the gateway lets
+    only admins reach these ops, x-access admin; the actor checks again,
+    as the bus has other clients), then reads args.id into key. False
+    after answering 401, 403 or 400. */
+static bool s_admin_on_user(mb_call_t *call, const char *doing, mb_jwt_claims_t *auth,
+                            char key[USERS_ID_MAX + 1])
 {
-    static const char *const allowed[] = {"tier", NULL};
-    const msgpack_object *body = mb_call_arg(call, "body");
-    mb_jwt_claims_t auth;
-    if (!s_auth(call, &auth))
-        return;
-    if (!(auth.roles & MB_ROLE_ADMIN)) {
-        mb_call_error(call, 403, "forbidden", NULL, "only an admin may change a user's tier");
-        return;
+    if (!s_auth(call, auth))
+        return false;
+    if (!(auth->roles & MB_ROLE_ADMIN)) {
+        mb_call_error(call, 403, "forbidden", NULL, "only an admin may %s", doing);
+        return false;
     }
     const char *id;
     size_t id_len;
@@ -553,8 +583,21 @@ static void s_handle_user_set_tier(mb_call_t *call)
         id_len > USERS_ID_MAX || memchr(id, '\0', id_len)) {
         mb_call_error(call, 400, "invalid", "id", "id must be a string of 1 to %d bytes",
                       USERS_ID_MAX);
-        return;
+        return false;
     }
+    users_copy(key, USERS_ID_MAX + 1, id, id_len);
+    return true;
+}
+
+/*  A tier set to what it was answers 200 and publishes nothing. */
+static void s_handle_user_set_tier(mb_call_t *call)
+{
+    static const char *const allowed[] = {"tier", NULL};
+    const msgpack_object *body = mb_call_arg(call, "body");
+    mb_jwt_claims_t auth;
+    char key[USERS_ID_MAX + 1];
+    if (!s_admin_on_user(call, "change a user's tier", &auth, key))
+        return;
     users_str_t tier;
     if (!users_body_keys(call, body, allowed) ||
         !users_body_str(call, body, "tier", true, USERS_TIER_MAX, &tier))
@@ -564,8 +607,6 @@ static void s_handle_user_set_tier(mb_call_t *call)
                       "body.tier must be \"free\" or \"premium\"");
         return;
     }
-    char key[USERS_ID_MAX + 1];
-    users_copy(key, sizeof key, id, id_len);
     users_record_t rec;
     MDB_txn *txn = s_begin(call, true);
     if (!txn || !s_load(call, txn, key, &rec))
@@ -574,7 +615,32 @@ static void s_handle_user_set_tier(mb_call_t *call)
     u.tier = tier;
     mb_info(mb_call_rid(call), "tier of user %s set to %.*s by admin %s", key, (int)tier.len,
             tier.ptr, auth.sub);
-    s_save(call, txn, &u);
+    s_save(call, txn, &u, users_event_differs(&rec.user, &u) ? "tier_changed" : NULL);
+    users_record_release(&rec);
+}
+
+/*  Deletes an account with its sessions and refresh tokens and frees its
+    email; other actors follow the "deleted" event. Access tokens already
+    issued to it stay valid until they expire (they are stateless), but
+    every op on the account answers 404. */
+static void s_handle_user_delete(mb_call_t *call)
+{
+    mb_jwt_claims_t auth;
+    char key[USERS_ID_MAX + 1];
+    users_record_t rec;
+    MDB_txn *txn;
+    if (!s_admin_on_user(call, "delete a user", &auth, key) || !(txn = s_begin(call, true)) ||
+        !s_load(call, txn, key, &rec))
+        return;
+    int rc = users_store_delete(s_self(call)->store, txn, &rec.user);
+    if (rc)
+        s_fail(call, txn, rc);
+    else if (s_event(call, txn, "deleted", &rec.user, true) != 0)
+        ; /* answered */
+    else if (s_commit(call, txn)) {
+        mb_info(mb_call_rid(call), "user %s deleted by admin %s", key, auth.sub);
+        msgpack_pack_nil(mb_call_reply(call, 204));
+    }
     users_record_release(&rec);
 }
 
@@ -631,6 +697,7 @@ static const mb_op_t s_ops[] = {
     {"me.update", s_handle_me_update},
     {"me.password", s_handle_me_password},
     {"user.set_tier", s_handle_user_set_tier},
+    {"user.delete", s_handle_user_delete},
     {NULL, NULL},
 };
 

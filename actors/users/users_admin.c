@@ -11,6 +11,7 @@
 
 #include "mb_config.h"
 #include "mb_error.h"
+#include "mb_events.h"
 #include "mb_id.h"
 #include "mb_jwt.h"
 #include "mb_log.h"
@@ -18,6 +19,24 @@
 
 /*  Longest password line read from standard input, newline included. */
 #define S_LINE_MAX (4 * USERS_PASSWORD_MAX + 2)
+
+/*  Adds the users.user event about `u` to the outbox in `txn`; a running
+    worker publishes it (the outbox is looked at every 250 ms, and at
+    start-up). Returns 0 or an LMDB-style code for the caller to abort. */
+static int s_event(MDB_txn *txn, const char *action, const users_user_t *u)
+{
+    char key[USERS_ID_MAX + 1];
+    if (!users_copy(key, sizeof key, u->id.ptr, u->id.len))
+        return MDB_BAD_VALSIZE;
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    users_event_pack(&pk, action, u, false);
+    int rc = mb_outbox_add(txn, USERS_TOPIC, key, buf.data, buf.size);
+    msgpack_sbuffer_destroy(&buf);
+    return rc == 0 ? 0 : rc == MB_EFULL ? MDB_MAP_FULL : MDB_PANIC;
+}
 
 /*  Writes a new admin for `email` in one transaction. Consumes `txn`. */
 static int s_create(users_store_t *store, MDB_txn *txn, const char *email, const char *hash,
@@ -42,12 +61,15 @@ static int s_create(users_store_t *store, MDB_txn *txn, const char *email, const
     if (rc == 0)
         rc = users_store_put(store, txn, &u);
     if (rc == 0)
+        rc = s_event(txn, "created", &u);
+    if (rc == 0)
         return mdb_txn_commit(txn);
     mdb_txn_abort(txn);
     return rc;
 }
 
-/*  Adds the admin role to user `id`. Consumes `txn`. */
+/*  Adds the admin role to user `id` (an "updated" event: roles are part
+    of what users.user carries). Consumes `txn`. */
 static int s_promote(users_store_t *store, MDB_txn *txn, const char *id)
 {
     users_record_t rec;
@@ -57,6 +79,8 @@ static int s_promote(users_store_t *store, MDB_txn *txn, const char *id)
         u.roles |= MB_ROLE_ADMIN | MB_ROLE_USER;
         users_now(u.updated_at);
         rc = users_store_put(store, txn, &u);
+        if (rc == 0)
+            rc = s_event(txn, "updated", &u);
     }
     users_record_release(&rec);
     if (rc == 0)

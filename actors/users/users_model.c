@@ -371,6 +371,17 @@ static void s_pack_str(msgpack_packer *pk, const char *key, users_str_t value)
         msgpack_pack_nil(pk);
 }
 
+static void s_pack_roles(msgpack_packer *pk, unsigned roles)
+{
+    bool admin = (roles & MB_ROLE_ADMIN) != 0;
+    bool user = (roles & MB_ROLE_USER) != 0;
+    msgpack_pack_array(pk, (uint32_t)user + (uint32_t)admin);
+    if (user)
+        mb_pack_cstr(pk, "user");
+    if (admin)
+        mb_pack_cstr(pk, "admin");
+}
+
 void users_user_pack(msgpack_packer *pk, const users_user_t *u, bool stored)
 {
     msgpack_pack_map(pk, stored ? 9 : 8);
@@ -380,19 +391,49 @@ void users_user_pack(msgpack_packer *pk, const users_user_t *u, bool stored)
     s_pack_str(pk, "country", u->country);
     s_pack_str(pk, "tier", u->tier);
     mb_pack_cstr(pk, "roles");
-    bool admin = (u->roles & MB_ROLE_ADMIN) != 0;
-    bool user = (u->roles & MB_ROLE_USER) != 0;
-    msgpack_pack_array(pk, (uint32_t)user + (uint32_t)admin);
-    if (user)
-        mb_pack_cstr(pk, "user");
-    if (admin)
-        mb_pack_cstr(pk, "admin");
+    s_pack_roles(pk, u->roles);
     mb_pack_cstr(pk, "created_at");
     mb_pack_cstr(pk, u->created_at);
     mb_pack_cstr(pk, "updated_at");
     mb_pack_cstr(pk, u->updated_at);
     if (stored)
         s_pack_str(pk, "password_hash", u->password_hash);
+}
+
+void users_event_pack(msgpack_packer *pk, const char *action, const users_user_t *u, bool deleted)
+{
+    msgpack_pack_map(pk, 3);
+    mb_pack_cstr(pk, "action");
+    mb_pack_cstr(pk, action);
+    s_pack_str(pk, "id", u->id);
+    mb_pack_cstr(pk, "user");
+    if (deleted) {
+        msgpack_pack_nil(pk);
+        return;
+    }
+    msgpack_pack_map(pk, 6);
+    s_pack_str(pk, "id", u->id);
+    s_pack_str(pk, "country", u->country);
+    s_pack_str(pk, "tier", u->tier);
+    mb_pack_cstr(pk, "roles");
+    s_pack_roles(pk, u->roles);
+    s_pack_str(pk, "display_name", u->display_name);
+    mb_pack_cstr(pk, "created_at");
+    mb_pack_cstr(pk, u->created_at);
+}
+
+static bool s_same(users_str_t a, users_str_t b)
+{
+    if (!a.ptr || !b.ptr)
+        return !a.ptr && !b.ptr;
+    return a.len == b.len && memcmp(a.ptr, b.ptr, a.len) == 0;
+}
+
+bool users_event_differs(const users_user_t *a, const users_user_t *b)
+{
+    return !s_same(a->id, b->id) || !s_same(a->country, b->country) ||
+           !s_same(a->tier, b->tier) || a->roles != b->roles ||
+           !s_same(a->display_name, b->display_name) || strcmp(a->created_at, b->created_at) != 0;
 }
 
 void users_now(char out[USERS_TIME_MAX + 1])

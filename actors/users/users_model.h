@@ -115,6 +115,20 @@ bool users_user_decode(const msgpack_object *o, users_user_t *u);
     holds it. */
 void users_user_pack(msgpack_packer *pk, const users_user_t *u, bool stored);
 
+/* ---- events ----------------------------------------------------------------------- */
+
+#define USERS_TOPIC "users.user" /* the topic of every event of this actor */
+
+/*  Packs the data of a users.user event as one msgpack map:
+    {"action": `action`, "id": `u`'s id, "user": {id, country, tier,
+    roles, display_name, created_at}}, or "user": nil when `deleted`.
+    Never the email, never a hash: the event goes to every consumer. */
+void users_event_pack(msgpack_packer *pk, const char *action, const users_user_t *u, bool deleted);
+
+/*  True when the fields a users.user event carries differ between `a`
+    and `b` (a write that changes none of them publishes nothing). */
+bool users_event_differs(const users_user_t *a, const users_user_t *b);
+
 /*  Writes the current time as RFC 3339 UTC with milliseconds. */
 void users_now(char out[USERS_TIME_MAX + 1]);
 

@@ -350,6 +350,33 @@ int users_store_revoke_all(users_store_t *self, MDB_txn *txn, const char *user, 
     return rc;
 }
 
+int users_store_delete(users_store_t *self, MDB_txn *txn, const users_user_t *u)
+{
+    char user[USERS_ID_MAX + 1], email[USERS_EMAIL_MAX + 1], owner[USERS_ID_MAX + 1];
+    if (!users_copy(user, sizeof user, u->id.ptr, u->id.len))
+        return MDB_NOTFOUND; /* no user has such an id */
+    char *sids;
+    size_t n;
+    int rc = s_list(txn, self->dbi[S_USER_SESSIONS], s_cstr(user), S_SID_SLOT, &sids, &n);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = s_purge(self, txn, user, sids + i * S_SID_SLOT);
+    free(sids);
+    /* The email entry goes only if it is this user's: never free an
+       address someone else holds. */
+    if (rc == 0 && u->email.ptr && users_copy(email, sizeof email, u->email.ptr, u->email.len)) {
+        rc = users_store_find_email(self, txn, email, owner);
+        if (rc == 0 && strcmp(owner, user) == 0)
+            rc = s_del(txn, self->dbi[S_EMAILS], s_cstr(email), NULL);
+        else if (rc == 0 || rc == MDB_NOTFOUND)
+            rc = 0;
+    }
+    if (rc == 0)
+        rc = mdb_del(txn, self->dbi[S_USERS], &(MDB_val){.mv_size = u->id.len,
+                                                         .mv_data = (void *)u->id.ptr},
+                     NULL);
+    return rc;
+}
+
 int users_store_sweep(users_store_t *self, MDB_txn *txn, const char *user, int64_t now, size_t keep,
                       size_t *live)
 {

@@ -81,6 +81,11 @@ int users_store_find_email(users_store_t *self, MDB_txn *txn, const char *email,
     the email is already taken. */
 int users_store_add_email(users_store_t *self, MDB_txn *txn, const char *email, const char *id);
 
+/*  Deletes user `u` (as stored) and everything that leads to it: every
+    session of the user with its refresh-token hashes and list entries,
+    the email index entry (when it names this user), and the record. */
+int users_store_delete(users_store_t *self, MDB_txn *txn, const users_user_t *u);
+
 /* ---- sessions and refresh tokens ---------------------------------------------- */
 
 int users_store_session_get(users_store_t *self, MDB_txn *txn, const char *sid, size_t sid_len,
