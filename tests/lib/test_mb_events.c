@@ -235,10 +235,8 @@ __attribute__((constructor)) static void t_child_role(void)
                         getenv("MB_EVENTS_TEST_BUS"),
                         "--data",
                         getenv("MB_EVENTS_TEST_DATA"),
-                        "--heartbeat",
-                        "200",
                         NULL};
-        exit(mb_actor_main(&s_def, 7, argv)); /* exit: LeakSanitizer checks it */
+        exit(mb_actor_main(&s_def, 5, argv)); /* exit: LeakSanitizer checks it */
     }
     _exit(99);
 }
