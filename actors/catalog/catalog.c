@@ -572,8 +572,7 @@ static bool s_match_queries(mb_call_t *call, s_query_t *q, uint32_t *n)
 
 /*  Finds the track a query names: by ISRC first, else by artist and
     title. Sets *id (borrowed from the map) or returns MDB_NOTFOUND. */
-static int s_match_one(catalog_store_t *store, MDB_txn *txn, const s_query_t *q,
-                       catalog_str_t *id)
+static int s_match_one(catalog_store_t *store, MDB_txn *txn, const s_query_t *q, catalog_str_t *id)
 {
     char isrc[CATALOG_ISRC_LEN + 1];
     int rc = MDB_NOTFOUND;
@@ -895,14 +894,22 @@ static void s_close(void *state)
 }
 
 static const mb_op_t s_ops[] = {
-    {"artist.create", s_handle_artist_create},   {"artist.get", s_handle_artist_get},
-    {"artist.update", s_handle_artist_update},   {"artist.delete", s_handle_artist_delete},
-    {"artist.albums", s_handle_artist_albums},   {"album.create", s_handle_album_create},
-    {"album.get", s_handle_album_get},           {"album.update", s_handle_album_update},
-    {"album.delete", s_handle_album_delete},     {"album.tracks", s_handle_album_tracks},
-    {"track.create", s_handle_track_create},     {"track.get", s_handle_track_get},
-    {"track.get_many", s_handle_track_get_many}, {"track.update", s_handle_track_update},
-    {"track.delete", s_handle_track_delete},     {"track.match", s_handle_track_match},
+    {"artist.create", s_handle_artist_create},
+    {"artist.get", s_handle_artist_get},
+    {"artist.update", s_handle_artist_update},
+    {"artist.delete", s_handle_artist_delete},
+    {"artist.albums", s_handle_artist_albums},
+    {"album.create", s_handle_album_create},
+    {"album.get", s_handle_album_get},
+    {"album.update", s_handle_album_update},
+    {"album.delete", s_handle_album_delete},
+    {"album.tracks", s_handle_album_tracks},
+    {"track.create", s_handle_track_create},
+    {"track.get", s_handle_track_get},
+    {"track.get_many", s_handle_track_get_many},
+    {"track.update", s_handle_track_update},
+    {"track.delete", s_handle_track_delete},
+    {"track.match", s_handle_track_match},
     {NULL, NULL},
 };
 

@@ -431,9 +431,9 @@ static bool s_same(users_str_t a, users_str_t b)
 
 bool users_event_differs(const users_user_t *a, const users_user_t *b)
 {
-    return !s_same(a->id, b->id) || !s_same(a->country, b->country) ||
-           !s_same(a->tier, b->tier) || a->roles != b->roles ||
-           !s_same(a->display_name, b->display_name) || strcmp(a->created_at, b->created_at) != 0;
+    return !s_same(a->id, b->id) || !s_same(a->country, b->country) || !s_same(a->tier, b->tier) ||
+           a->roles != b->roles || !s_same(a->display_name, b->display_name) ||
+           strcmp(a->created_at, b->created_at) != 0;
 }
 
 void users_now(char out[USERS_TIME_MAX + 1])

@@ -371,9 +371,8 @@ int users_store_delete(users_store_t *self, MDB_txn *txn, const users_user_t *u)
             rc = 0;
     }
     if (rc == 0)
-        rc = mdb_del(txn, self->dbi[S_USERS], &(MDB_val){.mv_size = u->id.len,
-                                                         .mv_data = (void *)u->id.ptr},
-                     NULL);
+        rc = mdb_del(txn, self->dbi[S_USERS],
+                     &(MDB_val){.mv_size = u->id.len, .mv_data = (void *)u->id.ptr}, NULL);
     return rc;
 }
 

@@ -1033,7 +1033,8 @@ Test(catalog, usage_every_change_is_one_event)
     char album[64];
     snprintf(album, sizeof album, "%s", s_str(r.body, "id"));
     s_expect_event(n++, "catalog.album", album, "created", r.body);
-    r = s_ok(s_call("album.update", "{\"id\":\"%s\",\"body\":{\"label\":\"Philips\"}}", album), 200);
+    r = s_ok(s_call("album.update", "{\"id\":\"%s\",\"body\":{\"label\":\"Philips\"}}", album),
+             200);
     s_expect_event(n++, "catalog.album", album, "updated", r.body);
 
     r = s_ok(s_call("track.create",
@@ -1074,16 +1075,17 @@ Test(catalog, refused_writes_publish_nothing)
                    "not_found", NULL);
     s_expect_error(s_call("artist.delete", "{\"id\":\"%s\"}", artist), 409, "conflict", NULL);
     s_expect_error(s_call("album.delete", "{\"id\":\"%s\"}", album), 409, "conflict", NULL);
-    s_expect_invalid(s_call("album.create", "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"nope\"]}}"),
-                     "body.artist_ids[0]");
+    s_expect_invalid(
+        s_call("album.create", "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"nope\"]}}"),
+        "body.artist_ids[0]");
     s_expect_error(s_call("track.create",
                           "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"album_id\":\"%s\","
                           "\"track_number\":1,\"duration_ms\":1}}",
                           artist, album),
                    409, "conflict", "body.track_number");
-    s_expect_invalid(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"artist_ids\":[\"nope\"]}}",
-                            track),
-                     "body.artist_ids[0]");
+    s_expect_invalid(
+        s_call("track.update", "{\"id\":\"%s\",\"body\":{\"artist_ids\":[\"nope\"]}}", track),
+        "body.artist_ids[0]");
     s_expect_invalid(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"isrc\":\"bad\"}}", track),
                      "body.isrc");
     s_expect_error(s_call("track.delete", "{\"id\":\"nope\"}"), 404, "not_found", NULL);
@@ -1151,7 +1153,8 @@ Test(catalog, usage_track_match_by_isrc_then_names)
     const json_t *matches = s_match("[{\"isrc\":\"GBAYE6900531\"},{\"isrc\":\"GBAYE6900532\"}]");
     cr_assert_eq(json_array_size(matches), 2);
     const json_t *m = json_array_get(matches, 0);
-    cr_assert_eq(json_object_size(m), 5, "a match is {id, artist_ids, album_id, isrc, duration_ms}");
+    cr_assert_eq(json_object_size(m), 5,
+                 "a match is {id, artist_ids, album_id, isrc, duration_ms}");
     cr_assert_str_eq(s_str(m, "id"), track);
     cr_assert_str_eq(json_string_value(json_array_get(json_object_get(m, "artist_ids"), 0)),
                      beatles);
@@ -1333,8 +1336,8 @@ Test(catalog, artist_rename_moves_its_tracks_in_the_name_index)
     const char *t3 = s_titled_track(album, list, "Help", "null", 3);
 
     size_t n = s_outbox_count();
-    reply_t r = s_ok(
-        s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":\"The Artist\"}}", a), 200);
+    reply_t r =
+        s_ok(s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":\"The Artist\"}}", a), 200);
     s_expect_event(n, "catalog.artist", a, "updated", r.body); /* the tracks did not change */
     s_expect_no_match("{\"artist\":\"prince\",\"title\":\"purple rain\"}");
     s_expect_match("{\"artist\":\"the artist\",\"title\":\"purple rain\"}", t1);

@@ -24,6 +24,7 @@
 #include "mb_actor.h"
 #include "mb_envelope.h"
 #include "mb_error.h"
+#include "mb_events.h"
 #include "mb_jwt.h"
 #include "mb_msgpack.h"
 #include "users.h"
@@ -1087,4 +1088,247 @@ Test(users_timing, unknown_email_takes_as_long_as_a_wrong_password)
             u);
     cr_assert_gt(u, 2.0, "an unknown email is checked against the dummy hash (%.2f ms)", u);
     cr_assert(u > 0.5 * w && u < 2.0 * w, "wrong password %.1f ms, unknown email %.1f ms", w, u);
+}
+
+/* ---- events ---------------------------------------------------------------------------- */
+
+/*  The newest entry of the outbox ("_outbox", mb_events.h). */
+typedef struct {
+    char topic[MB_TOPIC_MAX + 1];
+    char key[MB_EVENT_KEY_MAX + 1];
+    json_t *data; /* kept until teardown */
+} event_t;
+
+static size_t s_outbox_count(void)
+{
+    size_t n;
+    cr_assert_eq(mb_outbox_count(s_env, &n), 0);
+    return n;
+}
+
+static event_t s_outbox_last(void)
+{
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_cursor *cursor;
+    MDB_val key, value;
+    cr_assert_eq(mdb_txn_begin(s_env, NULL, MDB_RDONLY, &txn), 0);
+    cr_assert_eq(mdb_dbi_open(txn, "_outbox", 0, &dbi), 0);
+    cr_assert_eq(mdb_cursor_open(txn, dbi, &cursor), 0);
+    cr_assert_eq(mdb_cursor_get(cursor, &key, &value, MDB_LAST), 0, "the outbox is empty");
+    msgpack_unpacked msg;
+    msgpack_unpacked_init(&msg);
+    size_t used = 0;
+    cr_assert_eq(msgpack_unpack_next(&msg, value.mv_data, value.mv_size, &used),
+                 MSGPACK_UNPACK_SUCCESS);
+    event_t e = {.data = NULL};
+    const char *s;
+    size_t len;
+    cr_assert(mb_obj_str(mb_map_get(&msg.data, "topic"), &s, &len));
+    s_copy(e.topic, sizeof e.topic, s, len);
+    cr_assert(mb_obj_str(mb_map_get(&msg.data, "key"), &s, &len));
+    s_copy(e.key, sizeof e.key, s, len);
+    const msgpack_object *data = mb_map_get(&msg.data, "data");
+    cr_assert_not_null(data);
+    e.data = s_keep(s_to_json(data));
+    msgpack_unpacked_destroy(&msg);
+    mdb_cursor_close(cursor);
+    mdb_txn_abort(txn);
+    return e;
+}
+
+/*  Checks that exactly one event was added since the outbox held
+    `before`: users.user keyed by `id`, {action, id, user} where user is
+    the published part of `answered` (a User as the API answers it), or
+    nil when `answered` is NULL. Returns the event's user. */
+static const json_t *s_expect_event(size_t before, const char *id, const char *action,
+                                    const json_t *answered)
+{
+    cr_assert_eq(s_outbox_count(), before + 1, "%zu events added, expected 1",
+                 s_outbox_count() - before);
+    event_t e = s_outbox_last();
+    cr_assert_str_eq(e.topic, "users.user");
+    cr_assert_str_eq(e.key, id);
+    cr_assert_eq(json_object_size(e.data), 3, "data is {action, id, user}");
+    cr_assert_str_eq(s_str(e.data, "action"), action);
+    cr_assert_str_eq(s_str(e.data, "id"), id);
+    const json_t *user = json_object_get(e.data, "user");
+    if (!answered) {
+        cr_assert(json_is_null(user), "a delete carries a nil user");
+        return user;
+    }
+    static const char *const published[] = {"id",    "country",      "tier",
+                                            "roles", "display_name", "created_at"};
+    cr_assert_eq(json_object_size(user), 6,
+                 "user is {id, country, tier, roles, display_name, "
+                 "created_at}");
+    for (size_t i = 0; i < 6; i++)
+        cr_assert(json_equal(json_object_get(user, published[i]),
+                             json_object_get(answered, published[i])),
+                  "user.%s is as answered", published[i]);
+    char *text = json_dumps(e.data, 0);
+    cr_assert_null(strstr(text, "@"), "no email in an event: %s", text);
+    cr_assert_null(strstr(text, "argon2"), "no hash in an event: %s", text);
+    free(text);
+    return user;
+}
+
+Test(users, usage_account_changes_are_events)
+{
+    cr_assert_eq(s_outbox_count(), 0);
+    reply_t r = s_ok(s_call("auth.signup",
+                            "{\"body\":{\"email\":\"ev@example.com\",\"password\":\"" S_PASSWORD
+                            "\",\"display_name\":\"Eve\",\"country\":\"FR\"}}"),
+                     201);
+    char id[64];
+    snprintf(id, sizeof id, "%s", s_str(r.body, "id"));
+    s_expect_event(0, id, "created", r.body);
+
+    /* Signing in, refreshing and signing out change no account. */
+    session_t s = s_login("ev@example.com", S_PASSWORD);
+    session_t next;
+    s_session_from(s_refresh(s.refresh), &next);
+    s_ok(s_call_as(&next, "auth.logout", NULL), 204);
+    s = s_login("ev@example.com", S_PASSWORD);
+    s_ok(s_call_as(&s, "me.get", NULL), 200);
+    cr_assert_eq(s_outbox_count(), 1);
+
+    r = s_ok(s_call_as(&s, "me.update", "{\"body\":{\"display_name\":\"Eve B\"}}"), 200);
+    s_expect_event(1, id, "updated", r.body);
+    r = s_ok(s_call_as(&s, "me.update", "{\"body\":{\"country\":null}}"), 200);
+    const json_t *user = s_expect_event(2, id, "updated", r.body);
+    cr_assert(json_is_null(json_object_get(user, "country")));
+    /* A PATCH that changes nothing publishes nothing. */
+    s_ok(s_call_as(&s, "me.update", "{\"body\":{\"display_name\":\"Eve B\"}}"), 200);
+    s_ok(s_call_as(&s, "me.update", "{\"body\":{}}"), 200);
+    cr_assert_eq(s_outbox_count(), 3);
+
+    session_t admin = s_as("the-admin", MB_ROLE_USER | MB_ROLE_ADMIN);
+    r = s_ok(
+        s_call_as(&admin, "user.set_tier", "{\"id\":\"%s\",\"body\":{\"tier\":\"premium\"}}", id),
+        200);
+    user = s_expect_event(3, id, "tier_changed", r.body);
+    cr_assert_str_eq(s_str(user, "tier"), "premium");
+    s_ok(s_call_as(&admin, "user.set_tier", "{\"id\":\"%s\",\"body\":{\"tier\":\"premium\"}}", id),
+         200);
+    cr_assert_eq(s_outbox_count(), 4, "the same tier again is no change");
+
+    /* A password change is no event: nothing published changed. */
+    s_ok(s_call_as(&s, "me.password",
+                   "{\"body\":{\"current_password\":\"" S_PASSWORD
+                   "\",\"new_password\":\"another fine phrase\"}}"),
+         204);
+    cr_assert_eq(s_outbox_count(), 4);
+
+    s_ok(s_call_as(&admin, "user.delete", "{\"id\":\"%s\"}", id), 204);
+    s_expect_event(4, id, "deleted", NULL);
+}
+
+Test(users, refused_writes_publish_nothing)
+{
+    const char *id = s_signup("no@example.com", S_PASSWORD);
+    session_t s = s_login("no@example.com", S_PASSWORD);
+    session_t admin = s_as("the-admin", MB_ROLE_USER | MB_ROLE_ADMIN);
+    size_t n = s_outbox_count();
+    s_expect_error(s_call("auth.signup",
+                          "{\"body\":{\"email\":\"NO@example.com\",\"password\":\"" S_PASSWORD
+                          "\",\"display_name\":\"x\",\"country\":\"SE\"}}"),
+                   409, "email_taken", "body.email");
+    s_expect_invalid(s_call("auth.signup",
+                            "{\"body\":{\"email\":\"x@example.com\",\"password\":\"" S_PASSWORD
+                            "\",\"display_name\":\"x\",\"country\":\"se\"}}"),
+                     "body.country");
+    s_expect_invalid(s_call_as(&s, "me.update", "{\"body\":{\"country\":\"xx1\"}}"),
+                     "body.country");
+    s_expect_error(
+        s_call_as(&s, "user.set_tier", "{\"id\":\"%s\",\"body\":{\"tier\":\"premium\"}}", id), 403,
+        "forbidden", NULL);
+    s_expect_invalid(
+        s_call_as(&admin, "user.set_tier", "{\"id\":\"%s\",\"body\":{\"tier\":\"gold\"}}", id),
+        "body.tier");
+    s_expect_error(s_call_as(&s, "user.delete", "{\"id\":\"%s\"}", id), 403, "forbidden", NULL);
+    s_expect_error(s_call("user.delete", "{\"id\":\"%s\"}", id), 401, "unauthenticated", NULL);
+    s_expect_error(s_call_as(&admin, "user.delete", "{\"id\":\"nobody\"}"), 404, "not_found", NULL);
+    s_expect_invalid(s_call_as(&admin, "user.delete", "{\"id\":7}"), "id");
+    s_expect_invalid(s_call_as(&admin, "user.delete", NULL), "id");
+    cr_assert_eq(s_outbox_count(), n, "a refused write leaves no event");
+}
+
+/*  Entries in the users' database `name`. */
+static size_t s_entries(const char *name)
+{
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_stat st;
+    cr_assert_eq(mdb_txn_begin(s_env, NULL, MDB_RDONLY, &txn), 0);
+    cr_assert_eq(mdb_dbi_open(txn, name, 0, &dbi), 0);
+    cr_assert_eq(mdb_stat(txn, dbi, &st), 0);
+    mdb_txn_abort(txn);
+    return st.ms_entries;
+}
+
+Test(users, delete_forgets_the_account_and_its_sessions)
+{
+    const char *keep = s_signup("keep@example.com", S_PASSWORD);
+    session_t kept = s_login("keep@example.com", S_PASSWORD);
+    char id[64];
+    snprintf(id, sizeof id, "%s", s_signup("gone@example.com", S_PASSWORD));
+    session_t a = s_login("gone@example.com", S_PASSWORD);
+    session_t b = s_login("gone@example.com", S_PASSWORD);
+    session_t rotated;
+    s_session_from(s_refresh(b.refresh), &rotated);
+    cr_assert_eq(s_entries("sessions"), 3);
+    cr_assert_eq(s_entries("refresh"), 4);
+
+    session_t admin = s_as("the-admin", MB_ROLE_USER | MB_ROLE_ADMIN);
+    reply_t r = s_ok(s_call_as(&admin, "user.delete", "{\"id\":\"%s\"}", id), 204);
+    cr_assert(json_is_null(r.body));
+
+    /* Only the other account's session and token are left. */
+    cr_assert_eq(s_entries("users"), 1);
+    cr_assert_eq(s_entries("emails"), 1);
+    cr_assert_eq(s_entries("sessions"), 1);
+    cr_assert_eq(s_entries("refresh"), 1);
+    cr_assert_eq(s_entries("user_sessions"), 1);
+    cr_assert_eq(s_entries("session_refresh"), 1);
+
+    s_expect_error(s_call_as(&a, "me.get", NULL), 404, "not_found", NULL);
+    s_expect_error(s_refresh(a.refresh), 401, "invalid_refresh_token", NULL);
+    s_expect_error(s_refresh(rotated.refresh), 401, "invalid_refresh_token", NULL);
+    s_expect_error(s_call("auth.login",
+                          "{\"body\":{\"email\":\"gone@example.com\",\"password\":\"" S_PASSWORD
+                          "\"}}"),
+                   401, "invalid_credentials", NULL);
+    s_expect_error(s_call_as(&admin, "user.delete", "{\"id\":\"%s\"}", id), 404, "not_found", NULL);
+    /* The email is free again; the other account is untouched. */
+    const char *again = s_signup("gone@example.com", S_PASSWORD);
+    cr_assert_str_neq(again, id);
+    r = s_ok(s_call_as(&kept, "me.get", NULL), 200);
+    cr_assert_str_eq(s_str(r.body, "id"), keep);
+    session_t next;
+    s_session_from(s_refresh(kept.refresh), &next);
+}
+
+Test(users, create_admin_publishes_created_then_updated)
+{
+    users_pwhash_t cheap = {.opslimit = 1, .memlimit = 8192};
+    char id[USERS_ID_MAX + 1];
+    bool created;
+    cr_assert_eq(users_admin_create(s_env, &cheap, "root@example.com", S_PASSWORD,
+                                    strlen(S_PASSWORD), id, &created),
+                 0);
+    session_t root = s_login("root@example.com", S_PASSWORD);
+    reply_t me = s_ok(s_call_as(&root, "me.get", NULL), 200);
+    const json_t *user = s_expect_event(0, id, "created", me.body);
+    cr_assert_eq(json_array_size(json_object_get(user, "roles")), 2);
+
+    char uid[64];
+    snprintf(uid, sizeof uid, "%s", s_signup("mo@example.com", S_PASSWORD));
+    size_t n = s_outbox_count();
+    cr_assert_eq(users_admin_create(s_env, &cheap, "mo@example.com", NULL, 0, id, &created), 0);
+    session_t mo = s_login("mo@example.com", S_PASSWORD);
+    me = s_ok(s_call_as(&mo, "me.get", NULL), 200);
+    s_expect_event(n, uid, "updated", me.body);
+    cr_assert_eq(users_admin_create(s_env, &cheap, "mo@example.com", NULL, 0, id, &created), 0);
+    cr_assert_eq(s_outbox_count(), n + 1, "an admin already: no change, no event");
 }
