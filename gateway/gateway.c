@@ -7,8 +7,17 @@
     suspended until the reply (or the deadline) comes, and many requests are
     in flight at once. The gateway holds no domain logic.
 
+    Every route says who may call it (x-access): the bearer token is
+    verified (auth.c) and its claims become the envelope's auth. Every
+    request to the bus is counted against a rate budget (ratelimit.c) per
+    user, or per client address when anonymous, or on the keys the
+    route's x-rate-limit names.
+
     Usage: musicbus-gateway [--http ADDR] [--bus ENDPOINT] [--timeout MS]
                             [--max-body BYTES] [--schema FILE]
+                            [--jwt-secret-file PATH] [--rate NAME=SPEC]...
+                            [--rate-default SPEC] [--rate-signin SPEC]
+                            [--rate-slots N] [--trust-proxy]
                             [--ready-file PATH] [--help] */
 #include <errno.h>
 #include <getopt.h>
@@ -31,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "buf.h"
 #include "json_msgpack.h"
 #include "mb_alloc.h"
@@ -38,6 +48,7 @@
 #include "mb_config.h"
 #include "mb_envelope.h"
 #include "mb_error.h"
+#include "mb_jwt.h"
 #include "mb_log.h"
 #include "mb_signal.h"
 #include "mb_zmq.h"
@@ -45,6 +56,7 @@
 #include "openapi_embed.h"
 #include "pending.h"
 #include "problem.h"
+#include "ratelimit.h"
 #include "request.h"
 #include "routes.h"
 
@@ -61,6 +73,22 @@
 #define GW_FREE_REQS_KEPT 1024         /* request structs kept for reuse */
 #define GW_BUF_KEPT (256 * 1024)       /* buffers above this are freed, not reused */
 #define GW_JSON "application/json"
+#define GW_JWT_CACHE_SLOTS 1024             /* verified tokens remembered (~1.3 KiB each) */
+#define GW_RATE_ENV_PREFIX "MUSICBUS_RATE_" /* + budget name in capitals */
+#define GW_ENV_RATE_SLOTS "MUSICBUS_RATE_SLOTS"
+#define GW_ENV_TRUST_PROXY "MUSICBUS_TRUST_PROXY"
+#define GW_BUDGET_DEFAULT "default" /* routes without x-rate-limit */
+#define GW_BUDGETS_GIVEN_MAX 16     /* --rate flags */
+
+/*  Budgets the gateway knows without being told. Any other budget a route
+    names must be configured (--rate NAME=SPEC or MUSICBUS_RATE_<NAME>). */
+static const struct {
+    const char *name;
+    const char *spec;
+} s_builtin_budgets[] = {
+    {GW_BUDGET_DEFAULT, "50/s burst 200"}, /* per user, or per address when anonymous */
+    {"signin", "10/min burst 5"},          /* sign-in: per address, per account */
+};
 
 typedef enum {
     S_READING, /* headers seen, body arriving */
@@ -106,7 +134,11 @@ struct s_req {
     gw_buf_t out;      /* the response body */
     int status;        /* the response's status */
     const char *content_type;
-    const char *allow; /* Allow header of a 405 */
+    const char *allow;      /* Allow header of a 405 */
+    bool authed;            /* claims hold a verified token that the route needs */
+    mb_jwt_claims_t claims; /* the token's, once verified */
+    gw_rate_result_t rate;  /* the rate limiter's verdict (rate.limited: headers due) */
+    char challenge[GW_AUTH_CHALLENGE_MAX]; /* WWW-Authenticate of a 401/403, or "" */
 };
 
 struct s_self {
@@ -117,8 +149,17 @@ struct s_self {
     long max_body;
     char *schema_file;
     char *ready_file;
+    char *jwt_secret_file;
+    const char *given_name[GW_BUDGETS_GIVEN_MAX]; /* --rate NAME=SPEC flags (argv's) */
+    const char *given_spec[GW_BUDGETS_GIVEN_MAX];
+    size_t n_given;
+    long rate_slots;
+    bool trust_proxy; /* count clients by X-Forwarded-For (a proxy we trust in front) */
     /* state */
     gw_routes_t *routes;
+    gw_auth_t *auth;
+    gw_rate_t *rate;
+    int budget_default;  /* the id of budget "default" in rate */
     char *probe_service; /* the service named in mmi.service probes */
     mb_client_t *client;
     struct MHD_Daemon *daemon;
@@ -152,6 +193,13 @@ static int64_t s_now_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t s_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* ---- requests ------------------------------------------------------------ */
@@ -244,6 +292,22 @@ static enum MHD_Result s_respond(s_req_t *req)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->content_type);
     if (req->allow)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, req->allow);
+    if (req->challenge[0])
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, req->challenge);
+    if (req->rate.limited) {
+        /* draft-ietf-httpapi-ratelimit-headers, the three-field form. */
+        char n[24];
+        snprintf(n, sizeof n, "%" PRId64, req->rate.limit);
+        MHD_add_response_header(resp, "RateLimit-Limit", n);
+        snprintf(n, sizeof n, "%" PRId64, req->rate.remaining);
+        MHD_add_response_header(resp, "RateLimit-Remaining", n);
+        snprintf(n, sizeof n, "%" PRId64, req->rate.reset_s);
+        MHD_add_response_header(resp, "RateLimit-Reset", n);
+        if (!req->rate.allowed) {
+            snprintf(n, sizeof n, "%" PRId64, req->rate.retry_after_s);
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, n);
+        }
+    }
     if (self->stopping)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result rc = MHD_queue_response(req->conn, (unsigned)req->status, resp);
@@ -252,10 +316,20 @@ static enum MHD_Result s_respond(s_req_t *req)
     return rc;
 }
 
-/*  Answers with a problem document. Called from the first call of a
-    request (headers only), the answer waits for the last call: MHD treats
-    a response queued before the body as a reason to close the connection,
+/*  Sends the answer in req->out. Called from the first call of a request
+    (headers only), the answer waits for the last call: MHD treats a
+    response queued before the body as a reason to close the connection,
     which would cost keep-alive clients a reconnect for every 404. */
+static enum MHD_Result s_answer(s_req_t *req)
+{
+    if (req->state == S_READING && !req->headers_done) {
+        req->state = S_REPLIED;
+        return MHD_YES;
+    }
+    return s_respond(req);
+}
+
+/*  Answers with a problem document. */
 static enum MHD_Result s_fail(s_req_t *req, int status, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -267,11 +341,7 @@ static enum MHD_Result s_fail(s_req_t *req, int status, const char *field, const
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
     s_set_problem(req, status, NULL, 0, detail, (size_t)-1, field, (size_t)-1);
-    if (req->state == S_READING && !req->headers_done) {
-        req->state = S_REPLIED;
-        return MHD_YES;
-    }
-    return s_respond(req);
+    return s_answer(req);
 }
 
 /*  Resumes a suspended request whose answer is now in req->out. */
@@ -312,6 +382,115 @@ static enum MHD_Result s_handle_own(s_req_t *req)
                       s_now_ms() - self->last_answer_ms);
     }
     return s_fail(req, 501, NULL, "the gateway does not implement op %s", op);
+}
+
+/* ---- access and rate limits -------------------------------------------------- */
+
+/*  The bytes the client is counted by when anonymous (ratelimit.h): the
+    connection's peer address or, with --trust-proxy, the address
+    X-Forwarded-For names last. Returns 0 when there is none. */
+static size_t s_client_addr(s_req_t *req, uint8_t *out)
+{
+    if (req->self->trust_proxy) {
+        const char *xff =
+            MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "X-Forwarded-For");
+        size_t n = gw_rate_forwarded_bytes(xff, out);
+        if (n)
+            return n;
+    }
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    return gw_rate_addr_bytes(info ? info->client_addr : NULL, out);
+}
+
+/*  Counts the request on `budget`. Returns true when it may go on, else
+    sets the 429 answer. */
+static bool s_rate_take(s_req_t *req, int budget, const gw_rate_key_t *keys, size_t n)
+{
+    gw_rate_take(req->self->rate, budget, keys, n, s_now_ns(), &req->rate);
+    if (req->rate.allowed)
+        return true;
+    char detail[128];
+    snprintf(detail, sizeof detail, "too many requests; try again in %" PRId64 " s",
+             req->rate.retry_after_s);
+    s_set_problem(req, 429, "rate_limited", (size_t)-1, detail, (size_t)-1, NULL, 0);
+    return false;
+}
+
+/*  Counts the request on the default budget: per user when `by_user`
+    (req->claims hold a valid token), else per client address. */
+static bool s_rate_default(s_req_t *req, bool by_user)
+{
+    uint8_t addr[GW_RATE_ADDR_MAX];
+    gw_rate_key_t key = {"user", req->claims.sub, strlen(req->claims.sub)};
+    if (!by_user) {
+        size_t n = s_client_addr(req, addr);
+        key = (gw_rate_key_t){"addr", n ? addr : NULL, n};
+    }
+    return s_rate_take(req, req->self->budget_default, &key, 1);
+}
+
+/*  Counts the request as its route says: on the keys of its x-rate-limit
+    (body keys only once the body is in), else on the default budget. */
+static bool s_rate_route(s_req_t *req)
+{
+    const gw_route_t *r = req->route;
+    if (!r->rate_budget)
+        return s_rate_default(req, req->authed);
+    uint8_t addr[GW_RATE_ADDR_MAX];
+    char values[GW_RATE_KEYS_MAX][GW_RATE_VALUE_MAX + 1];
+    gw_rate_key_t keys[GW_RATE_KEYS_MAX];
+    for (size_t i = 0; i < r->n_rate_keys; i++) {
+        const gw_rate_keydef_t *k = &r->rate_keys[i];
+        size_t n = 0;
+        const void *value = NULL;
+        switch (k->kind) {
+        case GW_RATE_ADDR:
+            n = s_client_addr(req, addr);
+            value = addr;
+            break;
+        case GW_RATE_USER:
+            n = req->authed ? strlen(req->claims.sub) : 0;
+            value = req->claims.sub;
+            break;
+        case GW_RATE_BODY:
+            n = gw_rate_body_field(req->body.data, req->body.len, k->field, values[i],
+                                   sizeof values[i]);
+            value = values[i];
+            break;
+        }
+        keys[i] = (gw_rate_key_t){k->name, n ? value : NULL, n};
+    }
+    /* Checked at start-up: every budget a route names exists. */
+    return s_rate_take(req, gw_rate_find(req->self->rate, r->rate_budget), keys, r->n_rate_keys);
+}
+
+/*  Checks the route's x-access against the bearer token. Returns true
+    when the request may go on (req->claims then hold the token's claims
+    for routes that need one), else sets the 401/403/429/503 answer. */
+static bool s_access(s_req_t *req)
+{
+    s_self_t *self = req->self;
+    const gw_route_t *r = req->route;
+    if (r->access == GW_ACCESS_PUBLIC)
+        return true; /* Authorization is not even looked at */
+    const char *header =
+        MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    gw_auth_result_t res;
+    if (gw_auth_check(self->auth, r->access, header, (int64_t)time(NULL), &req->claims, &res) ==
+        0) {
+        req->authed = true;
+        return true;
+    }
+    /* Refusals count too -- per user for a 403 (the token is valid), per
+       address otherwise -- so a client guessing tokens or hammering a
+       route it may not use is limited like any other. */
+    if (res.status != 503 && !s_rate_default(req, res.status == 403))
+        return false;
+    if (res.status == 401 || res.status == 403)
+        gw_auth_challenge(&res, req->challenge, sizeof req->challenge);
+    s_set_problem(req, res.status, res.type, (size_t)-1, res.detail, (size_t)-1, NULL, 0);
+    return false;
 }
 
 /* ---- HTTP ---------------------------------------------------------------- */
@@ -399,6 +578,10 @@ static enum MHD_Result s_on_headers(s_req_t *req)
             return s_respond(req);
         }
     }
+    /* Access first, so the limiter knows whom to count; a limit with body
+       keys waits for the body. Both before a byte of the body is kept. */
+    if (!s_access(req) || (!req->route->rate_body && !s_rate_route(req)))
+        return s_answer(req);
     gw_buf_reserve(&req->body, length);
     return MHD_YES;
 }
@@ -414,12 +597,16 @@ static enum MHD_Result s_on_complete(s_req_t *req)
     if (now >= req->deadline_ms)
         return s_fail(req, 504, NULL, "the request took longer than %ld ms to arrive",
                       self->timeout_ms);
+    /* Counted before the body is validated: every request counts. */
+    if (req->route->rate_body && !s_rate_route(req))
+        return s_answer(req);
     msgpack_sbuffer_clear(&self->sbuf);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &self->sbuf, msgpack_sbuffer_write);
     gw_invalid_t invalid;
     if (gw_request_pack(&pk, req->route, &req->match, s_query, req->conn, req->body.data,
-                        req->body.len, req->rid, (uint32_t)(req->deadline_ms - now), &invalid))
+                        req->body.len, req->authed ? &req->claims : NULL, req->rid,
+                        (uint32_t)(req->deadline_ms - now), &invalid))
         return s_fail(req, 400, invalid.field, "%s", invalid.detail);
 
     int rc = mb_client_send(self->client, req->route->service, self->sbuf.data, self->sbuf.size);
@@ -782,17 +969,29 @@ static int s_run(s_self_t *self, const sigset_t *wait_mask)
 
 static void s_usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: musicbus-gateway [options]\n"
-            "  --http ADDR         listen on HOST:PORT (%s; %s); port 0 lets the OS pick\n"
-            "  --bus ENDPOINT      broker endpoint (%s; %s)\n"
-            "  --timeout MS        deadline of each request (%s; %d)\n"
-            "  --max-body BYTES    largest request body (%s; %ld)\n"
-            "  --schema FILE       OpenAPI document to serve (default: the one built in)\n"
-            "  --ready-file PATH   write the bound HOST:PORT there once listening\n"
-            "  --help              this text\n",
-            MB_ENV_HTTP_ADDR, MB_DEFAULT_HTTP_ADDR, MB_ENV_BUS, MB_DEFAULT_BUS, MB_ENV_TIMEOUT_MS,
-            MB_DEFAULT_TIMEOUT_MS, GW_ENV_MAX_BODY, GW_DEFAULT_MAX_BODY);
+    fprintf(
+        out,
+        "Usage: musicbus-gateway [options]\n"
+        "  --http ADDR         listen on HOST:PORT (%s; %s); port 0 lets the OS pick\n"
+        "  --bus ENDPOINT      broker endpoint (%s; %s)\n"
+        "  --timeout MS        deadline of each request (%s; %d)\n"
+        "  --max-body BYTES    largest request body (%s; %ld)\n"
+        "  --schema FILE       OpenAPI document to serve (default: the one built in)\n"
+        "  --jwt-secret-file PATH  the access tokens' HMAC secret (else %s,\n"
+        "                      else the file named by %s)\n"
+        "  --rate NAME=SPEC    rate budget NAME (else %sNAME in capitals): 'off' or\n"
+        "                      COUNT/PERIOD [burst N], e.g. '50/s burst 200', '10/min burst 5'\n"
+        "  --rate-default SPEC the same as --rate default=SPEC (%s)\n"
+        "  --rate-signin SPEC  the same as --rate signin=SPEC (%s)\n"
+        "  --rate-slots N      keys each budget tracks at once (%s; %d)\n"
+        "  --trust-proxy       count anonymous clients by the last X-Forwarded-For\n"
+        "                      address, not the peer's (%s=1)\n"
+        "  --ready-file PATH   write the bound HOST:PORT there once listening\n"
+        "  --help              this text\n",
+        MB_ENV_HTTP_ADDR, MB_DEFAULT_HTTP_ADDR, MB_ENV_BUS, MB_DEFAULT_BUS, MB_ENV_TIMEOUT_MS,
+        MB_DEFAULT_TIMEOUT_MS, GW_ENV_MAX_BODY, GW_DEFAULT_MAX_BODY, MB_JWT_ENV_SECRET,
+        MB_JWT_ENV_SECRET_FILE, GW_RATE_ENV_PREFIX, s_builtin_budgets[0].spec,
+        s_builtin_budgets[1].spec, GW_ENV_RATE_SLOTS, GW_RATE_SLOTS, GW_ENV_TRUST_PROXY);
 }
 
 /*  Parses flags, falling back to MUSICBUS_* variables. Returns 0, 1 to
@@ -800,12 +999,23 @@ static void s_usage(FILE *out)
 static int s_parse_args(s_self_t *self, int argc, char **argv)
 {
     static const struct option options[] = {
-        {"http", required_argument, NULL, 'h'},    {"bus", required_argument, NULL, 'b'},
-        {"timeout", required_argument, NULL, 't'}, {"max-body", required_argument, NULL, 'm'},
-        {"schema", required_argument, NULL, 's'},  {"ready-file", required_argument, NULL, 'r'},
-        {"help", no_argument, NULL, 'H'},          {NULL, 0, NULL, 0},
+        {"http", required_argument, NULL, 'h'},
+        {"bus", required_argument, NULL, 'b'},
+        {"timeout", required_argument, NULL, 't'},
+        {"max-body", required_argument, NULL, 'm'},
+        {"schema", required_argument, NULL, 's'},
+        {"ready-file", required_argument, NULL, 'r'},
+        {"jwt-secret-file", required_argument, NULL, 'j'},
+        {"rate", required_argument, NULL, 'R'},
+        {"rate-default", required_argument, NULL, 'D'},
+        {"rate-signin", required_argument, NULL, 'S'},
+        {"rate-slots", required_argument, NULL, 'N'},
+        {"trust-proxy", no_argument, NULL, 'P'},
+        {"help", no_argument, NULL, 'H'},
+        {NULL, 0, NULL, 0},
     };
-    const char *http = NULL, *bus = NULL, *timeout = NULL, *max_body = NULL;
+    const char *http = NULL, *bus = NULL, *timeout = NULL, *max_body = NULL, *slots = NULL;
+    bool trust_proxy = false;
     int c;
     while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (c) {
@@ -826,6 +1036,41 @@ static int s_parse_args(s_self_t *self, int argc, char **argv)
             break;
         case 'r':
             self->ready_file = mb_strdup(optarg);
+            break;
+        case 'j':
+            free(self->jwt_secret_file);
+            self->jwt_secret_file = mb_strdup(optarg);
+            break;
+        case 'R':
+        case 'D':
+        case 'S': {
+            const char *name = c == 'D' ? GW_BUDGET_DEFAULT : c == 'S' ? "signin" : optarg;
+            const char *spec = optarg;
+            size_t name_len = strlen(name);
+            if (c == 'R') {
+                const char *eq = strchr(optarg, '=');
+                if (!eq || eq == optarg) {
+                    fprintf(stderr, "musicbus-gateway: --rate wants NAME=SPEC, not '%s'\n", optarg);
+                    return -1;
+                }
+                name_len = (size_t)(eq - optarg);
+                spec = eq + 1;
+            }
+            if (self->n_given == GW_BUDGETS_GIVEN_MAX) {
+                fprintf(stderr, "musicbus-gateway: at most %d --rate flags\n",
+                        GW_BUDGETS_GIVEN_MAX);
+                return -1;
+            }
+            /* The name is cut out of argv's text, so keep a copy. */
+            self->given_name[self->n_given] = mb_strndup(name, name_len);
+            self->given_spec[self->n_given++] = spec;
+            break;
+        }
+        case 'N':
+            slots = optarg;
+            break;
+        case 'P':
+            trust_proxy = true;
             break;
         case 'H':
             s_usage(stdout);
@@ -859,6 +1104,16 @@ static int s_parse_args(s_self_t *self, int argc, char **argv)
     } else {
         self->max_body = mb_config_env_long(GW_ENV_MAX_BODY, GW_DEFAULT_MAX_BODY, 0, 1L << 30);
     }
+    if (slots) {
+        if (mb_config_parse_long(slots, 16, 1L << 26, &self->rate_slots)) {
+            fprintf(stderr, "musicbus-gateway: --rate-slots must be 16..67108864\n");
+            return -1;
+        }
+    } else {
+        self->rate_slots = mb_config_env_long(GW_ENV_RATE_SLOTS, GW_RATE_SLOTS, 16, 1L << 26);
+    }
+    self->trust_proxy = trust_proxy || !strcmp(mb_config_env(GW_ENV_TRUST_PROXY, "0"), "1") ||
+                        !strcasecmp(mb_config_env(GW_ENV_TRUST_PROXY, "0"), "true");
     return 0;
 }
 
@@ -968,6 +1223,105 @@ static int s_load_routes(s_self_t *self)
     return 0;
 }
 
+/*  Loads the JWT secret. No secret at all is not fatal (public routes
+    still work; the others answer 503), a secret that cannot be read or is
+    too short is. */
+static int s_setup_auth(s_self_t *self)
+{
+    mb_jwt_key_t *key = NULL;
+    int rc = mb_jwt_key_load(self->jwt_secret_file, &key);
+    if (rc && rc != MB_ENOTFOUND)
+        return rc; /* mb_jwt_key_load() said why */
+    mb_jwt_policy_t policy;
+    mb_jwt_policy_default(&policy);
+    self->auth = gw_auth_new(&key, &policy, GW_JWT_CACHE_SLOTS);
+    size_t guarded = 0;
+    for (size_t i = 0; i < gw_routes_size(self->routes); i++)
+        guarded += gw_routes_at(self->routes, i)->access != GW_ACCESS_PUBLIC;
+    if (!gw_auth_has_key(self->auth) && guarded)
+        mb_warn(0, "no JWT secret: the %zu routes that need an access token will answer 503",
+                guarded);
+    return 0;
+}
+
+/*  The spec text of budget `name`: its last --rate flag, else
+    MUSICBUS_RATE_<NAME>, else the built-in default, else NULL. */
+static const char *s_budget_text(const s_self_t *self, const char *name, char *from, size_t size)
+{
+    for (size_t i = self->n_given; i-- > 0;)
+        if (!strcmp(self->given_name[i], name)) {
+            snprintf(from, size, "flag");
+            return self->given_spec[i];
+        }
+    char env[64];
+    size_t n = (size_t)snprintf(env, sizeof env, "%s", GW_RATE_ENV_PREFIX);
+    for (const char *p = name; *p && n + 1 < sizeof env; p++)
+        env[n++] = (char)(*p >= 'a' && *p <= 'z' ? *p - 'a' + 'A' : *p);
+    env[n] = '\0';
+    const char *text = mb_config_env(env, NULL);
+    if (text) {
+        snprintf(from, size, "%s", env);
+        return text;
+    }
+    for (size_t i = 0; i < sizeof s_builtin_budgets / sizeof s_builtin_budgets[0]; i++)
+        if (!strcmp(s_builtin_budgets[i].name, name)) {
+            snprintf(from, size, "default");
+            return s_builtin_budgets[i].spec;
+        }
+    return NULL;
+}
+
+/*  Adds one budget to the limiter from its configuration. */
+static int s_add_budget(s_self_t *self, const char *name)
+{
+    if (gw_rate_find(self->rate, name) >= 0)
+        return 0;
+    char from[64];
+    const char *text = s_budget_text(self, name, from, sizeof from);
+    if (!text) {
+        mb_error(0,
+                 "rate budget '%s' is named by a route but not configured: give --rate %s=SPEC "
+                 "or %s<NAME>",
+                 name, name, GW_RATE_ENV_PREFIX);
+        return MB_EINVAL;
+    }
+    gw_rate_spec_t spec;
+    char err[160];
+    if (gw_rate_spec_parse(text, &spec, err, sizeof err)) {
+        mb_error(0, "rate budget '%s' (%s): %s", name, from, err);
+        return MB_EINVAL;
+    }
+    int id = gw_rate_budget(self->rate, name, &spec);
+    if (id < 0) {
+        mb_error(0, "rate budget '%s': %s", name, mb_strerror(id));
+        return id;
+    }
+    mb_info(0, "rate budget %s: %s (%s)", name, text, from);
+    return 0;
+}
+
+/*  Makes the limiter with budget "default" and every budget a route
+    names. */
+static int s_setup_rate(s_self_t *self)
+{
+    self->rate = gw_rate_new((size_t)self->rate_slots);
+    int rc = s_add_budget(self, GW_BUDGET_DEFAULT);
+    for (size_t i = 0; rc == 0 && i < gw_routes_size(self->routes); i++) {
+        const gw_route_t *r = gw_routes_at(self->routes, i);
+        if (r->rate_budget)
+            rc = s_add_budget(self, r->rate_budget);
+    }
+    if (rc)
+        return rc;
+    self->budget_default = gw_rate_find(self->rate, GW_BUDGET_DEFAULT);
+    for (size_t i = 0; i < self->n_given; i++)
+        if (gw_rate_find(self->rate, self->given_name[i]) < 0)
+            mb_warn(0, "--rate %s: no route uses this budget", self->given_name[i]);
+    if (self->trust_proxy)
+        mb_info(0, "--trust-proxy: anonymous clients are counted by X-Forwarded-For");
+    return 0;
+}
+
 static unsigned s_conn_limit(void)
 {
     struct rlimit rl;
@@ -1051,6 +1405,8 @@ static void s_destroy(s_self_t *self)
     mb_zmq_shutdown();
     gw_pending_destroy(&self->pending);
     gw_routes_destroy(&self->routes);
+    gw_auth_destroy(&self->auth);
+    gw_rate_destroy(&self->rate);
     msgpack_sbuffer_destroy(&self->sbuf);
     while (self->free_reqs) {
         s_req_t *next = self->free_reqs->next_free;
@@ -1063,6 +1419,9 @@ static void s_destroy(s_self_t *self)
     free(self->bus);
     free(self->schema_file);
     free(self->ready_file);
+    free(self->jwt_secret_file);
+    for (size_t i = 0; i < self->n_given; i++)
+        free((char *)self->given_name[i]);
     free(self->probe_service);
 }
 
@@ -1095,7 +1454,7 @@ int main(int argc, char **argv)
     self.next_rid = seed & 0xffffffff00000000ull;
     msgpack_sbuffer_init(&self.sbuf);
 
-    if (s_load_routes(&self) || s_start(&self)) {
+    if (s_load_routes(&self) || s_setup_auth(&self) || s_setup_rate(&self) || s_start(&self)) {
         s_destroy(&self);
         return 1;
     }

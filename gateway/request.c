@@ -173,7 +173,7 @@ static int s_body_value(const gw_route_t *route, const char *body, size_t len, j
 
 int gw_request_pack(msgpack_packer *pk, const gw_route_t *route, const gw_match_t *match,
                     gw_query_fn query, void *query_cls, const char *body, size_t body_len,
-                    uint64_t rid, uint32_t ttl_ms, gw_invalid_t *err)
+                    const mb_jwt_claims_t *auth, uint64_t rid, uint32_t ttl_ms, gw_invalid_t *err)
 {
     json_t *values[S_MAX_PARAMS] = {0};
     size_t n_params = route->n_params < S_MAX_PARAMS ? route->n_params : S_MAX_PARAMS;
@@ -202,7 +202,11 @@ int gw_request_pack(msgpack_packer *pk, const gw_route_t *route, const gw_match_
     if (rc == 0)
         rc = s_body_value(route, body, body_len, &body_value, err);
     if (rc == 0) {
-        mb_request_pack_head(pk, route->op, rid, ttl_ms, 1);
+        mb_request_pack_head(pk, route->op, rid, ttl_ms, auth ? 2 : 1);
+        if (auth) {
+            mb_pack_cstr(pk, "auth");
+            mb_jwt_pack_auth(pk, auth);
+        }
         mb_pack_cstr(pk, "args");
         msgpack_pack_map(pk, n_args + (body_value != NULL));
         for (size_t i = 0; i < n_params; i++) {

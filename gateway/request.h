@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mb_jwt.h"
 #include "routes.h"
 #include "validate.h"
 
@@ -24,13 +25,17 @@
     NULL when absent. A parameter given without '=' is "" (len 0). */
 typedef const char *(*gw_query_fn)(void *cls, const char *name, size_t *len);
 
-/*  Packs the whole request envelope {"op", "rid", "ttl", "args"} for
-    `route` into `pk`. `body` holds `body_len` bytes of the raw request
-    body (ignored when the route takes none). Returns 0, or MB_EINVAL with
-    *err filled in (an HTTP 400); then `pk`'s buffer holds a partial
-    envelope the caller discards. */
+/*  Packs the whole request envelope {"op", "rid", "ttl", "auth"?, "args"}
+    for `route` into `pk`. `auth` is the verified token's claims, packed
+    as the envelope's auth map (mb_jwt_pack_auth()), or NULL for none: it
+    is the only way anything reaches the envelope's auth -- a query
+    parameter or body field named "auth" stays inside args. `body` holds
+    `body_len` bytes of the raw request body (ignored when the route
+    takes none). Returns 0, or MB_EINVAL with *err filled in (an HTTP
+    400); then `pk`'s buffer holds a partial envelope the caller
+    discards. */
 int gw_request_pack(msgpack_packer *pk, const gw_route_t *route, const gw_match_t *match,
                     gw_query_fn query, void *query_cls, const char *body, size_t body_len,
-                    uint64_t rid, uint32_t ttl_ms, gw_invalid_t *err);
+                    const mb_jwt_claims_t *auth, uint64_t rid, uint32_t ttl_ms, gw_invalid_t *err);
 
 #endif

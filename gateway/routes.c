@@ -98,6 +98,11 @@ static void s_route_free(gw_route_t *r)
         return;
     free(r->service);
     free(r->op);
+    free(r->rate_budget);
+    for (size_t i = 0; i < r->n_rate_keys; i++) {
+        free(r->rate_keys[i].name);
+        free(r->rate_keys[i].field);
+    }
     for (size_t i = 0; i < r->n_params; i++)
         free(r->params[i].name);
     free(r->params);
@@ -249,6 +254,54 @@ static bool s_add_param(gw_routes_t *self, gw_route_t *r, const s_path_t *p, con
     return true;
 }
 
+/*  Reads x-rate-limit {"budget": name, "keys": [...]} into the route. */
+static bool s_parse_rate_limit(gw_route_t *r, const json_t *spec, char *err, size_t err_size)
+{
+    const char *budget = json_string_value(json_object_get(spec, "budget"));
+    const json_t *keys = json_object_get(spec, "keys");
+    size_t len = budget ? strlen(budget) : 0;
+    if (!json_is_object(spec) || len == 0 || len > 32 ||
+        strspn(budget, "abcdefghijklmnopqrstuvwxyz0123456789_") != len ||
+        json_object_size(spec) != 2) {
+        snprintf(err, err_size,
+                 "%s %s: x-rate-limit must be {\"budget\": name of [a-z0-9_], \"keys\": [...]}",
+                 r->method, r->path);
+        return false;
+    }
+    if (!json_is_array(keys) || json_array_size(keys) == 0 ||
+        json_array_size(keys) > GW_RATE_KEYS_MAX) {
+        snprintf(err, err_size, "%s %s: x-rate-limit keys must list 1..%d keys", r->method, r->path,
+                 GW_RATE_KEYS_MAX);
+        return false;
+    }
+    r->rate_budget = mb_strdup(budget);
+    size_t i;
+    const json_t *key;
+    json_array_foreach(keys, i, key)
+    {
+        const char *name = json_string_value(key);
+        gw_rate_keydef_t *k = &r->rate_keys[r->n_rate_keys];
+        if (name && !strcmp(name, "addr")) {
+            k->kind = GW_RATE_ADDR;
+        } else if (name && !strcmp(name, "user") && r->access != GW_ACCESS_PUBLIC) {
+            k->kind = GW_RATE_USER;
+        } else if (name && !strncmp(name, "body.", 5) && name[5] && r->has_body) {
+            k->kind = GW_RATE_BODY;
+            k->field = mb_strdup(name + 5);
+            r->rate_body = true;
+        } else {
+            snprintf(err, err_size,
+                     "%s %s: x-rate-limit key '%s' must be addr, user (not on a public route) or "
+                     "body.<field> (only with a request body)",
+                     r->method, r->path, name ? name : "(not a string)");
+            return false;
+        }
+        k->name = mb_strdup(name);
+        r->n_rate_keys++;
+    }
+    return true;
+}
+
 static int s_param_order(const void *a, const void *b)
 {
     const gw_param_t *x = a, *y = b;
@@ -324,6 +377,9 @@ static gw_route_t *s_build_route(gw_routes_t *self, const s_path_t *p, const jso
             goto fail;
         }
     }
+    const json_t *rate = json_object_get(operation, "x-rate-limit");
+    if (rate && !s_parse_rate_limit(r, rate, err, err_size))
+        goto fail;
     return r;
 fail:
     s_route_free(r);

@@ -2,9 +2,10 @@
     in schemas/openapi.json.
 
     Each path template and method gives one route: the MDP service
-    (x-service), the envelope op (x-op), who may call it (x-access, kept
-    for the access checks to come), its path and query parameters with
-    their schemas, and its JSON request body schema.
+    (x-service), the envelope op (x-op), who may call it (x-access), what
+    it is counted on by the rate limiter (x-rate-limit), its path and
+    query parameters with their schemas, and its JSON request body
+    schema.
 
     Matching splits the path on '/'; a template segment {name} matches one
     non-empty segment, and at the first segment where two templates differ
@@ -31,6 +32,21 @@ typedef enum {
 
 typedef enum { GW_IN_PATH, GW_IN_QUERY } gw_param_in_t;
 
+#define GW_RATE_KEYS_MAX 4 /* keys one x-rate-limit may list */
+
+/*  What a request is counted on (x-rate-limit keys). */
+typedef enum {
+    GW_RATE_ADDR, /* "addr": the client's address */
+    GW_RATE_USER, /* "user": the access token's sub */
+    GW_RATE_BODY, /* "body.<field>": a top-level string field of the body */
+} gw_rate_key_kind_t;
+
+typedef struct {
+    gw_rate_key_kind_t kind;
+    char *name;  /* as written: "addr", "user", "body.email" */
+    char *field; /* GW_RATE_BODY: the field ("email"); else NULL */
+} gw_rate_keydef_t;
+
 typedef struct {
     char *name;                /* the parameter's name, also its key in args */
     gw_param_in_t in;          /* path or query */
@@ -45,7 +61,11 @@ typedef struct {
     const char *path;   /* the template, "/v1/tracks/{id}" */
     char *service;      /* x-service: the MDP service */
     char *op;           /* x-op: the envelope's op */
-    gw_access_t access; /* x-access */
+    gw_access_t access; /* x-access (absent: public) */
+    char *rate_budget;  /* x-rate-limit budget; NULL: none given (the default applies) */
+    gw_rate_keydef_t rate_keys[GW_RATE_KEYS_MAX]; /* x-rate-limit keys */
+    size_t n_rate_keys;
+    bool rate_body;     /* a key reads the body, so counting waits for it */
     gw_param_t *params; /* path parameters first, then query */
     size_t n_params;
     bool has_body;                  /* the operation takes a JSON request body */
@@ -68,7 +88,9 @@ typedef struct {
 
 /*  Builds the table from `len` bytes of OpenAPI JSON. Returns NULL with
     a reason in `err` when the document is not valid JSON or an operation
-    lacks x-service/x-op, has a bad x-access, a $ref that does not
+    lacks x-service/x-op, has a bad x-access or x-rate-limit (a budget
+    of 1..32 [a-z0-9_], 1..4 keys among addr, user -- not on a public
+    route -- and body.<field> -- only with a body), a $ref that does not
     resolve, a schema that does not compile, or a path template the
     matcher cannot serve. */
 gw_routes_t *gw_routes_new(const char *json, size_t len, char *err, size_t err_size);

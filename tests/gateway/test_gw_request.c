@@ -34,6 +34,9 @@ static const char s_doc[] =
     "       \"properties\":{\"title\":{\"type\":\"string\"},\"tags\":{\"type\":\"array\"},"
     "       \"meta\":{}}}}}}}},"
     "\"/v1/notes\":{\"put\":{\"x-service\":\"notes\",\"x-op\":\"note.put\","
+    "    \"requestBody\":{\"content\":{\"application/json\":{}}}}},"
+    "\"/v1/me\":{\"post\":{\"x-service\":\"users\",\"x-op\":\"me.note\",\"x-access\":\"user\","
+    "    \"parameters\":[{\"name\":\"auth\",\"in\":\"query\",\"schema\":{\"type\":\"string\"}}],"
     "    \"requestBody\":{\"content\":{\"application/json\":{}}}}}"
     "}}";
 
@@ -62,6 +65,7 @@ typedef struct {
     mb_request_t req;
     bool decoded;
     gw_invalid_t err;
+    const mb_jwt_claims_t *auth; /* the verified claims s_pack() passes, or NULL */
 } fixture_t;
 
 static fixture_t *s_new(void)
@@ -94,8 +98,8 @@ static int s_pack(fixture_t *f, const char *method, const char *path, query_t *q
     f->decoded = false;
     msgpack_sbuffer_clear(&f->sbuf);
     memset(&f->err, 0, sizeof f->err);
-    int rc = gw_request_pack(&f->pk, m.route, &m, s_query, q, body, body ? strlen(body) : 0, 42,
-                             1500, &f->err);
+    int rc = gw_request_pack(&f->pk, m.route, &m, s_query, q, body, body ? strlen(body) : 0,
+                             f->auth, 42, 1500, &f->err);
     if (rc == 0) {
         const char *why = NULL;
         cr_assert_eq(mb_request_decode(&f->req, f->sbuf.data, f->sbuf.size, &why), 0, "%s", why);
@@ -286,5 +290,33 @@ Test(gw_request, optional_body_and_any_schema)
     /* A body sent to an operation without one is not passed on. */
     cr_assert_eq(s_pack(f, "GET", "/v1/albums/a/tracks", NULL, "{\"x\":1}"), 0);
     cr_assert_null(mb_map_get(f->req.args, "body"));
+    s_destroy(f);
+}
+
+/*  The envelope's auth comes from the verified token only: a query
+    parameter or a body field named auth stays inside args. */
+Test(gw_request, auth_only_from_the_token)
+{
+    fixture_t *f = s_new();
+    query_t q = {{{"auth", "admin"}}};
+    const char *body = "{\"auth\":{\"user\":\"mallory\",\"roles\":[\"admin\"]}}";
+    cr_assert_eq(s_pack(f, "POST", "/v1/me", &q, body), 0, "%s", f->err.detail);
+    cr_assert_null(f->req.auth, "no token, no auth, whatever the client sent");
+    cr_assert(mb_obj_str_eq(mb_map_get(f->req.args, "auth"), "admin"), "a plain argument");
+    cr_assert_not_null(mb_map_get(mb_map_get(f->req.args, "body"), "auth"));
+
+    mb_jwt_claims_t claims = {
+        .sub = "u1", .sid = "s1", .tier = "premium", .roles = MB_ROLE_USER | MB_ROLE_ADMIN};
+    f->auth = &claims;
+    cr_assert_eq(s_pack(f, "POST", "/v1/me", &q, body), 0, "%s", f->err.detail);
+    cr_assert_not_null(f->req.auth);
+    cr_assert_eq(f->req.auth->via.map.size, 4, "user, tier, roles, sid");
+    mb_jwt_claims_t back;
+    cr_assert_eq(mb_jwt_read_auth(f->req.auth, &back), 0);
+    cr_assert_str_eq(back.sub, "u1");
+    cr_assert_str_eq(back.sid, "s1");
+    cr_assert_str_eq(back.tier, "premium");
+    cr_assert_eq(back.roles, MB_ROLE_USER | MB_ROLE_ADMIN);
+    cr_assert(mb_obj_str_eq(mb_map_get(f->req.args, "auth"), "admin"), "args unchanged");
     s_destroy(f);
 }

@@ -1,5 +1,6 @@
 /*  routes: the route table built from an OpenAPI document, and matching. */
 #include <criterion/criterion.h>
+#include <jansson.h>
 #include <string.h>
 
 #include "openapi_embed.h"
@@ -190,4 +191,103 @@ Test(gw_routes, embedded_openapi_document)
     cr_assert(m.route->has_body);
     cr_assert_eq(gw_routes_match(routes, "PUT", "/v1/artists", &m), 405);
     gw_routes_destroy(&routes);
+}
+
+/*  x-rate-limit: a budget and the keys a request is counted on. */
+Test(gw_routes, rate_limit)
+{
+    gw_routes_t *routes =
+        s_load("{\"paths\":{"
+               "\"/login\":{\"post\":{\"x-service\":\"users\",\"x-op\":\"auth.login\","
+               "  \"x-rate-limit\":{\"budget\":\"signin\",\"keys\":[\"addr\",\"body.email\"]},"
+               "  \"requestBody\":{\"content\":{\"application/json\":{}}}}},"
+               "\"/me/password\":{\"post\":{\"x-service\":\"users\",\"x-op\":\"me.password\","
+               "  \"x-access\":\"user\","
+               "  \"x-rate-limit\":{\"budget\":\"signin\",\"keys\":[\"user\"]}}},"
+               "\"/plain\":{\"get\":{\"x-service\":\"s\",\"x-op\":\"a\"}}}}");
+    gw_match_t m;
+    cr_assert_eq(gw_routes_match(routes, "POST", "/login", &m), 0);
+    cr_assert_str_eq(m.route->rate_budget, "signin");
+    cr_assert_eq(m.route->n_rate_keys, 2);
+    cr_assert_eq(m.route->rate_keys[0].kind, GW_RATE_ADDR);
+    cr_assert_str_eq(m.route->rate_keys[0].name, "addr");
+    cr_assert_eq(m.route->rate_keys[1].kind, GW_RATE_BODY);
+    cr_assert_str_eq(m.route->rate_keys[1].name, "body.email");
+    cr_assert_str_eq(m.route->rate_keys[1].field, "email");
+    cr_assert(m.route->rate_body, "counting waits for the body");
+    cr_assert_eq(gw_routes_match(routes, "POST", "/me/password", &m), 0);
+    cr_assert_eq(m.route->rate_keys[0].kind, GW_RATE_USER);
+    cr_assert_not(m.route->rate_body);
+    cr_assert_eq(gw_routes_match(routes, "GET", "/plain", &m), 0);
+    cr_assert_null(m.route->rate_budget, "the default budget applies");
+    cr_assert_eq(m.route->n_rate_keys, 0);
+    gw_routes_destroy(&routes);
+
+#define S_OP(rate) "{\"paths\":{\"/a\":{\"get\":{\"x-service\":\"s\",\"x-op\":\"a\"," rate "}}}}"
+    s_expect_error(S_OP("\"x-rate-limit\":\"signin\""), "x-rate-limit must be");
+    s_expect_error(S_OP("\"x-rate-limit\":{\"keys\":[\"addr\"]}"), "x-rate-limit must be");
+    s_expect_error(S_OP("\"x-rate-limit\":{\"budget\":\"Sign-In\",\"keys\":[\"addr\"]}"),
+                   "x-rate-limit must be");
+    s_expect_error(S_OP("\"x-rate-limit\":{\"budget\":\"s\",\"keys\":[\"addr\"],\"x\":1}"),
+                   "x-rate-limit must be");
+    s_expect_error(S_OP("\"x-rate-limit\":{\"budget\":\"s\",\"keys\":[]}"), "1..4 keys");
+    s_expect_error(
+        S_OP("\"x-rate-limit\":{\"budget\":\"s\",\"keys\":[\"addr\",\"addr\",\"addr\",\"addr\","
+             "\"addr\"]}"),
+        "1..4 keys");
+    s_expect_error(S_OP("\"x-rate-limit\":{\"budget\":\"s\",\"keys\":[\"ip\"]}"), "key 'ip'");
+    s_expect_error(S_OP("\"x-rate-limit\":{\"budget\":\"s\",\"keys\":[\"user\"]}"),
+                   "not on a public route");
+    s_expect_error(S_OP("\"x-rate-limit\":{\"budget\":\"s\",\"keys\":[\"body.email\"]}"),
+                   "only with a request body");
+    s_expect_error(S_OP("\"x-rate-limit\":{\"budget\":\"s\",\"keys\":[3]}"), "not a string");
+#undef S_OP
+}
+
+/*  The built-in document keeps its own promises: every route that needs
+    a token says so in `security` and documents its 401, the ones for
+    premium or admin their 403, the rate-limited ones their 429; catalog
+    writes are for admins, catalog reads for everyone. */
+Test(gw_routes, embedded_document_access_is_consistent)
+{
+    json_error_t jerr;
+    json_t *doc = json_loadb((const char *)gw_openapi_json, gw_openapi_json_len, 0, &jerr);
+    cr_assert_not_null(doc, "%s", jerr.text);
+    const char *path;
+    json_t *item;
+    size_t checked = 0;
+    json_object_foreach(json_object_get(doc, "paths"), path, item)
+    {
+        const char *method;
+        json_t *op;
+        json_object_foreach(item, method, op)
+        {
+            if (!json_is_object(op) || !json_object_get(op, "x-op"))
+                continue;
+            const char *access = json_string_value(json_object_get(op, "x-access"));
+            cr_assert_not_null(access, "%s %s: x-access is explicit", method, path);
+            const json_t *responses = json_object_get(op, "responses");
+            const json_t *security = json_object_get(op, "security");
+            bool bearer = json_is_array(security) &&
+                          json_object_get(json_array_get(security, 0), "bearerAuth");
+            if (strcmp(access, "public") != 0) {
+                cr_assert(bearer, "%s %s: %s needs security bearerAuth", method, path, access);
+                cr_assert_not_null(json_object_get(responses, "401"), "%s %s: 401", method, path);
+            } else {
+                cr_assert_not(bearer, "%s %s: public, yet bearerAuth", method, path);
+            }
+            if (!strcmp(access, "premium") || !strcmp(access, "admin"))
+                cr_assert_not_null(json_object_get(responses, "403"), "%s %s: 403", method, path);
+            const char *service = json_string_value(json_object_get(op, "x-service"));
+            if (service && strcmp(service, "gateway"))
+                cr_assert_not_null(json_object_get(responses, "429"),
+                                   "%s %s: every bus route is rate-limited: 429", method, path);
+            if (service && !strcmp(service, "catalog"))
+                cr_assert_str_eq(access, strcmp(method, "get") ? "admin" : "public", "%s %s",
+                                 method, path);
+            checked++;
+        }
+    }
+    cr_assert_gt(checked, 20);
+    json_decref(doc);
 }
