@@ -1,0 +1,23 @@
+/*  Test harness shared by the stats tests: JSON (jansson) to msgpack and
+    back, the way the gateway converts bodies, and a temporary folder. */
+#ifndef STATS_HARNESS_H
+#define STATS_HARNESS_H
+
+#include <jansson.h>
+#include <msgpack.h>
+
+/*  Packs a JSON value as msgpack. */
+void h_pack_json(msgpack_packer *pk, const json_t *j);
+
+/*  Turns a msgpack object into JSON (new reference). Fails the test on
+    types JSON has not. */
+json_t *h_to_json(const msgpack_object *o);
+
+/*  Parses printf-formatted JSON; fails the test when it does not parse. */
+json_t *h_json(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*  Makes a temporary folder into dir (at least 64 bytes) / removes it. */
+void h_tmpdir(char *dir, const char *name);
+void h_rmdir(const char *dir);
+
+#endif
