@@ -1316,7 +1316,8 @@ Test(mb_events, a_consumer_stops_during_its_long_poll)
     void *rc;
     pthread_join(thread, &rc);
     cr_assert_eq((intptr_t)rc, MB_EINTR);
-    cr_assert(t_now_ms() - t0 < 500, "stopped in %lld ms", (long long)(t_now_ms() - t0));
+    cr_assert(t_now_ms() - t0 < 800, "stopped in %lld ms (the poll lasts 1000)",
+              (long long)(t_now_ms() - t0));
     mb_consumer_destroy(&consumer);
     mdb_env_close(env);
 }
@@ -1807,7 +1808,11 @@ Test(mb_events_broker, an_event_committed_before_a_crash_is_published_on_restart
     pid_t pid = t_spawn_actor(s_bus);
     /* The handler commits the note and its event, then SIGKILLs itself
        before anything is published. */
-    cr_assert_eq(t_call_note("n2", true, 800), -1, "no answer from a dead actor");
+    int answer = t_call_note("n2", true, 800);
+    cr_assert(answer < 200 || answer >= 300,
+              "no success from a dead actor (got %d; -1 is none, "
+              "504 the broker's deadline)",
+              answer);
     int status = t_reap(pid);
     cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "status %d", status);
     MDB_env *env = t_env();
