@@ -442,3 +442,21 @@ Test(gw_http_start, bad_settings_stop_the_start)
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1, "a short secret: exit 1 (0x%x)",
               status);
 }
+
+Test(gw_http_start, secret_from_a_file)
+{
+    char path[] = "/tmp/test_gw_http_secret.XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, S_SECRET "\n", strlen(S_SECRET) + 1), (ssize_t)strlen(S_SECRET) + 1);
+    close(fd);
+    const char *extra[] = {"--jwt-secret-file", path, NULL};
+    s_start(false, extra);
+    char *alice = s_bearer(S_SECRET, "alice", "free", MB_ROLE_USER, 900);
+    s_res_t *r = s_req("GET", "/v1/me", alice, "192.0.2.1", NULL);
+    cr_assert_eq(r->status, 503, "%s", r->body);
+    cr_assert_str_neq(s_type(r), "unavailable", "the token was checked: %s", r->body);
+    s_free(r);
+    free(alice);
+    unlink(path);
+}
