@@ -30,7 +30,8 @@ stats_reader_t *stats_reader_new(FILE *in, size_t max_document)
     stats_reader_t *self = mb_calloc(1, sizeof *self);
     self->in = in;
     self->max_doc = max_document ? max_document : STATS_LISTEN_DOC_MAX;
-    self->cap = S_BUF_INITIAL;
+    self->cap = S_BUF_INITIAL < self->max_doc + S_UTF8_TAIL ? S_BUF_INITIAL
+                                                            : self->max_doc + S_UTF8_TAIL;
     self->buf = mb_malloc(self->cap);
     self->line = 1;
     return self;
@@ -183,6 +184,10 @@ int stats_reader_next(stats_reader_t *self, json_t **doc, size_t *line, char *wh
         size_t start = self->line;
         if (more && (rc = s_parse(self, &j, &err)) != 0)
             return rc;
+        if (j && (size_t)err.position > self->max_doc) {
+            json_decref(j);
+            return MB_ETOOBIG; /* it fit the read buffer, but not the limit */
+        }
         if (j) {
             s_advance(self, (size_t)err.position);
             if (!bad_from) {
