@@ -59,29 +59,52 @@ static size_t s_on_body(char *data, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
-/* Keeps the Allow header (405 responses must name the methods). */
+/* Keeps the headers of the final response (a 100 Continue has its own
+   status line, which starts the list again). */
 static size_t s_on_header(char *data, size_t size, size_t nmemb, void *arg)
 {
     s_transfer_t *t = arg;
+    it_http_res_t *res = t->res;
     size_t n = size * nmemb;
-    if (n > 6 && strncasecmp(data, "allow:", 6) == 0) {
-        size_t start = 6, end = n;
-        while (start < end && isspace((unsigned char)data[start]))
-            start++;
-        while (end > start && isspace((unsigned char)data[end - 1]))
-            end--;
+    if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
+        for (size_t i = 0; i < res->nheaders; i++) {
+            free(res->headers[i].name);
+            free(res->headers[i].value);
+        }
+        res->nheaders = 0;
         free(t->allow);
-        t->allow = s_xrealloc(NULL, end - start + 1);
-        memcpy(t->allow, data + start, end - start);
-        t->allow[end - start] = '\0';
+        t->allow = NULL;
+        return n;
+    }
+    const char *colon = memchr(data, ':', n);
+    if (!colon || colon == data || res->nheaders == IT_HTTP_HEADERS_MAX)
+        return n;
+    size_t start = (size_t)(colon - data) + 1, end = n;
+    while (start < end && isspace((unsigned char)data[start]))
+        start++;
+    while (end > start && isspace((unsigned char)data[end - 1]))
+        end--;
+    it_http_header_t *h = &res->headers[res->nheaders++];
+    size_t name_len = (size_t)(colon - data);
+    h->name = memcpy(s_xrealloc(NULL, name_len + 1), data, name_len);
+    h->name[name_len] = '\0';
+    h->value = memcpy(s_xrealloc(NULL, end - start + 1), data + start, end - start);
+    h->value[end - start] = '\0';
+    if (strcasecmp(h->name, "allow") == 0) {
+        free(t->allow);
+        t->allow = s_xstrdup(h->value);
     }
     return n;
 }
 
 static s_transfer_t *s_transfer_new(it_http_res_t *res, const char *method, const char *url,
                                     const char *content_type, const char *body, size_t len,
-                                    long timeout_ms)
+                                    const it_http_opts_t *opts)
 {
+    static const it_http_opts_t none = {0};
+    if (!opts)
+        opts = &none;
+    long timeout_ms = opts->timeout_ms;
     pthread_once(&s_once, s_global_init);
     memset(res, 0, sizeof *res);
     s_transfer_t *t = s_xrealloc(NULL, sizeof *t);
@@ -124,6 +147,15 @@ static s_transfer_t *s_transfer_new(it_http_res_t *res, const char *method, cons
         /* Send no Content-Type at all rather than curl's form default. */
         t->headers = curl_slist_append(t->headers, "Content-Type:");
     }
+    if (opts->bearer) {
+        size_t n = strlen(opts->bearer) + 32;
+        char *line = s_xrealloc(NULL, n);
+        snprintf(line, n, "Authorization: Bearer %s", opts->bearer);
+        t->headers = curl_slist_append(t->headers, line);
+        free(line);
+    }
+    for (const char *const *h = opts->headers; h && *h; h++)
+        t->headers = curl_slist_append(t->headers, *h);
     if (t->headers)
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
     return t;
@@ -169,26 +201,49 @@ static int s_transfer_finish(s_transfer_t **t_p, CURLcode rc)
     return rc == CURLE_OK ? 0 : -1;
 }
 
-int it_http(it_http_res_t *res, const char *method, const char *url, const char *content_type,
-            const char *body, size_t len, long timeout_ms)
+int it_http_ex(it_http_res_t *res, const char *method, const char *url, const char *content_type,
+               const char *body, size_t len, const it_http_opts_t *opts)
 {
-    s_transfer_t *t = s_transfer_new(res, method, url, content_type, body, len, timeout_ms);
+    s_transfer_t *t = s_transfer_new(res, method, url, content_type, body, len, opts);
     CURLcode rc = curl_easy_perform(t->easy);
     return s_transfer_finish(&t, rc);
 }
 
-int it_http_json(it_http_res_t *res, const char *method, const char *url, const json_t *doc)
+int it_http(it_http_res_t *res, const char *method, const char *url, const char *content_type,
+            const char *body, size_t len, long timeout_ms)
 {
+    it_http_opts_t opts = {.timeout_ms = timeout_ms};
+    return it_http_ex(res, method, url, content_type, body, len, &opts);
+}
+
+int it_http_json_as(it_http_res_t *res, const char *bearer, const char *method, const char *url,
+                    const json_t *doc)
+{
+    it_http_opts_t opts = {.bearer = bearer};
     if (!doc)
-        return it_http(res, method, url, NULL, NULL, 0, 0);
+        return it_http_ex(res, method, url, NULL, NULL, 0, &opts);
     char *text = json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY);
     if (!text) {
         fprintf(stderr, "it: json_dumps failed\n");
         abort();
     }
-    int rc = it_http(res, method, url, "application/json", text, strlen(text), 0);
+    int rc = it_http_ex(res, method, url, "application/json", text, strlen(text), &opts);
     free(text);
     return rc;
+}
+
+int it_http_json(it_http_res_t *res, const char *method, const char *url, const json_t *doc)
+{
+    return it_http_json_as(res, NULL, method, url, doc);
+}
+
+const char *it_http_header(const it_http_res_t *res, const char *name)
+{
+    const char *value = NULL;
+    for (size_t i = 0; i < res->nheaders; i++)
+        if (strcasecmp(res->headers[i].name, name) == 0)
+            value = res->headers[i].value;
+    return value;
 }
 
 void it_http_res_release(it_http_res_t *res)
@@ -196,6 +251,10 @@ void it_http_res_release(it_http_res_t *res)
     free(res->content_type);
     free(res->body);
     free(res->allow);
+    for (size_t i = 0; i < res->nheaders; i++) {
+        free(res->headers[i].name);
+        free(res->headers[i].value);
+    }
     json_decref(res->json);
     memset(res, 0, sizeof *res);
 }
@@ -216,9 +275,10 @@ size_t it_http_many(it_http_req_t *reqs, size_t n, long timeout_ms, it_http_tick
     for (size_t i = 0; i < n; i++) {
         const char *body = reqs[i].body;
         reqs[i].completions = 0;
-        ts[i] = s_transfer_new(&reqs[i].res, reqs[i].method, reqs[i].url,
-                               body ? "application/json" : NULL, body, body ? strlen(body) : 0,
-                               timeout_ms);
+        it_http_opts_t opts = {.bearer = reqs[i].bearer, .timeout_ms = timeout_ms};
+        ts[i] =
+            s_transfer_new(&reqs[i].res, reqs[i].method, reqs[i].url,
+                           body ? "application/json" : NULL, body, body ? strlen(body) : 0, &opts);
         curl_easy_setopt(ts[i]->easy, CURLOPT_PRIVATE, (void *)(uintptr_t)i);
         curl_multi_add_handle(multi, ts[i]->easy);
     }

@@ -23,21 +23,27 @@ void it_assert_problem(const it_http_res_t *res, long expect, const char *what)
               what, res->body);
 }
 
-static void s_send(it_http_res_t *res, it_stack_t *stack, const char *method, const char *path,
-                   json_t *body)
+static void s_send(it_http_res_t *res, it_stack_t *stack, const char *bearer, const char *method,
+                   const char *path, json_t *body)
 {
     char *url = it_stack_url(stack, path);
-    it_http_json(res, method, url, body);
+    it_http_json_as(res, bearer, method, url, body);
     free(url);
     json_decref(body);
 }
 
 json_t *it_call(it_stack_t *stack, const char *method, const char *path, json_t *body, long expect)
 {
+    return it_call_as(stack, it_stack_token(stack), method, path, body, expect);
+}
+
+json_t *it_call_as(it_stack_t *stack, const char *bearer, const char *method, const char *path,
+                   json_t *body, long expect)
+{
     char what[600];
     snprintf(what, sizeof what, "%s %s", method, path);
     it_http_res_t res;
-    s_send(&res, stack, method, path, body);
+    s_send(&res, stack, bearer, method, path, body);
     if (expect >= 400) {
         it_assert_problem(&res, expect, what);
     } else {
@@ -60,7 +66,13 @@ json_t *it_call(it_stack_t *stack, const char *method, const char *path, json_t 
 json_t *it_problem(it_stack_t *stack, const char *method, const char *path, json_t *body,
                    long expect, const char *field)
 {
-    json_t *problem = it_call(stack, method, path, body, expect);
+    return it_problem_as(stack, it_stack_token(stack), method, path, body, expect, field);
+}
+
+json_t *it_problem_as(it_stack_t *stack, const char *bearer, const char *method, const char *path,
+                      json_t *body, long expect, const char *field)
+{
+    json_t *problem = it_call_as(stack, bearer, method, path, body, expect);
     if (field) {
         const char *got = it_json_str(problem, "field");
         cr_assert(got && strcmp(got, field) == 0, "%s %s: expected field \"%s\", got \"%s\"",

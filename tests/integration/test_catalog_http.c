@@ -1,6 +1,8 @@
 /*  Browsing the catalog through the gateway, as a client does: a real
-    stack (broker, one catalog worker, gateway) per test, spoken to over
-    HTTP with libcurl, checked against schemas/openapi.json. */
+    stack (broker, one catalog and one users worker, gateway) per test,
+    spoken to over HTTP with libcurl, checked against schemas/openapi.json.
+    Writes are sent with the token of an admin made and signed in by the
+    harness. */
 #include <criterion/criterion.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,6 +17,8 @@ static void s_up(void)
 {
     s_stack = it_stack_new(NULL);
     cr_assert(s_stack, "the stack did not start (see the log above)");
+    /* Catalog writes are admin-only: every call below carries its token. */
+    cr_assert(it_stack_admin_login(s_stack), "no admin token (see the log above)");
 }
 
 static void s_down(void)
@@ -418,6 +422,7 @@ Test(catalog_http, bodies_too_large_of_the_wrong_type_or_malformed)
 {
     char *url = it_stack_url(s_stack, "/v1/artists");
     it_http_res_t res;
+    it_http_opts_t admin = {.bearer = it_stack_token(s_stack)};
 
     /* One byte over 1 MiB. */
     size_t size = (1u << 20) + 1;
@@ -427,33 +432,34 @@ Test(catalog_http, bodies_too_large_of_the_wrong_type_or_malformed)
     memcpy(big, "{\"name\":\"", 9);
     memcpy(big + size - 2, "\"}", 2);
     big[size] = '\0';
-    it_http(&res, "POST", url, "application/json", big, size, 0);
+    it_http_ex(&res, "POST", url, "application/json", big, size, &admin);
     it_assert_problem(&res, 413, "POST 1 MiB + 1 byte");
     it_http_res_release(&res);
     free(big);
 
-    it_http(&res, "POST", url, "text/plain", "{\"name\":\"x\"}", 12, 0);
+    it_http_ex(&res, "POST", url, "text/plain", "{\"name\":\"x\"}", 12, &admin);
     it_assert_problem(&res, 415, "POST text/plain");
     it_http_res_release(&res);
 
-    it_http(&res, "POST", url, "application/json", "{\"name\": ", 9, 0);
+    it_http_ex(&res, "POST", url, "application/json", "{\"name\": ", 9, &admin);
     it_assert_problem(&res, 400, "POST malformed JSON");
     it_http_res_release(&res);
 
-    it_http(&res, "POST", url, "application/json", "[1, 2]", 6, 0);
+    it_http_ex(&res, "POST", url, "application/json", "[1, 2]", 6, &admin);
     it_assert_problem(&res, 400, "POST an array");
     it_http_res_release(&res);
 
-    it_http(&res, "POST", url, "application/json", "{\"name\":\"x\"} trailing", 21, 0);
+    it_http_ex(&res, "POST", url, "application/json", "{\"name\":\"x\"} trailing", 21, &admin);
     it_assert_problem(&res, 400, "POST JSON followed by garbage");
     it_http_res_release(&res);
 
-    it_http(&res, "POST", url, "application/json", "", 0, 0);
+    it_http_ex(&res, "POST", url, "application/json", "", 0, &admin);
     it_assert_problem(&res, 400, "POST no body");
     it_http_res_release(&res);
 
     /* Still serving after all that. */
-    it_http(&res, "POST", url, "application/json; charset=utf-8", "{\"name\":\"fine\"}", 15, 0);
+    it_http_ex(&res, "POST", url, "application/json; charset=utf-8", "{\"name\":\"fine\"}", 15,
+               &admin);
     cr_assert_eq(res.status, 201, "%s", res.body);
     it_http_res_release(&res);
     free(url);

@@ -50,6 +50,7 @@ Test(failover, kill9_of_the_worker_holding_a_request)
     it_stack_opts_t opts = {.catalogs = 2, .liveness = LIVENESS};
     s_stack = it_stack_new(&opts);
     cr_assert(s_stack, "the stack did not start");
+    cr_assert(it_stack_sign_admin(s_stack));
 
     char *ids[HELD_REQUESTS];
     for (int i = 0; i < HELD_REQUESTS; i++) {
@@ -127,6 +128,7 @@ Test(failover, no_worker_gives_503_or_504_in_time)
     it_stack_opts_t opts = {.catalogs = 0, .gateway_timeout_ms = 1000};
     s_stack = it_stack_new(&opts);
     cr_assert(s_stack, "the stack did not start");
+    cr_assert(it_stack_sign_admin(s_stack));
 
     static const char *const methods[] = {"GET", "POST"};
     static const char *const paths[] = {"/v1/artists/ZZZZZZZZZZZZZZZZZZZZZZ", "/v1/artists"};
@@ -134,8 +136,9 @@ Test(failover, no_worker_gives_503_or_504_in_time)
         char *url = it_stack_url(s_stack, paths[i]);
         it_http_res_t res;
         long t0 = it_now_ms();
-        it_http(&res, methods[i], url, i ? "application/json" : NULL, i ? "{\"name\":\"x\"}" : NULL,
-                i ? 12 : 0, 10000);
+        it_http_opts_t hopts = {.bearer = it_stack_token(s_stack), .timeout_ms = 10000};
+        it_http_ex(&res, methods[i], url, i ? "application/json" : NULL,
+                   i ? "{\"name\":\"x\"}" : NULL, i ? 12 : 0, &hopts);
         long elapsed = it_now_ms() - t0;
         cr_assert(res.status == 503 || res.status == 504, "%s %s: %ld %s", methods[i], paths[i],
                   res.status, res.body);
@@ -155,6 +158,7 @@ Test(failover, broker_restart_workers_and_gateway_reconnect)
 {
     s_stack = it_stack_new(NULL);
     cr_assert(s_stack, "the stack did not start");
+    cr_assert(it_stack_sign_admin(s_stack));
     json_t *a = it_call(s_stack, "POST", "/v1/artists", it_pack("{s:s}", "name", "Before"), 201);
     char *id = it_str(a, "id");
     json_decref(a);

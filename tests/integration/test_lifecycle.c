@@ -27,9 +27,10 @@ static json_t *s_get(const char *kind, const char *id)
 
 Test(lifecycle, acknowledged_writes_survive_kill9_of_every_process)
 {
-    it_stack_opts_t opts = {.catalogs = 2};
+    it_stack_opts_t opts = {.catalogs = 2, .users = 1};
     s_stack = it_stack_new(&opts);
     cr_assert(s_stack, "the stack did not start");
+    cr_assert(it_stack_admin_login(s_stack));
 
     json_t *artist =
         it_call(s_stack, "POST", "/v1/artists", it_pack("{s:s}", "name", "Durable"), 201);
@@ -53,7 +54,10 @@ Test(lifecycle, acknowledged_writes_survive_kill9_of_every_process)
     /* No SIGTERM, no chance to flush: kill -9, all at once. */
     it_stack_kill_all(s_stack);
     cr_assert_eq(it_stack_find(s_stack, IT_CATALOG, 0), -1);
-    cr_assert_eq(it_stack_start_all(s_stack, 1, false), 0, "the stack restarts on the same data");
+    it_stack_opts_t again = {.catalogs = 1, .users = 1};
+    cr_assert_eq(it_stack_start_all(s_stack, &again), 0, "the stack restarts on the same data");
+    /* The admin's account survived too: it signs in again. */
+    cr_assert(it_stack_admin_login(s_stack));
 
     json_t *got = s_get("artists", artist_id);
     cr_assert(json_equal(got, patched), "the artist after the restart is the one acknowledged");
@@ -79,9 +83,10 @@ Test(lifecycle, acknowledged_writes_survive_kill9_of_every_process)
 
 Test(lifecycle, every_process_exits_0_on_sigterm)
 {
-    it_stack_opts_t opts = {.catalogs = 2};
+    it_stack_opts_t opts = {.catalogs = 2, .users = 1, .stats = 1};
     s_stack = it_stack_new(&opts);
     cr_assert(s_stack, "the stack did not start");
+    cr_assert(it_stack_admin_login(s_stack));
     /* Some work first, so each process has something behind it. */
     for (int i = 0; i < 4; i++)
         json_decref(
@@ -91,16 +96,16 @@ Test(lifecycle, every_process_exits_0_on_sigterm)
         it_kind_t kind;
         int nth;
         const char *name;
-    } order[] = {{IT_GATEWAY, 0, "gateway"},
-                 {IT_CATALOG, 1, "catalog 2"},
-                 {IT_CATALOG, 0, "catalog 1"},
-                 {IT_BROKER, 0, "broker"}};
-    int procs[4];
-    for (int i = 0; i < 4; i++) {
+    } order[] = {{IT_GATEWAY, 0, "gateway"},   {IT_STATS, 0, "stats"},
+                 {IT_USERS, 0, "users"},       {IT_CATALOG, 1, "catalog 2"},
+                 {IT_CATALOG, 0, "catalog 1"}, {IT_BROKER, 0, "broker"}};
+    enum { N = sizeof order / sizeof order[0] };
+    int procs[N];
+    for (int i = 0; i < N; i++) {
         procs[i] = it_stack_find(s_stack, order[i].kind, order[i].nth);
         cr_assert_geq(procs[i], 0, "%s is running", order[i].name);
     }
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < N; i++) {
         long t0 = it_now_ms();
         int status = it_stack_stop(s_stack, procs[i], IT_STOP_TIMEOUT_MS);
         cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
