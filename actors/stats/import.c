@@ -202,16 +202,16 @@ static int s_match(void *ctx, const stats_match_query_t *queries, size_t n, stat
                    s_field_index(rep.field, rep.field_len, n_open) >= 0) {
             size_t i = (size_t)s_field_index(rep.field, rep.field_len, n_open);
             out[open[i]].status = STATS_MATCH_REFUSED;
-            snprintf(out[open[i]].id, sizeof out[open[i]].id, "%.*s",
-                     (int)rep.message_len, rep.message ? rep.message : "");
+            snprintf(out[open[i]].id, sizeof out[open[i]].id, "%.*s", (int)rep.message_len,
+                     rep.message ? rep.message : "");
             memmove(&open[i], &open[i + 1], (n_open - i - 1) * sizeof *open);
             n_open--;
         } else if (rc == 0 && (rep.status == 503 || rep.status == 504))
             retry = true;
         else if (rc == 0) {
-            snprintf(why, why_cap, "catalog %s answered %d %.*s: %.*s", IMPORT_MATCH_OP,
-                     rep.status, (int)rep.code_len, rep.code ? rep.code : "",
-                     (int)rep.message_len, rep.message ? rep.message : "");
+            snprintf(why, why_cap, "catalog %s answered %d %.*s: %.*s", IMPORT_MATCH_OP, rep.status,
+                     (int)rep.code_len, rep.code ? rep.code : "", (int)rep.message_len,
+                     rep.message ? rep.message : "");
             rc = MB_EPROTO;
         } else if (!retry)
             snprintf(why, why_cap, "calling the catalog failed: %s", mb_strerror(rc));
@@ -265,23 +265,27 @@ static int s_publish(void *ctx, const mb_event_out_t *events, size_t n, char *wh
 
 static void s_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: musicbus-import-listens --user USER_ID [--bus ENDPOINT] [--unmatched FILE]\n"
-            "         [--batch N] [--cache N] [--max-document-mib N] [--timeout-ms MS]\n"
-            "         [--retries N] [--dry-run] [--quiet] [FILE...]\n"
-            "Imports ListenBrainz listens (import documents, JSON lines or arrays; FILE \"-\"\n"
-            "or none: standard input) as play events of USER_ID.\n");
+    fprintf(f, "usage: musicbus-import-listens --user USER_ID [--bus ENDPOINT] [--unmatched FILE]\n"
+               "         [--batch N] [--cache N] [--max-document-mib N] [--timeout-ms MS]\n"
+               "         [--retries N] [--dry-run] [--quiet] [FILE...]\n"
+               "Imports ListenBrainz listens (import documents, JSON lines or arrays; FILE \"-\"\n"
+               "or none: standard input) as play events of USER_ID.\n");
 }
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"bus", required_argument, NULL, 'b'},        {"user", required_argument, NULL, 'u'},
-        {"unmatched", required_argument, NULL, 'm'},  {"batch", required_argument, NULL, 'n'},
-        {"cache", required_argument, NULL, 'c'},      {"max-document-mib", required_argument, NULL, 'd'},
-        {"timeout-ms", required_argument, NULL, 't'}, {"retries", required_argument, NULL, 'r'},
-        {"dry-run", no_argument, NULL, 'D'},          {"quiet", no_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0}};
+    static const struct option options[] = {{"bus", required_argument, NULL, 'b'},
+                                            {"user", required_argument, NULL, 'u'},
+                                            {"unmatched", required_argument, NULL, 'm'},
+                                            {"batch", required_argument, NULL, 'n'},
+                                            {"cache", required_argument, NULL, 'c'},
+                                            {"max-document-mib", required_argument, NULL, 'd'},
+                                            {"timeout-ms", required_argument, NULL, 't'},
+                                            {"retries", required_argument, NULL, 'r'},
+                                            {"dry-run", no_argument, NULL, 'D'},
+                                            {"quiet", no_argument, NULL, 'q'},
+                                            {"help", no_argument, NULL, 'h'},
+                                            {NULL, 0, NULL, 0}};
     mb_log_init("import-listens");
     const char *bus = mb_config_env(MB_ENV_BUS, MB_DEFAULT_BUS), *unmatched = NULL;
     stats_import_opts_t opts = {.progress = stderr};
@@ -372,8 +376,7 @@ int main(int argc, char **argv)
         const char *name = i < argc ? argv[i] : "-";
         FILE *in = strcmp(name, "-") == 0 ? stdin : fopen(name, "r");
         if (!in) {
-            fprintf(stderr, "musicbus-import-listens: cannot read %s: %s\n", name,
-                    strerror(errno));
+            fprintf(stderr, "musicbus-import-listens: cannot read %s: %s\n", name, strerror(errno));
             rc = MB_EIO;
             break;
         }

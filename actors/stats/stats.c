@@ -26,7 +26,7 @@
 
 #define STATS_SERVICE "stats"
 #define STATS_MAX_DBS (STATS_STORE_DBS + 4) /* room to grow */
-#define STATS_MAP_SIZE ((size_t)4 << 30)     /* 4 GiB reserved: ~ 10 M plays */
+#define STATS_MAP_SIZE ((size_t)4 << 30)    /* 4 GiB reserved: ~ 10 M plays */
 #define STATS_GROUP "stats"
 #define STATS_CONSUMER_BATCH 500 /* events per transaction: request writes wait meanwhile */
 #define STATS_PAGE_DEFAULT 20    /* history items per page */
@@ -94,8 +94,8 @@ static bool s_admin(mb_call_t *call)
     return false;
 }
 
-static bool s_int_arg(mb_call_t *call, const char *name, int64_t min, int64_t max,
-                      int64_t fallback, int64_t *out)
+static bool s_int_arg(mb_call_t *call, const char *name, int64_t min, int64_t max, int64_t fallback,
+                      int64_t *out)
 {
     const msgpack_object *o = mb_call_arg(call, name);
     *out = fallback;
@@ -177,8 +177,7 @@ static bool s_only_keys(mb_call_t *call, const msgpack_object *map, const char *
             mb_obj_str(k, &s, &len);
             char field[96];
             snprintf(field, sizeof field, "%s.%.*s", path, (int)(len > 40 ? 40 : len), s);
-            mb_call_error(call, 400, "invalid", field, "%s is not a field of a play report",
-                          field);
+            mb_call_error(call, 400, "invalid", field, "%s is not a field of a play report", field);
             return false;
         }
     }
@@ -206,8 +205,8 @@ static bool s_bad(mb_call_t *call, const char *field, const char *message)
 static bool s_read_report(mb_call_t *call, const msgpack_object *body, stats_play_t *p,
                           stats_str_t *client_id)
 {
-    static const char *const fields[] = {"track_id", "started_at", "ms_played", "context",
-                                         "client_id", NULL};
+    static const char *const fields[] = {"track_id", "started_at", "ms_played",
+                                         "context",  "client_id",  NULL};
     static const char *const context_fields[] = {"type", "id", NULL};
     if (!body || body->type != MSGPACK_OBJECT_MAP)
         return s_bad(call, "body", "the body must be an object");
@@ -223,7 +222,8 @@ static bool s_read_report(mb_call_t *call, const msgpack_object *body, stats_pla
         return s_bad(call, "body.started_at",
                      "started_at must be an RFC 3339 time, such as 2026-11-28T02:10:00.123Z");
     if (p->started_at < STATS_TIME_MIN || p->started_at > stats_now_ms() + STATS_FUTURE_MS)
-        return s_bad(call, "body.started_at", "started_at must be after 2000 and not in the future");
+        return s_bad(call, "body.started_at",
+                     "started_at must be after 2000 and not in the future");
     if (!mb_obj_int(mb_map_get(body, "ms_played"), &p->ms_played) || p->ms_played < 0 ||
         p->ms_played > STATS_MS_PLAYED_MAX)
         return s_bad(call, "body.ms_played", "ms_played must be an integer from 0 to 86400000");
@@ -446,8 +446,8 @@ static void s_handle_history_get(mb_call_t *call)
     msgpack_packer_init(&ipk, &items, msgpack_sbuffer_write);
     s_history_t h = {.call = call, .txn = txn, .pk = &ipk};
     bool more;
-    int rc = stats_query_history(s_store(call), txn, user, &pos, (size_t)limit,
-                                 s_pack_history_item, &h, &more);
+    int rc = stats_query_history(s_store(call), txn, user, &pos, (size_t)limit, s_pack_history_item,
+                                 &h, &more);
     mdb_txn_abort(txn);
     if (rc) {
         mb_call_db_error(call, rc);
@@ -725,7 +725,8 @@ static void s_handle_track_stats(mb_call_t *call)
     mdb_txn_abort(txn);
 }
 
-/* ---- royalty.report ------------------------------------------------------------------------------- */
+/* ---- royalty.report
+ * ------------------------------------------------------------------------------- */
 
 /*  Appends `s` as one CSV field (RFC 4180: quoted when it holds a comma, a
     quote or a line break; quotes doubled). */
@@ -843,7 +844,8 @@ static void s_handle_royalty_report(mb_call_t *call)
     mdb_txn_abort(txn);
 }
 
-/* ---- the actor --------------------------------------------------------------------------------- */
+/* ---- the actor ---------------------------------------------------------------------------------
+ */
 
 int stats_apply(MDB_txn *txn, const mb_event_t *event, void *state)
 {
@@ -881,15 +883,13 @@ static const mb_op_t s_ops[] = {
     {NULL, NULL},
 };
 
-static const char *const s_topics[] = {STATS_TOPIC_PLAY, STATS_TOPIC_TRACK, STATS_TOPIC_USER,
-                                       NULL};
+static const char *const s_topics[] = {STATS_TOPIC_PLAY, STATS_TOPIC_TRACK, STATS_TOPIC_USER, NULL};
 
 /*  One group for the three topics, so events apply in log order: a
     track's catalog event before the plays reported for it, a user's
     country before their plays, an erasure after everything before it. */
 static const mb_consumer_def_t s_consumers[] = {
-    {.group = STATS_GROUP, .topics = s_topics, .apply = stats_apply,
-     .batch = STATS_CONSUMER_BATCH},
+    {.group = STATS_GROUP, .topics = s_topics, .apply = stats_apply, .batch = STATS_CONSUMER_BATCH},
     {.group = NULL},
 };
 

@@ -25,8 +25,8 @@ typedef enum {
 
 typedef struct {
     stats_match_status_t status;
-    char id[STATS_ID_MAX + 1];  /* FOUND: the track id */
-    int64_t duration_ms;        /* FOUND: the track's duration, -1 when unknown */
+    char id[STATS_ID_MAX + 1]; /* FOUND: the track id */
+    int64_t duration_ms;       /* FOUND: the track's duration, -1 when unknown */
 } stats_match_t;
 
 typedef struct stats_cache stats_cache_t;

@@ -285,10 +285,10 @@ static int s_emit(stats_import_t *self, const s_pending_t *p)
        or 4 minutes, and says not how long: a listen without ms_played
        counts as the whole track (catalog duration), the figure the listen
        stands for. */
-    play.ms_played = p->ms_played >= 0         ? p->ms_played
+    play.ms_played = p->ms_played >= 0           ? p->ms_played
                      : p->match.duration_ms >= 0 ? p->match.duration_ms
-                     : p->duration_ms >= 0     ? p->duration_ms
-                                               : 0;
+                     : p->duration_ms >= 0       ? p->duration_ms
+                                                 : 0;
     char key[STATS_KEY_MAX + 1];
     size_t key_len = stats_play_import_key(play.user, p->listened_at, play.track, key);
     size_t i = self->n_events++;
@@ -298,8 +298,8 @@ static int s_emit(stats_import_t *self, const s_pending_t *p)
     msgpack_packer pk;
     msgpack_packer_init(&pk, &self->data, msgpack_sbuffer_write);
     stats_play_pack(&pk, &play);
-    self->events[i] = (mb_event_out_t){.topic = STATS_TOPIC_PLAY,
-                                       .data_len = self->data.size - self->data_at[i]};
+    self->events[i] =
+        (mb_event_out_t){.topic = STATS_TOPIC_PLAY, .data_len = self->data.size - self->data_at[i]};
     self->counts.matched++;
     return self->n_events == self->opts.batch ? s_publish(self) : 0;
 }
@@ -399,7 +399,9 @@ static int s_listen(stats_import_t *self, const json_t *record, const char *sour
     if (l.too_long) {
         /* Longer than any catalog name: it cannot match, and asking would
            make the catalog refuse the whole batch. */
-        s_pending_t p = {.record = self->counts.read, .line = line, .listened_at = l.listened_at,
+        s_pending_t p = {.record = self->counts.read,
+                         .line = line,
+                         .listened_at = l.listened_at,
                          .source = (char *)source};
         p.artist = s_dup(l.artist, l.artist_len);
         p.title = s_dup(l.title, l.title_len);
@@ -466,8 +468,9 @@ int stats_import_file(stats_import_t *self, FILE *in, const char *name)
                 snprintf(self->error, sizeof self->error,
                          "%s: a document from line %zu on is larger than %zu bytes; split it "
                          "(ListenBrainz caps an import document at 1000 listens)",
-                         name, line, self->opts.max_document ? self->opts.max_document
-                                                             : (size_t)STATS_LISTEN_DOC_MAX);
+                         name, line,
+                         self->opts.max_document ? self->opts.max_document
+                                                 : (size_t)STATS_LISTEN_DOC_MAX);
             else if (rc == MB_EIO)
                 snprintf(self->error, sizeof self->error, "%s: reading failed", name);
             break;
@@ -505,9 +508,7 @@ void stats_import_summary(stats_import_t *self, FILE *human, FILE *json)
         for (size_t i = 0; i < c->n_reasons; i++)
             fprintf(human, "    %8llu  %s\n", (unsigned long long)c->reasons[i].count,
                     c->reasons[i].reason);
-        fprintf(human,
-                "  published %llu play events%s\n",
-                (unsigned long long)c->published,
+        fprintf(human, "  published %llu play events%s\n", (unsigned long long)c->published,
                 self->opts.dry_run ? " (dry run: nothing sent)"
                                    : "; running the same import again counts nothing twice "
                                      "(the stats consumer counts each listen's key once)");
@@ -517,14 +518,14 @@ void stats_import_summary(stats_import_t *self, FILE *human, FILE *json)
         for (size_t i = 0; i < c->n_reasons; i++)
             json_object_set_new(reasons, c->reasons[i].reason,
                                 json_integer((json_int_t)c->reasons[i].count));
-        json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:b,s:o}", "documents",
-                              (json_int_t)c->documents, "read", (json_int_t)c->read, "matched",
-                              (json_int_t)c->matched, "unmatched", (json_int_t)c->unmatched,
-                              "rejected", (json_int_t)c->rejected, "published",
-                              (json_int_t)c->published, "queries", (json_int_t)c->queries,
-                              "cache_hits", (json_int_t)c->cache_hits, "bytes",
-                              (json_int_t)c->bytes, "seconds", s, "dry_run", self->opts.dry_run,
-                              "rejected_by_reason", reasons);
+        json_t *o =
+            json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:b,s:o}", "documents",
+                      (json_int_t)c->documents, "read", (json_int_t)c->read, "matched",
+                      (json_int_t)c->matched, "unmatched", (json_int_t)c->unmatched, "rejected",
+                      (json_int_t)c->rejected, "published", (json_int_t)c->published, "queries",
+                      (json_int_t)c->queries, "cache_hits", (json_int_t)c->cache_hits, "bytes",
+                      (json_int_t)c->bytes, "seconds", s, "dry_run", self->opts.dry_run,
+                      "rejected_by_reason", reasons);
         json_dumpf(o, json, JSON_COMPACT);
         fputc('\n', json);
         fflush(json);

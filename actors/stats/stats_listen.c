@@ -9,7 +9,7 @@
 #include "mb_error.h"
 #include "stats_time.h"
 
-#define S_BUF_INITIAL (1u << 20) /* read buffer; grows only for a larger document */
+#define S_BUF_INITIAL (1u << 20)   /* read buffer; grows only for a larger document */
 #define S_REFILL_BELOW (64u << 10) /* read more before parsing when less is buffered */
 #define S_UTF8_TAIL 4 /* an error this close to the buffer's end may be a cut character */
 
@@ -30,8 +30,8 @@ stats_reader_t *stats_reader_new(FILE *in, size_t max_document)
     stats_reader_t *self = mb_calloc(1, sizeof *self);
     self->in = in;
     self->max_doc = max_document ? max_document : STATS_LISTEN_DOC_MAX;
-    self->cap = S_BUF_INITIAL < self->max_doc + S_UTF8_TAIL ? S_BUF_INITIAL
-                                                            : self->max_doc + S_UTF8_TAIL;
+    self->cap =
+        S_BUF_INITIAL < self->max_doc + S_UTF8_TAIL ? S_BUF_INITIAL : self->max_doc + S_UTF8_TAIL;
     self->buf = mb_malloc(self->cap);
     self->line = 1;
     return self;
@@ -81,7 +81,7 @@ static int s_refill(stats_reader_t *self)
         if (self->cap >= self->max_doc + S_UTF8_TAIL)
             return MB_ETOOBIG;
         self->cap = self->cap * 2 < self->max_doc + S_UTF8_TAIL ? self->cap * 2
-                                                                 : self->max_doc + S_UTF8_TAIL;
+                                                                : self->max_doc + S_UTF8_TAIL;
         self->buf = mb_realloc(self->buf, self->cap);
     }
     size_t n = fread(self->buf + self->len, 1, self->cap - self->len, self->in);

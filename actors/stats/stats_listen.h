@@ -26,7 +26,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define STATS_LISTEN_NAME_MAX 200     /* characters: longer names match no catalog record */
+#define STATS_LISTEN_NAME_MAX 200        /* characters: longer names match no catalog record */
 #define STATS_LISTEN_DOC_MAX (64u << 20) /* default largest document, bytes */
 #define STATS_ISRC_LEN 12
 
@@ -59,8 +59,8 @@ uint64_t stats_reader_bytes(stats_reader_t *self);
 /* ---- listens --------------------------------------------------------------------- */
 
 typedef struct {
-    int64_t listened_at;    /* whole seconds since the epoch */
-    const char *artist;     /* trimmed, not NUL-terminated; borrowed from the JSON */
+    int64_t listened_at; /* whole seconds since the epoch */
+    const char *artist;  /* trimmed, not NUL-terminated; borrowed from the JSON */
     size_t artist_len;
     const char *title;
     size_t title_len;

@@ -27,15 +27,15 @@
 #define STATS_TOPIC_TRACK "catalog.track"
 #define STATS_TOPIC_USER "users.user"
 
-#define STATS_ID_MAX 64                   /* bytes of a user, track, artist or album id */
-#define STATS_CLIENT_ID_MAX 64            /* bytes of a client-made play id */
-#define STATS_CONTEXT_ID_MAX 128          /* bytes of a context id */
-#define STATS_STREAM_MS 30000             /* a play of at least this long is a stream */
-#define STATS_MS_PLAYED_MAX 86400000      /* one day */
-#define STATS_TIME_MIN 946684800000LL     /* 2000-01-01T00:00:00Z: no play before */
-#define STATS_TIME_LIMIT 4102444800000LL  /* 2100-01-01T00:00:00Z: none from then on */
-#define STATS_KEY_MAX 256                 /* bytes of an event key (MB_EVENT_KEY_MAX) */
-#define STATS_COUNTRY_LEN 2               /* ISO 3166-1 alpha-2, capitals */
+#define STATS_ID_MAX 64                  /* bytes of a user, track, artist or album id */
+#define STATS_CLIENT_ID_MAX 64           /* bytes of a client-made play id */
+#define STATS_CONTEXT_ID_MAX 128         /* bytes of a context id */
+#define STATS_STREAM_MS 30000            /* a play of at least this long is a stream */
+#define STATS_MS_PLAYED_MAX 86400000     /* one day */
+#define STATS_TIME_MIN 946684800000LL    /* 2000-01-01T00:00:00Z: no play before */
+#define STATS_TIME_LIMIT 4102444800000LL /* 2100-01-01T00:00:00Z: none from then on */
+#define STATS_KEY_MAX 256                /* bytes of an event key (MB_EVENT_KEY_MAX) */
+#define STATS_COUNTRY_LEN 2              /* ISO 3166-1 alpha-2, capitals */
 
 /*  A string borrowed from elsewhere; ptr NULL means absent (nil). */
 typedef struct {
@@ -95,8 +95,7 @@ const char *stats_play_check_key(const char *key, size_t len, const stats_play_t
 
 /*  Writes the key of a client report into out (NUL-terminated). Returns
     its length, or 0 when it would not fit STATS_KEY_MAX. */
-size_t stats_play_client_key(stats_str_t user, stats_str_t client_id,
-                             char out[STATS_KEY_MAX + 1]);
+size_t stats_play_client_key(stats_str_t user, stats_str_t client_id, char out[STATS_KEY_MAX + 1]);
 
 /*  Writes the key of an imported listen (listened_at in whole seconds, as
     ListenBrainz gives it). Returns its length, or 0 when too long. */

@@ -465,8 +465,7 @@ int stats_store_apply_play(stats_store_t *self, MDB_txn *txn, const char *key, s
     rc = stats_store_track_get(self, txn, p.track, &rec, &t);
     if (rc == 0)
         for (; n_artists < t.n_artists; n_artists++) {
-            memcpy(artist_buf[n_artists], t.artist_ids[n_artists].ptr,
-                   t.artist_ids[n_artists].len);
+            memcpy(artist_buf[n_artists], t.artist_ids[n_artists].ptr, t.artist_ids[n_artists].len);
             artists[n_artists] = (stats_str_t){artist_buf[n_artists], t.artist_ids[n_artists].len};
         }
     stats_record_release(&rec);

@@ -24,8 +24,8 @@
 
 #include "stats_play.h"
 
-#define STATS_ARTISTS_MAX 20  /* artists credited on one track */
-#define STATS_TITLE_MAX 1024  /* bytes of a title kept from catalog events */
+#define STATS_ARTISTS_MAX 20    /* artists credited on one track */
+#define STATS_TITLE_MAX 1024    /* bytes of a title kept from catalog events */
 #define STATS_STORE_KEY_MAX 511 /* LMDB's default largest key */
 
 typedef enum {
@@ -146,8 +146,7 @@ typedef enum {
     Sets *outcome (may be NULL). Returns 0, MB_EINVAL with *why a static
     reason for a malformed event (nothing written), or an LMDB code. */
 int stats_store_apply_play(stats_store_t *self, MDB_txn *txn, const char *key, size_t key_len,
-                           const msgpack_object *data, stats_outcome_t *outcome,
-                           const char **why);
+                           const msgpack_object *data, stats_outcome_t *outcome, const char **why);
 
 /*  Applies a catalog.track event {action, id, object}: keeps the track's
     title, artists, album, ISRC and duration (deleted tracks are marked,

@@ -18,9 +18,9 @@ int64_t stats_days_from_civil(int64_t y, unsigned m, unsigned d)
 {
     y -= m <= 2;
     int64_t era = (y >= 0 ? y : y - 399) / 400;
-    unsigned yoe = (unsigned)(y - era * 400);                     /* [0, 399] */
+    unsigned yoe = (unsigned)(y - era * 400);                       /* [0, 399] */
     unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1; /* [0, 365] */
-    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;          /* [0, 146096] */
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;           /* [0, 146096] */
     return era * 146097 + (int64_t)doe - 719468;
 }
 
@@ -97,8 +97,7 @@ bool stats_time_parse(const char *s, size_t len, int64_t *ms)
     size_t i = 0;
     int64_t day;
     unsigned hh, mm, ss, frac = 0;
-    if (!s || !s_date(s, len, &i, &day) || i >= len ||
-        (s[i] != 'T' && s[i] != 't' && s[i] != ' '))
+    if (!s || !s_date(s, len, &i, &day) || i >= len || (s[i] != 'T' && s[i] != 't' && s[i] != ' '))
         return false;
     i++;
     if (!s_digits(s, len, &i, 2, &hh) || !s_char(s, len, &i, ':') ||

@@ -37,7 +37,7 @@ static const s_track_t s_catalog[] = {
 typedef struct {
     size_t calls, queries, max_batch;
     size_t publish_calls, max_publish;
-    json_t *events; /* [{key, data}] as published */
+    json_t *events;   /* [{key, data}] as published */
     int fail_publish; /* publish answers this error code when set */
 } s_fake_t;
 
@@ -63,8 +63,8 @@ static int s_fake_match(void *ctx, const stats_match_query_t *q, size_t n, stats
         for (size_t t = 0; t < sizeof s_catalog / sizeof *s_catalog; t++) {
             const s_track_t *tr = &s_catalog[t];
             bool by_isrc = q[i].isrc && tr->isrc && strcmp(q[i].isrc, tr->isrc) == 0;
-            bool by_name = strcasecmp(q[i].artist, tr->artist) == 0 &&
-                           strcasecmp(q[i].title, tr->title) == 0;
+            bool by_name =
+                strcasecmp(q[i].artist, tr->artist) == 0 && strcasecmp(q[i].title, tr->title) == 0;
             if (by_isrc || by_name) {
                 out[i].status = STATS_MATCH_FOUND;
                 snprintf(out[i].id, sizeof out[i].id, "%s", tr->id);
@@ -76,8 +76,7 @@ static int s_fake_match(void *ctx, const stats_match_query_t *q, size_t n, stats
     return 0;
 }
 
-static int s_fake_publish(void *ctx, const mb_event_out_t *ev, size_t n, char *why,
-                          size_t why_cap)
+static int s_fake_publish(void *ctx, const mb_event_out_t *ev, size_t n, char *why, size_t why_cap)
 {
     (void)ctx;
     s_fake.publish_calls++;
@@ -263,20 +262,20 @@ Test(import, json_lines_with_malformed_records_are_rejected_with_reasons_and_the
     cr_assert_eq(c->rejected, 11);
     cr_assert_eq(c->read, c->matched + c->unmatched + c->rejected);
     cr_assert_eq(json_array_size(s_fake.events), 4);
-    cr_assert_str_eq(s_str(json_array_get(s_fake.events, 3), "key"),
-                     "i:u1:1700000400:trk-bjork", "RFC 3339 listened_at, UTF-8 names");
+    cr_assert_str_eq(s_str(json_array_get(s_fake.events, 3), "key"), "i:u1:1700000400:trk-bjork",
+                     "RFC 3339 listened_at, UTF-8 names");
 
     json_t *lines = s_report_lines();
     cr_assert_eq(json_array_size(lines), 12);
     static const char *const reasons[] = {
-        "not JSON",  "not JSON",        "missing",      "listened_at must", "artist_name",
-        "track_name", "track_metadata", "before 2000",  "playing_now",      "must be an object",
-        "not JSON",  "refused",
+        "not JSON",    "not JSON",          "missing",        "listened_at must",
+        "artist_name", "track_name",        "track_metadata", "before 2000",
+        "playing_now", "must be an object", "not JSON",       "refused",
     };
     for (size_t i = 0; i < json_array_size(lines); i++) {
         json_t *l = json_array_get(lines, i);
-        cr_assert(strstr(s_str(l, "reason"), reasons[i]), "line %zu: reason '%s', expected %s",
-                  i, s_str(l, "reason"), reasons[i]);
+        cr_assert(strstr(s_str(l, "reason"), reasons[i]), "line %zu: reason '%s', expected %s", i,
+                  s_str(l, "reason"), reasons[i]);
         cr_assert_str_eq(s_str(l, "status"), i == 11 ? "unmatched" : "rejected");
         cr_assert_str_eq(s_str(l, "source"), "input.json");
     }
@@ -322,9 +321,10 @@ Test(import, a_document_over_the_size_limit_stops_the_import_with_a_reason)
     stats_import_t *imp = stats_import_new(&opts, &s_io);
     /* A listen document of ~10 kB: over the 4 kB limit. */
     char *text = malloc(20000);
-    int n = snprintf(text, 20000, "{\"listened_at\":1700000000,\"track_metadata\":{\"artist_name\":"
-                                  "\"ABBA\",\"track_name\":\"Dancing Queen\",\"additional_info\":"
-                                  "{\"tags\":\"");
+    int n = snprintf(text, 20000,
+                     "{\"listened_at\":1700000000,\"track_metadata\":{\"artist_name\":"
+                     "\"ABBA\",\"track_name\":\"Dancing Queen\",\"additional_info\":"
+                     "{\"tags\":\"");
     memset(text + n, 'x', 10000);
     snprintf(text + n + 10000, 100, "\"}}}\n");
     int rc = s_import_text(imp, text);
@@ -473,9 +473,9 @@ Test(import, running_an_import_twice_counts_each_listen_once)
         cr_assert_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
         const char *key = s_str(e, "key"), *why = NULL;
         stats_outcome_t out;
-        cr_assert_eq(stats_store_apply(state, txn, "play", 4, key, strlen(key), &msg.data, &out,
-                                       &why),
-                     0, "%s", why);
+        cr_assert_eq(
+            stats_store_apply(state, txn, "play", 4, key, strlen(key), &msg.data, &out, &why), 0,
+            "%s", why);
         cr_assert_eq(mdb_txn_commit(txn), 0);
         applied += out == STATS_APPLIED;
         dupes += out == STATS_DUPLICATE;

@@ -198,8 +198,12 @@ static int s_apply_full(const char *topic, const char *key, json_t *data, stats_
     int rc = stats_store_apply(s_state, txn, topic, strlen(topic), key, key ? strlen(key) : 0,
                                &msg.data, outcome ? outcome : &ignored, why ? why : &ignored_why);
     /* ...and the runtime's entry point agrees with it. */
-    mb_event_t ev = {.seq = 1, .topic = topic, .topic_len = strlen(topic), .key = key,
-                     .key_len = key ? strlen(key) : 0, .data = &msg.data};
+    mb_event_t ev = {.seq = 1,
+                     .topic = topic,
+                     .topic_len = strlen(topic),
+                     .key = key,
+                     .key_len = key ? strlen(key) : 0,
+                     .data = &msg.data};
     MDB_txn *child;
     cr_assert_eq(mdb_txn_begin(s_env, txn, 0, &child), 0);
     if (rc == 0 || rc == MB_EINVAL) {
@@ -266,8 +270,8 @@ static stats_outcome_t s_play(const char *user, const char *track, int64_t start
     snprintf(key, sizeof key, "c:%s:%s", user, client_id);
     stats_outcome_t out;
     const char *why = NULL;
-    int rc = s_apply_full("play", key, s_play_data(user, track, started_at, ms, "client"), &out,
-                          &why);
+    int rc =
+        s_apply_full("play", key, s_play_data(user, track, started_at, ms, "client"), &out, &why);
     cr_assert_eq(rc, 0, "play refused: %s", why ? why : "?");
     return out;
 }
@@ -299,8 +303,7 @@ static size_t s_deliver_outbox(void)
     while (mdb_cursor_get(cur, &k, &v, n ? MDB_NEXT : MDB_FIRST) == 0) {
         msgpack_unpacked msg;
         msgpack_unpacked_init(&msg);
-        cr_assert_eq(msgpack_unpack_next(&msg, v.mv_data, v.mv_size, NULL),
-                     MSGPACK_UNPACK_SUCCESS);
+        cr_assert_eq(msgpack_unpack_next(&msg, v.mv_data, v.mv_size, NULL), MSGPACK_UNPACK_SUCCESS);
         json_array_append_new(events, h_to_json(&msg.data));
         msgpack_unpacked_destroy(&msg);
         n++;
@@ -329,12 +332,13 @@ Test(stats, a_reported_play_goes_through_the_outbox_and_is_counted)
     s_user("u1", "SE");
     char started[STATS_TIME_MAX + 1];
     stats_time_format(s_noon(s_today - 1, 0), started);
-    reply_t r = s_ok(s_call_as("u1", false, "play.report",
-                               "{\"body\":{\"track_id\":\"t1\",\"started_at\":\"%s\","
-                               "\"ms_played\":45000,\"context\":{\"type\":\"album\",\"id\":\"al1\"},"
-                               "\"client_id\":\"0f6c-1\"}}",
-                               started),
-                     202);
+    reply_t r =
+        s_ok(s_call_as("u1", false, "play.report",
+                       "{\"body\":{\"track_id\":\"t1\",\"started_at\":\"%s\","
+                       "\"ms_played\":45000,\"context\":{\"type\":\"album\",\"id\":\"al1\"},"
+                       "\"client_id\":\"0f6c-1\"}}",
+                       started),
+             202);
     cr_assert_str_eq(s_str(r.body, "id"), "0f6c-1");
     cr_assert(json_is_true(json_object_get(r.body, "counted_as_stream")));
     /* Nothing is counted until the event comes back from the bus. */
@@ -358,9 +362,9 @@ Test(stats, a_reported_play_goes_through_the_outbox_and_is_counted)
 
     char date[STATS_DATE_LEN + 1];
     s_date(s_today - 1, date);
-    r = s_ok(s_call_as(NULL, false, "charts.top_tracks", "{\"date\":\"%s\",\"country\":\"SE\"}",
-                       date),
-             200);
+    r = s_ok(
+        s_call_as(NULL, false, "charts.top_tracks", "{\"date\":\"%s\",\"country\":\"SE\"}", date),
+        200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "items")), 1);
     cr_assert_eq(s_int(json_array_get(json_object_get(r.body, "items"), 0), "streams"), 1);
 }
@@ -371,8 +375,8 @@ static json_t *s_track_stats(const char *id, int64_t last_day, int days)
 {
     char date[STATS_DATE_LEN + 1];
     s_date(last_day, date);
-    return s_ok(s_call_as("admin", true, "track.stats", "{\"id\":\"%s\",\"date\":\"%s\",\"days\":%d}",
-                          id, date, days),
+    return s_ok(s_call_as("admin", true, "track.stats",
+                          "{\"id\":\"%s\",\"date\":\"%s\",\"days\":%d}", id, date, days),
                 200)
         .body;
 }
@@ -416,9 +420,8 @@ Test(stats, a_play_delivered_twice_counts_once)
     snprintf(key, sizeof key, "i:u1:%lld:t1", (long long)(at / 1000));
     stats_outcome_t out;
     for (int i = 0; i < 2; i++) {
-        cr_assert_eq(s_apply_full("play", key, s_play_data("u1", "t1", at, 60000, "import"), &out,
-                                  NULL),
-                     0);
+        cr_assert_eq(
+            s_apply_full("play", key, s_play_data("u1", "t1", at, 60000, "import"), &out, NULL), 0);
         cr_assert_eq(out, i == 0 ? STATS_APPLIED : STATS_DUPLICATE);
     }
     json_t *st = s_track_stats("t1", s_today - 1, 1);
@@ -494,8 +497,8 @@ Test(stats, malformed_events_are_rejected_with_a_reason_and_the_rest_applies)
         int rc = s_apply_full(bad[i].topic, bad[i].key, h_json("%s", data), NULL, &why);
         cr_assert_eq(rc, MB_EINVAL, "event %zu (%s) was not refused", i, data);
         cr_assert_not_null(why);
-        cr_assert(strstr(why, bad[i].reason), "event %zu: reason '%s' does not mention %s", i,
-                  why, bad[i].reason);
+        cr_assert(strstr(why, bad[i].reason), "event %zu: reason '%s' does not mention %s", i, why,
+                  bad[i].reason);
     }
     /* None of them counted anything, and the consumer goes on. */
     cr_assert_eq(s_play("u1", "t1", at, 40000, "good"), STATS_APPLIED);
@@ -556,19 +559,21 @@ Test(stats, a_report_is_checked_field_by_field)
     const char *ok_ctx = "\"context\":{\"type\":\"radio\"}";
     static char body[1024];
 #define S_BODY(...) (snprintf(body, sizeof body, __VA_ARGS__), body)
-    s_expect_error(s_call_as(NULL, false, "play.report", "{\"body\":{}}"), 401,
-                   "unauthenticated", NULL);
+    s_expect_error(s_call_as(NULL, false, "play.report", "{\"body\":{}}"), 401, "unauthenticated",
+                   NULL);
     s_expect_error(s_report("u1", "[]"), 400, "invalid", "body");
-    s_expect_error(s_report("u1", S_BODY("{\"track_id\":\"t1\",\"started_at\":\"2026-01-01T00:00:00Z\","
-                                         "\"ms_played\":1,%s,\"client_id\":\"c\",\"extra\":1}",
-                                         ok_ctx)),
-                   400, "invalid", "body.extra");
-    s_expect_error(s_report("u1", S_BODY("{\"track_id\":\"a:b\",\"started_at\":\"2026-01-01T00:00:00Z\","
-                                         "\"ms_played\":1,%s,\"client_id\":\"c\"}",
-                                         ok_ctx)),
-                   400, "invalid", "body.track_id");
+    s_expect_error(
+        s_report("u1", S_BODY("{\"track_id\":\"t1\",\"started_at\":\"2026-01-01T00:00:00Z\","
+                              "\"ms_played\":1,%s,\"client_id\":\"c\",\"extra\":1}",
+                              ok_ctx)),
+        400, "invalid", "body.extra");
+    s_expect_error(
+        s_report("u1", S_BODY("{\"track_id\":\"a:b\",\"started_at\":\"2026-01-01T00:00:00Z\","
+                              "\"ms_played\":1,%s,\"client_id\":\"c\"}",
+                              ok_ctx)),
+        400, "invalid", "body.track_id");
     static const char *const bad_times[] = {"\"2026-02-30T00:00:00Z\"", "\"2026-01-01\"",
-                                            "\"2026-01-01T00:00:00\"", "1767225600000",
+                                            "\"2026-01-01T00:00:00\"",  "1767225600000",
                                             "\"1999-12-31T23:59:59Z\"", "\"2999-01-01T00:00:00Z\"",
                                             "\"2026-01-01T24:00:00Z\""};
     for (size_t i = 0; i < sizeof bad_times / sizeof *bad_times; i++)
@@ -576,10 +581,11 @@ Test(stats, a_report_is_checked_field_by_field)
                                              "\"ms_played\":1,%s,\"client_id\":\"c\"}",
                                              bad_times[i], ok_ctx)),
                        400, "invalid", "body.started_at");
-    s_expect_error(s_report("u1", S_BODY("{\"track_id\":\"t1\",\"started_at\":\"2026-01-01T00:00:00Z\","
-                                         "\"ms_played\":86400001,%s,\"client_id\":\"c\"}",
-                                         ok_ctx)),
-                   400, "invalid", "body.ms_played");
+    s_expect_error(
+        s_report("u1", S_BODY("{\"track_id\":\"t1\",\"started_at\":\"2026-01-01T00:00:00Z\","
+                              "\"ms_played\":86400001,%s,\"client_id\":\"c\"}",
+                              ok_ctx)),
+        400, "invalid", "body.ms_played");
     s_expect_error(s_report("u1", "{\"track_id\":\"t1\",\"started_at\":\"2026-01-01T00:00:00Z\","
                                   "\"ms_played\":1,\"context\":{\"type\":\"party\"},"
                                   "\"client_id\":\"c\"}"),
@@ -588,18 +594,21 @@ Test(stats, a_report_is_checked_field_by_field)
                                   "\"ms_played\":1,\"context\":{\"type\":\"album\",\"id\":\"\"},"
                                   "\"client_id\":\"c\"}"),
                    400, "invalid", "body.context.id");
-    s_expect_error(s_report("u1", S_BODY("{\"track_id\":\"t1\",\"started_at\":\"2026-01-01T00:00:00Z\","
-                                         "\"ms_played\":1,%s,\"client_id\":\"has space\"}",
-                                         ok_ctx)),
-                   400, "invalid", "body.client_id");
-    s_expect_error(s_report("u1", S_BODY("{\"track_id\":\"t1\",\"started_at\":\"2026-01-01T00:00:00Z\","
-                                         "\"ms_played\":1,%s,\"client_id\":\"%065d\"}",
-                                         ok_ctx, 0)),
-                   400, "invalid", "body.client_id");
-    s_expect_error(s_report("u1", S_BODY("{\"track_id\":\"nope\",\"started_at\":\"2026-01-01T00:00:00Z\","
-                                         "\"ms_played\":1,%s,\"client_id\":\"c\"}",
-                                         ok_ctx)),
-                   404, "not_found", "body.track_id");
+    s_expect_error(
+        s_report("u1", S_BODY("{\"track_id\":\"t1\",\"started_at\":\"2026-01-01T00:00:00Z\","
+                              "\"ms_played\":1,%s,\"client_id\":\"has space\"}",
+                              ok_ctx)),
+        400, "invalid", "body.client_id");
+    s_expect_error(
+        s_report("u1", S_BODY("{\"track_id\":\"t1\",\"started_at\":\"2026-01-01T00:00:00Z\","
+                              "\"ms_played\":1,%s,\"client_id\":\"%065d\"}",
+                              ok_ctx, 0)),
+        400, "invalid", "body.client_id");
+    s_expect_error(
+        s_report("u1", S_BODY("{\"track_id\":\"nope\",\"started_at\":\"2026-01-01T00:00:00Z\","
+                              "\"ms_played\":1,%s,\"client_id\":\"c\"}",
+                              ok_ctx)),
+        404, "not_found", "body.track_id");
     /* Nothing refused reached the outbox. */
     cr_assert_eq(s_deliver_outbox(), 0);
     s_ok(s_report("u1", S_BODY("{\"track_id\":\"t1\",\"started_at\":\"2026-01-01T00:00:00.5Z\","
@@ -681,10 +690,10 @@ Test(stats, top_lists_cover_4_weeks_6_months_or_all_time)
         s_play("u1", track, s_noon(day, i_), 40000, id);                                           \
     }
     S_PLAYS("recent", s_today - 2, 2);
-    S_PLAYS("recent", s_today - 27, 1);   /* still in 4w (28 days counting today) */
-    S_PLAYS("spring", s_today - 28, 5);   /* just out of 4w */
-    S_PLAYS("spring", s_today - 181, 1);  /* in 6m */
-    S_PLAYS("old", s_today - 182, 10);    /* just out of 6m */
+    S_PLAYS("recent", s_today - 27, 1);  /* still in 4w (28 days counting today) */
+    S_PLAYS("spring", s_today - 28, 5);  /* just out of 4w */
+    S_PLAYS("spring", s_today - 181, 1); /* in 6m */
+    S_PLAYS("old", s_today - 182, 10);   /* just out of 6m */
     S_PLAYS("old", s_today - 1000, 1);
 #undef S_PLAYS
     struct {
@@ -697,8 +706,8 @@ Test(stats, top_lists_cover_4_weeks_6_months_or_all_time)
         {"all", {"old", "spring", "recent"}, {11, 6, 3}},
     };
     for (size_t w = 0; w < 3; w++) {
-        reply_t r = s_ok(s_call_as("u1", false, "top.tracks", "{\"range\":\"%s\"}", want[w].range),
-                         200);
+        reply_t r =
+            s_ok(s_call_as("u1", false, "top.tracks", "{\"range\":\"%s\"}", want[w].range), 200);
         json_t *items = json_object_get(r.body, "items");
         cr_assert_str_eq(s_str(r.body, "range"), want[w].range);
         size_t expect = 0;
@@ -731,7 +740,8 @@ Test(stats, top_lists_cover_4_weeks_6_months_or_all_time)
     cr_assert_eq(json_array_size(json_object_get(r.body, "items")), 0);
 }
 
-/* ---- charts ------------------------------------------------------------------------------------ */
+/* ---- charts ------------------------------------------------------------------------------------
+ */
 
 Test(stats, charts_are_global_or_per_country_over_a_window_of_days)
 {
@@ -761,9 +771,9 @@ Test(stats, charts_are_global_or_per_country_over_a_window_of_days)
     cr_assert_eq(s_int(json_array_get(items, 0), "streams"), 3);
     cr_assert_eq(s_int(json_array_get(items, 1), "streams"), 2);
 
-    r = s_ok(s_call_as(NULL, false, "charts.top_tracks", "{\"date\":\"%s\",\"country\":\"SE\"}",
-                       date),
-             200);
+    r = s_ok(
+        s_call_as(NULL, false, "charts.top_tracks", "{\"date\":\"%s\",\"country\":\"SE\"}", date),
+        200);
     items = json_object_get(r.body, "items");
     cr_assert_str_eq(s_str(r.body, "country"), "SE");
     cr_assert_eq(json_array_size(items), 2);
@@ -784,9 +794,9 @@ Test(stats, charts_are_global_or_per_country_over_a_window_of_days)
     /* A user who moves counts for the new country from then on. */
     s_user("joe", "SE");
     s_play("joe", "local", s_noon(d, 6), 40000, "7");
-    r = s_ok(s_call_as(NULL, false, "charts.top_tracks", "{\"date\":\"%s\",\"country\":\"SE\"}",
-                       date),
-             200);
+    r = s_ok(
+        s_call_as(NULL, false, "charts.top_tracks", "{\"date\":\"%s\",\"country\":\"SE\"}", date),
+        200);
     cr_assert_eq(s_int(json_array_get(json_object_get(r.body, "items"), 0), "streams"), 3);
 
     /* Default: yesterday, the last whole day. */
@@ -800,7 +810,8 @@ Test(stats, charts_are_global_or_per_country_over_a_window_of_days)
                    "days");
 }
 
-/* ---- track stats --------------------------------------------------------------------------------- */
+/* ---- track stats
+ * --------------------------------------------------------------------------------- */
 
 Test(stats, track_stats_give_streams_and_exact_unique_listeners_per_day)
 {
@@ -839,10 +850,10 @@ Test(stats, track_stats_give_streams_and_exact_unique_listeners_per_day)
 
     s_expect_error(s_call_as("u1", false, "track.stats", "{\"id\":\"t1\"}"), 403, "forbidden",
                    NULL);
-    s_expect_error(s_call_as(NULL, false, "track.stats", "{\"id\":\"t1\"}"), 401,
-                   "unauthenticated", NULL);
-    s_expect_error(s_call_as("admin", true, "track.stats", "{\"id\":\"nope\"}"), 404,
-                   "not_found", NULL);
+    s_expect_error(s_call_as(NULL, false, "track.stats", "{\"id\":\"t1\"}"), 401, "unauthenticated",
+                   NULL);
+    s_expect_error(s_call_as("admin", true, "track.stats", "{\"id\":\"nope\"}"), 404, "not_found",
+                   NULL);
     /* A track the catalog announced but nobody played: zeros. */
     s_track("t2", "Quiet", "[\"a1\"]", NULL, 1000);
     st = s_track_stats("t2", s_today, 28);
@@ -850,7 +861,8 @@ Test(stats, track_stats_give_streams_and_exact_unique_listeners_per_day)
     cr_assert(json_is_null(json_object_get(json_object_get(st, "all_time"), "first_played_at")));
 }
 
-/* ---- royalty report ------------------------------------------------------------------------------- */
+/* ---- royalty report
+ * ------------------------------------------------------------------------------- */
 
 Test(stats, the_royalty_report_lists_streams_per_track_and_isrc_as_csv)
 {
@@ -882,19 +894,18 @@ Test(stats, the_royalty_report_lists_streams_per_track_and_isrc_as_csv)
     cr_assert_str_eq(s_str(r.body, "filename"), "royalties-2026-03-01-2026-03-31.csv");
     cr_assert_eq(s_int(r.body, "rows"), 2);
     cr_assert_eq(s_int(r.body, "total_streams"), 4);
-    cr_assert_str_eq(s_str(r.body, "csv"),
-                     "track_id,isrc,title,artist_ids,streams\r\n"
-                     "t2,USXYZ2600002,\"Comma, \"\"quoted\"\"\",a1;a2,3\r\n"
-                     "t1,SEABC2600001,Plain,a1,1\r\n");
+    cr_assert_str_eq(s_str(r.body, "csv"), "track_id,isrc,title,artist_ids,streams\r\n"
+                                           "t2,USXYZ2600002,\"Comma, \"\"quoted\"\"\",a1;a2,3\r\n"
+                                           "t1,SEABC2600001,Plain,a1,1\r\n");
 
     r = s_ok(s_call_as("admin", true, "royalty.report",
                        "{\"from\":\"2026-04-01\",\"to\":\"2026-04-30\"}"),
              200);
     cr_assert_str_eq(s_str(r.body, "csv"), "track_id,isrc,title,artist_ids,streams\r\n"
                                            "t3,,No ISRC,a3,1\r\n");
-    s_expect_error(s_call_as("u1", false, "royalty.report",
-                             "{\"from\":\"2026-03-01\",\"to\":\"2026-03-31\"}"),
-                   403, "forbidden", NULL);
+    s_expect_error(
+        s_call_as("u1", false, "royalty.report", "{\"from\":\"2026-03-01\",\"to\":\"2026-03-31\"}"),
+        403, "forbidden", NULL);
     s_expect_error(s_call_as("admin", true, "royalty.report",
                              "{\"from\":\"2026-03-31\",\"to\":\"2026-03-01\"}"),
                    400, "invalid", "to");
@@ -905,7 +916,8 @@ Test(stats, the_royalty_report_lists_streams_per_track_and_isrc_as_csv)
                    "invalid", "from");
 }
 
-/* ---- erasure ---------------------------------------------------------------------------------- */
+/* ---- erasure ----------------------------------------------------------------------------------
+ */
 
 Test(stats, a_deleted_user_is_erased_and_their_later_plays_ignored)
 {

@@ -95,8 +95,7 @@ static void s_wait_ready(const char *path, pid_t pid, char *out, size_t cap)
             }
         }
         int status;
-        cr_assert_neq(waitpid(pid, &status, WNOHANG), pid, "%s exited before it was ready",
-                      path);
+        cr_assert_neq(waitpid(pid, &status, WNOHANG), pid, "%s exited before it was ready", path);
         cr_assert(s_now_ms() < until, "no ready file %s in 15 s", path);
         s_sleep_ms(20);
     }
@@ -233,13 +232,12 @@ static json_t *s_import(const char *bin, const char *file)
     char out[128], unmatched[128];
     snprintf(out, sizeof out, "%s/import.out", s_dir);
     snprintf(unmatched, sizeof unmatched, "%s/unmatched.jsonl", s_dir);
-    char *argv[] = {(char *)bin, "--bus", s_bus, "--user", "u1", "--unmatched", unmatched,
-                    "--quiet", (char *)file, NULL};
+    char *argv[] = {(char *)bin,   "--bus",   s_bus,     "--user",     "u1",
+                    "--unmatched", unmatched, "--quiet", (char *)file, NULL};
     pid_t pid = s_spawn("import", argv, out);
     int status;
     cr_assert_eq(waitpid(pid, &status, 0), pid);
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the importer failed (see %s)",
-              s_dir);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the importer failed (see %s)", s_dir);
     json_error_t err;
     json_t *summary = json_load_file(out, 0, &err);
     cr_assert_not_null(summary, "no summary: %s", err.text);
@@ -266,8 +264,8 @@ Test(stats_bus, plays_from_the_importer_and_from_clients_are_counted_once)
     s_client = mb_client_new(s_bus);
 
     /* The catalog: two tracks; their catalog.track events reach stats. */
-    json_t *r = s_call("catalog", "artist.create", "admin", true,
-                       h_json("{\"body\":{\"name\":\"ABBA\"}}"));
+    json_t *r =
+        s_call("catalog", "artist.create", "admin", true, h_json("{\"body\":{\"name\":\"ABBA\"}}"));
     char artist[64], album[64], queen[64], jingle[64];
     snprintf(artist, sizeof artist, "%s", s_id_of(r));
     json_decref(r);
@@ -293,8 +291,11 @@ Test(stats_bus, plays_from_the_importer_and_from_clients_are_counted_once)
 
     /* u1 lives in Sweden (as the users actor would say). */
     mb_events_t *bus = mb_events_new(s_bus);
-    const char *user_event = "\x83\xa6" "action\xa7" "created\xa2id\xa2u1\xa4user\x82\xa2id\xa2u1"
-                             "\xa7" "country\xa2SE";
+    const char *user_event = "\x83\xa6"
+                             "action\xa7"
+                             "created\xa2id\xa2u1\xa4user\x82\xa2id\xa2u1"
+                             "\xa7"
+                             "country\xa2SE";
     cr_assert_eq(mb_events_publish(bus, "users.user", "u1", user_event, strlen(user_event), NULL),
                  0, "%s", mb_events_error(bus));
     /* A malformed play: skipped, the consumer goes on. */
