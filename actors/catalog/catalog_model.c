@@ -230,14 +230,20 @@ bool catalog_date_valid(const char *s, size_t len)
     return day >= 1 && day <= last;
 }
 
+void catalog_time_format(int64_t unix_ms, char out[CATALOG_TIME_MAX + 1])
+{
+    time_t seconds = (time_t)(unix_ms / 1000);
+    struct tm tm;
+    gmtime_r(&seconds, &tm);
+    size_t n = strftime(out, CATALOG_TIME_MAX + 1, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, CATALOG_TIME_MAX + 1 - n, ".%03dZ", (int)(unix_ms % 1000));
+}
+
 void catalog_now(char out[CATALOG_TIME_MAX + 1])
 {
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    struct tm tm;
-    gmtime_r(&now.tv_sec, &tm);
-    size_t n = strftime(out, CATALOG_TIME_MAX + 1, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, CATALOG_TIME_MAX + 1 - n, ".%03ldZ", now.tv_nsec / 1000000);
+    catalog_time_format((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, out);
 }
 
 /* ---- reading one field of a body --------------------------------------- */
@@ -402,6 +408,7 @@ void catalog_track_init(catalog_track_t *t)
 {
     memset(t, 0, sizeof *t);
     t->disc_number = 1;
+    catalog_audio_init(&t->audio);
 }
 
 bool catalog_artist_apply(mb_call_t *call, const msgpack_object *body, catalog_artist_t *a,
@@ -551,6 +558,131 @@ static bool s_get_time(const msgpack_object *o, char out[CATALOG_TIME_MAX + 1])
     return true;
 }
 
+/* ---- a track's audio ---------------------------------------------------------- */
+
+static const char *s_audio_status_names[] = {"none", "processing", "ready", "failed"};
+
+void catalog_audio_init(catalog_audio_t *audio)
+{
+    memset(audio, 0, sizeof *audio);
+    audio->status = CATALOG_AUDIO_NONE;
+    audio->integrated_lufs = audio->true_peak_dbtp = audio->lra_lu = audio->gain_db = NAN;
+}
+
+const char *catalog_audio_status_name(catalog_audio_status_t status)
+{
+    return (unsigned)status < 4 ? s_audio_status_names[status] : "none";
+}
+
+static bool s_same_str(catalog_str_t a, catalog_str_t b)
+{
+    if (!a.ptr || !b.ptr)
+        return !a.ptr && !b.ptr;
+    return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
+static bool s_same_number(double a, double b)
+{
+    return memcmp(&a, &b, sizeof a) == 0 || (isnan(a) && isnan(b));
+}
+
+bool catalog_audio_equal(const catalog_audio_t *a, const catalog_audio_t *b)
+{
+    return a->status == b->status && s_same_str(a->version, b->version) &&
+           s_same_str(a->failure_reason, b->failure_reason) &&
+           s_same_number(a->integrated_lufs, b->integrated_lufs) &&
+           s_same_number(a->true_peak_dbtp, b->true_peak_dbtp) &&
+           s_same_number(a->lra_lu, b->lra_lu) && s_same_number(a->gain_db, b->gain_db) &&
+           a->lossless == b->lossless;
+}
+
+bool catalog_number_read(const msgpack_object *o, double *out)
+{
+    int64_t i;
+    *out = NAN;
+    if (o == NULL || o->type == MSGPACK_OBJECT_NIL)
+        return true;
+    if (o->type == MSGPACK_OBJECT_FLOAT64 || o->type == MSGPACK_OBJECT_FLOAT32)
+        *out = o->via.f64;
+    else if (mb_obj_int(o, &i))
+        *out = (double)i;
+    else
+        return false;
+    return isfinite(*out);
+}
+
+void catalog_number_pack(msgpack_packer *pk, double value)
+{
+    if (isnan(value))
+        msgpack_pack_nil(pk);
+    else
+        msgpack_pack_double(pk, value);
+}
+
+static void s_pack_str(msgpack_packer *pk, catalog_str_t s);
+
+void catalog_audio_pack(msgpack_packer *pk, const catalog_audio_t *audio)
+{
+    bool ready = audio->status == CATALOG_AUDIO_READY;
+    msgpack_pack_map(pk, 6);
+    mb_pack_cstr(pk, "status");
+    mb_pack_cstr(pk, catalog_audio_status_name(audio->status));
+    mb_pack_cstr(pk, "version");
+    s_pack_str(pk, ready ? audio->version : (catalog_str_t){NULL, 0});
+    mb_pack_cstr(pk, "failure_reason");
+    s_pack_str(pk, audio->status == CATALOG_AUDIO_FAILED ? audio->failure_reason
+                                                         : (catalog_str_t){NULL, 0});
+    mb_pack_cstr(pk, "loudness");
+    if (ready) {
+        msgpack_pack_map(pk, 3);
+        mb_pack_cstr(pk, "integrated_lufs");
+        catalog_number_pack(pk, audio->integrated_lufs);
+        mb_pack_cstr(pk, "true_peak_dbtp");
+        catalog_number_pack(pk, audio->true_peak_dbtp);
+        mb_pack_cstr(pk, "lra_lu");
+        catalog_number_pack(pk, audio->lra_lu);
+    } else
+        msgpack_pack_nil(pk);
+    mb_pack_cstr(pk, "gain_db");
+    catalog_number_pack(pk, ready ? audio->gain_db : NAN);
+    mb_pack_cstr(pk, "lossless");
+    if (ready && audio->lossless)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+}
+
+/*  Reads a stored "audio" object (as catalog_audio_pack() writes it). */
+static bool s_get_audio(const msgpack_object *o, catalog_audio_t *audio)
+{
+    catalog_audio_init(audio);
+    if (o->type != MSGPACK_OBJECT_MAP)
+        return false;
+    const msgpack_object *status = mb_map_get(o, "status");
+    size_t i = 0;
+    while (i < 4 && !mb_obj_str_eq(status, s_audio_status_names[i]))
+        i++;
+    if (i == 4)
+        return false;
+    audio->status = (catalog_audio_status_t)i;
+    const msgpack_object *loudness = mb_map_get(o, "loudness");
+    const msgpack_object *v = mb_map_get(o, "version");
+    const msgpack_object *reason = mb_map_get(o, "failure_reason");
+    bool ok = (!v || s_get_str(v, &audio->version)) &&
+              (!reason || s_get_str(reason, &audio->failure_reason)) &&
+              catalog_number_read(mb_map_get(o, "gain_db"), &audio->gain_db);
+    if (ok && loudness && loudness->type == MSGPACK_OBJECT_MAP)
+        ok =
+            catalog_number_read(mb_map_get(loudness, "integrated_lufs"), &audio->integrated_lufs) &&
+            catalog_number_read(mb_map_get(loudness, "true_peak_dbtp"), &audio->true_peak_dbtp) &&
+            catalog_number_read(mb_map_get(loudness, "lra_lu"), &audio->lra_lu);
+    const msgpack_object *lossless = mb_map_get(o, "lossless");
+    if (ok && lossless)
+        ok = mb_obj_bool(lossless, &audio->lossless);
+    /* A ready track names its version: the stream op signs it. */
+    return ok && (audio->status != CATALOG_AUDIO_READY || audio->version.ptr);
+}
+
 /*  Stored records are maps; unknown keys in them are skipped so a newer
     actor can add fields that older records lack. */
 static bool s_is_map(const msgpack_object *o)
@@ -645,6 +777,8 @@ bool catalog_track_decode(const msgpack_object *o, catalog_track_t *t)
             }
         } else if (mb_obj_str_eq(k, "explicit"))
             ok = mb_obj_bool(v, &t->explicit_);
+        else if (mb_obj_str_eq(k, "audio"))
+            ok = s_get_audio(v, &t->audio);
         else if (mb_obj_str_eq(k, "created_at"))
             ok = s_get_time(v, t->created_at);
         else if (mb_obj_str_eq(k, "updated_at"))
@@ -710,7 +844,7 @@ void catalog_album_pack(msgpack_packer *pk, const catalog_album_t *al)
 
 void catalog_track_pack(msgpack_packer *pk, const catalog_track_t *t)
 {
-    msgpack_pack_map(pk, 11);
+    msgpack_pack_map(pk, 12);
     mb_pack_cstr(pk, "id");
     s_pack_str(pk, t->id);
     mb_pack_cstr(pk, "title");
@@ -735,6 +869,8 @@ void catalog_track_pack(msgpack_packer *pk, const catalog_track_t *t)
         msgpack_pack_true(pk);
     else
         msgpack_pack_false(pk);
+    mb_pack_cstr(pk, "audio");
+    catalog_audio_pack(pk, &t->audio);
     mb_pack_cstr(pk, "created_at");
     mb_pack_cstr(pk, t->created_at);
     mb_pack_cstr(pk, "updated_at");

@@ -33,12 +33,35 @@
 #define CATALOG_DATE_MAX 10           /* YYYY-MM-DD */
 #define CATALOG_TIME_MAX 31           /* room for an RFC 3339 timestamp */
 #define CATALOG_MATCH_TEXT_MAX 1024   /* bytes of an artist or title in a track.match query */
+#define CATALOG_VERSION_MAX 64        /* bytes of an audio version id (mb_media_sign's limit) */
+#define CATALOG_REASON_MAX 512        /* bytes of a failure reason kept */
 
 /*  A string borrowed from elsewhere; ptr NULL means null (absent). */
 typedef struct {
     const char *ptr;
     size_t len;
 } catalog_str_t;
+
+/*  What a listener can play of a track: the track's "audio" object, which
+    the audio consumer (catalog_audio.h) keeps in the track record. */
+typedef enum {
+    CATALOG_AUDIO_NONE,       /* no version uploaded */
+    CATALOG_AUDIO_PROCESSING, /* versions being transcoded, none ready */
+    CATALOG_AUDIO_READY,      /* a version can be streamed */
+    CATALOG_AUDIO_FAILED,     /* every version failed (or was removed after failing) */
+} catalog_audio_status_t;
+
+typedef struct {
+    catalog_audio_status_t status;
+    catalog_str_t version;        /* the current (newest ready) version; null unless ready */
+    catalog_str_t failure_reason; /* the newest failure's reason; null unless failed */
+    /* Of the current version; NaN (packed as null) when unknown or not ready. */
+    double integrated_lufs; /* LUFS (EBU R 128) */
+    double true_peak_dbtp;  /* dBTP */
+    double lra_lu;          /* loudness range, LU */
+    double gain_db;         /* brings the track to -14 LUFS without clipping */
+    bool lossless;          /* the current version's master is lossless */
+} catalog_audio_t;
 
 typedef struct {
     catalog_str_t id;
@@ -75,6 +98,7 @@ typedef struct {
     int64_t duration_ms;
     char isrc[CATALOG_ISRC_LEN + 1]; /* "" when unknown */
     bool explicit_;
+    catalog_audio_t audio; /* read-only through the API: the audio consumer sets it */
     char created_at[CATALOG_TIME_MAX + 1];
     char updated_at[CATALOG_TIME_MAX + 1];
     bool artist_ids_given; /* set by catalog_track_apply(): the body named them */
@@ -114,9 +138,35 @@ void catalog_artist_pack(msgpack_packer *pk, const catalog_artist_t *a);
 void catalog_album_pack(msgpack_packer *pk, const catalog_album_t *al);
 void catalog_track_pack(msgpack_packer *pk, const catalog_track_t *t);
 
+/*  Sets *audio to "none": no version, every number unknown. */
+void catalog_audio_init(catalog_audio_t *audio);
+
+/*  Names of the statuses as answered ("none", "processing", "ready",
+    "failed"). */
+const char *catalog_audio_status_name(catalog_audio_status_t status);
+
+/*  True when both say the same (numbers compared bit for bit, so NaN
+    equals NaN). */
+bool catalog_audio_equal(const catalog_audio_t *a, const catalog_audio_t *b);
+
+/*  Packs the track's "audio" object: {status, version, failure_reason,
+    loudness: {integrated_lufs, true_peak_dbtp, lra_lu} or nil, gain_db,
+    lossless}; loudness and gain_db are nil unless status is ready. */
+void catalog_audio_pack(msgpack_packer *pk, const catalog_audio_t *audio);
+
+/*  Reads a loudness number: a float or an integer; nil or absent (NULL)
+    gives NaN. Returns false for anything else, or a non-finite value. */
+bool catalog_number_read(const msgpack_object *o, double *out);
+
+/*  Packs a number, or nil for NaN. */
+void catalog_number_pack(msgpack_packer *pk, double value);
+
 /*  Writes the current time as RFC 3339 UTC with milliseconds
     ("2026-11-28T02:10:00.123Z") into out. */
 void catalog_now(char out[CATALOG_TIME_MAX + 1]);
+
+/*  Writes `unix_ms` (milliseconds since the Unix epoch) the same way. */
+void catalog_time_format(int64_t unix_ms, char out[CATALOG_TIME_MAX + 1]);
 
 /*  Normalises an ISRC given as CCXXXYYNNNNN or CC-XXX-YY-NNNNN (capitals
     and digits) into the 12-character stored form plus NUL. Returns false

@@ -29,12 +29,14 @@
 
 #define S_N_INDEXES 5
 
+#define S_N_RECORDS 4
+
 struct catalog_store {
-    MDB_dbi records[3];           /* by catalog_kind_t */
+    MDB_dbi records[S_N_RECORDS]; /* by catalog_kind_t */
     MDB_dbi indexes[S_N_INDEXES]; /* by catalog_index_t, all MDB_DUPSORT */
 };
 
-static const char *s_record_names[] = {"artists", "albums", "tracks"};
+static const char *s_record_names[S_N_RECORDS] = {"artists", "albums", "tracks", "track_audio"};
 static const char *s_index_names[S_N_INDEXES] = {"artist_albums", "album_tracks", "artist_tracks",
                                                  "isrc_tracks", "name_tracks"};
 
@@ -46,6 +48,7 @@ static const size_t s_index_prefix[S_N_INDEXES] = {S_DATE_WIDTH, S_POSITION_WIDT
 #define S_FIRST_MATCH_INDEX CATALOG_ISRC_TRACKS
 
 static int s_build_match_indexes(catalog_store_t *self, MDB_txn *txn, size_t *tracks);
+static int s_add_audio_objects(catalog_store_t *self, MDB_txn *txn, size_t *tracks);
 
 static MDB_val s_val(catalog_str_t s)
 {
@@ -57,8 +60,18 @@ int catalog_store_open(MDB_env *env, catalog_store_t **self_p)
     catalog_store_t *self = mb_calloc(1, sizeof *self);
     MDB_txn *txn = NULL;
     int rc = mdb_txn_begin(env, NULL, 0, &txn);
-    for (int i = 0; rc == 0 && i < 3; i++)
+    for (int i = 0; rc == 0 && i < CATALOG_TRACK_AUDIO; i++)
         rc = mdb_dbi_open(txn, s_record_names[i], MDB_CREATE, &self->records[i]);
+    bool add_audio = false;
+    if (rc == 0) {
+        rc = mdb_dbi_open(txn, s_record_names[CATALOG_TRACK_AUDIO], 0,
+                          &self->records[CATALOG_TRACK_AUDIO]);
+        if (rc == MDB_NOTFOUND) {
+            add_audio = true;
+            rc = mdb_dbi_open(txn, s_record_names[CATALOG_TRACK_AUDIO], MDB_CREATE,
+                              &self->records[CATALOG_TRACK_AUDIO]);
+        }
+    }
     for (int i = 0; rc == 0 && i < S_FIRST_MATCH_INDEX; i++)
         rc = mdb_dbi_open(txn, s_index_names[i], MDB_CREATE | MDB_DUPSORT, &self->indexes[i]);
     bool build = false;
@@ -69,15 +82,19 @@ int catalog_store_open(MDB_env *env, catalog_store_t **self_p)
             rc = mdb_dbi_open(txn, s_index_names[i], MDB_CREATE | MDB_DUPSORT, &self->indexes[i]);
         }
     }
-    size_t built = 0;
+    size_t built = 0, upgraded = 0;
     if (rc == 0 && build)
         rc = s_build_match_indexes(self, txn, &built);
+    if (rc == 0 && add_audio)
+        rc = s_add_audio_objects(self, txn, &upgraded);
     if (rc == 0)
         rc = mdb_txn_commit(txn);
     else if (txn)
         mdb_txn_abort(txn);
     if (rc == 0 && built)
         mb_info(0, "catalog: built the ISRC and name indexes from %zu stored tracks", built);
+    if (rc == 0 && upgraded)
+        mb_info(0, "catalog: gave %zu stored tracks their audio object", upgraded);
     if (rc) {
         mb_error(0, "catalog: cannot open databases: %s", mdb_strerror(rc));
         free(self);
@@ -329,6 +346,54 @@ static int s_build_match_indexes(catalog_store_t *self, MDB_txn *txn, size_t *tr
                     (int)key.mv_size, (const char *)key.mv_data);
         msgpack_unpacked_destroy(&msg);
         free(data);
+        if (rc == 0)
+            rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
+    }
+    mdb_cursor_close(cursor);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/*  Rewrites every stored track in its current form, which has the
+    "audio" object (status none) that tracks written before it lack.
+    Neither updated_at nor any event: nothing a listener sees changed. */
+static int s_add_audio_objects(catalog_store_t *self, MDB_txn *txn, size_t *tracks)
+{
+    *tracks = 0;
+    MDB_cursor *cursor;
+    int rc = mdb_cursor_open(txn, self->records[CATALOG_TRACKS], &cursor);
+    if (rc)
+        return rc;
+    MDB_val key, value;
+    rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
+    while (rc == 0) {
+        msgpack_unpacked msg;
+        msgpack_unpacked_init(&msg);
+        size_t used = 0;
+        catalog_track_t t;
+        if (msgpack_unpack_next(&msg, value.mv_data, value.mv_size, &used) ==
+                MSGPACK_UNPACK_SUCCESS &&
+            catalog_track_decode(&msg.data, &t)) {
+            msgpack_sbuffer buf;
+            msgpack_sbuffer_init(&buf);
+            msgpack_packer pk;
+            msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+            catalog_track_pack(&pk, &t);
+            /* The record is packed before the write moves anything, and
+               the cursor is put back on the key after it. */
+            uint8_t id[511];
+            MDB_val at = {.mv_size = key.mv_size < sizeof id ? key.mv_size : sizeof id,
+                          .mv_data = id};
+            memcpy(id, key.mv_data, at.mv_size);
+            MDB_val packed = {.mv_size = buf.size, .mv_data = buf.data};
+            rc = mdb_put(txn, self->records[CATALOG_TRACKS], &at, &packed, 0);
+            if (rc == 0)
+                rc = mdb_cursor_get(cursor, &at, &value, MDB_SET_KEY);
+            msgpack_sbuffer_destroy(&buf);
+            (*tracks)++;
+        } else
+            mb_warn(0, "catalog: stored track %.*s does not decode; left without audio",
+                    (int)key.mv_size, (const char *)key.mv_data);
+        msgpack_unpacked_destroy(&msg);
         if (rc == 0)
             rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
     }

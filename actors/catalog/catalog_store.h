@@ -20,14 +20,15 @@
 
 /*  Named databases this module opens: give mb_actor_def_t.max_dbs at
     least this. */
-#define CATALOG_STORE_DBS 8
+#define CATALOG_STORE_DBS 9
 
 typedef struct catalog_store catalog_store_t;
 
 typedef enum {
-    CATALOG_ARTISTS, /* artist id -> artist record */
-    CATALOG_ALBUMS,  /* album id  -> album record */
-    CATALOG_TRACKS,  /* track id  -> track record */
+    CATALOG_ARTISTS,     /* artist id -> artist record */
+    CATALOG_ALBUMS,      /* album id  -> album record */
+    CATALOG_TRACKS,      /* track id  -> track record */
+    CATALOG_TRACK_AUDIO, /* track id  -> its audio versions (catalog_audio.h) */
 } catalog_kind_t;
 
 typedef enum {
@@ -50,8 +51,10 @@ typedef struct {
     When the ISRC and name indexes do not exist yet but tracks do (data
     written before they were introduced), they are built from every
     stored track in that same transaction, once: whoever opens first
-    builds them, the other processes find them there. Returns 0 with
-    *self_p, or an LMDB result code (logged). */
+    builds them, the other processes find them there. Likewise, when
+    track_audio does not exist yet, every stored track is rewritten with
+    its "audio" object ("none"), so that every track answered has one.
+    Returns 0 with *self_p, or an LMDB result code (logged). */
 int catalog_store_open(MDB_env *env, catalog_store_t **self_p);
 
 /*  Frees the handle (the databases stay open in the environment); nulls
