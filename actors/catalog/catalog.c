@@ -1381,8 +1381,7 @@ static int s_open(MDB_env *env, void **state)
         mb_warn(0, "catalog: no media secret (MUSICBUS_MEDIA_SECRET, MUSICBUS_MEDIA_SECRET_FILE "
                    "or --media-secret-file): track.stream answers 503");
     else {
-        mb_error(0, "catalog: the media secret cannot be used: %s (it must be at least %d bytes)",
-                 mb_strerror(rc), MB_MEDIA_KEY_BYTES);
+        mb_error(0, "catalog: the media secret cannot be used: %s", mb_strerror(rc));
         free(self);
         return rc;
     }

@@ -1,8 +1,6 @@
-/*  catalog actor: every op driven through mb_actor_dispatch() with real
-    encoded envelopes, against an LMDB environment in a temporary folder.
-
-    Arguments are written as JSON (jansson) and packed to msgpack the way
-    the gateway does; reply bodies are turned back into JSON to inspect. */
+/*  catalog actor: every op of artists, albums and tracks driven through
+    mb_actor_dispatch() with real encoded envelopes, against an LMDB
+    environment in a temporary folder (catalog_harness.h). */
 #include <criterion/criterion.h>
 #include <ftw.h>
 #include <jansson.h>
@@ -16,346 +14,60 @@
 #include <unistd.h>
 
 #include "catalog.h"
+#include "catalog_harness.h"
 #include "mb_actor.h"
 #include "mb_envelope.h"
 #include "mb_events.h"
 #include "mb_msgpack.h"
 
-/* ---- harness -------------------------------------------------------------- */
-
-typedef struct {
-    int status;
-    json_t *body;    /* NULL for an error reply; kept until teardown */
-    char code[64];   /* error code, "" for a success */
-    char field[128]; /* error field, "" when none */
-    char message[512];
-} reply_t;
-
-#define S_KEPT_MAX 4096
-
-static char s_dir[64];
-static mb_actor_def_t s_def;
-static MDB_env *s_env;
-static void *s_state;
-static uint64_t s_rid;
-static json_t *s_kept[S_KEPT_MAX];
-static size_t s_kept_n;
-
-static json_t *s_keep(json_t *j)
-{
-    cr_assert(s_kept_n < S_KEPT_MAX);
-    s_kept[s_kept_n++] = j;
-    return j;
-}
-
-static void s_open(size_t map_size)
-{
-    strcpy(s_dir, "/tmp/test_catalog.XXXXXX");
-    cr_assert_not_null(mkdtemp(s_dir));
-    s_def = *catalog_actor_def();
-    s_def.map_size = map_size;
-    cr_assert_eq(mb_actor_open_env(&s_def, s_dir, &s_env), 0);
-    cr_assert_eq(s_def.open(s_env, &s_state), 0);
-}
-
-static void s_setup(void)
-{
-    s_open(0);
-}
-
-static int s_rm(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void s_teardown(void)
-{
-    for (size_t i = 0; i < s_kept_n; i++)
-        json_decref(s_kept[i]);
-    s_kept_n = 0;
-    if (s_env) {
-        s_def.close(s_state);
-        mdb_env_close(s_env);
-        s_env = NULL;
-    }
-    nftw(s_dir, s_rm, 8, FTW_DEPTH | FTW_PHYS);
-}
-
-TestSuite(catalog, .init = s_setup, .fini = s_teardown);
-
-static void s_pack_json(msgpack_packer *pk, const json_t *j)
-{
-    const char *key;
-    json_t *val;
-    size_t i;
-    switch (json_typeof(j)) {
-    case JSON_OBJECT:
-        msgpack_pack_map(pk, json_object_size(j));
-        json_object_foreach((json_t *)j, key, val)
-        {
-            mb_pack_cstr(pk, key);
-            s_pack_json(pk, val);
-        }
-        break;
-    case JSON_ARRAY:
-        msgpack_pack_array(pk, json_array_size(j));
-        json_array_foreach(j, i, val) s_pack_json(pk, val);
-        break;
-    case JSON_STRING:
-        mb_pack_strn(pk, json_string_value(j), json_string_length(j));
-        break;
-    case JSON_INTEGER:
-        msgpack_pack_int64(pk, json_integer_value(j));
-        break;
-    case JSON_REAL:
-        msgpack_pack_double(pk, json_real_value(j));
-        break;
-    case JSON_TRUE:
-        msgpack_pack_true(pk);
-        break;
-    case JSON_FALSE:
-        msgpack_pack_false(pk);
-        break;
-    case JSON_NULL:
-        msgpack_pack_nil(pk);
-        break;
-    }
-}
-
-static json_t *s_to_json(const msgpack_object *o)
-{
-    json_t *j;
-    switch (o->type) {
-    case MSGPACK_OBJECT_NIL:
-        return json_null();
-    case MSGPACK_OBJECT_BOOLEAN:
-        return json_boolean(o->via.boolean);
-    case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        return json_integer((json_int_t)o->via.u64);
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        return json_integer(o->via.i64);
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64:
-        return json_real(o->via.f64);
-    case MSGPACK_OBJECT_STR:
-        return json_stringn(o->via.str.ptr, o->via.str.size);
-    case MSGPACK_OBJECT_ARRAY:
-        j = json_array();
-        for (uint32_t i = 0; i < o->via.array.size; i++)
-            json_array_append_new(j, s_to_json(&o->via.array.ptr[i]));
-        return j;
-    case MSGPACK_OBJECT_MAP:
-        j = json_object();
-        for (uint32_t i = 0; i < o->via.map.size; i++) {
-            const msgpack_object *k = &o->via.map.ptr[i].key;
-            cr_assert_eq(k->type, MSGPACK_OBJECT_STR, "reply map key is not a string");
-            char *key = strndup(k->via.str.ptr, k->via.str.size);
-            json_object_set_new(j, key, s_to_json(&o->via.map.ptr[i].val));
-            free(key);
-        }
-        return j;
-    default:
-        cr_assert_fail("reply holds a msgpack type JSON has not: %d", o->type);
-        return NULL;
-    }
-}
-
-static void s_copy(char *dst, size_t cap, const char *src, size_t len)
-{
-    if (src == NULL)
-        len = 0;
-    if (len >= cap)
-        len = cap - 1;
-    memcpy(dst, src ? src : "", len);
-    dst[len] = '\0';
-}
-
-/*  Dispatches one encoded request and decodes the reply. */
-static reply_t s_dispatch(const void *request, size_t size, uint64_t rid)
-{
-    msgpack_sbuffer out;
-    msgpack_sbuffer_init(&out);
-    mb_actor_dispatch(&s_def, s_env, s_state, request, size, &out);
-    mb_reply_t rep;
-    const char *why = NULL;
-    cr_assert_eq(mb_reply_decode(&rep, out.data, out.size, &why), 0, "reply does not decode: %s",
-                 why);
-    cr_assert_eq(rep.rid, rid, "reply rid %llu, asked %llu", (unsigned long long)rep.rid,
-                 (unsigned long long)rid);
-    reply_t r = {.status = rep.status};
-    if (rep.body)
-        r.body = s_keep(s_to_json(rep.body));
-    s_copy(r.code, sizeof r.code, rep.code, rep.code_len);
-    s_copy(r.field, sizeof r.field, rep.field, rep.field_len);
-    s_copy(r.message, sizeof r.message, rep.message, rep.message_len);
-    mb_reply_release(&rep);
-    msgpack_sbuffer_destroy(&out);
-    return r;
-}
-
-/*  Calls `op` with args given as JSON (printf format; NULL for no args). */
-static reply_t s_call(const char *op, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static reply_t s_call(const char *op, const char *fmt, ...)
-{
-    json_t *args = NULL;
-    if (fmt) {
-        char *text;
-        va_list ap;
-        va_start(ap, fmt);
-        cr_assert(vasprintf(&text, fmt, ap) >= 0);
-        va_end(ap);
-        json_error_t err;
-        args = json_loads(text, 0, &err);
-        cr_assert_not_null(args, "bad test JSON (%s): %s", err.text, text);
-        free(text);
-    }
-    msgpack_sbuffer req;
-    msgpack_sbuffer_init(&req);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &req, msgpack_sbuffer_write);
-    uint64_t rid = ++s_rid;
-    mb_request_pack_head(&pk, op, rid, 1000, args ? 1 : 0);
-    if (args) {
-        mb_pack_cstr(&pk, "args");
-        s_pack_json(&pk, args);
-        json_decref(args);
-    }
-    reply_t r = s_dispatch(req.data, req.size, rid);
-    msgpack_sbuffer_destroy(&req);
-    return r;
-}
-
-static void s_expect_error(reply_t r, int status, const char *code, const char *field)
-{
-    cr_assert_eq(r.status, status, "status %d (%s: %s), expected %d", r.status, r.code, r.message,
-                 status);
-    cr_assert_str_eq(r.code, code, "code %s (%s)", r.code, r.message);
-    if (field)
-        cr_assert_str_eq(r.field, field, "field '%s' (%s), expected '%s'", r.field, r.message,
-                         field);
-    cr_assert(r.message[0], "an error says what went wrong");
-}
-
-static void s_expect_invalid(reply_t r, const char *field)
-{
-    s_expect_error(r, 400, "invalid", field);
-}
-
-static const char *s_str(const json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    cr_assert_not_null(s, "no string %s", key);
-    return s;
-}
-
-static long long s_int(const json_t *o, const char *key)
-{
-    const json_t *v = json_object_get(o, key);
-    cr_assert(json_is_integer(v), "no integer %s", key);
-    return json_integer_value(v);
-}
-
-static reply_t s_ok(reply_t r, int status)
-{
-    cr_assert_eq(r.status, status, "status %d (%s %s: %s), expected %d", r.status, r.code, r.field,
-                 r.message, status);
-    return r;
-}
-
-static const char *s_new_artist(const char *name)
-{
-    reply_t r = s_ok(s_call("artist.create", "{\"body\":{\"name\":\"%s\"}}", name), 201);
-    return s_str(r.body, "id");
-}
-
-static const char *s_new_album(const char *title, const char *artist, const char *date)
-{
-    reply_t r = s_ok(s_call("album.create",
-                            "{\"body\":{\"title\":\"%s\",\"artist_ids\":[\"%s\"],"
-                            "\"release_date\":\"%s\"}}",
-                            title, artist, date),
-                     201);
-    return s_str(r.body, "id");
-}
-
-static const char *s_new_track(const char *album, const char *artist, int disc, int track)
-{
-    reply_t r = s_ok(s_call("track.create",
-                            "{\"body\":{\"title\":\"t %d.%d\",\"artist_ids\":[\"%s\"],"
-                            "\"album_id\":\"%s\",\"disc_number\":%d,\"track_number\":%d,"
-                            "\"duration_ms\":180000}}",
-                            disc, track, artist, album, disc, track),
-                     201);
-    return s_str(r.body, "id");
-}
-
-static char *s_repeat(char c, size_t n)
-{
-    char *s = malloc(n + 1);
-    memset(s, c, n);
-    s[n] = '\0';
-    return s;
-}
-
-static bool s_rfc3339(const char *s)
-{
-    regex_t re;
-    cr_assert_eq(regcomp(&re,
-                         "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{3})?Z$",
-                         REG_EXTENDED | REG_NOSUB),
-                 0);
-    bool ok = regexec(&re, s, 0, NULL, 0) == 0;
-    regfree(&re);
-    return ok;
-}
+TestSuite(catalog, .init = h_setup, .fini = h_teardown);
 
 /* ---- artists ------------------------------------------------------------------ */
 
 Test(catalog, usage_artist_create_get_patch_delete)
 {
     reply_t r =
-        s_call("artist.create", "{\"body\":{\"name\":\"Nina Simone\",\"genres\":[\"jazz\"]}}");
-    s_ok(r, 201);
-    const char *id = s_str(r.body, "id");
+        h_call("artist.create", "{\"body\":{\"name\":\"Nina Simone\",\"genres\":[\"jazz\"]}}");
+    h_ok(r, 201);
+    const char *id = h_str(r.body, "id");
     cr_assert_eq(strlen(id), 22);
-    cr_assert_str_eq(s_str(r.body, "name"), "Nina Simone");
+    cr_assert_str_eq(h_str(r.body, "name"), "Nina Simone");
     cr_assert_eq(json_array_size(json_object_get(r.body, "genres")), 1);
-    cr_assert(s_rfc3339(s_str(r.body, "created_at")));
-    cr_assert_str_eq(s_str(r.body, "created_at"), s_str(r.body, "updated_at"));
+    cr_assert(h_rfc3339(h_str(r.body, "created_at")));
+    cr_assert_str_eq(h_str(r.body, "created_at"), h_str(r.body, "updated_at"));
 
-    reply_t got = s_ok(s_call("artist.get", "{\"id\":\"%s\"}", id), 200);
+    reply_t got = h_ok(h_call("artist.get", "{\"id\":\"%s\"}", id), 200);
     cr_assert(json_equal(got.body, r.body), "get answers what create stored");
 
     usleep(2000);
-    reply_t patched = s_ok(
-        s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":\"Eunice Waymon\"}}", id), 200);
-    cr_assert_str_eq(s_str(patched.body, "name"), "Eunice Waymon");
+    reply_t patched = h_ok(
+        h_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":\"Eunice Waymon\"}}", id), 200);
+    cr_assert_str_eq(h_str(patched.body, "name"), "Eunice Waymon");
     cr_assert_str_eq(json_string_value(json_array_get(json_object_get(patched.body, "genres"), 0)),
                      "jazz", "fields not given are kept");
-    cr_assert_str_eq(s_str(patched.body, "created_at"), s_str(r.body, "created_at"));
-    cr_assert(strcmp(s_str(patched.body, "updated_at"), s_str(r.body, "updated_at")) > 0);
-    got = s_ok(s_call("artist.get", "{\"id\":\"%s\"}", id), 200);
+    cr_assert_str_eq(h_str(patched.body, "created_at"), h_str(r.body, "created_at"));
+    cr_assert(strcmp(h_str(patched.body, "updated_at"), h_str(r.body, "updated_at")) > 0);
+    got = h_ok(h_call("artist.get", "{\"id\":\"%s\"}", id), 200);
     cr_assert(json_equal(got.body, patched.body));
 
-    reply_t gone = s_ok(s_call("artist.delete", "{\"id\":\"%s\"}", id), 204);
+    reply_t gone = h_ok(h_call("artist.delete", "{\"id\":\"%s\"}", id), 204);
     cr_assert(json_is_null(gone.body));
-    s_expect_error(s_call("artist.get", "{\"id\":\"%s\"}", id), 404, "not_found", NULL);
-    s_expect_error(s_call("artist.delete", "{\"id\":\"%s\"}", id), 404, "not_found", NULL);
+    h_expect_error(h_call("artist.get", "{\"id\":\"%s\"}", id), 404, "not_found", NULL);
+    h_expect_error(h_call("artist.delete", "{\"id\":\"%s\"}", id), 404, "not_found", NULL);
 }
 
 Test(catalog, artist_patch_replaces_genres_and_checks_them)
 {
-    const char *id = s_new_artist("A");
-    reply_t r = s_ok(
-        s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"genres\":[\"a\",\"b\"]}}", id), 200);
+    const char *id = h_new_artist("A");
+    reply_t r = h_ok(
+        h_call("artist.update", "{\"id\":\"%s\",\"body\":{\"genres\":[\"a\",\"b\"]}}", id), 200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "genres")), 2);
-    s_expect_invalid(
-        s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"genres\":[\"a\",\"a\"]}}", id),
+    h_expect_invalid(
+        h_call("artist.update", "{\"id\":\"%s\",\"body\":{\"genres\":[\"a\",\"a\"]}}", id),
         "body.genres[1]");
-    s_expect_invalid(s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":null}}", id),
+    h_expect_invalid(h_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":null}}", id),
                      "body.name");
-    r = s_ok(s_call("artist.get", "{\"id\":\"%s\"}", id), 200);
+    r = h_ok(h_call("artist.get", "{\"id\":\"%s\"}", id), 200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "genres")), 2,
                  "a refused patch changes nothing");
 }
@@ -364,47 +76,47 @@ Test(catalog, artist_patch_replaces_genres_and_checks_them)
 
 Test(catalog, album_create_get_patch_delete)
 {
-    const char *artist = s_new_artist("Miles Davis");
-    reply_t r = s_ok(s_call("album.create",
+    const char *artist = h_new_artist("Miles Davis");
+    reply_t r = h_ok(h_call("album.create",
                             "{\"body\":{\"title\":\"Kind of Blue\",\"artist_ids\":[\"%s\"],"
                             "\"release_date\":\"1959-08-17\",\"label\":\"Columbia\","
                             "\"upc\":\"074646493523\",\"genres\":[\"jazz\",\"modal\"]}}",
                             artist),
                      201);
-    const char *id = s_str(r.body, "id");
-    cr_assert_str_eq(s_str(r.body, "title"), "Kind of Blue");
-    cr_assert_str_eq(s_str(r.body, "release_date"), "1959-08-17");
-    cr_assert_str_eq(s_str(r.body, "label"), "Columbia");
-    cr_assert_str_eq(s_str(r.body, "upc"), "074646493523");
+    const char *id = h_str(r.body, "id");
+    cr_assert_str_eq(h_str(r.body, "title"), "Kind of Blue");
+    cr_assert_str_eq(h_str(r.body, "release_date"), "1959-08-17");
+    cr_assert_str_eq(h_str(r.body, "label"), "Columbia");
+    cr_assert_str_eq(h_str(r.body, "upc"), "074646493523");
 
-    reply_t got = s_ok(s_call("album.get", "{\"id\":\"%s\"}", id), 200);
+    reply_t got = h_ok(h_call("album.get", "{\"id\":\"%s\"}", id), 200);
     json_t *tracks = json_object_get(got.body, "tracks");
     cr_assert_not_null(tracks, "album.get includes its first page of tracks");
-    cr_assert_eq(s_int(tracks, "total"), 0);
-    cr_assert_eq(s_int(tracks, "limit"), 20);
+    cr_assert_eq(h_int(tracks, "total"), 0);
+    cr_assert_eq(h_int(tracks, "limit"), 20);
     cr_assert(json_is_null(json_object_get(tracks, "next")));
     json_object_del(got.body, "tracks");
     cr_assert(json_equal(got.body, r.body));
 
-    r = s_ok(s_call("album.update",
+    r = h_ok(h_call("album.update",
                     "{\"id\":\"%s\",\"body\":{\"label\":null,\"upc\":\"4006381333931\"}}", id),
              200);
     cr_assert(json_is_null(json_object_get(r.body, "label")), "null clears an optional field");
-    cr_assert_str_eq(s_str(r.body, "upc"), "4006381333931");
-    cr_assert_str_eq(s_str(r.body, "title"), "Kind of Blue");
+    cr_assert_str_eq(h_str(r.body, "upc"), "4006381333931");
+    cr_assert_str_eq(h_str(r.body, "title"), "Kind of Blue");
 
-    s_ok(s_call("album.delete", "{\"id\":\"%s\"}", id), 204);
-    s_expect_error(s_call("album.get", "{\"id\":\"%s\"}", id), 404, "not_found", NULL);
-    reply_t albums = s_ok(s_call("artist.albums", "{\"id\":\"%s\"}", artist), 200);
-    cr_assert_eq(s_int(albums.body, "total"), 0, "deleting an album unlists it");
-    s_ok(s_call("artist.delete", "{\"id\":\"%s\"}", artist), 204);
+    h_ok(h_call("album.delete", "{\"id\":\"%s\"}", id), 204);
+    h_expect_error(h_call("album.get", "{\"id\":\"%s\"}", id), 404, "not_found", NULL);
+    reply_t albums = h_ok(h_call("artist.albums", "{\"id\":\"%s\"}", artist), 200);
+    cr_assert_eq(h_int(albums.body, "total"), 0, "deleting an album unlists it");
+    h_ok(h_call("artist.delete", "{\"id\":\"%s\"}", artist), 204);
 }
 
 Test(catalog, album_optional_fields_default_to_null)
 {
-    const char *artist = s_new_artist("A");
+    const char *artist = h_new_artist("A");
     reply_t r =
-        s_ok(s_call("album.create", "{\"body\":{\"title\":\"T\",\"artist_ids\":[\"%s\"]}}", artist),
+        h_ok(h_call("album.create", "{\"body\":{\"title\":\"T\",\"artist_ids\":[\"%s\"]}}", artist),
              201);
     cr_assert(json_is_null(json_object_get(r.body, "release_date")));
     cr_assert(json_is_null(json_object_get(r.body, "label")));
@@ -414,53 +126,53 @@ Test(catalog, album_optional_fields_default_to_null)
 
 Test(catalog, album_artists_must_exist)
 {
-    const char *a = s_new_artist("A");
-    s_expect_invalid(s_call("album.create",
+    const char *a = h_new_artist("A");
+    h_expect_invalid(h_call("album.create",
                             "{\"body\":{\"title\":\"T\",\"artist_ids\":[\"%s\",\"nobody\"]}}", a),
                      "body.artist_ids[1]");
-    reply_t albums = s_ok(s_call("artist.albums", "{\"id\":\"%s\"}", a), 200);
-    cr_assert_eq(s_int(albums.body, "total"), 0, "a refused create writes nothing");
+    reply_t albums = h_ok(h_call("artist.albums", "{\"id\":\"%s\"}", a), 200);
+    cr_assert_eq(h_int(albums.body, "total"), 0, "a refused create writes nothing");
 }
 
 Test(catalog, artist_albums_by_release_date_and_moved_by_patch)
 {
-    const char *a = s_new_artist("A");
-    const char *b = s_new_artist("B");
-    const char *late = s_new_album("late", a, "2010");
-    const char *early = s_new_album("early", a, "1999-05-01");
-    const char *mid = s_new_album("mid", a, "2005-02");
-    reply_t r = s_ok(s_call("artist.albums", "{\"id\":\"%s\"}", a), 200);
+    const char *a = h_new_artist("A");
+    const char *b = h_new_artist("B");
+    const char *late = h_new_album("late", a, "2010");
+    const char *early = h_new_album("early", a, "1999-05-01");
+    const char *mid = h_new_album("mid", a, "2005-02");
+    reply_t r = h_ok(h_call("artist.albums", "{\"id\":\"%s\"}", a), 200);
     json_t *items = json_object_get(r.body, "items");
     cr_assert_eq(json_array_size(items), 3);
-    cr_assert_str_eq(s_str(json_array_get(items, 0), "id"), early);
-    cr_assert_str_eq(s_str(json_array_get(items, 1), "id"), mid);
-    cr_assert_str_eq(s_str(json_array_get(items, 2), "id"), late);
+    cr_assert_str_eq(h_str(json_array_get(items, 0), "id"), early);
+    cr_assert_str_eq(h_str(json_array_get(items, 1), "id"), mid);
+    cr_assert_str_eq(h_str(json_array_get(items, 2), "id"), late);
 
     /* Moving "late" to artist B and to 1990: leaves A, first under B. */
-    s_ok(s_call("album.update",
+    h_ok(h_call("album.update",
                 "{\"id\":\"%s\",\"body\":{\"artist_ids\":[\"%s\"],\"release_date\":\"1990\"}}",
                 late, b),
          200);
-    r = s_ok(s_call("artist.albums", "{\"id\":\"%s\"}", a), 200);
-    cr_assert_eq(s_int(r.body, "total"), 2);
-    r = s_ok(s_call("artist.albums", "{\"id\":\"%s\"}", b), 200);
-    cr_assert_eq(s_int(r.body, "total"), 1);
-    cr_assert_str_eq(s_str(json_array_get(json_object_get(r.body, "items"), 0), "id"), late);
+    r = h_ok(h_call("artist.albums", "{\"id\":\"%s\"}", a), 200);
+    cr_assert_eq(h_int(r.body, "total"), 2);
+    r = h_ok(h_call("artist.albums", "{\"id\":\"%s\"}", b), 200);
+    cr_assert_eq(h_int(r.body, "total"), 1);
+    cr_assert_str_eq(h_str(json_array_get(json_object_get(r.body, "items"), 0), "id"), late);
 
     /* A new release date reorders within the artist. */
-    s_ok(
-        s_call("album.update", "{\"id\":\"%s\",\"body\":{\"release_date\":\"2020-01-01\"}}", early),
+    h_ok(
+        h_call("album.update", "{\"id\":\"%s\",\"body\":{\"release_date\":\"2020-01-01\"}}", early),
         200);
-    r = s_ok(s_call("artist.albums", "{\"id\":\"%s\",\"limit\":1,\"offset\":1}", a), 200);
+    r = h_ok(h_call("artist.albums", "{\"id\":\"%s\",\"limit\":1,\"offset\":1}", a), 200);
     items = json_object_get(r.body, "items");
     cr_assert_eq(json_array_size(items), 1);
-    cr_assert_str_eq(s_str(json_array_get(items, 0), "id"), early);
+    cr_assert_str_eq(h_str(json_array_get(items, 0), "id"), early);
     char prev[128];
     snprintf(prev, sizeof prev, "/v1/artists/%s/albums?offset=0&limit=1", a);
-    cr_assert_str_eq(s_str(r.body, "previous"), prev);
+    cr_assert_str_eq(h_str(r.body, "previous"), prev);
     cr_assert(json_is_null(json_object_get(r.body, "next")));
-    s_expect_invalid(
-        s_call("album.update", "{\"id\":\"%s\",\"body\":{\"artist_ids\":[\"ghost\"]}}", mid),
+    h_expect_invalid(
+        h_call("album.update", "{\"id\":\"%s\",\"body\":{\"artist_ids\":[\"ghost\"]}}", mid),
         "body.artist_ids[0]");
 }
 
@@ -468,216 +180,216 @@ Test(catalog, artist_albums_by_release_date_and_moved_by_patch)
 
 Test(catalog, track_create_get_patch_delete)
 {
-    const char *artist = s_new_artist("Queen");
-    const char *album = s_new_album("A Night at the Opera", artist, "1975-11-21");
-    reply_t r = s_ok(s_call("track.create",
+    const char *artist = h_new_artist("Queen");
+    const char *album = h_new_album("A Night at the Opera", artist, "1975-11-21");
+    reply_t r = h_ok(h_call("track.create",
                             "{\"body\":{\"title\":\"Bohemian Rhapsody\",\"artist_ids\":[\"%s\"],"
                             "\"album_id\":\"%s\",\"track_number\":11,\"duration_ms\":354320,"
                             "\"isrc\":\"GB-UM7-15-14501\",\"explicit\":false}}",
                             artist, album),
                      201);
-    const char *id = s_str(r.body, "id");
-    cr_assert_str_eq(s_str(r.body, "isrc"), "GBUM71514501", "ISRC stored without hyphens");
-    cr_assert_eq(s_int(r.body, "disc_number"), 1, "disc defaults to 1");
-    cr_assert_eq(s_int(r.body, "track_number"), 11);
-    cr_assert_eq(s_int(r.body, "duration_ms"), 354320);
+    const char *id = h_str(r.body, "id");
+    cr_assert_str_eq(h_str(r.body, "isrc"), "GBUM71514501", "ISRC stored without hyphens");
+    cr_assert_eq(h_int(r.body, "disc_number"), 1, "disc defaults to 1");
+    cr_assert_eq(h_int(r.body, "track_number"), 11);
+    cr_assert_eq(h_int(r.body, "duration_ms"), 354320);
     cr_assert(json_is_false(json_object_get(r.body, "explicit")));
-    cr_assert_str_eq(s_str(r.body, "album_id"), album);
+    cr_assert_str_eq(h_str(r.body, "album_id"), album);
 
-    reply_t got = s_ok(s_call("track.get", "{\"id\":\"%s\"}", id), 200);
+    reply_t got = h_ok(h_call("track.get", "{\"id\":\"%s\"}", id), 200);
     cr_assert(json_equal(got.body, r.body));
 
-    r = s_ok(s_call("track.update",
+    r = h_ok(h_call("track.update",
                     "{\"id\":\"%s\",\"body\":{\"explicit\":true,\"isrc\":null,\"duration_ms\":1}}",
                     id),
              200);
     cr_assert(json_is_true(json_object_get(r.body, "explicit")));
     cr_assert(json_is_null(json_object_get(r.body, "isrc")));
-    cr_assert_eq(s_int(r.body, "duration_ms"), 1);
-    cr_assert_str_eq(s_str(r.body, "title"), "Bohemian Rhapsody");
+    cr_assert_eq(h_int(r.body, "duration_ms"), 1);
+    cr_assert_str_eq(h_str(r.body, "title"), "Bohemian Rhapsody");
 
-    s_ok(s_call("track.delete", "{\"id\":\"%s\"}", id), 204);
-    s_expect_error(s_call("track.get", "{\"id\":\"%s\"}", id), 404, "not_found", NULL);
-    reply_t list = s_ok(s_call("album.tracks", "{\"id\":\"%s\"}", album), 200);
-    cr_assert_eq(s_int(list.body, "total"), 0);
-    s_ok(s_call("album.delete", "{\"id\":\"%s\"}", album), 204);
-    s_ok(s_call("artist.delete", "{\"id\":\"%s\"}", artist), 204);
+    h_ok(h_call("track.delete", "{\"id\":\"%s\"}", id), 204);
+    h_expect_error(h_call("track.get", "{\"id\":\"%s\"}", id), 404, "not_found", NULL);
+    reply_t list = h_ok(h_call("album.tracks", "{\"id\":\"%s\"}", album), 200);
+    cr_assert_eq(h_int(list.body, "total"), 0);
+    h_ok(h_call("album.delete", "{\"id\":\"%s\"}", album), 204);
+    h_ok(h_call("artist.delete", "{\"id\":\"%s\"}", artist), 204);
 }
 
 Test(catalog, album_tracks_ordered_by_disc_then_track)
 {
-    const char *artist = s_new_artist("A");
-    const char *album = s_new_album("Double", artist, "2000");
+    const char *artist = h_new_artist("A");
+    const char *album = h_new_album("Double", artist, "2000");
     const int order[][2] = {{2, 1}, {1, 10}, {1, 2}, {2, 300}, {1, 1}, {2, 20}};
     const int sorted[][2] = {{1, 1}, {1, 2}, {1, 10}, {2, 1}, {2, 20}, {2, 300}};
     for (size_t i = 0; i < 6; i++)
-        s_new_track(album, artist, order[i][0], order[i][1]);
-    reply_t r = s_ok(s_call("album.tracks", "{\"id\":\"%s\"}", album), 200);
+        h_new_track(album, artist, order[i][0], order[i][1]);
+    reply_t r = h_ok(h_call("album.tracks", "{\"id\":\"%s\"}", album), 200);
     json_t *items = json_object_get(r.body, "items");
     cr_assert_eq(json_array_size(items), 6);
     for (size_t i = 0; i < 6; i++) {
-        cr_assert_eq(s_int(json_array_get(items, i), "disc_number"), sorted[i][0]);
-        cr_assert_eq(s_int(json_array_get(items, i), "track_number"), sorted[i][1]);
+        cr_assert_eq(h_int(json_array_get(items, i), "disc_number"), sorted[i][0]);
+        cr_assert_eq(h_int(json_array_get(items, i), "track_number"), sorted[i][1]);
     }
 }
 
 Test(catalog, paging_next_and_previous)
 {
-    const char *artist = s_new_artist("A");
-    const char *album = s_new_album("Long", artist, "2000");
+    const char *artist = h_new_artist("A");
+    const char *album = h_new_album("Long", artist, "2000");
     for (int i = 1; i <= 45; i++)
-        s_new_track(album, artist, 1, i);
+        h_new_track(album, artist, 1, i);
     char next[128];
 
-    reply_t r = s_ok(s_call("album.tracks", "{\"id\":\"%s\"}", album), 200);
+    reply_t r = h_ok(h_call("album.tracks", "{\"id\":\"%s\"}", album), 200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "items")), 20);
-    cr_assert_eq(s_int(r.body, "limit"), 20);
-    cr_assert_eq(s_int(r.body, "offset"), 0);
-    cr_assert_eq(s_int(r.body, "total"), 45);
+    cr_assert_eq(h_int(r.body, "limit"), 20);
+    cr_assert_eq(h_int(r.body, "offset"), 0);
+    cr_assert_eq(h_int(r.body, "total"), 45);
     snprintf(next, sizeof next, "/v1/albums/%s/tracks?offset=20&limit=20", album);
-    cr_assert_str_eq(s_str(r.body, "next"), next);
+    cr_assert_str_eq(h_str(r.body, "next"), next);
     cr_assert(json_is_null(json_object_get(r.body, "previous")));
 
-    r = s_ok(s_call("album.tracks", "{\"id\":\"%s\",\"offset\":40,\"limit\":20}", album), 200);
+    r = h_ok(h_call("album.tracks", "{\"id\":\"%s\",\"offset\":40,\"limit\":20}", album), 200);
     json_t *items = json_object_get(r.body, "items");
     cr_assert_eq(json_array_size(items), 5);
-    cr_assert_eq(s_int(json_array_get(items, 0), "track_number"), 41);
+    cr_assert_eq(h_int(json_array_get(items, 0), "track_number"), 41);
     cr_assert(json_is_null(json_object_get(r.body, "next")));
     snprintf(next, sizeof next, "/v1/albums/%s/tracks?offset=20&limit=20", album);
-    cr_assert_str_eq(s_str(r.body, "previous"), next);
+    cr_assert_str_eq(h_str(r.body, "previous"), next);
 
-    r = s_ok(s_call("album.tracks", "{\"id\":\"%s\",\"offset\":5,\"limit\":50}", album), 200);
+    r = h_ok(h_call("album.tracks", "{\"id\":\"%s\",\"offset\":5,\"limit\":50}", album), 200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "items")), 40);
     snprintf(next, sizeof next, "/v1/albums/%s/tracks?offset=0&limit=50", album);
-    cr_assert_str_eq(s_str(r.body, "previous"), next, "previous never goes below 0");
+    cr_assert_str_eq(h_str(r.body, "previous"), next, "previous never goes below 0");
 
-    r = s_ok(s_call("album.tracks", "{\"id\":\"%s\",\"offset\":100}", album), 200);
+    r = h_ok(h_call("album.tracks", "{\"id\":\"%s\",\"offset\":100}", album), 200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "items")), 0);
-    cr_assert_eq(s_int(r.body, "total"), 45);
+    cr_assert_eq(h_int(r.body, "total"), 45);
     cr_assert(json_is_null(json_object_get(r.body, "next")));
 
-    r = s_ok(s_call("album.get", "{\"id\":\"%s\"}", album), 200);
+    r = h_ok(h_call("album.get", "{\"id\":\"%s\"}", album), 200);
     json_t *first = json_object_get(r.body, "tracks");
     cr_assert_eq(json_array_size(json_object_get(first, "items")), 20);
-    cr_assert_eq(s_int(first, "total"), 45);
+    cr_assert_eq(h_int(first, "total"), 45);
     snprintf(next, sizeof next, "/v1/albums/%s/tracks?offset=20&limit=20", album);
-    cr_assert_str_eq(s_str(first, "next"), next);
+    cr_assert_str_eq(h_str(first, "next"), next);
 }
 
 Test(catalog, get_many_keeps_order_with_null_for_unknown)
 {
-    const char *artist = s_new_artist("A");
-    const char *album = s_new_album("Al", artist, "2000");
-    const char *t1 = s_new_track(album, artist, 1, 1);
-    const char *t2 = s_new_track(album, artist, 1, 2);
-    reply_t r = s_ok(
-        s_call("track.get_many", "{\"ids\":[\"%s\",\"nope\",\"%s\",\"%s\"]}", t2, t1, t2), 200);
+    const char *artist = h_new_artist("A");
+    const char *album = h_new_album("Al", artist, "2000");
+    const char *t1 = h_new_track(album, artist, 1, 1);
+    const char *t2 = h_new_track(album, artist, 1, 2);
+    reply_t r = h_ok(
+        h_call("track.get_many", "{\"ids\":[\"%s\",\"nope\",\"%s\",\"%s\"]}", t2, t1, t2), 200);
     json_t *tracks = json_object_get(r.body, "tracks");
     cr_assert_eq(json_array_size(tracks), 4);
-    cr_assert_str_eq(s_str(json_array_get(tracks, 0), "id"), t2);
+    cr_assert_str_eq(h_str(json_array_get(tracks, 0), "id"), t2);
     cr_assert(json_is_null(json_array_get(tracks, 1)));
-    cr_assert_str_eq(s_str(json_array_get(tracks, 2), "id"), t1);
-    cr_assert_str_eq(s_str(json_array_get(tracks, 3), "id"), t2);
+    cr_assert_str_eq(h_str(json_array_get(tracks, 2), "id"), t1);
+    cr_assert_str_eq(h_str(json_array_get(tracks, 3), "id"), t2);
 
     char ids[64 * 52] = "";
     for (int i = 0; i < 51; i++)
         strcat(ids, i ? ",\"x\"" : "\"x\"");
-    s_expect_invalid(s_call("track.get_many", "{\"ids\":[%s]}", ids), "ids");
-    s_expect_invalid(s_call("track.get_many", "{\"ids\":[]}"), "ids");
-    s_expect_invalid(s_call("track.get_many", "{\"ids\":\"a,b\"}"), "ids");
-    s_expect_invalid(s_call("track.get_many", "{}"), "ids");
-    s_expect_invalid(s_call("track.get_many", "{\"ids\":[\"a\",7]}"), "ids[1]");
-    s_expect_invalid(s_call("track.get_many", "{\"ids\":[\"a\",\"\"]}"), "ids[1]");
+    h_expect_invalid(h_call("track.get_many", "{\"ids\":[%s]}", ids), "ids");
+    h_expect_invalid(h_call("track.get_many", "{\"ids\":[]}"), "ids");
+    h_expect_invalid(h_call("track.get_many", "{\"ids\":\"a,b\"}"), "ids");
+    h_expect_invalid(h_call("track.get_many", "{}"), "ids");
+    h_expect_invalid(h_call("track.get_many", "{\"ids\":[\"a\",7]}"), "ids[1]");
+    h_expect_invalid(h_call("track.get_many", "{\"ids\":[\"a\",\"\"]}"), "ids[1]");
 }
 
 Test(catalog, patch_moves_track_within_and_between_albums)
 {
-    const char *artist = s_new_artist("A");
-    const char *one = s_new_album("One", artist, "2000");
-    const char *two = s_new_album("Two", artist, "2001");
-    const char *a = s_new_track(one, artist, 1, 1);
-    const char *b = s_new_track(one, artist, 1, 2);
+    const char *artist = h_new_artist("A");
+    const char *one = h_new_album("One", artist, "2000");
+    const char *two = h_new_album("Two", artist, "2001");
+    const char *a = h_new_track(one, artist, 1, 1);
+    const char *b = h_new_track(one, artist, 1, 2);
 
     /* Taken positions are refused, on create and on patch. */
-    s_expect_error(
-        s_call("track.create",
+    h_expect_error(
+        h_call("track.create",
                "{\"body\":{\"title\":\"dup\",\"artist_ids\":[\"%s\"],\"album_id\":\"%s\","
                "\"track_number\":2,\"duration_ms\":1}}",
                artist, one),
         409, "conflict", "body.track_number");
-    s_expect_error(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"track_number\":2}}", a), 409,
+    h_expect_error(h_call("track.update", "{\"id\":\"%s\",\"body\":{\"track_number\":2}}", a), 409,
                    "conflict", "body.track_number");
     /* Patching a track to its own position is no conflict. */
-    s_ok(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"track_number\":1}}", a), 200);
+    h_ok(h_call("track.update", "{\"id\":\"%s\",\"body\":{\"track_number\":1}}", a), 200);
 
-    s_ok(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"track_number\":3}}", a), 200);
-    reply_t r = s_ok(s_call("album.tracks", "{\"id\":\"%s\"}", one), 200);
+    h_ok(h_call("track.update", "{\"id\":\"%s\",\"body\":{\"track_number\":3}}", a), 200);
+    reply_t r = h_ok(h_call("album.tracks", "{\"id\":\"%s\"}", one), 200);
     json_t *items = json_object_get(r.body, "items");
     cr_assert_eq(json_array_size(items), 2);
-    cr_assert_str_eq(s_str(json_array_get(items, 0), "id"), b);
-    cr_assert_str_eq(s_str(json_array_get(items, 1), "id"), a);
+    cr_assert_str_eq(h_str(json_array_get(items, 0), "id"), b);
+    cr_assert_str_eq(h_str(json_array_get(items, 1), "id"), a);
 
-    s_ok(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"album_id\":\"%s\"}}", a, two), 200);
-    r = s_ok(s_call("album.tracks", "{\"id\":\"%s\"}", one), 200);
-    cr_assert_eq(s_int(r.body, "total"), 1);
-    r = s_ok(s_call("album.tracks", "{\"id\":\"%s\"}", two), 200);
-    cr_assert_eq(s_int(r.body, "total"), 1);
-    cr_assert_str_eq(s_str(json_array_get(json_object_get(r.body, "items"), 0), "id"), a);
-    s_expect_invalid(
-        s_call("track.update", "{\"id\":\"%s\",\"body\":{\"album_id\":\"nowhere\"}}", a),
+    h_ok(h_call("track.update", "{\"id\":\"%s\",\"body\":{\"album_id\":\"%s\"}}", a, two), 200);
+    r = h_ok(h_call("album.tracks", "{\"id\":\"%s\"}", one), 200);
+    cr_assert_eq(h_int(r.body, "total"), 1);
+    r = h_ok(h_call("album.tracks", "{\"id\":\"%s\"}", two), 200);
+    cr_assert_eq(h_int(r.body, "total"), 1);
+    cr_assert_str_eq(h_str(json_array_get(json_object_get(r.body, "items"), 0), "id"), a);
+    h_expect_invalid(
+        h_call("track.update", "{\"id\":\"%s\",\"body\":{\"album_id\":\"nowhere\"}}", a),
         "body.album_id");
-    r = s_ok(s_call("track.get", "{\"id\":\"%s\"}", a), 200);
-    cr_assert_str_eq(s_str(r.body, "album_id"), two, "a refused move changes nothing");
-    r = s_ok(s_call("album.tracks", "{\"id\":\"%s\"}", two), 200);
-    cr_assert_eq(s_int(r.body, "total"), 1);
+    r = h_ok(h_call("track.get", "{\"id\":\"%s\"}", a), 200);
+    cr_assert_str_eq(h_str(r.body, "album_id"), two, "a refused move changes nothing");
+    r = h_ok(h_call("album.tracks", "{\"id\":\"%s\"}", two), 200);
+    cr_assert_eq(h_int(r.body, "total"), 1);
 }
 
 /* ---- integrity --------------------------------------------------------------- */
 
 Test(catalog, deletes_refused_while_referenced)
 {
-    const char *artist = s_new_artist("A");
-    const char *guest = s_new_artist("Guest");
-    const char *album = s_new_album("Al", artist, "2000");
-    s_expect_error(s_call("artist.delete", "{\"id\":\"%s\"}", artist), 409, "conflict", NULL);
+    const char *artist = h_new_artist("A");
+    const char *guest = h_new_artist("Guest");
+    const char *album = h_new_album("Al", artist, "2000");
+    h_expect_error(h_call("artist.delete", "{\"id\":\"%s\"}", artist), 409, "conflict", NULL);
 
-    reply_t r = s_ok(s_call("track.create",
+    reply_t r = h_ok(h_call("track.create",
                             "{\"body\":{\"title\":\"feat\",\"artist_ids\":[\"%s\",\"%s\"],"
                             "\"album_id\":\"%s\",\"track_number\":1,\"duration_ms\":1}}",
                             artist, guest, album),
                      201);
-    const char *track = s_str(r.body, "id");
-    s_expect_error(s_call("album.delete", "{\"id\":\"%s\"}", album), 409, "conflict", NULL);
-    s_expect_error(s_call("artist.delete", "{\"id\":\"%s\"}", guest), 409, "conflict", NULL);
+    const char *track = h_str(r.body, "id");
+    h_expect_error(h_call("album.delete", "{\"id\":\"%s\"}", album), 409, "conflict", NULL);
+    h_expect_error(h_call("artist.delete", "{\"id\":\"%s\"}", guest), 409, "conflict", NULL);
 
     /* Dropping the guest from the track frees the guest. */
-    s_ok(
-        s_call("track.update", "{\"id\":\"%s\",\"body\":{\"artist_ids\":[\"%s\"]}}", track, artist),
+    h_ok(
+        h_call("track.update", "{\"id\":\"%s\",\"body\":{\"artist_ids\":[\"%s\"]}}", track, artist),
         200);
-    s_ok(s_call("artist.delete", "{\"id\":\"%s\"}", guest), 204);
+    h_ok(h_call("artist.delete", "{\"id\":\"%s\"}", guest), 204);
 
-    s_ok(s_call("track.delete", "{\"id\":\"%s\"}", track), 204);
-    s_ok(s_call("album.delete", "{\"id\":\"%s\"}", album), 204);
-    s_ok(s_call("artist.delete", "{\"id\":\"%s\"}", artist), 204);
+    h_ok(h_call("track.delete", "{\"id\":\"%s\"}", track), 204);
+    h_ok(h_call("album.delete", "{\"id\":\"%s\"}", album), 204);
+    h_ok(h_call("artist.delete", "{\"id\":\"%s\"}", artist), 204);
 }
 
 Test(catalog, track_references_must_exist)
 {
-    const char *artist = s_new_artist("A");
-    const char *album = s_new_album("Al", artist, "2000");
-    s_expect_invalid(
-        s_call("track.create",
+    const char *artist = h_new_artist("A");
+    const char *album = h_new_album("Al", artist, "2000");
+    h_expect_invalid(
+        h_call("track.create",
                "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"album_id\":\"nope\","
                "\"track_number\":1,\"duration_ms\":1}}",
                artist),
         "body.album_id");
-    s_expect_invalid(s_call("track.create",
+    h_expect_invalid(h_call("track.create",
                             "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\",\"nope\"],"
                             "\"album_id\":\"%s\",\"track_number\":1,\"duration_ms\":1}}",
                             artist, album),
                      "body.artist_ids[1]");
-    reply_t r = s_ok(s_call("album.tracks", "{\"id\":\"%s\"}", album), 200);
-    cr_assert_eq(s_int(r.body, "total"), 0);
+    reply_t r = h_ok(h_call("album.tracks", "{\"id\":\"%s\"}", album), 200);
+    cr_assert_eq(h_int(r.body, "total"), 0);
 }
 
 Test(catalog, unknown_ids_are_404)
@@ -686,69 +398,69 @@ Test(catalog, unknown_ids_are_404)
                          "album.get",  "album.update",  "album.delete",  "album.tracks",
                          "track.get",  "track.update",  "track.delete"};
     for (size_t i = 0; i < sizeof ops / sizeof *ops; i++)
-        s_expect_error(s_call(ops[i], "{\"id\":\"4uLU6hMCjMI75M1A2tKUQC\",\"body\":{}}"), 404,
+        h_expect_error(h_call(ops[i], "{\"id\":\"4uLU6hMCjMI75M1A2tKUQC\",\"body\":{}}"), 404,
                        "not_found", NULL);
-    s_expect_error(s_call("track.frobnicate", "{}"), 404, "unknown_op", NULL);
+    h_expect_error(h_call("track.frobnicate", "{}"), 404, "unknown_op", NULL);
 }
 
 /* ---- validation ----------------------------------------------------------------- */
 
 Test(catalog, every_broken_rule_names_its_field)
 {
-    const char *ar = s_new_artist("A");
-    const char *al = s_new_album("Al", ar, "2000");
-    char *n201 = s_repeat('n', 201), *g51 = s_repeat('g', 51), *id65 = s_repeat('i', 65);
+    const char *ar = h_new_artist("A");
+    const char *al = h_new_album("Al", ar, "2000");
+    char *n201 = h_repeat('n', 201), *g51 = h_repeat('g', 51), *id65 = h_repeat('i', 65);
 
     /* artist */
-    s_expect_invalid(s_call("artist.create", "{}"), "body");
-    s_expect_invalid(s_call("artist.create", "{\"body\":[]}"), "body");
-    s_expect_invalid(s_call("artist.create", "{\"body\":\"x\"}"), "body");
-    s_expect_invalid(s_call("artist.create", "{\"body\":{}}"), "body.name");
-    s_expect_invalid(s_call("artist.create", "{\"body\":{\"name\":\"\"}}"), "body.name");
-    s_expect_invalid(s_call("artist.create", "{\"body\":{\"name\":5}}"), "body.name");
-    s_expect_invalid(s_call("artist.create", "{\"body\":{\"name\":\"%s\"}}", n201), "body.name");
-    s_expect_invalid(s_call("artist.create", "{\"body\":{\"name\":\"a\",\"genres\":\"rock\"}}"),
+    h_expect_invalid(h_call("artist.create", "{}"), "body");
+    h_expect_invalid(h_call("artist.create", "{\"body\":[]}"), "body");
+    h_expect_invalid(h_call("artist.create", "{\"body\":\"x\"}"), "body");
+    h_expect_invalid(h_call("artist.create", "{\"body\":{}}"), "body.name");
+    h_expect_invalid(h_call("artist.create", "{\"body\":{\"name\":\"\"}}"), "body.name");
+    h_expect_invalid(h_call("artist.create", "{\"body\":{\"name\":5}}"), "body.name");
+    h_expect_invalid(h_call("artist.create", "{\"body\":{\"name\":\"%s\"}}", n201), "body.name");
+    h_expect_invalid(h_call("artist.create", "{\"body\":{\"name\":\"a\",\"genres\":\"rock\"}}"),
                      "body.genres");
-    s_expect_invalid(s_call("artist.create",
+    h_expect_invalid(h_call("artist.create",
                             "{\"body\":{\"name\":\"a\",\"genres\":[\"1\",\"2\",\"3\",\"4\",\"5\","
                             "\"6\",\"7\",\"8\",\"9\",\"10\",\"11\"]}}"),
                      "body.genres");
-    s_expect_invalid(
-        s_call("artist.create", "{\"body\":{\"name\":\"a\",\"genres\":[\"rock\",\"\"]}}"),
+    h_expect_invalid(
+        h_call("artist.create", "{\"body\":{\"name\":\"a\",\"genres\":[\"rock\",\"\"]}}"),
         "body.genres[1]");
-    s_expect_invalid(
-        s_call("artist.create", "{\"body\":{\"name\":\"a\",\"genres\":[\"%s\"]}}", g51),
+    h_expect_invalid(
+        h_call("artist.create", "{\"body\":{\"name\":\"a\",\"genres\":[\"%s\"]}}", g51),
         "body.genres[0]");
-    s_expect_invalid(s_call("artist.create", "{\"body\":{\"name\":\"a\",\"extra\":1}}"),
+    h_expect_invalid(h_call("artist.create", "{\"body\":{\"name\":\"a\",\"extra\":1}}"),
                      "body.extra");
 
     /* album */
-    s_expect_invalid(s_call("album.create", "{\"body\":{\"artist_ids\":[\"%s\"]}}", ar),
+    h_expect_invalid(h_call("album.create", "{\"body\":{\"artist_ids\":[\"%s\"]}}", ar),
                      "body.title");
-    s_expect_invalid(s_call("album.create", "{\"body\":{\"title\":\"t\"}}"), "body.artist_ids");
-    s_expect_invalid(s_call("album.create", "{\"body\":{\"title\":\"t\",\"artist_ids\":[]}}"),
+    h_expect_invalid(h_call("album.create", "{\"body\":{\"title\":\"t\"}}"), "body.artist_ids");
+    h_expect_invalid(h_call("album.create", "{\"body\":{\"title\":\"t\",\"artist_ids\":[]}}"),
                      "body.artist_ids");
-    s_expect_invalid(
-        s_call("album.create", "{\"body\":{\"title\":\"t\",\"artist_ids\":\"%s\"}}", ar),
+    h_expect_invalid(
+        h_call("album.create", "{\"body\":{\"title\":\"t\",\"artist_ids\":\"%s\"}}", ar),
         "body.artist_ids");
-    s_expect_invalid(
-        s_call("album.create", "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\",3]}}", ar),
+    h_expect_invalid(
+        h_call("album.create", "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\",3]}}", ar),
         "body.artist_ids[1]");
-    s_expect_invalid(s_call("album.create",
+    h_expect_invalid(h_call("album.create",
                             "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\",\"%s\"]}}", ar, ar),
                      "body.artist_ids[1]");
-    s_expect_invalid(
-        s_call("album.create", "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"]}}", id65),
+    h_expect_invalid(
+        h_call("album.create", "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"]}}", id65),
         "body.artist_ids[0]");
     const char *bad_dates[] = {"\"2020-13\"", "\"2021-02-29\"", "\"20\"",
                                "2020",        "\"2020-1-1\"",   "\"2020-04-31\""};
     for (size_t i = 0; i < sizeof bad_dates / sizeof *bad_dates; i++)
-        s_expect_invalid(s_call("album.create",
+        h_expect_invalid(h_call("album.create",
                                 "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],"
                                 "\"release_date\":%s}}",
                                 ar, bad_dates[i]),
                          "body.release_date");
-    s_ok(s_call(
+    h_ok(h_call(
              "album.create",
              "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"release_date\":\"2024-02-29\"}}",
              ar),
@@ -756,15 +468,15 @@ Test(catalog, every_broken_rule_names_its_field)
     const char *bad_upcs[] = {"\"12345\"", "\"12345678901a\"", "\"12345678901234\"",
                               "123456789012"};
     for (size_t i = 0; i < sizeof bad_upcs / sizeof *bad_upcs; i++)
-        s_expect_invalid(s_call("album.create",
+        h_expect_invalid(h_call("album.create",
                                 "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"upc\":%s}}",
                                 ar, bad_upcs[i]),
                          "body.upc");
-    s_expect_invalid(s_call("album.create",
+    h_expect_invalid(h_call("album.create",
                             "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"label\":\"\"}}",
                             ar),
                      "body.label");
-    s_expect_invalid(s_call("album.create",
+    h_expect_invalid(h_call("album.create",
                             "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"label\":\"%s\"}}",
                             ar, n201),
                      "body.label");
@@ -796,45 +508,45 @@ Test(catalog, every_broken_rule_names_its_field)
         {",\"album\":\"x\"", "body.album"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
-        s_expect_invalid(s_call("track.create", base, ar, al, cases[i].extra), cases[i].field);
-    s_expect_invalid(
-        s_call("track.create",
+        h_expect_invalid(h_call("track.create", base, ar, al, cases[i].extra), cases[i].field);
+    h_expect_invalid(
+        h_call("track.create",
                "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"album_id\":\"%s\","
                "\"duration_ms\":1}}",
                ar, al),
         "body.track_number");
-    s_expect_invalid(
-        s_call("track.create",
+    h_expect_invalid(
+        h_call("track.create",
                "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"album_id\":\"%s\","
                "\"track_number\":1}}",
                ar, al),
         "body.duration_ms");
-    s_expect_invalid(s_call("track.create",
+    h_expect_invalid(h_call("track.create",
                             "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"track_number\":1,"
                             "\"duration_ms\":1}}",
                             ar),
                      "body.album_id");
     /* 2.0 is an integer to JSON Schema; both ISRC forms are accepted. */
     reply_t r =
-        s_ok(s_call("track.create", base, ar, al, ",\"disc_number\":2.0,\"isrc\":\"USRC17607839\""),
+        h_ok(h_call("track.create", base, ar, al, ",\"disc_number\":2.0,\"isrc\":\"USRC17607839\""),
              201);
-    cr_assert_eq(s_int(r.body, "disc_number"), 2);
-    cr_assert_str_eq(s_str(r.body, "isrc"), "USRC17607839");
+    cr_assert_eq(h_int(r.body, "disc_number"), 2);
+    cr_assert_str_eq(h_str(r.body, "isrc"), "USRC17607839");
 
     /* arguments beside the body */
-    s_expect_invalid(s_call("artist.get", "{}"), "id");
-    s_expect_invalid(s_call("artist.get", NULL), "id");
-    s_expect_invalid(s_call("artist.get", "{\"id\":\"\"}"), "id");
-    s_expect_invalid(s_call("artist.get", "{\"id\":5}"), "id");
-    s_expect_invalid(s_call("track.get", "{\"id\":\"%s\"}", id65), "id");
-    s_expect_invalid(s_call("album.tracks", "{\"id\":\"%s\",\"limit\":0}", al), "limit");
-    s_expect_invalid(s_call("album.tracks", "{\"id\":\"%s\",\"limit\":51}", al), "limit");
-    s_expect_invalid(s_call("album.tracks", "{\"id\":\"%s\",\"limit\":\"20\"}", al), "limit");
-    s_expect_invalid(s_call("artist.albums", "{\"id\":\"%s\",\"offset\":-1}", ar), "offset");
-    s_expect_invalid(s_call("artist.albums", "{\"id\":\"%s\",\"offset\":100001}", ar), "offset");
-    s_expect_invalid(s_call("album.update", "{\"id\":\"%s\"}", al), "body");
-    s_expect_invalid(s_call("album.update", "{\"id\":\"%s\",\"body\":null}", al), "body");
-    s_expect_invalid(s_call("album.update", "{\"id\":\"%s\",\"body\":{\"id\":\"x\"}}", al),
+    h_expect_invalid(h_call("artist.get", "{}"), "id");
+    h_expect_invalid(h_call("artist.get", NULL), "id");
+    h_expect_invalid(h_call("artist.get", "{\"id\":\"\"}"), "id");
+    h_expect_invalid(h_call("artist.get", "{\"id\":5}"), "id");
+    h_expect_invalid(h_call("track.get", "{\"id\":\"%s\"}", id65), "id");
+    h_expect_invalid(h_call("album.tracks", "{\"id\":\"%s\",\"limit\":0}", al), "limit");
+    h_expect_invalid(h_call("album.tracks", "{\"id\":\"%s\",\"limit\":51}", al), "limit");
+    h_expect_invalid(h_call("album.tracks", "{\"id\":\"%s\",\"limit\":\"20\"}", al), "limit");
+    h_expect_invalid(h_call("artist.albums", "{\"id\":\"%s\",\"offset\":-1}", ar), "offset");
+    h_expect_invalid(h_call("artist.albums", "{\"id\":\"%s\",\"offset\":100001}", ar), "offset");
+    h_expect_invalid(h_call("album.update", "{\"id\":\"%s\"}", al), "body");
+    h_expect_invalid(h_call("album.update", "{\"id\":\"%s\",\"body\":null}", al), "body");
+    h_expect_invalid(h_call("album.update", "{\"id\":\"%s\",\"body\":{\"id\":\"x\"}}", al),
                      "body.id");
     free(n201);
     free(g51);
@@ -844,10 +556,10 @@ Test(catalog, every_broken_rule_names_its_field)
 Test(catalog, malformed_input_is_400_not_a_crash)
 {
     const size_t huge = 1 << 20;
-    char *big = s_repeat('x', huge);
-    s_expect_invalid(s_call("artist.create", "{\"body\":{\"name\":\"%s\"}}", big), "body.name");
-    s_expect_invalid(s_call("artist.get", "{\"id\":\"%s\"}", big), "id");
-    s_expect_invalid(s_call("artist.create", "{\"body\":{\"%s\":1}}", big), "body");
+    char *big = h_repeat('x', huge);
+    h_expect_invalid(h_call("artist.create", "{\"body\":{\"name\":\"%s\"}}", big), "body.name");
+    h_expect_invalid(h_call("artist.get", "{\"id\":\"%s\"}", big), "id");
+    h_expect_invalid(h_call("artist.create", "{\"body\":{\"%s\":1}}", big), "body");
     free(big);
 
     /* Bytes JSON cannot carry: invalid UTF-8, a non-string key, binary. */
@@ -862,7 +574,7 @@ Test(catalog, malformed_input_is_400_not_a_crash)
     msgpack_pack_map(&pk, 1);
     mb_pack_cstr(&pk, "name");
     mb_pack_strn(&pk, "\xff\xfe", 2);
-    s_expect_invalid(s_dispatch(req.data, req.size, 77), "body.name");
+    h_expect_invalid(h_dispatch(req.data, req.size, 77), "body.name");
 
     msgpack_sbuffer_clear(&req);
     mb_request_pack_head(&pk, "artist.create", 78, 0, 1);
@@ -872,7 +584,7 @@ Test(catalog, malformed_input_is_400_not_a_crash)
     msgpack_pack_map(&pk, 1);
     msgpack_pack_int(&pk, 1);
     mb_pack_cstr(&pk, "x");
-    s_expect_invalid(s_dispatch(req.data, req.size, 78), "body");
+    h_expect_invalid(h_dispatch(req.data, req.size, 78), "body");
 
     msgpack_sbuffer_clear(&req);
     mb_request_pack_head(&pk, "track.get", 79, 0, 1);
@@ -881,7 +593,7 @@ Test(catalog, malformed_input_is_400_not_a_crash)
     mb_pack_cstr(&pk, "id");
     msgpack_pack_bin(&pk, 3);
     msgpack_pack_bin_body(&pk, "abc", 3);
-    s_expect_invalid(s_dispatch(req.data, req.size, 79), "id");
+    h_expect_invalid(h_dispatch(req.data, req.size, 79), "id");
 
     /* A surrogate encoded in UTF-8 and an overlong form are not UTF-8. */
     msgpack_sbuffer_clear(&req);
@@ -892,10 +604,10 @@ Test(catalog, malformed_input_is_400_not_a_crash)
     msgpack_pack_map(&pk, 1);
     mb_pack_cstr(&pk, "name");
     mb_pack_strn(&pk, "a\xed\xa0\x80", 4);
-    s_expect_invalid(s_dispatch(req.data, req.size, 80), "body.name");
+    h_expect_invalid(h_dispatch(req.data, req.size, 80), "body.name");
 
     /* Not a request at all: the runtime answers 400 itself. */
-    reply_t r = s_dispatch("\x93\x01\x02\x03", 4, 0);
+    reply_t r = h_dispatch("\x93\x01\x02\x03", 4, 0);
     cr_assert_eq(r.status, 400);
     msgpack_sbuffer_destroy(&req);
 
@@ -903,193 +615,126 @@ Test(catalog, malformed_input_is_400_not_a_crash)
     char name[802] = "";
     for (int i = 0; i < 200; i++)
         strcat(name, "\xf0\x9f\x8e\xb5");
-    s_ok(s_call("artist.create", "{\"body\":{\"name\":\"%s\"}}", name), 201);
+    h_ok(h_call("artist.create", "{\"body\":{\"name\":\"%s\"}}", name), 201);
     strcat(name, "a");
-    s_expect_invalid(s_call("artist.create", "{\"body\":{\"name\":\"%s\"}}", name), "body.name");
+    h_expect_invalid(h_call("artist.create", "{\"body\":{\"name\":\"%s\"}}", name), "body.name");
 }
 
 /* ---- storage full ------------------------------------------------------------------ */
 
-TestSuite(catalog_full, .fini = s_teardown);
+TestSuite(catalog_full, .fini = h_teardown);
 
 Test(catalog_full, map_full_is_507_and_keeps_what_was_written)
 {
-    s_open(64 * 1024);
-    const char *first = s_new_artist("First");
+    h_open(64 * 1024);
+    const char *first = h_new_artist("First");
     int status = 201, created = 1;
-    char *name = s_repeat('m', 190);
+    char *name = h_repeat('m', 190);
     for (int i = 0; i < 5000 && status == 201; i++) {
         reply_t r =
-            s_call("artist.create", "{\"body\":{\"name\":\"%s\",\"genres\":[\"g%d\"]}}", name, i);
+            h_call("artist.create", "{\"body\":{\"name\":\"%s\",\"genres\":[\"g%d\"]}}", name, i);
         status = r.status;
         if (status == 201)
             created++;
         else
-            s_expect_error(r, 507, "storage_full", NULL);
+            h_expect_error(r, 507, "storage_full", NULL);
     }
     free(name);
     cr_assert_eq(status, 507, "a 64 KiB map fills up (created %d)", created);
     cr_assert_gt(created, 1);
-    reply_t r = s_ok(s_call("artist.get", "{\"id\":\"%s\"}", first), 200);
-    cr_assert_str_eq(s_str(r.body, "name"), "First");
+    reply_t r = h_ok(h_call("artist.get", "{\"id\":\"%s\"}", first), 200);
+    cr_assert_str_eq(h_str(r.body, "name"), "First");
     /* Whatever else is tried on a full map is answered, and leaves the
        data as it was: a write either fits or is refused whole. */
-    r = s_call("album.create", "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"]}}", first);
+    r = h_call("album.create", "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"]}}", first);
     cr_assert(r.status == 201 || r.status == 507, "status %d", r.status);
     for (int i = 0; i < 20; i++) {
-        r = s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"genres\":[\"%d\"]}}", first, i);
+        r = h_call("artist.update", "{\"id\":\"%s\",\"body\":{\"genres\":[\"%d\"]}}", first, i);
         cr_assert(r.status == 200 || r.status == 507, "status %d", r.status);
     }
-    r = s_ok(s_call("artist.get", "{\"id\":\"%s\"}", first), 200);
-    cr_assert_str_eq(s_str(r.body, "name"), "First");
-    r = s_ok(s_call("artist.albums", "{\"id\":\"%s\"}", first), 200);
-    cr_assert(s_int(r.body, "total") <= 1);
+    r = h_ok(h_call("artist.get", "{\"id\":\"%s\"}", first), 200);
+    cr_assert_str_eq(h_str(r.body, "name"), "First");
+    r = h_ok(h_call("artist.albums", "{\"id\":\"%s\"}", first), 200);
+    cr_assert(h_int(r.body, "total") <= 1);
 }
 
 /* ---- events ------------------------------------------------------------------------ */
 
-/*  The newest entry of the outbox ("_outbox", mb_events.h): what the
-    runtime will publish once the handler's transaction committed. */
-typedef struct {
-    char topic[MB_TOPIC_MAX + 1];
-    char key[MB_EVENT_KEY_MAX + 1];
-    json_t *data; /* kept until teardown */
-} event_t;
-
-static size_t s_outbox_count(void)
-{
-    size_t n;
-    cr_assert_eq(mb_outbox_count(s_env, &n), 0);
-    return n;
-}
-
-static event_t s_outbox_last(void)
-{
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    MDB_cursor *cursor;
-    MDB_val key, value;
-    cr_assert_eq(mdb_txn_begin(s_env, NULL, MDB_RDONLY, &txn), 0);
-    cr_assert_eq(mdb_dbi_open(txn, "_outbox", 0, &dbi), 0);
-    cr_assert_eq(mdb_cursor_open(txn, dbi, &cursor), 0);
-    cr_assert_eq(mdb_cursor_get(cursor, &key, &value, MDB_LAST), 0, "the outbox is empty");
-    msgpack_unpacked msg;
-    msgpack_unpacked_init(&msg);
-    size_t used = 0;
-    cr_assert_eq(msgpack_unpack_next(&msg, value.mv_data, value.mv_size, &used),
-                 MSGPACK_UNPACK_SUCCESS);
-    event_t e = {.data = NULL};
-    const char *s;
-    size_t len;
-    cr_assert(mb_obj_str(mb_map_get(&msg.data, "topic"), &s, &len));
-    s_copy(e.topic, sizeof e.topic, s, len);
-    cr_assert(mb_obj_str(mb_map_get(&msg.data, "key"), &s, &len));
-    s_copy(e.key, sizeof e.key, s, len);
-    const msgpack_object *data = mb_map_get(&msg.data, "data");
-    cr_assert_not_null(data);
-    e.data = s_keep(s_to_json(data));
-    msgpack_unpacked_destroy(&msg);
-    mdb_cursor_close(cursor);
-    mdb_txn_abort(txn);
-    return e;
-}
-
-/*  Checks that exactly one event was added since the outbox held
-    `before`, and that it is {action, id, object} on `topic` keyed by id
-    (`object` NULL: nil). */
-static void s_expect_event(size_t before, const char *topic, const char *id, const char *action,
-                           const json_t *object)
-{
-    cr_assert_eq(s_outbox_count(), before + 1, "%zu events added, expected 1",
-                 s_outbox_count() - before);
-    event_t e = s_outbox_last();
-    cr_assert_str_eq(e.topic, topic);
-    cr_assert_str_eq(e.key, id);
-    cr_assert_eq(json_object_size(e.data), 3, "data is {action, id, object}");
-    cr_assert_str_eq(s_str(e.data, "action"), action);
-    cr_assert_str_eq(s_str(e.data, "id"), id);
-    const json_t *got = json_object_get(e.data, "object");
-    if (object)
-        cr_assert(json_equal(got, object), "the event carries the object as answered");
-    else
-        cr_assert(json_is_null(got), "a delete carries a nil object");
-}
-
 Test(catalog, usage_every_change_is_one_event)
 {
-    cr_assert_eq(s_outbox_count(), 0);
-    size_t n = s_outbox_count();
-    reply_t r = s_ok(s_call("artist.create", "{\"body\":{\"name\":\"Nina Simone\"}}"), 201);
+    cr_assert_eq(h_outbox_count(), 0);
+    size_t n = h_outbox_count();
+    reply_t r = h_ok(h_call("artist.create", "{\"body\":{\"name\":\"Nina Simone\"}}"), 201);
     char artist[64];
-    snprintf(artist, sizeof artist, "%s", s_str(r.body, "id"));
-    s_expect_event(n++, "catalog.artist", artist, "created", r.body);
-    r = s_ok(s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"genres\":[\"jazz\"]}}", artist),
+    snprintf(artist, sizeof artist, "%s", h_str(r.body, "id"));
+    h_expect_event(n++, "catalog.artist", artist, "created", r.body);
+    r = h_ok(h_call("artist.update", "{\"id\":\"%s\",\"body\":{\"genres\":[\"jazz\"]}}", artist),
              200);
-    s_expect_event(n++, "catalog.artist", artist, "updated", r.body);
+    h_expect_event(n++, "catalog.artist", artist, "updated", r.body);
 
-    r = s_ok(s_call("album.create",
+    r = h_ok(h_call("album.create",
                     "{\"body\":{\"title\":\"Pastel Blues\",\"artist_ids\":[\"%s\"]}}", artist),
              201);
     char album[64];
-    snprintf(album, sizeof album, "%s", s_str(r.body, "id"));
-    s_expect_event(n++, "catalog.album", album, "created", r.body);
-    r = s_ok(s_call("album.update", "{\"id\":\"%s\",\"body\":{\"label\":\"Philips\"}}", album),
+    snprintf(album, sizeof album, "%s", h_str(r.body, "id"));
+    h_expect_event(n++, "catalog.album", album, "created", r.body);
+    r = h_ok(h_call("album.update", "{\"id\":\"%s\",\"body\":{\"label\":\"Philips\"}}", album),
              200);
-    s_expect_event(n++, "catalog.album", album, "updated", r.body);
+    h_expect_event(n++, "catalog.album", album, "updated", r.body);
 
-    r = s_ok(s_call("track.create",
+    r = h_ok(h_call("track.create",
                     "{\"body\":{\"title\":\"Sinnerman\",\"artist_ids\":[\"%s\"],"
                     "\"album_id\":\"%s\",\"track_number\":1,\"duration_ms\":622000}}",
                     artist, album),
              201);
     char track[64];
-    snprintf(track, sizeof track, "%s", s_str(r.body, "id"));
-    s_expect_event(n++, "catalog.track", track, "created", r.body);
-    r = s_ok(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"isrc\":\"NLA506500044\"}}", track),
+    snprintf(track, sizeof track, "%s", h_str(r.body, "id"));
+    h_expect_event(n++, "catalog.track", track, "created", r.body);
+    r = h_ok(h_call("track.update", "{\"id\":\"%s\",\"body\":{\"isrc\":\"NLA506500044\"}}", track),
              200);
-    s_expect_event(n++, "catalog.track", track, "updated", r.body);
+    h_expect_event(n++, "catalog.track", track, "updated", r.body);
 
-    s_ok(s_call("track.delete", "{\"id\":\"%s\"}", track), 204);
-    s_expect_event(n++, "catalog.track", track, "deleted", NULL);
-    s_ok(s_call("album.delete", "{\"id\":\"%s\"}", album), 204);
-    s_expect_event(n++, "catalog.album", album, "deleted", NULL);
-    s_ok(s_call("artist.delete", "{\"id\":\"%s\"}", artist), 204);
-    s_expect_event(n++, "catalog.artist", artist, "deleted", NULL);
+    h_ok(h_call("track.delete", "{\"id\":\"%s\"}", track), 204);
+    h_expect_event(n++, "catalog.track", track, "deleted", NULL);
+    h_ok(h_call("album.delete", "{\"id\":\"%s\"}", album), 204);
+    h_expect_event(n++, "catalog.album", album, "deleted", NULL);
+    h_ok(h_call("artist.delete", "{\"id\":\"%s\"}", artist), 204);
+    h_expect_event(n++, "catalog.artist", artist, "deleted", NULL);
 
     /* Reads publish nothing. */
-    s_call("artist.get", "{\"id\":\"%s\"}", artist);
-    s_call("track.match", "{\"queries\":[{\"isrc\":\"NLA506500044\"}]}");
-    cr_assert_eq(s_outbox_count(), n);
+    h_call("artist.get", "{\"id\":\"%s\"}", artist);
+    h_call("track.match", "{\"queries\":[{\"isrc\":\"NLA506500044\"}]}");
+    cr_assert_eq(h_outbox_count(), n);
 }
 
 Test(catalog, refused_writes_publish_nothing)
 {
-    const char *artist = s_new_artist("A");
-    const char *album = s_new_album("B", artist, "2001");
-    const char *track = s_new_track(album, artist, 1, 1);
-    size_t n = s_outbox_count();
-    s_expect_invalid(s_call("artist.create", "{\"body\":{}}"), "body.name");
-    s_expect_invalid(s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":\"\"}}", artist),
+    const char *artist = h_new_artist("A");
+    const char *album = h_new_album("B", artist, "2001");
+    const char *track = h_new_track(album, artist, 1, 1);
+    size_t n = h_outbox_count();
+    h_expect_invalid(h_call("artist.create", "{\"body\":{}}"), "body.name");
+    h_expect_invalid(h_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":\"\"}}", artist),
                      "body.name");
-    s_expect_error(s_call("artist.update", "{\"id\":\"nope\",\"body\":{\"name\":\"x\"}}"), 404,
+    h_expect_error(h_call("artist.update", "{\"id\":\"nope\",\"body\":{\"name\":\"x\"}}"), 404,
                    "not_found", NULL);
-    s_expect_error(s_call("artist.delete", "{\"id\":\"%s\"}", artist), 409, "conflict", NULL);
-    s_expect_error(s_call("album.delete", "{\"id\":\"%s\"}", album), 409, "conflict", NULL);
-    s_expect_invalid(
-        s_call("album.create", "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"nope\"]}}"),
+    h_expect_error(h_call("artist.delete", "{\"id\":\"%s\"}", artist), 409, "conflict", NULL);
+    h_expect_error(h_call("album.delete", "{\"id\":\"%s\"}", album), 409, "conflict", NULL);
+    h_expect_invalid(
+        h_call("album.create", "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"nope\"]}}"),
         "body.artist_ids[0]");
-    s_expect_error(s_call("track.create",
+    h_expect_error(h_call("track.create",
                           "{\"body\":{\"title\":\"t\",\"artist_ids\":[\"%s\"],\"album_id\":\"%s\","
                           "\"track_number\":1,\"duration_ms\":1}}",
                           artist, album),
                    409, "conflict", "body.track_number");
-    s_expect_invalid(
-        s_call("track.update", "{\"id\":\"%s\",\"body\":{\"artist_ids\":[\"nope\"]}}", track),
+    h_expect_invalid(
+        h_call("track.update", "{\"id\":\"%s\",\"body\":{\"artist_ids\":[\"nope\"]}}", track),
         "body.artist_ids[0]");
-    s_expect_invalid(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"isrc\":\"bad\"}}", track),
+    h_expect_invalid(h_call("track.update", "{\"id\":\"%s\",\"body\":{\"isrc\":\"bad\"}}", track),
                      "body.isrc");
-    s_expect_error(s_call("track.delete", "{\"id\":\"nope\"}"), 404, "not_found", NULL);
-    cr_assert_eq(s_outbox_count(), n, "a refused write leaves no event");
+    h_expect_error(h_call("track.delete", "{\"id\":\"nope\"}"), 404, "not_found", NULL);
+    cr_assert_eq(h_outbox_count(), n, "a refused write leaves no event");
 }
 
 /* ---- track.match ------------------------------------------------------------------- */
@@ -1099,18 +744,18 @@ Test(catalog, refused_writes_publish_nothing)
 static const char *s_titled_track(const char *album, const char *artists, const char *title,
                                   const char *isrc, int number)
 {
-    reply_t r = s_ok(s_call("track.create",
+    reply_t r = h_ok(h_call("track.create",
                             "{\"body\":{\"title\":\"%s\",\"artist_ids\":%s,\"album_id\":\"%s\","
                             "\"track_number\":%d,\"duration_ms\":%d,\"isrc\":%s}}",
                             title, artists, album, number, 1000 + number, isrc),
                      201);
-    return s_str(r.body, "id");
+    return h_str(r.body, "id");
 }
 
 /*  Answers track.match for `queries` (a JSON list) and returns matches. */
 static const json_t *s_match(const char *queries)
 {
-    reply_t r = s_ok(s_call("track.match", "{\"queries\":%s}", queries), 200);
+    reply_t r = h_ok(h_call("track.match", "{\"queries\":%s}", queries), 200);
     cr_assert_eq(json_object_size(r.body), 1);
     const json_t *matches = json_object_get(r.body, "matches");
     cr_assert(json_is_array(matches));
@@ -1125,7 +770,7 @@ static const char *s_match_id(const char *query)
     const json_t *matches = s_match(list);
     cr_assert_eq(json_array_size(matches), 1);
     const json_t *m = json_array_get(matches, 0);
-    return json_is_null(m) ? NULL : s_str(m, "id");
+    return json_is_null(m) ? NULL : h_str(m, "id");
 }
 
 static void s_expect_match(const char *query, const char *id)
@@ -1143,8 +788,8 @@ static void s_expect_no_match(const char *query)
 
 Test(catalog, usage_track_match_by_isrc_then_names)
 {
-    const char *beatles = s_new_artist("The Beatles");
-    const char *album = s_new_album("Abbey Road", beatles, "1969");
+    const char *beatles = h_new_artist("The Beatles");
+    const char *album = h_new_album("Abbey Road", beatles, "1969");
     char artists[64];
     snprintf(artists, sizeof artists, "[\"%s\"]", beatles);
     const char *track = s_titled_track(album, artists, "Come Together", "\"GB-AYE-69-00531\"", 1);
@@ -1155,12 +800,12 @@ Test(catalog, usage_track_match_by_isrc_then_names)
     const json_t *m = json_array_get(matches, 0);
     cr_assert_eq(json_object_size(m), 5,
                  "a match is {id, artist_ids, album_id, isrc, duration_ms}");
-    cr_assert_str_eq(s_str(m, "id"), track);
+    cr_assert_str_eq(h_str(m, "id"), track);
     cr_assert_str_eq(json_string_value(json_array_get(json_object_get(m, "artist_ids"), 0)),
                      beatles);
-    cr_assert_str_eq(s_str(m, "album_id"), album);
-    cr_assert_str_eq(s_str(m, "isrc"), "GBAYE6900531");
-    cr_assert_eq(s_int(m, "duration_ms"), 1001);
+    cr_assert_str_eq(h_str(m, "album_id"), album);
+    cr_assert_str_eq(h_str(m, "isrc"), "GBAYE6900531");
+    cr_assert_eq(h_int(m, "duration_ms"), 1001);
     cr_assert(json_is_null(json_array_get(matches, 1)), "an unknown ISRC is nil");
 
     /* ISRCs as importers write them: any case, hyphens, spaces. */
@@ -1186,11 +831,11 @@ Test(catalog, usage_track_match_by_isrc_then_names)
 
 Test(catalog, track_match_normalises_names)
 {
-    const char *a = s_new_artist("Guns N' Roses");
-    const char *b = s_new_artist("Jay-Z");
-    const char *c = s_new_artist("R.E.M.");
-    const char *d = s_new_artist("Sigur R\u00f3s");
-    const char *album = s_new_album("Mix", a, "2000");
+    const char *a = h_new_artist("Guns N' Roses");
+    const char *b = h_new_artist("Jay-Z");
+    const char *c = h_new_artist("R.E.M.");
+    const char *d = h_new_artist("Sigur R\u00f3s");
+    const char *album = h_new_album("Mix", a, "2000");
     char list[256];
     snprintf(list, sizeof list, "[\"%s\"]", a);
     const char *t1 = s_titled_track(album, list, "Sweet Child O' Mine (Live)", "null", 1);
@@ -1226,9 +871,9 @@ Test(catalog, track_match_normalises_names)
 
 Test(catalog, track_match_finds_a_track_under_each_of_its_artists)
 {
-    const char *a = s_new_artist("Queen");
-    const char *b = s_new_artist("David Bowie");
-    const char *album = s_new_album("Hot Space", a, "1982");
+    const char *a = h_new_artist("Queen");
+    const char *b = h_new_artist("David Bowie");
+    const char *album = h_new_album("Hot Space", a, "1982");
     char list[128];
     snprintf(list, sizeof list, "[\"%s\",\"%s\"]", a, b);
     const char *t = s_titled_track(album, list, "Under Pressure", "null", 1);
@@ -1242,8 +887,8 @@ Test(catalog, track_match_with_the_longest_names)
     char name[1024] = "", other[1024];
     for (int i = 0; i < 200; i++)
         strcat(name, "\xf0\x9f\x8e\xb5");
-    const char *artist = s_new_artist(name);
-    const char *album = s_new_album("Long", artist, "2020");
+    const char *artist = h_new_artist(name);
+    const char *album = h_new_album("Long", artist, "2020");
     char list[64];
     snprintf(list, sizeof list, "[\"%s\"]", artist);
     const char *t = s_titled_track(album, list, name, "null", 1);
@@ -1261,8 +906,8 @@ Test(catalog, track_match_with_the_longest_names)
 
 Test(catalog, track_match_answers_1000_queries_in_order)
 {
-    const char *artist = s_new_artist("Many");
-    const char *album = s_new_album("Many", artist, "2020");
+    const char *artist = h_new_artist("Many");
+    const char *album = h_new_album("Many", artist, "2020");
     char list[64], ids[10][32];
     snprintf(list, sizeof list, "[\"%s\"]", artist);
     for (int i = 0; i < 10; i++) {
@@ -1294,40 +939,40 @@ Test(catalog, track_match_answers_1000_queries_in_order)
     for (int i = 0; i < 1000; i++) {
         const json_t *m = json_array_get(matches, (size_t)i);
         if (i % 2 == 0 || i % 3 == 1)
-            cr_assert_str_eq(s_str(m, "id"), ids[i % 10], "query %d", i);
+            cr_assert_str_eq(h_str(m, "id"), ids[i % 10], "query %d", i);
         else
             cr_assert(json_is_null(m), "query %d", i);
     }
     /* One more is too many. */
     queries[len] = '\0';
     snprintf(queries + len, cap - len, ",{}]");
-    s_expect_invalid(s_call("track.match", "{\"queries\":%s}", queries), "queries");
+    h_expect_invalid(h_call("track.match", "{\"queries\":%s}", queries), "queries");
     free(queries);
 }
 
 Test(catalog, track_match_refuses_malformed_queries)
 {
-    s_expect_invalid(s_call("track.match", NULL), "queries");
-    s_expect_invalid(s_call("track.match", "{\"queries\":[]}"), "queries");
-    s_expect_invalid(s_call("track.match", "{\"queries\":{\"isrc\":\"x\"}}"), "queries");
-    s_expect_invalid(s_call("track.match", "{\"queries\":[{},7]}"), "queries[1]");
-    s_expect_invalid(s_call("track.match", "{\"queries\":[{\"isrc\":12}]}"), "queries[0].isrc");
-    s_expect_invalid(s_call("track.match", "{\"queries\":[{},{\"artist\":[]}]}"),
+    h_expect_invalid(h_call("track.match", NULL), "queries");
+    h_expect_invalid(h_call("track.match", "{\"queries\":[]}"), "queries");
+    h_expect_invalid(h_call("track.match", "{\"queries\":{\"isrc\":\"x\"}}"), "queries");
+    h_expect_invalid(h_call("track.match", "{\"queries\":[{},7]}"), "queries[1]");
+    h_expect_invalid(h_call("track.match", "{\"queries\":[{\"isrc\":12}]}"), "queries[0].isrc");
+    h_expect_invalid(h_call("track.match", "{\"queries\":[{},{\"artist\":[]}]}"),
                      "queries[1].artist");
-    s_expect_invalid(s_call("track.match", "{\"queries\":[{\"title\":true}]}"), "queries[0].title");
-    s_expect_invalid(s_call("track.match", "{\"queries\":[{\"album\":\"x\"}]}"), "queries[0]");
-    char *big = s_repeat('a', 1025);
-    s_expect_invalid(s_call("track.match", "{\"queries\":[{\"title\":\"%s\"}]}", big),
+    h_expect_invalid(h_call("track.match", "{\"queries\":[{\"title\":true}]}"), "queries[0].title");
+    h_expect_invalid(h_call("track.match", "{\"queries\":[{\"album\":\"x\"}]}"), "queries[0]");
+    char *big = h_repeat('a', 1025);
+    h_expect_invalid(h_call("track.match", "{\"queries\":[{\"title\":\"%s\"}]}", big),
                      "queries[0].title");
     free(big);
 }
 
 Test(catalog, artist_rename_moves_its_tracks_in_the_name_index)
 {
-    const char *a = s_new_artist("Prince");
-    const char *b = s_new_artist("Beatles");
-    const char *c = s_new_artist("The Beatles");
-    const char *album = s_new_album("Purple Rain", a, "1984");
+    const char *a = h_new_artist("Prince");
+    const char *b = h_new_artist("Beatles");
+    const char *c = h_new_artist("The Beatles");
+    const char *album = h_new_album("Purple Rain", a, "1984");
     char list[128];
     snprintf(list, sizeof list, "[\"%s\"]", a);
     const char *t1 = s_titled_track(album, list, "Purple Rain", "null", 1);
@@ -1335,71 +980,71 @@ Test(catalog, artist_rename_moves_its_tracks_in_the_name_index)
     snprintf(list, sizeof list, "[\"%s\",\"%s\"]", b, c);
     const char *t3 = s_titled_track(album, list, "Help", "null", 3);
 
-    size_t n = s_outbox_count();
+    size_t n = h_outbox_count();
     reply_t r =
-        s_ok(s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":\"The Artist\"}}", a), 200);
-    s_expect_event(n, "catalog.artist", a, "updated", r.body); /* the tracks did not change */
+        h_ok(h_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":\"The Artist\"}}", a), 200);
+    h_expect_event(n, "catalog.artist", a, "updated", r.body); /* the tracks did not change */
     s_expect_no_match("{\"artist\":\"prince\",\"title\":\"purple rain\"}");
     s_expect_match("{\"artist\":\"the artist\",\"title\":\"purple rain\"}", t1);
     s_expect_match("{\"artist\":\"artist\",\"title\":\"when doves cry\"}", t2);
     /* A new name that normalises alike changes nothing. */
-    s_ok(s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":\"ARTIST!\"}}", a), 200);
+    h_ok(h_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":\"ARTIST!\"}}", a), 200);
     s_expect_match("{\"artist\":\"artist\",\"title\":\"when doves cry\"}", t2);
     /* Other fields leave the index alone. */
-    s_ok(s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"genres\":[\"funk\"]}}", a), 200);
+    h_ok(h_call("artist.update", "{\"id\":\"%s\",\"body\":{\"genres\":[\"funk\"]}}", a), 200);
     s_expect_match("{\"artist\":\"artist\",\"title\":\"purple rain\"}", t1);
 
     /* Two artists of one track share a key; renaming one keeps the other's. */
-    s_ok(s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":\"Wings\"}}", b), 200);
+    h_ok(h_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":\"Wings\"}}", b), 200);
     s_expect_match("{\"artist\":\"beatles\",\"title\":\"help\"}", t3);
     s_expect_match("{\"artist\":\"wings\",\"title\":\"help\"}", t3);
-    s_ok(s_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":\"Quarrymen\"}}", c), 200);
+    h_ok(h_call("artist.update", "{\"id\":\"%s\",\"body\":{\"name\":\"Quarrymen\"}}", c), 200);
     s_expect_no_match("{\"artist\":\"beatles\",\"title\":\"help\"}");
     s_expect_match("{\"artist\":\"quarrymen\",\"title\":\"help\"}", t3);
 }
 
 Test(catalog, track_changes_move_it_in_the_match_indexes)
 {
-    const char *a = s_new_artist("Massive Attack");
-    const char *b = s_new_artist("Portishead");
-    const char *album = s_new_album("Mezzanine", a, "1998");
+    const char *a = h_new_artist("Massive Attack");
+    const char *b = h_new_artist("Portishead");
+    const char *album = h_new_album("Mezzanine", a, "1998");
     char list[128];
     snprintf(list, sizeof list, "[\"%s\"]", a);
     const char *t = s_titled_track(album, list, "Teardrop", "\"GBAAA9800001\"", 1);
 
-    s_ok(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"title\":\"Angel\"}}", t), 200);
+    h_ok(h_call("track.update", "{\"id\":\"%s\",\"body\":{\"title\":\"Angel\"}}", t), 200);
     s_expect_no_match("{\"artist\":\"massive attack\",\"title\":\"teardrop\"}");
     s_expect_match("{\"artist\":\"massive attack\",\"title\":\"angel\"}", t);
 
-    s_ok(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"artist_ids\":[\"%s\"]}}", t, b), 200);
+    h_ok(h_call("track.update", "{\"id\":\"%s\",\"body\":{\"artist_ids\":[\"%s\"]}}", t, b), 200);
     s_expect_no_match("{\"artist\":\"massive attack\",\"title\":\"angel\"}");
     s_expect_match("{\"artist\":\"portishead\",\"title\":\"angel\"}", t);
 
-    s_ok(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"isrc\":\"GBAAA9800002\"}}", t), 200);
+    h_ok(h_call("track.update", "{\"id\":\"%s\",\"body\":{\"isrc\":\"GBAAA9800002\"}}", t), 200);
     s_expect_no_match("{\"isrc\":\"GBAAA9800001\"}");
     s_expect_match("{\"isrc\":\"GBAAA9800002\"}", t);
-    s_ok(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"isrc\":null}}", t), 200);
+    h_ok(h_call("track.update", "{\"id\":\"%s\",\"body\":{\"isrc\":null}}", t), 200);
     s_expect_no_match("{\"isrc\":\"GBAAA9800002\"}");
 
     /* Moving it to another position or album changes no match. */
-    const char *other = s_new_album("Dummy", b, "1994");
-    s_ok(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"album_id\":\"%s\"}}", t, other), 200);
+    const char *other = h_new_album("Dummy", b, "1994");
+    h_ok(h_call("track.update", "{\"id\":\"%s\",\"body\":{\"album_id\":\"%s\"}}", t, other), 200);
     s_expect_match("{\"artist\":\"portishead\",\"title\":\"angel\"}", t);
     cr_assert_str_eq(
-        s_str(json_array_get(s_match("[{\"artist\":\"portishead\",\"title\":\"angel\"}]"), 0),
+        h_str(json_array_get(s_match("[{\"artist\":\"portishead\",\"title\":\"angel\"}]"), 0),
               "album_id"),
         other);
 
-    s_ok(s_call("track.update", "{\"id\":\"%s\",\"body\":{\"isrc\":\"GBAAA9800003\"}}", t), 200);
-    s_ok(s_call("track.delete", "{\"id\":\"%s\"}", t), 204);
+    h_ok(h_call("track.update", "{\"id\":\"%s\",\"body\":{\"isrc\":\"GBAAA9800003\"}}", t), 200);
+    h_ok(h_call("track.delete", "{\"id\":\"%s\"}", t), 204);
     s_expect_no_match("{\"artist\":\"portishead\",\"title\":\"angel\"}");
     s_expect_no_match("{\"isrc\":\"GBAAA9800003\"}");
 }
 
 Test(catalog, shared_isrc_matches_the_smallest_id)
 {
-    const char *a = s_new_artist("A");
-    const char *album = s_new_album("B", a, "2001");
+    const char *a = h_new_artist("A");
+    const char *album = h_new_album("B", a, "2001");
     char list[64];
     snprintf(list, sizeof list, "[\"%s\"]", a);
     char t1[32], t2[32];
@@ -1408,7 +1053,7 @@ Test(catalog, shared_isrc_matches_the_smallest_id)
     const char *first = strcmp(t1, t2) < 0 ? t1 : t2;
     s_expect_match("{\"isrc\":\"QZAAA0100001\"}", first);
     s_expect_match("{\"artist\":\"a\",\"title\":\"x\"}", first);
-    s_ok(s_call("track.delete", "{\"id\":\"%s\"}", first), 204);
+    h_ok(h_call("track.delete", "{\"id\":\"%s\"}", first), 204);
     const char *second = first == t1 ? t2 : t1;
     s_expect_match("{\"isrc\":\"QZAAA0100001\"}", second);
     s_expect_match("{\"artist\":\"a\",\"title\":\"x\"}", second);
@@ -1418,32 +1063,32 @@ Test(catalog, shared_isrc_matches_the_smallest_id)
     again, as an upgraded actor would find the environment. */
 Test(catalog, match_indexes_are_built_for_existing_tracks)
 {
-    const char *a = s_new_artist("Radiohead");
-    const char *album = s_new_album("OK Computer", a, "1997");
+    const char *a = h_new_artist("Radiohead");
+    const char *album = h_new_album("OK Computer", a, "1997");
     char list[64];
     snprintf(list, sizeof list, "[\"%s\"]", a);
     const char *t1 = s_titled_track(album, list, "Airbag", "\"GBAYE9700001\"", 1);
     const char *t2 = s_titled_track(album, list, "Paranoid Android", "null", 2);
 
-    s_def.close(s_state);
+    h_def.close(h_state);
     MDB_txn *txn;
     MDB_dbi dbi;
-    cr_assert_eq(mdb_txn_begin(s_env, NULL, 0, &txn), 0);
+    cr_assert_eq(mdb_txn_begin(h_env, NULL, 0, &txn), 0);
     cr_assert_eq(mdb_dbi_open(txn, "isrc_tracks", 0, &dbi), 0);
     cr_assert_eq(mdb_drop(txn, dbi, 1), 0);
     cr_assert_eq(mdb_dbi_open(txn, "name_tracks", 0, &dbi), 0);
     cr_assert_eq(mdb_drop(txn, dbi, 1), 0);
     cr_assert_eq(mdb_txn_commit(txn), 0);
-    cr_assert_eq(mdb_txn_begin(s_env, NULL, MDB_RDONLY, &txn), 0);
+    cr_assert_eq(mdb_txn_begin(h_env, NULL, MDB_RDONLY, &txn), 0);
     cr_assert_eq(mdb_dbi_open(txn, "name_tracks", 0, &dbi), MDB_NOTFOUND);
     mdb_txn_abort(txn);
 
-    cr_assert_eq(s_def.open(s_env, &s_state), 0);
+    cr_assert_eq(h_def.open(h_env, &h_state), 0);
     s_expect_match("{\"isrc\":\"GBAYE9700001\"}", t1);
     s_expect_match("{\"artist\":\"radiohead\",\"title\":\"airbag\"}", t1);
     s_expect_match("{\"artist\":\"Radiohead\",\"title\":\"Paranoid Android\"}", t2);
     /* Built once: opening again finds them and leaves them be. */
-    s_def.close(s_state);
-    cr_assert_eq(s_def.open(s_env, &s_state), 0);
+    h_def.close(h_state);
+    cr_assert_eq(h_def.open(h_env, &h_state), 0);
     s_expect_match("{\"artist\":\"Radiohead\",\"title\":\"Paranoid Android\"}", t2);
 }
