@@ -13,12 +13,18 @@
     user, or per client address when anonymous, or on the keys the
     route's x-rate-limit names.
 
+    Two kinds of request never reach the bus whole: /media/ is answered
+    by the gateway itself from the data folder (signed HLS grants and
+    covers, media.c), and an x-upload route's body is streamed into the
+    blob store as it arrives, the bus request carrying only its hash.
+
     Usage: musicbus-gateway [--http ADDR] [--bus ENDPOINT] [--timeout MS]
-                            [--max-body BYTES] [--schema FILE]
-                            [--jwt-secret-file PATH] [--rate NAME=SPEC]...
-                            [--rate-default SPEC] [--rate-signin SPEC]
-                            [--rate-slots N] [--trust-proxy]
-                            [--ready-file PATH] [--help] */
+                            [--max-body BYTES] [--max-upload BYTES]
+                            [--schema FILE] [--data DIR]
+                            [--jwt-secret-file PATH] [--media-secret-file PATH]
+                            [--rate NAME=SPEC]... [--rate-default SPEC]
+                            [--rate-signin SPEC] [--rate-slots N]
+                            [--trust-proxy] [--ready-file PATH] [--help] */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -27,6 +33,7 @@
 #include <msgpack.h>
 #include <netdb.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -37,6 +44,7 @@
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,15 +52,19 @@
 #include "buf.h"
 #include "json_msgpack.h"
 #include "mb_alloc.h"
+#include "mb_blob.h"
 #include "mb_client.h"
 #include "mb_config.h"
 #include "mb_envelope.h"
 #include "mb_error.h"
 #include "mb_jwt.h"
 #include "mb_log.h"
+#include "mb_media.h"
+#include "mb_msgpack.h"
 #include "mb_signal.h"
 #include "mb_zmq.h"
 #include "mdp.h"
+#include "media.h"
 #include "openapi_embed.h"
 #include "pending.h"
 #include "problem.h"
@@ -79,6 +91,13 @@
 #define GW_ENV_TRUST_PROXY "MUSICBUS_TRUST_PROXY"
 #define GW_BUDGET_DEFAULT "default" /* routes without x-rate-limit */
 #define GW_BUDGETS_GIVEN_MAX 16     /* --rate flags */
+#define GW_ENV_MAX_UPLOAD "MUSICBUS_MAX_UPLOAD"
+#define GW_DEFAULT_MAX_UPLOAD (2LL << 30) /* bytes of an x-upload body (2 GiB) */
+#define GW_MAX_UPLOAD_MAX (1LL << 40)     /* the largest --max-upload accepted (1 TiB) */
+#define GW_UPLOAD_SWEEP_S (24 * 3600)     /* unfinished uploads older than this are removed */
+#define GW_MEDIA_IMMUTABLE_S 31536000     /* segments, init, covers: a year */
+#define GW_MEDIA_PLAYLIST_S 60            /* playlists (README: why short) */
+#define GW_MEDIA_METHODS "GET, HEAD, OPTIONS"
 
 /*  Budgets the gateway knows without being told. Any other budget a route
     names must be configured (--rate NAME=SPEC or MUSICBUS_RATE_<NAME>). */
@@ -139,6 +158,13 @@ struct s_req {
     mb_jwt_claims_t claims; /* the token's, once verified */
     gw_rate_result_t rate;  /* the rate limiter's verdict (rate.limited: headers due) */
     char challenge[GW_AUTH_CHALLENGE_MAX]; /* WWW-Authenticate of a 401/403, or "" */
+    struct MHD_Response *ready; /* a response built already (media), queued by s_respond */
+    bool cors;                  /* /media/: readable by pages of any origin */
+    char content_range[64];     /* Content-Range of a 416, or "" */
+    char ctype[128];            /* a raw reply's Content-Type (content_type points here) */
+    char disposition[384];      /* its Content-Disposition, or "" */
+    mb_blob_writer_t *writer;   /* x-upload: the blob being written */
+    int upload_errno;           /* x-upload: why writing failed, 0 if it did not */
 };
 
 struct s_self {
@@ -150,6 +176,9 @@ struct s_self {
     char *schema_file;
     char *ready_file;
     char *jwt_secret_file;
+    char *media_secret_file;
+    char *data_dir;
+    long long max_upload; /* bytes of an x-upload body, whatever the route allows */
     const char *given_name[GW_BUDGETS_GIVEN_MAX]; /* --rate NAME=SPEC flags (argv's) */
     const char *given_spec[GW_BUDGETS_GIVEN_MAX];
     size_t n_given;
@@ -159,8 +188,13 @@ struct s_self {
     gw_routes_t *routes;
     gw_auth_t *auth;
     gw_rate_t *rate;
-    int budget_default;  /* the id of budget "default" in rate */
-    char *probe_service; /* the service named in mmi.service probes */
+    mb_media_key_t media_key; /* valid when has_media_key */
+    bool has_media_key;
+    gw_media_root_t *hls_root;    /* $data/blobs/hls */
+    gw_media_root_t *covers_root; /* $data/blobs/covers */
+    mb_blob_store_t *blobs;       /* $data/blobs, for uploads; NULL when none can be taken */
+    int budget_default;           /* the id of budget "default" in rate */
+    char *probe_service;          /* the service named in mmi.service probes */
     mb_client_t *client;
     struct MHD_Daemon *daemon;
     int epoll_fd;
@@ -235,6 +269,10 @@ static s_req_t *s_req_new(s_self_t *self, struct MHD_Connection *conn)
 static void s_req_free(s_self_t *self, s_req_t *req)
 {
     self->active--;
+    if (req->ready) /* built but never queued: the client left */
+        MHD_destroy_response(req->ready);
+    req->ready = NULL;
+    mb_blob_writer_destroy(&req->writer); /* an upload cut short: its temporary file goes */
     if (req->body.cap > GW_BUF_KEPT)
         gw_buf_free(&req->body);
     if (req->out.cap > GW_BUF_KEPT)
@@ -281,8 +319,13 @@ static enum MHD_Result s_respond(s_req_t *req)
 {
     s_self_t *self = req->self;
     bool empty = req->status == 204 || req->status == 304;
-    struct MHD_Response *resp = MHD_create_response_from_buffer(
-        empty ? 0 : req->out.len, empty ? (void *)"" : req->out.data, MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *resp = req->ready;
+    req->ready = NULL;
+    if (!resp)
+        resp = MHD_create_response_from_buffer(
+            empty ? 0 : req->out.len, empty ? (void *)"" : req->out.data, MHD_RESPMEM_PERSISTENT);
+    else
+        empty = true; /* it has its own Content-Type, or needs none */
     if (!resp)
         return MHD_NO;
     char rid[17];
@@ -290,6 +333,15 @@ static enum MHD_Result s_respond(s_req_t *req)
     MHD_add_response_header(resp, "X-Request-Id", rid);
     if (!empty)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->content_type);
+    if (req->disposition[0])
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_DISPOSITION, req->disposition);
+    if (req->content_range[0])
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_RANGE, req->content_range);
+    if (req->cors) {
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, "*");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCESS_CONTROL_EXPOSE_HEADERS,
+                                "Content-Range, Accept-Ranges, ETag, X-Request-Id");
+    }
     if (req->allow)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, req->allow);
     if (req->challenge[0])
@@ -382,6 +434,175 @@ static enum MHD_Result s_handle_own(s_req_t *req)
                       s_now_ms() - self->last_answer_ms);
     }
     return s_fail(req, 501, NULL, "the gateway does not implement op %s", op);
+}
+
+/* ---- media, answered from the data folder ------------------------------------ */
+
+static const char *s_header(s_req_t *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+/*  Answers a problem document with a type of its own. */
+static enum MHD_Result s_refuse(s_req_t *req, int status, const char *type, const char *detail)
+{
+    s_set_problem(req, status, type, (size_t)-1, detail, (size_t)-1, NULL, 0);
+    return s_answer(req);
+}
+
+/*  CORS preflight: hls.js in a page of another origin asks before a
+    ranged or conditional GET. */
+static enum MHD_Result s_media_preflight(s_req_t *req)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_METHODS, GW_MEDIA_METHODS);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_HEADERS,
+                            "Range, If-None-Match, If-Modified-Since, If-Range");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCESS_CONTROL_MAX_AGE, "86400");
+    req->ready = resp;
+    req->status = 204;
+    return s_answer(req);
+}
+
+/*  True when the request's conditions say the client's copy is current
+    (304): If-None-Match when given, else If-Modified-Since. */
+static bool s_not_modified(s_req_t *req, const char *etag, const struct stat *st)
+{
+    const char *inm = s_header(req, MHD_HTTP_HEADER_IF_NONE_MATCH);
+    if (inm)
+        return gw_media_etag_listed(inm, etag);
+    int64_t since;
+    return gw_media_parse_http_date(s_header(req, MHD_HTTP_HEADER_IF_MODIFIED_SINCE), &since) &&
+           (int64_t)st->st_mtime <= since;
+}
+
+/*  If-Range: the range applies only to the representation the client
+    names, by strong ETag or by the exact Last-Modified date. */
+static bool s_if_range_holds(s_req_t *req, const char *etag, const char *last_modified)
+{
+    const char *v = s_header(req, MHD_HTTP_HEADER_IF_RANGE);
+    if (!v)
+        return true;
+    if (v[0] == '"')
+        return !strcmp(v, etag);
+    return !strcmp(v, last_modified);
+}
+
+/*  Answers from an open file: 304, 416, 206 or 200 with sendfile. Takes
+    the descriptor. */
+static enum MHD_Result s_media_file(s_req_t *req, int fd, const struct stat *st, const char *name,
+                                    const char *cache_control)
+{
+    char etag[GW_MEDIA_ETAG_MAX], last_modified[GW_MEDIA_HTTP_DATE_MAX];
+    gw_media_etag(st, etag);
+    gw_media_http_date((int64_t)st->st_mtime, last_modified);
+    uint64_t size = (uint64_t)st->st_size, offset = 0, length = size;
+    int status = 200;
+    struct MHD_Response *resp;
+    if (s_not_modified(req, etag, st)) {
+        close(fd);
+        status = 304;
+        resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    } else {
+        /* Range is defined for GET only (RFC 9110 14.2). */
+        gw_range_t range = GW_RANGE_NONE;
+        if (!strcmp(req->method, "GET") && s_if_range_holds(req, etag, last_modified))
+            range = gw_media_range(s_header(req, MHD_HTTP_HEADER_RANGE), size, &offset, &length);
+        if (range == GW_RANGE_UNSATISFIABLE) {
+            close(fd);
+            snprintf(req->content_range, sizeof req->content_range, "bytes */%" PRIu64, size);
+            return s_refuse(req, 416, NULL, "no byte of the range is in the file");
+        }
+        if (range == GW_RANGE_ONE) {
+            status = 206;
+            snprintf(req->content_range, sizeof req->content_range,
+                     "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, offset, offset + length - 1, size);
+        }
+        /* MHD sends it with sendfile(2) and closes fd with the response. */
+        resp = MHD_create_response_from_fd_at_offset64(length, fd, offset);
+        if (!resp)
+            close(fd);
+    }
+    if (!resp)
+        return s_fail(req, 500, NULL, "cannot build the response");
+    if (status != 304) {
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, gw_media_content_type(name));
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
+        MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_LAST_MODIFIED, last_modified);
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, cache_control);
+    req->ready = resp;
+    req->status = status;
+    return s_answer(req);
+}
+
+/*  GET/HEAD/OPTIONS /media/...: HLS under a signed grant, or a cover.
+    The signature is the credential: no bearer token, no bus, no rate
+    budget (a player fetches a segment every few seconds). */
+static enum MHD_Result s_handle_media(s_req_t *req)
+{
+    s_self_t *self = req->self;
+    req->cors = true;
+    if (!strcmp(req->method, "OPTIONS"))
+        return s_media_preflight(req);
+    if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD")) {
+        req->allow = GW_MEDIA_METHODS;
+        return s_fail(req, 405, NULL, "/media/ allows %s", GW_MEDIA_METHODS);
+    }
+    gw_media_url_t url;
+    if (gw_media_parse(req->url, &url))
+        return s_fail(req, 404, NULL, "no such media");
+    char rel[GW_MEDIA_REL_MAX], cache_control[64];
+    gw_media_root_t *root = self->covers_root;
+    if (url.kind == GW_MEDIA_COVER) {
+        /* Named by their content's hash: they never change. */
+        snprintf(rel, sizeof rel, "%s", url.path);
+        snprintf(cache_control, sizeof cache_control, "public, max-age=%d, immutable",
+                 GW_MEDIA_IMMUTABLE_S);
+    } else {
+        if (!self->has_media_key)
+            return s_refuse(req, 503, "unavailable", "the gateway has no media secret");
+        int64_t now = (int64_t)time(NULL);
+        mb_media_entitlement_t ent;
+        int rc = mb_media_verify(&self->media_key, url.token, url.token_len, url.version,
+                                 url.version_len, (uint64_t)now, &ent);
+        if (rc == MB_ETIMEDOUT)
+            return s_refuse(req, 403, "expired", "the media URL expired; ask for a new one");
+        if (rc)
+            return s_refuse(req, 403, "bad_signature",
+                            "the media URL's signature does not match its version");
+        if (gw_media_map(&url, ent, rel))
+            return s_refuse(req, 403, "not_entitled",
+                            "a free grant covers master.m3u8 and the rungs a64/ and a128/");
+        /* A cache keyed by URL must not outlive the grant in it: anyone
+           holding the URL would keep fetching after it expired. Nobody
+           else asks for that URL, so nothing is lost by it. */
+        bool playlist = gw_media_is_playlist(url.last);
+        int64_t max_age = playlist ? GW_MEDIA_PLAYLIST_S : GW_MEDIA_IMMUTABLE_S;
+        int64_t left = (int64_t)gw_media_token_expiry(url.token, url.token_len) - now;
+        if (left < max_age)
+            max_age = left > 0 ? left : 0;
+        snprintf(cache_control, sizeof cache_control, "public, max-age=%" PRId64 "%s", max_age,
+                 playlist ? "" : ", immutable");
+        root = self->hls_root;
+    }
+    int fd;
+    struct stat st;
+    int rc = gw_media_open(root, rel, &fd, &st);
+    if (rc == MB_ENOTFOUND)
+        return s_fail(req, 404, NULL, "no such media");
+    if (rc == MB_EAGAIN)
+        return s_fail(req, 503, NULL, "out of file descriptors; try again");
+    if (rc) {
+        mb_warn(req->rid, "media: cannot open %s: %s", rel, strerror(errno));
+        return s_fail(req, 500, NULL, "cannot read the media file");
+    }
+    return s_media_file(req, fd, &st, url.last, cache_control);
 }
 
 /* ---- access and rate limits -------------------------------------------------- */
@@ -523,6 +744,33 @@ static bool s_is_json_media(const char *ct)
     return *p == '\0';
 }
 
+static const char *s_request_header(void *cls, const char *name, size_t *len)
+{
+    const char *value = NULL;
+    size_t value_len = 0;
+    if (MHD_lookup_connection_value_n(cls, MHD_HEADER_KIND, name, strlen(name), &value,
+                                      &value_len) != MHD_YES ||
+        !value)
+        return NULL;
+    *len = value_len;
+    return value;
+}
+
+/*  The most an x-upload route takes: its own max, within --max-upload. */
+static uint64_t s_upload_limit(const s_self_t *self, const gw_route_t *r)
+{
+    uint64_t limit = (uint64_t)self->max_upload;
+    return r->upload_max && r->upload_max < limit ? r->upload_max : limit;
+}
+
+/*  Answers a refusal found from the headers alone. An upload's is sent
+    at once, so the client does not send gigabytes to learn it was
+    refused (MHD then closes the connection, as it cannot read on). */
+static enum MHD_Result s_refuse_early(s_req_t *req)
+{
+    return req->route && req->route->upload ? s_respond(req) : s_answer(req);
+}
+
 static const char *s_query(void *cls, const char *name, size_t *len)
 {
     const char *value = NULL;
@@ -538,11 +786,66 @@ static const char *s_query(void *cls, const char *name, size_t *len)
     return value;
 }
 
+/*  Sets a 507 (disk full) or 500 answer for an upload that failed with
+    `err` (an errno). */
+static enum MHD_Result s_upload_failed(s_req_t *req, int err, bool early)
+{
+    if (err == ENOSPC || err == EDQUOT)
+        s_set_problem(req, 507, "storage_full", (size_t)-1, "the blob store is full", (size_t)-1,
+                      NULL, 0);
+    else
+        s_set_problemf(req, 500, NULL, "the upload could not be stored: %s", strerror(err));
+    mb_warn(req->rid, "%s %s: storing the upload failed: %s", req->method, req->url, strerror(err));
+    return early ? s_respond(req) : s_answer(req);
+}
+
+/*  Opens the blob the body of an x-upload request streams into. */
+static enum MHD_Result s_upload_start(s_req_t *req, uint64_t limit)
+{
+    if (!req->self->blobs) {
+        s_set_problemf(req, 503, NULL, "the gateway cannot store uploads (no blob store)");
+        return s_respond(req);
+    }
+    if (mb_blob_writer_new(req->self->blobs, limit, &req->writer))
+        return s_upload_failed(req, errno ? errno : EIO, true);
+    return MHD_YES;
+}
+
+/*  A chunk of an upload's body: written to the blob at once and
+    forgotten, so a body of any size costs MHD's read buffer and no
+    more. The write is synchronous in the loop (page cache: fast, unless
+    the disk is saturated), and so is the final fsync (README). */
+static enum MHD_Result s_upload_data(s_req_t *req, const char *data, size_t n)
+{
+    if (req->writer) {
+        int rc = mb_blob_writer_write(req->writer, data, n);
+        if (rc == 0)
+            return MHD_YES;
+        if (rc == MB_ETOOBIG)
+            req->too_big = true;
+        else
+            req->upload_errno = errno ? errno : EIO;
+        mb_blob_writer_destroy(&req->writer);
+    }
+    /* As with JSON bodies: the answer waits for the body's end (MHD
+       0.9.75), so a little more is read and dropped; past that the
+       connection is cut. */
+    req->dropped += n;
+    if (req->dropped > GW_DISCARD_MAX) {
+        mb_warn(req->rid, "%s %s: upload refused but still arriving; closing the connection",
+                req->method, req->url);
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
 /*  First call for a request: route, method, size and media type, all
     decided before any body is read. */
 static enum MHD_Result s_on_headers(s_req_t *req)
 {
     s_self_t *self = req->self;
+    if (!strncmp(req->url, GW_MEDIA_PREFIX, strlen(GW_MEDIA_PREFIX)))
+        return s_handle_media(req);
     int rc = gw_routes_match(self->routes, req->method, req->url, &req->match);
     if (rc == 404)
         return s_fail(req, 404, NULL, "no route for %s", req->url);
@@ -562,14 +865,26 @@ static enum MHD_Result s_on_headers(s_req_t *req)
     const char *te =
         MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
     unsigned long long length = cl ? strtoull(cl, NULL, 10) : 0;
+    const gw_route_t *r = req->route;
+    unsigned long long limit = r->upload ? s_upload_limit(self, r) : (uint64_t)self->max_body;
     /* 413 and 415 go out at once, before the body is read: here closing
        the connection is what we want. */
-    if (length > (unsigned long long)self->max_body) {
-        s_set_problemf(req, 413, "body", "the body is %llu bytes; the limit is %ld", length,
-                       self->max_body);
+    if (length > limit) {
+        s_set_problemf(req, 413, "body", "the body is %llu bytes; the limit is %llu", length,
+                       limit);
         return s_respond(req);
     }
-    if (req->route->has_body && (length > 0 || te)) {
+    if (r->upload) {
+        const char *ct =
+            MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+        if (!gw_media_type_listed(ct, r->upload_types, r->n_upload_types)) {
+            s_set_problemf(req, 415, NULL, "this upload takes %s%s%s%s, not %s", r->upload_types[0],
+                           r->n_upload_types > 1 ? ", " : "",
+                           r->n_upload_types > 1 ? r->upload_types[1] : "",
+                           r->n_upload_types > 2 ? "..." : "", ct ? ct : "an untyped body");
+            return s_respond(req);
+        }
+    } else if (r->has_body && (length > 0 || te)) {
         const char *ct =
             MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
         if (!s_is_json_media(ct)) {
@@ -580,8 +895,10 @@ static enum MHD_Result s_on_headers(s_req_t *req)
     }
     /* Access first, so the limiter knows whom to count; a limit with body
        keys waits for the body. Both before a byte of the body is kept. */
-    if (!s_access(req) || (!req->route->rate_body && !s_rate_route(req)))
-        return s_answer(req);
+    if (!s_access(req) || (!r->rate_body && !s_rate_route(req)))
+        return s_refuse_early(req);
+    if (r->upload)
+        return s_upload_start(req, limit);
     gw_buf_reserve(&req->body, length);
     return MHD_YES;
 }
@@ -591,21 +908,46 @@ static enum MHD_Result s_on_headers(s_req_t *req)
 static enum MHD_Result s_on_complete(s_req_t *req)
 {
     s_self_t *self = req->self;
+    const gw_route_t *r = req->route;
     if (req->too_big)
-        return s_fail(req, 413, "body", "the body is over the limit of %ld bytes", self->max_body);
+        return s_fail(req, 413, "body", "the body is over the limit of %llu bytes",
+                      r->upload ? (unsigned long long)s_upload_limit(self, r)
+                                : (unsigned long long)self->max_body);
     int64_t now = s_now_ms();
-    if (now >= req->deadline_ms)
+    gw_request_in_t in = {.query = s_query,
+                          .header = s_request_header,
+                          .cls = req->conn,
+                          .body = req->body.data,
+                          .body_len = req->body.len};
+    char hex[MB_BLOB_HEX_LEN + 1];
+    if (r->upload) {
+        if (req->upload_errno || !req->writer)
+            return s_upload_failed(req, req->upload_errno ? req->upload_errno : EIO, false);
+        if (mb_blob_writer_size(req->writer) == 0 && r->body_required) {
+            mb_blob_writer_destroy(&req->writer);
+            return s_fail(req, 400, "body", "body: is required");
+        }
+        /* fsync and rename, in the loop: the price of a simple design
+           (README). */
+        if (mb_blob_writer_commit(&req->writer, hex, &in.blob_size, NULL))
+            return s_upload_failed(req, errno ? errno : EIO, false);
+        in.blob_hex = hex;
+        /* The time the body took to arrive is the client's; the bus gets
+           the whole timeout from here. */
+        now = s_now_ms();
+        req->deadline_ms = now + self->timeout_ms;
+    } else if (now >= req->deadline_ms) {
         return s_fail(req, 504, NULL, "the request took longer than %ld ms to arrive",
                       self->timeout_ms);
+    }
     /* Counted before the body is validated: every request counts. */
-    if (req->route->rate_body && !s_rate_route(req))
+    if (r->rate_body && !s_rate_route(req))
         return s_answer(req);
     msgpack_sbuffer_clear(&self->sbuf);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &self->sbuf, msgpack_sbuffer_write);
     gw_invalid_t invalid;
-    if (gw_request_pack(&pk, req->route, &req->match, s_query, req->conn, req->body.data,
-                        req->body.len, req->authed ? &req->claims : NULL, req->rid,
+    if (gw_request_pack(&pk, r, &req->match, &in, req->authed ? &req->claims : NULL, req->rid,
                         (uint32_t)(req->deadline_ms - now), &invalid))
         return s_fail(req, 400, invalid.field, "%s", invalid.detail);
 
@@ -645,8 +987,10 @@ static enum MHD_Result s_on_request(void *cls, struct MHD_Connection *conn, cons
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (req->state != S_READING || !req->route || !req->route->has_body)
+        if (req->state != S_READING || !req->route || !(req->route->has_body || req->route->upload))
             return MHD_YES; /* answered already, or a body nobody asked for: dropped */
+        if (req->route->upload)
+            return s_upload_data(req, upload_data, n);
         if (req->too_big || req->body.len + n > (size_t)self->max_body) {
             /* Content-Length did not warn us (chunked). MHD 0.9.75 cannot
                queue a response in the middle of a body, so the rest is
@@ -759,6 +1103,86 @@ static void s_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- the bus ------------------------------------------------------------- */
 
+/*  Writes Content-Disposition: attachment with `name` (len bytes) as the
+    file name: the quoted form keeps printable ASCII but quotes, '\\'
+    and '/' (others become '_'); a name with other bytes also gets the
+    RFC 8187 form, filename*=UTF-8''..., which browsers prefer. */
+static void s_disposition(char *out, size_t size, const char *name, size_t len)
+{
+    if (len > 128)
+        len = 128;
+    size_t n = (size_t)snprintf(out, size, "attachment; filename=\"");
+    bool ascii = true;
+    for (size_t i = 0; i < len && n + 2 < size; i++) {
+        unsigned char c = (unsigned char)name[i];
+        ascii &= c >= 0x20 && c < 0x7f;
+        out[n++] = c >= 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '/' ? (char)c : '_';
+    }
+    n += (size_t)snprintf(out + n, size - n, "\"");
+    if (ascii || !gw_utf8_valid(name, len) || n + 20 >= size)
+        return;
+    n += (size_t)snprintf(out + n, size - n, "; filename*=UTF-8''");
+    for (size_t i = 0; i < len && n + 4 < size; i++) {
+        unsigned char c = (unsigned char)name[i];
+        bool plain = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                     strchr("!#$&+-.^_`|~", c);
+        n += (size_t)snprintf(out + n, size - n, plain && c ? "%c" : "%%%02X", c);
+    }
+}
+
+/*  A reply whose body is {"content_type": str, "data"|"csv"|"text": str
+    or bin, "filename"?: str}, to a route whose 2xx responses declare a
+    media type that is not JSON, is sent as those bytes. Returns false
+    when the body has not that shape (it goes out as JSON). */
+static bool s_set_raw(s_req_t *req, const mb_reply_t *rep)
+{
+    static const char *const keys[] = {"data", "csv", "text"};
+    const msgpack_object *data = NULL;
+    for (size_t i = 0; !data && i < sizeof keys / sizeof keys[0]; i++)
+        data = mb_map_get(rep->body, keys[i]);
+    const char *ct, *bytes;
+    size_t ct_len, len;
+    if (!data || !mb_obj_str(mb_map_get(rep->body, "content_type"), &ct, &ct_len))
+        return false;
+    const char *service = req->route->service;
+    if (data->type == MSGPACK_OBJECT_STR) {
+        bytes = data->via.str.ptr;
+        len = data->via.str.size;
+    } else if (data->type == MSGPACK_OBJECT_BIN) {
+        bytes = data->via.bin.ptr;
+        len = data->via.bin.size;
+    } else {
+        s_set_problemf(req, 502, NULL, "%s answered raw data that is neither text nor bytes",
+                       service);
+        return true;
+    }
+    /* The type becomes a header: printable ASCII, and one the operation
+       declares, so actors cannot send what the contract does not say. */
+    bool printable = ct_len > 0 && ct_len < sizeof req->ctype;
+    for (size_t i = 0; printable && i < ct_len; i++)
+        printable = ct[i] >= 0x20 && ct[i] < 0x7f;
+    if (printable) {
+        memcpy(req->ctype, ct, ct_len);
+        req->ctype[ct_len] = '\0';
+    }
+    if (!printable ||
+        !gw_media_type_listed(req->ctype, req->route->raw_types, req->route->n_raw_types)) {
+        s_set_problemf(req, 502, NULL, "%s answered a content type the operation does not declare",
+                       service);
+        return true;
+    }
+    const char *name;
+    size_t name_len;
+    req->disposition[0] = '\0';
+    if (mb_obj_str(mb_map_get(rep->body, "filename"), &name, &name_len) && name_len)
+        s_disposition(req->disposition, sizeof req->disposition, name, name_len);
+    gw_buf_reset(&req->out);
+    gw_buf_append(&req->out, bytes, len);
+    req->status = rep->status;
+    req->content_type = req->ctype;
+    return true;
+}
+
 /*  Turns a decoded reply into the request's answer. */
 static void s_set_reply(s_req_t *req, const mb_reply_t *rep)
 {
@@ -782,6 +1206,9 @@ static void s_set_reply(s_req_t *req, const mb_reply_t *rep)
         gw_buf_puts(&req->out, "null");
         return;
     }
+    if (req->route->n_raw_types && rep->status < 300 && rep->body->type == MSGPACK_OBJECT_MAP &&
+        s_set_raw(req, rep))
+        return;
     const char *why = NULL;
     if (gw_msgpack_to_json(&req->out, rep->body, &why))
         s_set_problemf(req, 502, NULL, "%s answered with a body that has no JSON form: %s",
@@ -976,8 +1403,12 @@ static void s_usage(FILE *out)
         "  --bus ENDPOINT      broker endpoint (%s; %s)\n"
         "  --timeout MS        deadline of each request (%s; %d)\n"
         "  --max-body BYTES    largest request body (%s; %ld)\n"
+        "  --max-upload BYTES  largest x-upload body, streamed to the blob store (%s; %lld)\n"
         "  --schema FILE       OpenAPI document to serve (default: the one built in)\n"
+        "  --data DIR          data folder: blobs/ for uploads and /media/ (%s; %s)\n"
         "  --jwt-secret-file PATH  the access tokens' HMAC secret (else %s,\n"
+        "                      else the file named by %s)\n"
+        "  --media-secret-file PATH  the media URLs' HMAC secret (%s, else this,\n"
         "                      else the file named by %s)\n"
         "  --rate NAME=SPEC    rate budget NAME (else %sNAME in capitals): 'off' or\n"
         "                      COUNT/PERIOD [burst N], e.g. '50/s burst 200', '10/min burst 5'\n"
@@ -989,9 +1420,11 @@ static void s_usage(FILE *out)
         "  --ready-file PATH   write the bound HOST:PORT there once listening\n"
         "  --help              this text\n",
         MB_ENV_HTTP_ADDR, MB_DEFAULT_HTTP_ADDR, MB_ENV_BUS, MB_DEFAULT_BUS, MB_ENV_TIMEOUT_MS,
-        MB_DEFAULT_TIMEOUT_MS, GW_ENV_MAX_BODY, GW_DEFAULT_MAX_BODY, MB_JWT_ENV_SECRET,
-        MB_JWT_ENV_SECRET_FILE, GW_RATE_ENV_PREFIX, s_builtin_budgets[0].spec,
-        s_builtin_budgets[1].spec, GW_ENV_RATE_SLOTS, GW_RATE_SLOTS, GW_ENV_TRUST_PROXY);
+        MB_DEFAULT_TIMEOUT_MS, GW_ENV_MAX_BODY, GW_DEFAULT_MAX_BODY, GW_ENV_MAX_UPLOAD,
+        GW_DEFAULT_MAX_UPLOAD, MB_ENV_DATA, MB_DEFAULT_DATA, MB_JWT_ENV_SECRET,
+        MB_JWT_ENV_SECRET_FILE, "MUSICBUS_MEDIA_SECRET", "MUSICBUS_MEDIA_SECRET_FILE",
+        GW_RATE_ENV_PREFIX, s_builtin_budgets[0].spec, s_builtin_budgets[1].spec, GW_ENV_RATE_SLOTS,
+        GW_RATE_SLOTS, GW_ENV_TRUST_PROXY);
 }
 
 /*  Parses flags, falling back to MUSICBUS_* variables. Returns 0, 1 to
@@ -1006,6 +1439,9 @@ static int s_parse_args(s_self_t *self, int argc, char **argv)
         {"schema", required_argument, NULL, 's'},
         {"ready-file", required_argument, NULL, 'r'},
         {"jwt-secret-file", required_argument, NULL, 'j'},
+        {"media-secret-file", required_argument, NULL, 'M'},
+        {"data", required_argument, NULL, 'd'},
+        {"max-upload", required_argument, NULL, 'U'},
         {"rate", required_argument, NULL, 'R'},
         {"rate-default", required_argument, NULL, 'D'},
         {"rate-signin", required_argument, NULL, 'S'},
@@ -1015,6 +1451,7 @@ static int s_parse_args(s_self_t *self, int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *http = NULL, *bus = NULL, *timeout = NULL, *max_body = NULL, *slots = NULL;
+    const char *data = NULL, *max_upload = NULL;
     bool trust_proxy = false;
     int c;
     while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -1040,6 +1477,16 @@ static int s_parse_args(s_self_t *self, int argc, char **argv)
         case 'j':
             free(self->jwt_secret_file);
             self->jwt_secret_file = mb_strdup(optarg);
+            break;
+        case 'M':
+            free(self->media_secret_file);
+            self->media_secret_file = mb_strdup(optarg);
+            break;
+        case 'd':
+            data = optarg;
+            break;
+        case 'U':
+            max_upload = optarg;
             break;
         case 'R':
         case 'D':
@@ -1104,6 +1551,18 @@ static int s_parse_args(s_self_t *self, int argc, char **argv)
     } else {
         self->max_body = mb_config_env_long(GW_ENV_MAX_BODY, GW_DEFAULT_MAX_BODY, 0, 1L << 30);
     }
+    self->data_dir = mb_strdup(data ? data : mb_config_env(MB_ENV_DATA, MB_DEFAULT_DATA));
+    long upload = 0;
+    if (max_upload) {
+        if (mb_config_parse_long(max_upload, 1, GW_MAX_UPLOAD_MAX, &upload)) {
+            fprintf(stderr, "musicbus-gateway: --max-upload must be 1..%lld bytes\n",
+                    GW_MAX_UPLOAD_MAX);
+            return -1;
+        }
+    } else {
+        upload = mb_config_env_long(GW_ENV_MAX_UPLOAD, GW_DEFAULT_MAX_UPLOAD, 1, GW_MAX_UPLOAD_MAX);
+    }
+    self->max_upload = upload;
     if (slots) {
         if (mb_config_parse_long(slots, 16, 1L << 26, &self->rate_slots)) {
             fprintf(stderr, "musicbus-gateway: --rate-slots must be 16..67108864\n");
@@ -1210,10 +1669,13 @@ static int s_load_routes(s_self_t *self)
     for (size_t i = 0; i < gw_routes_size(self->routes); i++) {
         const gw_route_t *r = gw_routes_at(self->routes, i);
         if (strcmp(r->service, "gateway")) {
-            self->probe_service = mb_strdup(r->service);
-            break;
+            if (!self->probe_service)
+                self->probe_service = mb_strdup(r->service);
+            continue;
         }
-        if (strcmp(r->op, "healthz") && strcmp(r->op, "readyz"))
+        /* /media/ documents what the gateway answers before routing. */
+        if (strcmp(r->op, "healthz") && strcmp(r->op, "readyz") &&
+            strncmp(r->path, GW_MEDIA_PREFIX, strlen(GW_MEDIA_PREFIX)))
             mb_warn(0, "%s %s: the gateway has no op %s; it will answer 501", r->method, r->path,
                     r->op);
     }
@@ -1241,6 +1703,41 @@ static int s_setup_auth(s_self_t *self)
     if (!gw_auth_has_key(self->auth) && guarded)
         mb_warn(0, "no JWT secret: the %zu routes that need an access token will answer 503",
                 guarded);
+    return 0;
+}
+
+/*  The media secret, and the folders /media/ and uploads use. No secret
+    is not fatal (covers still work; signed URLs answer 503), a secret
+    that cannot be read or is too short is. */
+static int s_setup_media(s_self_t *self)
+{
+    int rc = mb_media_key_load(self->media_secret_file, &self->media_key);
+    if (rc && rc != MB_ENOTFOUND)
+        return rc; /* mb_media_key_load() said why */
+    self->has_media_key = rc == 0;
+    if (!self->has_media_key)
+        mb_warn(0, "no media secret (MUSICBUS_MEDIA_SECRET[_FILE] or --media-secret-file): "
+                   "signed /media/ URLs will answer 503");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/blobs/hls", self->data_dir);
+    self->hls_root = gw_media_root_new(path);
+    snprintf(path, sizeof path, "%s/blobs/covers", self->data_dir);
+    self->covers_root = gw_media_root_new(path);
+    bool uploads = false;
+    for (size_t i = 0; i < gw_routes_size(self->routes); i++)
+        uploads |= gw_routes_at(self->routes, i)->upload;
+    if (!uploads)
+        return 0;
+    snprintf(path, sizeof path, "%s/blobs", self->data_dir);
+    if (mb_blob_store_open(path, &self->blobs)) {
+        mb_warn(0, "no blob store in %s: uploads will answer 503", path);
+        return 0;
+    }
+    /* Uploads a crashed gateway left half-written. */
+    unsigned removed = 0;
+    mb_blob_store_sweep(self->blobs, GW_UPLOAD_SWEEP_S, &removed);
+    if (removed)
+        mb_info(0, "removed %u unfinished upload(s) older than a day", removed);
     return 0;
 }
 
@@ -1367,7 +1864,10 @@ static int s_start(s_self_t *self)
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_LIMIT, conn_limit,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)GW_CONN_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
         s_on_completed, self, MHD_OPTION_NOTIFY_CONNECTION, s_on_connection, self,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+        /* SIGPIPE is ignored (mb_signal_install()); without saying so MHD
+           will not use sendfile(2) and copies media through 4 KiB sends. */
+        MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1, MHD_OPTION_END);
     if (!self->daemon) {
         mb_error(0, "cannot listen on %s", self->http_addr);
         return MB_EIO;
@@ -1385,9 +1885,11 @@ static int s_start(s_self_t *self)
         mb_error(0, "cannot set up the event loop: %s", strerror(errno));
         return MB_EIO;
     }
-    mb_info(0, "listening on %s%s%s:%u, bus %s, timeout %ld ms, max body %ld bytes",
+    mb_info(0,
+            "listening on %s%s%s:%u, bus %s, timeout %ld ms, max body %ld bytes, max upload %lld "
+            "bytes, data %s",
             strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", port, self->bus,
-            self->timeout_ms, self->max_body);
+            self->timeout_ms, self->max_body, self->max_upload, self->data_dir);
     if (self->ready_file && s_write_ready_file(self->ready_file, host, port)) {
         mb_error(0, "cannot write --ready-file %s: %s", self->ready_file, strerror(errno));
         return MB_EIO;
@@ -1407,6 +1909,10 @@ static void s_destroy(s_self_t *self)
     gw_routes_destroy(&self->routes);
     gw_auth_destroy(&self->auth);
     gw_rate_destroy(&self->rate);
+    gw_media_root_destroy(&self->hls_root);
+    gw_media_root_destroy(&self->covers_root);
+    mb_blob_store_destroy(&self->blobs);
+    sodium_memzero(&self->media_key, sizeof self->media_key);
     msgpack_sbuffer_destroy(&self->sbuf);
     while (self->free_reqs) {
         s_req_t *next = self->free_reqs->next_free;
@@ -1420,6 +1926,8 @@ static void s_destroy(s_self_t *self)
     free(self->schema_file);
     free(self->ready_file);
     free(self->jwt_secret_file);
+    free(self->media_secret_file);
+    free(self->data_dir);
     for (size_t i = 0; i < self->n_given; i++)
         free((char *)self->given_name[i]);
     free(self->probe_service);
@@ -1454,7 +1962,8 @@ int main(int argc, char **argv)
     self.next_rid = seed & 0xffffffff00000000ull;
     msgpack_sbuffer_init(&self.sbuf);
 
-    if (s_load_routes(&self) || s_setup_auth(&self) || s_setup_rate(&self) || s_start(&self)) {
+    if (s_load_routes(&self) || s_setup_auth(&self) || s_setup_media(&self) ||
+        s_setup_rate(&self) || s_start(&self)) {
         s_destroy(&self);
         return 1;
     }

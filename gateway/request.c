@@ -172,10 +172,12 @@ static int s_body_value(const gw_route_t *route, const char *body, size_t len, j
 }
 
 int gw_request_pack(msgpack_packer *pk, const gw_route_t *route, const gw_match_t *match,
-                    gw_query_fn query, void *query_cls, const char *body, size_t body_len,
-                    const mb_jwt_claims_t *auth, uint64_t rid, uint32_t ttl_ms, gw_invalid_t *err)
+                    const gw_request_in_t *in, const mb_jwt_claims_t *auth, uint64_t rid,
+                    uint32_t ttl_ms, gw_invalid_t *err)
 {
     json_t *values[S_MAX_PARAMS] = {0};
+    const char *headers[GW_HEADER_ARGS_MAX] = {0};
+    size_t header_lens[GW_HEADER_ARGS_MAX] = {0};
     size_t n_params = route->n_params < S_MAX_PARAMS ? route->n_params : S_MAX_PARAMS;
     json_t *body_value = NULL;
     int rc = 0;
@@ -187,7 +189,7 @@ int gw_request_pack(msgpack_packer *pk, const gw_route_t *route, const gw_match_
         if (p->in == GW_IN_PATH)
             text = gw_match_param(match, p, &len);
         else
-            text = query ? query(query_cls, p->name, &len) : NULL;
+            text = in->query ? in->query(in->cls, p->name, &len) : NULL;
         if (!text) {
             if (p->required)
                 rc = s_invalid(err, p->name, "is required");
@@ -199,8 +201,24 @@ int gw_request_pack(msgpack_packer *pk, const gw_route_t *route, const gw_match_
         else
             n_args++;
     }
+    for (size_t i = 0; i < route->n_headers && rc == 0; i++) {
+        const gw_header_arg_t *h = &route->headers[i];
+        size_t len = 0;
+        const char *text = in->header ? in->header(in->cls, h->header, &len) : NULL;
+        if (!text)
+            continue;
+        /* Actors read args as text; a header is bytes. */
+        if (!gw_utf8_valid(text, len) || memchr(text, '\0', len)) {
+            rc = s_invalid(err, h->arg, "header %s must be valid UTF-8 text", h->header);
+            break;
+        }
+        headers[i] = text;
+        header_lens[i] = len;
+        n_args++;
+    }
     if (rc == 0)
-        rc = s_body_value(route, body, body_len, &body_value, err);
+        rc = s_body_value(route, in->body, in->body_len, &body_value, err);
+    bool blob = route->upload && in->blob_hex;
     if (rc == 0) {
         mb_request_pack_head(pk, route->op, rid, ttl_ms, auth ? 2 : 1);
         if (auth) {
@@ -208,16 +226,30 @@ int gw_request_pack(msgpack_packer *pk, const gw_route_t *route, const gw_match_
             mb_jwt_pack_auth(pk, auth);
         }
         mb_pack_cstr(pk, "args");
-        msgpack_pack_map(pk, n_args + (body_value != NULL));
+        msgpack_pack_map(pk, n_args + (body_value != NULL) + blob);
         for (size_t i = 0; i < n_params; i++) {
             if (!values[i])
                 continue;
             mb_pack_cstr(pk, route->params[i].name);
             gw_json_to_msgpack(pk, values[i], GW_JSON_MAX_DEPTH);
         }
+        for (size_t i = 0; i < route->n_headers; i++) {
+            if (!headers[i])
+                continue;
+            mb_pack_cstr(pk, route->headers[i].arg);
+            mb_pack_strn(pk, headers[i], header_lens[i]);
+        }
         if (body_value) {
             mb_pack_cstr(pk, "body");
             gw_json_to_msgpack(pk, body_value, GW_JSON_MAX_DEPTH);
+        }
+        if (blob) {
+            mb_pack_cstr(pk, "blob");
+            msgpack_pack_map(pk, 2);
+            mb_pack_cstr(pk, "hash");
+            mb_pack_cstr(pk, in->blob_hex);
+            mb_pack_cstr(pk, "size");
+            msgpack_pack_uint64(pk, in->blob_size);
         }
     }
     for (size_t i = 0; i < n_params; i++)

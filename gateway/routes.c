@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "mb_alloc.h"
 #include "mb_envelope.h"
@@ -106,6 +107,15 @@ static void s_route_free(gw_route_t *r)
     for (size_t i = 0; i < r->n_params; i++)
         free(r->params[i].name);
     free(r->params);
+    for (size_t i = 0; i < r->n_headers; i++) {
+        free(r->headers[i].header);
+        free(r->headers[i].arg);
+    }
+    for (size_t i = 0; i < r->n_upload_types; i++)
+        free(r->upload_types[i]);
+    for (size_t i = 0; i < r->n_raw_types; i++)
+        free(r->raw_types[i]);
+    free(r->raw_types);
     free(r);
 }
 
@@ -302,6 +312,195 @@ static bool s_parse_rate_limit(gw_route_t *r, const json_t *spec, char *err, siz
     return true;
 }
 
+/*  RFC 9110 token characters (header names). */
+static bool s_is_token(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ||
+              strchr("!#$%&'*+-.^_`|~", *s)))
+            return false;
+    return true;
+}
+
+/*  A key in args: 1..64 of [a-z0-9_]. */
+static bool s_is_arg_name(const char *s)
+{
+    size_t len = strlen(s);
+    return len > 0 && len <= 64 && strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_") == len;
+}
+
+/*  True when `name` is already a key of the route's args. */
+static bool s_arg_taken(const gw_route_t *r, const char *name)
+{
+    if (!strcmp(name, "body") || !strcmp(name, "blob"))
+        return true;
+    for (size_t i = 0; i < r->n_params; i++)
+        if (!strcmp(r->params[i].name, name))
+            return true;
+    for (size_t i = 0; i < r->n_headers; i++)
+        if (!strcmp(r->headers[i].arg, name))
+            return true;
+    return false;
+}
+
+/*  Reads x-headers {"If-Match": "if_match", ...} into the route. */
+static bool s_parse_headers(gw_route_t *r, const json_t *spec, char *err, size_t err_size)
+{
+    if (!json_is_object(spec) || json_object_size(spec) == 0 ||
+        json_object_size(spec) > GW_HEADER_ARGS_MAX) {
+        snprintf(err, err_size, "%s %s: x-headers must map 1..%d header names to arg names",
+                 r->method, r->path, GW_HEADER_ARGS_MAX);
+        return false;
+    }
+    const char *header;
+    const json_t *arg;
+    json_object_foreach((json_t *)spec, header, arg)
+    {
+        const char *name = json_string_value(arg);
+        if (!s_is_token(header) || !name || !s_is_arg_name(name) || s_arg_taken(r, name)) {
+            snprintf(err, err_size,
+                     "%s %s: x-headers '%s': the header must be a token and its arg 1..64 of "
+                     "[a-z0-9_] that no parameter, body or blob uses",
+                     r->method, r->path, header);
+            return false;
+        }
+        for (size_t i = 0; i < r->n_headers; i++)
+            if (!strcasecmp(r->headers[i].header, header)) {
+                snprintf(err, err_size, "%s %s: x-headers names '%s' twice", r->method, r->path,
+                         header);
+                return false;
+            }
+        r->headers[r->n_headers].header = mb_strdup(header);
+        r->headers[r->n_headers].arg = mb_strdup(name);
+        r->n_headers++;
+    }
+    return true;
+}
+
+/*  A media type pattern: "type/subtype", "type/" and a star, or a star. */
+static bool s_is_type_pattern(const char *s)
+{
+    if (!strcmp(s, "*"))
+        return true;
+    const char *slash = strchr(s, '/');
+    if (!slash || slash == s || !slash[1] || strchr(slash + 1, '/') || strchr(s, ';') ||
+        strchr(s, ' '))
+        return false;
+    char type[128];
+    snprintf(type, sizeof type, "%.*s", (int)(slash - s), s);
+    return s_is_token(type) && s_is_token(slash + 1) && (slash[1] != '*' || !slash[2]) &&
+           strlen(s) < 128;
+}
+
+static bool s_add_upload_type(gw_route_t *r, const char *type, char *err, size_t err_size)
+{
+    if (!type || !s_is_type_pattern(type) || r->n_upload_types == GW_UPLOAD_TYPES_MAX) {
+        snprintf(err, err_size, "%s %s: x-upload types: '%s' is not a media type (or one too many)",
+                 r->method, r->path, type ? type : "(not a string)");
+        return false;
+    }
+    r->upload_types[r->n_upload_types++] = mb_strdup(type);
+    return true;
+}
+
+/*  Reads x-upload {"max": bytes?, "types": [...] or a star} into the
+    route; without types, the requestBody's media types are the list. */
+static bool s_parse_upload(gw_route_t *r, const json_t *spec, const json_t *body, char *err,
+                           size_t err_size)
+{
+    const json_t *max = json_object_get(spec, "max");
+    const json_t *types = json_object_get(spec, "types");
+    if (!json_is_object(spec) || (max && (!json_is_integer(max) || json_integer_value(max) < 1))) {
+        snprintf(err, err_size, "%s %s: x-upload must be {\"max\": bytes (> 0)?, \"types\": ...}",
+                 r->method, r->path);
+        return false;
+    }
+    r->upload = true;
+    r->upload_max = max ? (uint64_t)json_integer_value(max) : 0;
+    if (json_is_string(types) && !strcmp(json_string_value(types), "*"))
+        return true; /* any type: an empty list */
+    if (types) {
+        if (!json_is_array(types) || json_array_size(types) == 0) {
+            snprintf(err, err_size,
+                     "%s %s: x-upload types must be a non-empty array of media types or a star",
+                     r->method, r->path);
+            return false;
+        }
+        size_t i;
+        const json_t *t;
+        json_array_foreach(types, i, t)
+        {
+            if (!s_add_upload_type(r, json_string_value(t), err, err_size))
+                return false;
+        }
+        return true;
+    }
+    const char *type;
+    const json_t *media;
+    json_object_foreach((json_t *)json_object_get(body, "content"), type, media)
+    {
+        (void)media;
+        if (!s_add_upload_type(r, type, err, err_size))
+            return false;
+    }
+    return true;
+}
+
+/*  Collects the non-JSON media types of the operation's 2xx responses. */
+static void s_collect_raw_types(gw_routes_t *self, gw_route_t *r, const json_t *operation)
+{
+    const char *code;
+    const json_t *resp;
+    json_object_foreach((json_t *)json_object_get(operation, "responses"), code, resp)
+    {
+        if (code[0] != '2')
+            continue;
+        const char *type;
+        const json_t *media;
+        json_object_foreach((json_t *)json_object_get(s_deref(self, resp), "content"), type, media)
+        {
+            (void)media;
+            if (!strcasecmp(type, "application/json") ||
+                !strncasecmp(type, "application/json;", 17))
+                continue;
+            bool dup = false;
+            for (size_t i = 0; i < r->n_raw_types; i++)
+                dup |= !strcasecmp(r->raw_types[i], type);
+            if (dup)
+                continue;
+            r->raw_types = mb_realloc(r->raw_types, (r->n_raw_types + 1) * sizeof *r->raw_types);
+            r->raw_types[r->n_raw_types++] = mb_strdup(type);
+        }
+    }
+}
+
+bool gw_media_type_listed(const char *type, char *const *patterns, size_t n)
+{
+    if (n == 0)
+        return true;
+    if (!type)
+        return false;
+    type += strspn(type, " \t");
+    size_t len = strcspn(type, ";");
+    while (len && (type[len - 1] == ' ' || type[len - 1] == '\t'))
+        len--;
+    const char *slash = memchr(type, '/', len);
+    for (size_t i = 0; i < n; i++) {
+        const char *p = patterns[i];
+        size_t plen = strlen(p);
+        if (!strcmp(p, "*") || (plen == len && !strncasecmp(p, type, len)))
+            return true;
+        /* "audio/" and a star: any subtype of audio */
+        if (slash && plen >= 2 && p[plen - 1] == '*' && p[plen - 2] == '/' &&
+            plen - 1 == (size_t)(slash - type) + 1 && !strncasecmp(p, type, plen - 1) &&
+            (size_t)(slash - type) + 1 < len)
+            return true;
+    }
+    return false;
+}
+
 static int s_param_order(const void *a, const void *b)
 {
     const gw_param_t *x = a, *y = b;
@@ -359,7 +558,18 @@ static gw_route_t *s_build_route(gw_routes_t *self, const s_path_t *p, const jso
         qsort(r->params, r->n_params, sizeof *r->params, s_param_order);
 
     const json_t *body = json_object_get(operation, "requestBody");
-    if (body) {
+    const json_t *upload = json_object_get(operation, "x-upload");
+    if (upload) {
+        body = body ? s_deref(self, body) : NULL;
+        if (json_object_get(json_object_get(body, "content"), "application/json")) {
+            snprintf(err, err_size, "%s %s: an x-upload body cannot be application/json", r->method,
+                     r->path);
+            goto fail;
+        }
+        if (!s_parse_upload(r, upload, body, err, err_size))
+            goto fail;
+        r->body_required = !body || !json_is_false(json_object_get(body, "required"));
+    } else if (body) {
         body = s_deref(self, body);
         const json_t *media = json_object_get(json_object_get(body, "content"), "application/json");
         if (!media) {
@@ -380,6 +590,10 @@ static gw_route_t *s_build_route(gw_routes_t *self, const s_path_t *p, const jso
     const json_t *rate = json_object_get(operation, "x-rate-limit");
     if (rate && !s_parse_rate_limit(r, rate, err, err_size))
         goto fail;
+    const json_t *headers = json_object_get(operation, "x-headers");
+    if (headers && !s_parse_headers(r, headers, err, err_size))
+        goto fail;
+    s_collect_raw_types(self, r, operation);
     return r;
 fail:
     s_route_free(r);

@@ -18,6 +18,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "validate.h"
 
@@ -56,6 +57,15 @@ typedef struct {
     const gw_schema_t *schema; /* NULL: any string */
 } gw_param_t;
 
+/*  x-headers: a request header copied into args. */
+typedef struct {
+    char *header; /* the header's name, "If-Match" */
+    char *arg;    /* its key in args, "if_match" */
+} gw_header_arg_t;
+
+#define GW_HEADER_ARGS_MAX 8   /* entries of one x-headers */
+#define GW_UPLOAD_TYPES_MAX 16 /* media types of one x-upload */
+
 typedef struct {
     const char *method; /* "GET", "POST", ... (static) */
     const char *path;   /* the template, "/v1/tracks/{id}" */
@@ -71,6 +81,19 @@ typedef struct {
     bool has_body;                  /* the operation takes a JSON request body */
     bool body_required;             /* requestBody.required */
     const gw_schema_t *body_schema; /* NULL: any JSON */
+    /* x-headers */
+    gw_header_arg_t headers[GW_HEADER_ARGS_MAX];
+    size_t n_headers;
+    /* x-upload: the body is streamed into the blob store, not parsed */
+    bool upload;
+    uint64_t upload_max;                     /* bytes; 0: the gateway's limit alone */
+    char *upload_types[GW_UPLOAD_TYPES_MAX]; /* see gw_media_type_listed(); none: any */
+    size_t n_upload_types;
+    /* Non-JSON media types its 2xx responses declare ("text/csv"): a
+       reply shaped {"content_type", "data"|"csv"|"text", "filename"?}
+       is then sent as those bytes. */
+    char **raw_types;
+    size_t n_raw_types;
 } gw_route_t;
 
 typedef struct gw_routes gw_routes_t;
@@ -90,7 +113,12 @@ typedef struct {
     a reason in `err` when the document is not valid JSON or an operation
     lacks x-service/x-op, has a bad x-access or x-rate-limit (a budget
     of 1..32 [a-z0-9_], 1..4 keys among addr, user -- not on a public
-    route -- and body.<field> -- only with a body), a $ref that does not
+    route -- and body.<field> -- only with a body), a bad x-headers
+    ({"Header-Name": "arg_name", ...}: 1..8 entries, names of token
+    characters, args of 1..64 [a-z0-9_] that no parameter, "body" or
+    "blob" uses), a bad x-upload ({"max": bytes?, "types": ["type/sub"
+    or "type/" and a star, ...] or a star}; without types, the requestBody's media
+    types; not with an application/json body), a $ref that does not
     resolve, a schema that does not compile, or a path template the
     matcher cannot serve. */
 gw_routes_t *gw_routes_new(const char *json, size_t len, char *err, size_t err_size);
@@ -115,6 +143,12 @@ static inline const char *gw_match_param(const gw_match_t *m, const gw_param_t *
     *len = m->segments[p->segment].len;
     return m->segments[p->segment].ptr;
 }
+
+/*  True when media type `type` (a Content-Type value: parameters after
+    ';' and letter case do not matter) is one of `patterns`: "audio/flac",
+    "audio/" followed by a star for any audio type, or a star alone for
+    anything. An empty list matches anything. */
+bool gw_media_type_listed(const char *type, char *const *patterns, size_t n);
 
 /*  Parses an x-access value. Returns 0, or MB_EINVAL. */
 int gw_access_parse(const char *text, gw_access_t *out);

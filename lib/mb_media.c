@@ -110,8 +110,7 @@ int mb_media_key_load(const char *file, mb_media_key_t *key)
     } else {
         crypto_auth_hmacsha256_state st;
         crypto_auth_hmacsha256_init(&st, buf, len);
-        crypto_auth_hmacsha256_update(&st, (const unsigned char *)S_KEY_LABEL,
-                                      strlen(S_KEY_LABEL));
+        crypto_auth_hmacsha256_update(&st, (const unsigned char *)S_KEY_LABEL, strlen(S_KEY_LABEL));
         crypto_auth_hmacsha256_final(&st, key->key);
         sodium_memzero(&st, sizeof st);
     }
@@ -174,8 +173,7 @@ int mb_media_sign(const mb_media_key_t *key, const char *version, uint64_t expir
 int mb_media_verify(const mb_media_key_t *key, const char *token, size_t len, const char *version,
                     size_t version_len, uint64_t now, mb_media_entitlement_t *entitlement)
 {
-    if (!token || len != S_TOKEN_LEN || !version || version_len == 0 ||
-        version_len > S_VERSION_MAX)
+    if (!token || len != S_TOKEN_LEN || !version || version_len == 0 || version_len > S_VERSION_MAX)
         return MB_EINVAL;
     unsigned char raw[S_RAW_LEN];
     size_t raw_len = 0;

@@ -2,6 +2,7 @@
     naming the field at fault. */
 #include <criterion/criterion.h>
 #include <string.h>
+#include <strings.h>
 
 #include "json_msgpack.h"
 #include "mb_envelope.h"
@@ -37,13 +38,33 @@ static const char s_doc[] =
     "    \"requestBody\":{\"content\":{\"application/json\":{}}}}},"
     "\"/v1/me\":{\"post\":{\"x-service\":\"users\",\"x-op\":\"me.note\",\"x-access\":\"user\","
     "    \"parameters\":[{\"name\":\"auth\",\"in\":\"query\",\"schema\":{\"type\":\"string\"}}],"
-    "    \"requestBody\":{\"content\":{\"application/json\":{}}}}}"
+    "    \"requestBody\":{\"content\":{\"application/json\":{}}}}},"
+    "\"/v1/playlists/{id}\":{\"put\":{\"x-service\":\"playlists\",\"x-op\":\"playlist.replace\","
+    "    \"x-headers\":{\"If-Match\":\"if_match\",\"X-Client\":\"client\"},"
+    "    \"requestBody\":{\"content\":{\"application/json\":{}}}}},"
+    "\"/v1/tracks/{id}/audio\":{\"put\":{\"x-service\":\"transcode\",\"x-op\":\"audio.ingest\","
+    "    \"x-upload\":{\"max\":1000},"
+    "    \"requestBody\":{\"content\":{\"audio/*\":{},\"application/octet-stream\":{}}}}}"
     "}}";
 
 /*  A query string as a list of name/value pairs; value NULL = absent. */
 typedef struct {
     const char *pairs[16][2];
 } query_t;
+
+/*  The request's headers (name, value), found in any case; NULL-ended. */
+static const char *const (*s_headers)[2];
+
+static const char *s_header(void *cls, const char *name, size_t *len)
+{
+    (void)cls;
+    for (int i = 0; s_headers && s_headers[i][0]; i++)
+        if (!strcasecmp(s_headers[i][0], name)) {
+            *len = strlen(s_headers[i][1]);
+            return s_headers[i][1];
+        }
+    return NULL;
+}
 
 static const char *s_query(void *cls, const char *name, size_t *len)
 {
@@ -66,6 +87,8 @@ typedef struct {
     bool decoded;
     gw_invalid_t err;
     const mb_jwt_claims_t *auth; /* the verified claims s_pack() passes, or NULL */
+    const char *blob_hex;        /* an upload's blob s_pack() passes, or NULL */
+    uint64_t blob_size;
 } fixture_t;
 
 static fixture_t *s_new(void)
@@ -98,8 +121,14 @@ static int s_pack(fixture_t *f, const char *method, const char *path, query_t *q
     f->decoded = false;
     msgpack_sbuffer_clear(&f->sbuf);
     memset(&f->err, 0, sizeof f->err);
-    int rc = gw_request_pack(&f->pk, m.route, &m, s_query, q, body, body ? strlen(body) : 0,
-                             f->auth, 42, 1500, &f->err);
+    gw_request_in_t in = {.query = s_query,
+                          .header = s_header,
+                          .cls = q,
+                          .body = body,
+                          .body_len = body ? strlen(body) : 0,
+                          .blob_hex = f->blob_hex,
+                          .blob_size = f->blob_size};
+    int rc = gw_request_pack(&f->pk, m.route, &m, &in, f->auth, 42, 1500, &f->err);
     if (rc == 0) {
         const char *why = NULL;
         cr_assert_eq(mb_request_decode(&f->req, f->sbuf.data, f->sbuf.size, &why), 0, "%s", why);
@@ -318,5 +347,56 @@ Test(gw_request, auth_only_from_the_token)
     cr_assert_str_eq(back.tier, "premium");
     cr_assert_eq(back.roles, MB_ROLE_USER | MB_ROLE_ADMIN);
     cr_assert(mb_obj_str_eq(mb_map_get(f->req.args, "auth"), "admin"), "args unchanged");
+    s_destroy(f);
+}
+
+/*  x-headers: a request header travels as a string arg of the name the
+    operation gives it; an absent header is left out. */
+Test(gw_request, headers_become_args)
+{
+    fixture_t *f = s_new();
+    static const char *const headers[][2] = {
+        {"if-match", "\"snap-7\""}, {"X-Other", "not asked for"}, {NULL, NULL}};
+    s_headers = headers;
+    cr_assert_eq(s_pack(f, "PUT", "/v1/playlists/p1", NULL, "{}"), 0, "%s", f->err.detail);
+    const msgpack_object *args = f->req.args;
+    cr_assert_eq(args->via.map.size, 3, "id, if_match, body");
+    cr_assert(mb_obj_str_eq(mb_map_get(args, "if_match"), "\"snap-7\""));
+    cr_assert_null(mb_map_get(args, "client"), "absent headers are left out");
+    cr_assert_null(mb_map_get(args, "X-Other"));
+
+    s_headers = NULL;
+    cr_assert_eq(s_pack(f, "PUT", "/v1/playlists/p1", NULL, "{}"), 0);
+    cr_assert_null(mb_map_get(f->req.args, "if_match"));
+
+    static const char *const bad[][2] = {{"X-Client", "caf\xe9"}, {NULL, NULL}};
+    s_headers = bad;
+    s_expect_400(f, "PUT", "/v1/playlists/p1", NULL, "{}", "client", "UTF-8");
+    s_headers = NULL;
+    s_destroy(f);
+}
+
+/*  x-upload: the stored body travels as args.blob {hash, size}; no body
+    arg, whatever bytes came. */
+Test(gw_request, upload_carries_the_blob)
+{
+    fixture_t *f = s_new();
+    const char *hex = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    f->blob_hex = hex;
+    f->blob_size = 777;
+    cr_assert_eq(s_pack(f, "PUT", "/v1/tracks/t1/audio", NULL, "RIFF...."), 0, "%s", f->err.detail);
+    const msgpack_object *args = f->req.args;
+    cr_assert_eq(args->via.map.size, 2, "id, blob");
+    cr_assert(mb_obj_str_eq(mb_map_get(args, "id"), "t1"));
+    const msgpack_object *blob = mb_map_get(args, "blob");
+    cr_assert_not_null(blob);
+    cr_assert(mb_obj_str_eq(mb_map_get(blob, "hash"), hex));
+    int64_t size;
+    cr_assert(mb_obj_int(mb_map_get(blob, "size"), &size));
+    cr_assert_eq(size, 777);
+    cr_assert_null(mb_map_get(args, "body"));
+    /* Routes without x-upload never carry a blob. */
+    cr_assert_eq(s_pack(f, "PUT", "/v1/notes", NULL, NULL), 0);
+    cr_assert_null(mb_map_get(f->req.args, "blob"));
     s_destroy(f);
 }

@@ -1,0 +1,473 @@
+/*  media — URL rules, entitlement, safe opening, Range and ETag for
+    /media/; see media.h. */
+#include "media.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/openat2.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mb_alloc.h"
+#include "mb_error.h"
+#include "mb_log.h"
+
+#define S_VERSION_MAX 64
+#define S_COVERS "covers"
+
+/*  Rungs a free grant may fetch (mb_media.h: up to 128 kbit/s). */
+static const char *const s_free_rungs[] = {"a64", "a128"};
+
+static bool s_is_alnum(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+/*  [A-Za-z0-9_-]{1,max} */
+static bool s_word_ok(const char *s, size_t len, size_t max)
+{
+    if (len == 0 || len > max)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!s_is_alnum(s[i]) && s[i] != '_' && s[i] != '-')
+            return false;
+    return true;
+}
+
+/*  A segment of <path>: [A-Za-z0-9._-], not starting with '.'. */
+static bool s_segment_ok(const char *s, size_t len)
+{
+    if (len == 0 || len > GW_MEDIA_SEGMENT_MAX || s[0] == '.')
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!s_is_alnum(s[i]) && s[i] != '_' && s[i] != '-' && s[i] != '.')
+            return false;
+    return true;
+}
+
+/*  <64 hex>-<64|300|640>.jpg */
+static bool s_cover_ok(const char *s, size_t len)
+{
+    static const char *const sizes[] = {"-64.jpg", "-300.jpg", "-640.jpg"};
+    if (len < 64 || strspn(s, "0123456789abcdef") < 64)
+        return false;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        if (len == 64 + strlen(sizes[i]) && !memcmp(s + 64, sizes[i], len - 64))
+            return true;
+    return false;
+}
+
+int gw_media_parse(const char *url, gw_media_url_t *out)
+{
+    memset(out, 0, sizeof *out);
+    size_t prefix = strlen(GW_MEDIA_PREFIX);
+    if (strncmp(url, GW_MEDIA_PREFIX, prefix))
+        return MB_ENOTFOUND;
+    const char *seg[2 + GW_MEDIA_SEGMENTS_MAX];
+    size_t len[2 + GW_MEDIA_SEGMENTS_MAX];
+    size_t n = 0;
+    const char *p = url + prefix;
+    for (;;) {
+        const char *slash = strchr(p, '/');
+        size_t l = slash ? (size_t)(slash - p) : strlen(p);
+        if (l == 0 || n == sizeof seg / sizeof seg[0])
+            return MB_ENOTFOUND; /* "//", a trailing '/', or too deep */
+        seg[n] = p;
+        len[n++] = l;
+        if (!slash)
+            break;
+        p = slash + 1;
+    }
+    if (len[0] == strlen(S_COVERS) && !memcmp(seg[0], S_COVERS, len[0])) {
+        if (n != 2 || !s_cover_ok(seg[1], len[1]))
+            return MB_ENOTFOUND;
+        out->kind = GW_MEDIA_COVER;
+        out->path = out->last = seg[1];
+        out->path_len = len[1];
+        out->n_segments = 1;
+        return 0;
+    }
+    if (n < 3 || !s_word_ok(seg[0], len[0], MB_MEDIA_TOKEN_MAX - 1) ||
+        !s_word_ok(seg[1], len[1], S_VERSION_MAX))
+        return MB_ENOTFOUND;
+    for (size_t i = 2; i < n; i++)
+        if (!s_segment_ok(seg[i], len[i]))
+            return MB_ENOTFOUND;
+    out->kind = GW_MEDIA_HLS;
+    out->token = seg[0];
+    out->token_len = len[0];
+    out->version = seg[1];
+    out->version_len = len[1];
+    out->path = seg[2];
+    out->path_len = (size_t)(seg[n - 1] + len[n - 1] - seg[2]);
+    out->n_segments = n - 2;
+    out->last = seg[n - 1];
+    return 0;
+}
+
+static bool s_path_is(const gw_media_url_t *url, const char *s)
+{
+    return url->path_len == strlen(s) && !memcmp(url->path, s, url->path_len);
+}
+
+int gw_media_map(const gw_media_url_t *url, mb_media_entitlement_t entitlement, char *rel)
+{
+    const char *path = url->path;
+    size_t path_len = url->path_len;
+    if (s_path_is(url, "master.m3u8")) {
+        /* One URL for every listener; the grant picks the master. */
+        if (entitlement == MB_MEDIA_FREE) {
+            path = "master-free.m3u8";
+            path_len = strlen(path);
+        }
+    } else if (entitlement != MB_MEDIA_PREMIUM) {
+        bool ok = false;
+        for (size_t i = 0; !ok && i < sizeof s_free_rungs / sizeof s_free_rungs[0]; i++) {
+            size_t l = strlen(s_free_rungs[i]);
+            ok = url->n_segments >= 2 && path_len > l && path[l] == '/' &&
+                 !memcmp(path, s_free_rungs[i], l);
+        }
+        if (!ok)
+            return MB_EINVAL;
+    }
+    snprintf(rel, GW_MEDIA_REL_MAX, "%.*s/%.*s", (int)url->version_len, url->version, (int)path_len,
+             path);
+    return 0;
+}
+
+uint64_t gw_media_token_expiry(const char *token, size_t len)
+{
+    /* 12 characters carry the first 9 bytes: the expiry and the
+       entitlement. */
+    unsigned char raw[9];
+    size_t raw_len = 0;
+    if (len < 12 ||
+        sodium_base642bin(raw, sizeof raw, token, 12, NULL, &raw_len, NULL,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) ||
+        raw_len != 9)
+        return 0;
+    uint64_t t = 0;
+    for (int i = 0; i < 8; i++)
+        t = t << 8 | raw[i];
+    return t;
+}
+
+/* ---- opening files --------------------------------------------------------- */
+
+struct gw_media_root {
+    char *dir;
+    int fd; /* O_PATH of dir, or -1 until it opens */
+};
+
+/*  openat2() is Linux 5.6+; a kernel or sandbox without it gets the walk. */
+static bool s_no_openat2;
+
+gw_media_root_t *gw_media_root_new(const char *dir)
+{
+    gw_media_root_t *self = mb_calloc(1, sizeof *self);
+    self->dir = mb_strdup(dir);
+    self->fd = -1;
+    return self;
+}
+
+void gw_media_root_destroy(gw_media_root_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    gw_media_root_t *self = *self_p;
+    if (self->fd >= 0)
+        close(self->fd);
+    free(self->dir);
+    free(self);
+    *self_p = NULL;
+}
+
+static int s_errno_code(int err)
+{
+    switch (err) {
+    case EMFILE:
+    case ENFILE:
+    case ENOMEM:
+        return MB_EAGAIN;
+    case ENOENT:
+    case ENOTDIR:
+    case ELOOP:  /* a symbolic link on the way */
+    case EXDEV:  /* RESOLVE_BENEATH: the path would leave the root */
+    case EACCES: /* not ours to read is not there, as far as a client knows */
+    case EPERM:
+    case ENXIO:
+    case ENAMETOOLONG:
+        return MB_ENOTFOUND;
+    default:
+        return MB_EIO;
+    }
+}
+
+/*  O_NONBLOCK: a FIFO planted in the tree must not hang the loop on open
+    (it is then refused as not a regular file). */
+#define S_FILE_FLAGS (O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW)
+
+/*  One openat(O_NOFOLLOW) per segment: no link is followed anywhere, and
+    the segments cannot name ".." (the caller's rules). */
+static int s_open_walk(int root, const char *rel)
+{
+    char buf[GW_MEDIA_REL_MAX];
+    snprintf(buf, sizeof buf, "%s", rel);
+    int dir = root;
+    char *seg = buf;
+    for (;;) {
+        char *slash = strchr(seg, '/');
+        if (!slash)
+            break;
+        *slash = '\0';
+        int next = openat(dir, seg, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int saved = errno;
+        if (dir != root)
+            close(dir);
+        if (next < 0) {
+            errno = saved;
+            return -1;
+        }
+        dir = next;
+        seg = slash + 1;
+    }
+    int fd = openat(dir, seg, S_FILE_FLAGS);
+    int saved = errno;
+    if (dir != root)
+        close(dir);
+    errno = saved;
+    return fd;
+}
+
+static int s_open_beneath(int root, const char *rel)
+{
+    if (!s_no_openat2) {
+        struct open_how how = {
+            .flags = S_FILE_FLAGS,
+            .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+        };
+        int fd = (int)syscall(SYS_openat2, root, rel, &how, sizeof how);
+        if (fd >= 0 || (errno != ENOSYS && errno != EPERM && errno != E2BIG))
+            return fd;
+        /* EPERM: a seccomp filter that refuses what it does not know. */
+        s_no_openat2 = true;
+        mb_info(0, "media: openat2 is not available (%s); opening one segment at a time",
+                strerror(errno));
+    }
+    return s_open_walk(root, rel);
+}
+
+int gw_media_open(gw_media_root_t *self, const char *rel, int *fd, struct stat *st)
+{
+    *fd = -1;
+    if (self->fd < 0) {
+        self->fd = open(self->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (self->fd < 0)
+            return s_errno_code(errno);
+    }
+    int f = s_open_beneath(self->fd, rel);
+    if (f < 0)
+        return s_errno_code(errno);
+    if (fstat(f, st) != 0 || !S_ISREG(st->st_mode)) {
+        close(f);
+        return MB_ENOTFOUND;
+    }
+    *fd = f;
+    return 0;
+}
+
+/* ---- Range, ETag, dates, types ---------------------------------------------------- */
+
+/*  Reads digits at *p (at least one), saturating at UINT64_MAX. */
+static bool s_digits(const char **p, uint64_t *out)
+{
+    const char *s = *p;
+    uint64_t v = 0;
+    if (*s < '0' || *s > '9')
+        return false;
+    for (; *s >= '0' && *s <= '9'; s++) {
+        unsigned d = (unsigned)(*s - '0');
+        v = v > (UINT64_MAX - d) / 10 ? UINT64_MAX : v * 10 + d;
+    }
+    *p = s;
+    *out = v;
+    return true;
+}
+
+gw_range_t gw_media_range(const char *h, uint64_t size, uint64_t *offset, uint64_t *length)
+{
+    if (!h)
+        return GW_RANGE_NONE;
+    h += strspn(h, " \t");
+    if (strncasecmp(h, "bytes", 5))
+        return GW_RANGE_NONE;
+    h += 5;
+    h += strspn(h, " \t");
+    if (*h++ != '=')
+        return GW_RANGE_NONE;
+    unsigned specs = 0, satisfiable = 0;
+    uint64_t first_off = 0, first_len = 0;
+    for (;;) {
+        h += strspn(h, " \t");
+        if (*h == ',') {
+            h++; /* empty list elements are allowed (RFC 9110 5.6.1) */
+            continue;
+        }
+        if (!*h)
+            break;
+        uint64_t a, b = UINT64_MAX, off = 0, len = 0;
+        bool sat;
+        if (*h == '-') {
+            h++;
+            if (!s_digits(&h, &a))
+                return GW_RANGE_NONE;
+            /* The last a bytes. */
+            sat = a > 0 && size > 0;
+            len = a < size ? a : size;
+            off = size - len;
+        } else {
+            if (!s_digits(&h, &a) || *h++ != '-')
+                return GW_RANGE_NONE;
+            if (*h >= '0' && *h <= '9') {
+                s_digits(&h, &b);
+                if (b < a)
+                    return GW_RANGE_NONE; /* invalid: the whole header is ignored */
+            }
+            sat = a < size;
+            if (sat) {
+                off = a;
+                len = (b < size - 1 ? b : size - 1) - a + 1;
+            }
+        }
+        h += strspn(h, " \t");
+        if (*h && *h != ',')
+            return GW_RANGE_NONE;
+        specs++;
+        if (sat && satisfiable++ == 0) {
+            first_off = off;
+            first_len = len;
+        }
+    }
+    if (specs == 0)
+        return GW_RANGE_NONE;
+    if (satisfiable == 0)
+        return GW_RANGE_UNSATISFIABLE;
+    if (specs > 1)
+        return GW_RANGE_NONE;
+    *offset = first_off;
+    *length = first_len;
+    return GW_RANGE_ONE;
+}
+
+void gw_media_etag(const struct stat *st, char out[GW_MEDIA_ETAG_MAX])
+{
+    uint64_t mtime_ns = (uint64_t)st->st_mtim.tv_sec * 1000000000u + (uint64_t)st->st_mtim.tv_nsec;
+    snprintf(out, GW_MEDIA_ETAG_MAX, "\"%" PRIx64 "-%" PRIx64 "-%" PRIx64 "\"",
+             (uint64_t)st->st_ino, (uint64_t)st->st_size, mtime_ns);
+}
+
+bool gw_media_etag_listed(const char *h, const char *etag)
+{
+    if (!h)
+        return false;
+    size_t etag_len = strlen(etag);
+    for (;;) {
+        h += strspn(h, " \t,");
+        if (!*h)
+            return false;
+        if (*h == '*')
+            return true;
+        if (!strncmp(h, "W/", 2))
+            h += 2;
+        if (*h != '"')
+            return false; /* malformed: nothing after it can be trusted */
+        const char *close = strchr(h + 1, '"');
+        if (!close)
+            return false;
+        size_t len = (size_t)(close - h) + 1;
+        if (len == etag_len && !memcmp(h, etag, len))
+            return true;
+        h = close + 1;
+    }
+}
+
+void gw_media_http_date(int64_t t, char out[GW_MEDIA_HTTP_DATE_MAX])
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    /* strftime's %a and %b follow the locale; HTTP wants English. */
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    snprintf(out, GW_MEDIA_HTTP_DATE_MAX, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday],
+             tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+bool gw_media_parse_http_date(const char *text, int64_t *t)
+{
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    char wday[4], mon[4];
+    int day, year, h, m, s, used = 0;
+    if (!text ||
+        sscanf(text, "%3s %d %3s %d %d:%d:%d GMT%n", wday, &day, mon, &year, &h, &m, &s, &used) !=
+            7 ||
+        used == 0 || text[used] != '\0')
+        return false;
+    const char *found = strstr(months, mon);
+    if (!found || (found - months) % 3 || day < 1 || day > 31 || year < 1970 || h > 23 || m > 59 ||
+        s > 60)
+        return false;
+    struct tm tm = {.tm_year = year - 1900,
+                    .tm_mon = (int)(found - months) / 3,
+                    .tm_mday = day,
+                    .tm_hour = h,
+                    .tm_min = m,
+                    .tm_sec = s};
+    *t = (int64_t)timegm(&tm);
+    return true;
+}
+
+static const char *s_ext(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    return dot ? dot + 1 : "";
+}
+
+const char *gw_media_content_type(const char *name)
+{
+    static const struct {
+        const char *ext;
+        const char *type;
+    } types[] = {
+        {"m3u8", "application/vnd.apple.mpegurl"},
+        {"m4s", "audio/mp4"},
+        {"mp4", "audio/mp4"}, /* init segments of audio renditions */
+        {"m4a", "audio/mp4"},
+        {"aac", "audio/aac"},
+        {"ts", "video/mp2t"},
+        {"flac", "audio/flac"},
+        {"jpg", "image/jpeg"},
+        {"jpeg", "image/jpeg"},
+        {"png", "image/png"},
+        {"vtt", "text/vtt"},
+        {"json", "application/json"},
+    };
+    const char *ext = s_ext(name);
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (!strcmp(ext, types[i].ext))
+            return types[i].type;
+    return "application/octet-stream";
+}
+
+bool gw_media_is_playlist(const char *name)
+{
+    return !strcmp(s_ext(name), "m3u8");
+}

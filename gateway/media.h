@@ -1,0 +1,129 @@
+/*  media — what the gateway needs to serve /media/ itself: URL rules,
+    entitlement, opening files safely under the data folder, Range,
+    ETag and the content types. No MHD here (gateway.c builds the
+    responses), so each rule is tested on its own.
+
+        /media/<token>/<version>/<path>     HLS under a signed grant
+        /media/covers/<hash>-<size>.jpg     cover images, public
+
+    <token> is an mb_media token for <version>; <version> is
+    [A-Za-z0-9_-]{1,64}; <path> is 1..3 segments of [A-Za-z0-9._-], none
+    starting with '.' (so no "..", no hidden files), none empty (so no
+    "//" and no trailing '/'). A cover name is 64 lower-case hex, '-',
+    one of 64, 300, 640, then ".jpg". Anything else is not found: a URL
+    that breaks a rule says nothing about the tree.
+
+    Files are opened below $MUSICBUS_DATA/blobs/hls/<version>/ and
+    $MUSICBUS_DATA/blobs/covers/ without following any symbolic link
+    (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, or, where openat2 is
+    missing, one openat(O_NOFOLLOW) per segment), and only regular files
+    are served. */
+#ifndef GW_MEDIA_H
+#define GW_MEDIA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "mb_media.h"
+
+#define GW_MEDIA_PREFIX "/media/"
+#define GW_MEDIA_SEGMENTS_MAX 3  /* segments of <path> below the version */
+#define GW_MEDIA_SEGMENT_MAX 128 /* bytes of one of them */
+#define GW_MEDIA_REL_MAX (64 + 1 + GW_MEDIA_SEGMENTS_MAX * (GW_MEDIA_SEGMENT_MAX + 1))
+#define GW_MEDIA_ETAG_MAX 64      /* bytes of an ETag value, quotes and NUL included */
+#define GW_MEDIA_HTTP_DATE_MAX 32 /* "Sun, 06 Nov 1994 08:49:37 GMT" and a NUL */
+
+typedef enum {
+    GW_MEDIA_HLS,   /* under a grant */
+    GW_MEDIA_COVER, /* a cover image */
+} gw_media_kind_t;
+
+/*  A parsed /media/ URL. Pointers are into the URL given to
+    gw_media_parse(). */
+typedef struct {
+    gw_media_kind_t kind;
+    const char *token; /* HLS: the token */
+    size_t token_len;
+    const char *version; /* HLS: the version */
+    size_t version_len;
+    const char *path; /* HLS: <path> (below the version); COVER: the file name */
+    size_t path_len;
+    size_t n_segments; /* of path */
+    const char *last;  /* the last segment of path, the file's name */
+} gw_media_url_t;
+
+/*  Parses `url` (starting with GW_MEDIA_PREFIX, already percent-decoded).
+    Returns 0, or MB_ENOTFOUND when it breaks a rule above. */
+int gw_media_parse(const char *url, gw_media_url_t *out);
+
+/*  Maps a request under a grant of `entitlement` to the file to serve,
+    relative to the hls folder, into rel[GW_MEDIA_REL_MAX]:
+    "master.m3u8" is "<version>/master-free.m3u8" for a free grant (the
+    master that lists only the free rungs) and "<version>/master.m3u8"
+    for a premium one; a free grant may otherwise fetch only below the
+    rungs a64/ and a128/; a premium grant anything. Returns 0, or
+    MB_EINVAL (a 403) when the grant does not cover the path. */
+int gw_media_map(const gw_media_url_t *url, mb_media_entitlement_t entitlement, char *rel);
+
+/*  Reads the expiry (Unix seconds) of a token that mb_media_verify()
+    accepted (its first 8 bytes, mb_media.h). Returns 0 for anything
+    else. */
+uint64_t gw_media_token_expiry(const char *token, size_t len);
+
+/*  Files under one folder, opened without following links. */
+typedef struct gw_media_root gw_media_root_t;
+
+/*  A root for the folder `dir`, which need not exist yet: it is opened
+    (O_PATH) on first use and again after each failure. Never NULL. */
+gw_media_root_t *gw_media_root_new(const char *dir);
+void gw_media_root_destroy(gw_media_root_t **self_p);
+
+/*  Opens regular file `rel` ("v1/a128/seg-00001.m4s": segments checked
+    by the caller as gw_media_parse() does) below the root read-only, and
+    fstat()s it into *st. Returns 0 with *fd (the caller closes it);
+    MB_ENOTFOUND when it does not exist, is not a regular file, or a
+    symbolic link is on the way (or the root is missing); MB_EAGAIN when
+    out of descriptors; MB_EIO otherwise. */
+int gw_media_open(gw_media_root_t *self, const char *rel, int *fd, struct stat *st);
+
+/*  What a Range header asks of a representation of `size` bytes. */
+typedef enum {
+    GW_RANGE_NONE,          /* absent, not bytes, malformed, or several ranges: send it all */
+    GW_RANGE_ONE,           /* one satisfiable range: *offset, *length */
+    GW_RANGE_UNSATISFIABLE, /* 416 */
+} gw_range_t;
+
+/*  Reads the Range header `header` (NULL when absent): "bytes=A-B",
+    "bytes=A-", "bytes=-N". Several ranges are answered with the whole
+    representation (200) when any of them is satisfiable, else 416: a
+    player asks for one, and multipart/byteranges buys nothing here. */
+gw_range_t gw_media_range(const char *header, uint64_t size, uint64_t *offset, uint64_t *length);
+
+/*  Writes the strong ETag of the file `st` describes: "\"<inode>-<size>-
+    <mtime ns>\"" in hex. Files under a version and covers are never
+    rewritten in place (a new version is a new folder), so this changes
+    exactly when the bytes could have. */
+void gw_media_etag(const struct stat *st, char out[GW_MEDIA_ETAG_MAX]);
+
+/*  True when If-None-Match value `header` names `etag` (weak comparison,
+    RFC 9110 13.1.2) or is "*". */
+bool gw_media_etag_listed(const char *header, const char *etag);
+
+/*  Writes the IMF-fixdate of `t`. */
+void gw_media_http_date(int64_t t, char out[GW_MEDIA_HTTP_DATE_MAX]);
+
+/*  Parses an IMF-fixdate. Returns true with *t set. */
+bool gw_media_parse_http_date(const char *text, int64_t *t);
+
+/*  The Content-Type of file `name` by its extension: .m3u8
+    application/vnd.apple.mpegurl, .m4s/.mp4/.m4a audio/mp4, .jpg image/jpeg,
+    ... application/octet-stream for the rest. Static. */
+const char *gw_media_content_type(const char *name);
+
+/*  True for playlists (.m3u8), which are cached briefly; the rest
+    (segments, init, covers) are immutable. */
+bool gw_media_is_playlist(const char *name);
+
+#endif
