@@ -280,7 +280,7 @@ static int s_wait_ready(it_stack_t *self, int proc, const char *path, char *out,
     return 0;
 }
 
-int it_stack_start(it_stack_t *self, it_kind_t kind, const char *bind)
+static int s_start(it_stack_t *self, it_kind_t kind, const char *bind, bool wait)
 {
     if (self->nprocs == IT_MAX_PROCS) {
         s_say("too many processes");
@@ -299,7 +299,7 @@ int it_stack_start(it_stack_t *self, it_kind_t kind, const char *bind)
     snprintf(num2, sizeof num2, "%d", self->opts.liveness > 0 ? self->opts.liveness : IT_LIVENESS);
     snprintf(secret_env, sizeof secret_env, "%s=%s", MB_JWT_ENV_SECRET_FILE, self->secret_file);
     char *argv[24];
-    char *env[4] = {NULL};
+    char *env[4 + 16] = {NULL};
     int argc = 0;
     argv[argc++] = exe;
     switch (kind) {
@@ -326,6 +326,9 @@ int it_stack_start(it_stack_t *self, it_kind_t kind, const char *bind)
             env[1] = "MUSICBUS_PWHASH_OPSLIMIT=1";
             env[2] = "MUSICBUS_PWHASH_MEMLIMIT=8192";
         }
+        for (size_t i = 0, k = kind == IT_USERS ? 3 : 0;
+             self->opts.worker_env && self->opts.worker_env[i] && i < 16; i++)
+            env[k++] = (char *)self->opts.worker_env[i];
         break;
     case IT_GATEWAY:
         argv[argc++] = "--http";
@@ -376,12 +379,24 @@ int it_stack_start(it_stack_t *self, it_kind_t kind, const char *bind)
         if (s_wait_ready(self, proc, ready, self->http_addr, sizeof self->http_addr) != 0)
             return -1;
         s_say("gateway %d listens on %s", (int)pid, self->http_addr);
-    } else {
+    } else if (wait) {
         if (s_wait_ready(self, proc, ready, scratch, sizeof scratch) != 0)
             return -1;
         s_say("%s %d is ready", s_kind_names[kind], (int)pid);
     }
     return proc;
+}
+
+int it_stack_start(it_stack_t *self, it_kind_t kind, const char *bind)
+{
+    return s_start(self, kind, bind, true);
+}
+
+int it_stack_spawn(it_stack_t *self, it_kind_t kind)
+{
+    if (kind == IT_BROKER || kind == IT_GATEWAY)
+        return -1;
+    return s_start(self, kind, NULL, false);
 }
 
 int it_stack_wait_catalog(it_stack_t *self, long timeout_ms)

@@ -53,15 +53,17 @@
 typedef enum { IT_BROKER, IT_CATALOG, IT_USERS, IT_STATS, IT_GATEWAY } it_kind_t;
 
 typedef struct {
-    int catalogs;             /* catalog workers to start */
-    int users;                /* users workers to start */
-    int stats;                /* stats workers to start */
-    bool no_gateway;          /* leave the gateway out */
-    int gateway_timeout_ms;   /* the gateway's --timeout; 0 for its default */
-    int broker_timeout_ms;    /* the broker's --timeout; 0 for its default */
-    int liveness;             /* --liveness of broker and workers; 0 for IT_LIVENESS */
-    const char *rate_default; /* the gateway's --rate default=SPEC; NULL: IT_RATE_GENEROUS */
-    const char *rate_signin;  /* its --rate signin=SPEC; NULL: IT_RATE_GENEROUS */
+    int catalogs;                  /* catalog workers to start */
+    int users;                     /* users workers to start */
+    int stats;                     /* stats workers to start */
+    bool no_gateway;               /* leave the gateway out */
+    int gateway_timeout_ms;        /* the gateway's --timeout; 0 for its default */
+    int broker_timeout_ms;         /* the broker's --timeout; 0 for its default */
+    int liveness;                  /* --liveness of broker and workers; 0 for IT_LIVENESS */
+    const char *rate_default;      /* the gateway's --rate default=SPEC; NULL: IT_RATE_GENEROUS */
+    const char *rate_signin;       /* its --rate signin=SPEC; NULL: IT_RATE_GENEROUS */
+    const char *const *worker_env; /* NULL-terminated "NAME=value" (at most 16) for every
+                                      worker, or NULL */
 } it_stack_opts_t;
 
 typedef struct it_stack it_stack_t;
@@ -93,6 +95,11 @@ void it_stack_destroy(it_stack_t **self_p);
     listens on 127.0.0.1:0. Every kind is waited for: its ready file
     (a worker writes it once it said READY to the broker). */
 int it_stack_start(it_stack_t *self, it_kind_t kind, const char *bind);
+
+/*  it_stack_start() of a worker without waiting for anything: returns
+    right after the fork, so a test can kill it at any moment of its
+    start-up and work. -1 for a broker or gateway. */
+int it_stack_spawn(it_stack_t *self, it_kind_t kind);
 
 /*  Starts a broker, the workers and (unless no_gateway) a gateway as
     `opts` says (NULL: the stack's own options) on the stack's data
