@@ -95,8 +95,9 @@ static bool s_owner_alive(const transcode_owner_t *owner)
         return true;
     if (kill((pid_t)owner->pid, 0) != 0 && errno == ESRCH)
         return false;
+    /* A start time unknown on either side: the pid alone decides. */
     uint64_t start = s_proc_start(owner->pid);
-    return start == 0 || start == owner->start;
+    return start == 0 || owner->start == 0 || start == owner->start;
 }
 
 void transcode_jobs_opts_default(transcode_jobs_opts_t *opts)
