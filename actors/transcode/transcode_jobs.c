@@ -215,7 +215,7 @@ static int s_fail_version(transcode_jobs_t *self, MDB_txn *txn, transcode_versio
                           const char *reason)
 {
     v->status = TRANSCODE_FAILED;
-    snprintf(v->reason, sizeof v->reason, "%s", reason);
+    snprintf(v->reason, sizeof v->reason, "%.*s", (int)sizeof v->reason - 1, reason);
     v->updated_ms = s_now_ms();
     int rc = transcode_store_put_version(self->store, txn, v, false);
     if (rc == 0)
@@ -422,7 +422,7 @@ static int s_finish_failed(s_claim_t *claim, const char *reason, bool final)
         rc = transcode_store_get_version(self->store, txn, claim->version, v);
     if (rc == 0 && (final || job.attempts >= self->opts.max_attempts)) {
         char why[TRANSCODE_REASON_MAX];
-        snprintf(why, sizeof why, "%s", reason);
+        snprintf(why, sizeof why, "%.*s", (int)sizeof why - 1, reason);
         if (!final)
             snprintf(why, sizeof why, "gave up after %u attempts: %.200s", job.attempts, reason);
         mb_warn(0, "transcode: version %s of track %s failed: %s", v->version, v->track_id, why);
@@ -433,7 +433,7 @@ static int s_finish_failed(s_claim_t *claim, const char *reason, bool final)
         job.lease_until_ms = s_now_ms() + self->opts.retry_ms;
         memset(&job.owner, 0, sizeof job.owner);
         v->status = TRANSCODE_QUEUED;
-        snprintf(v->reason, sizeof v->reason, "%s", reason);
+        snprintf(v->reason, sizeof v->reason, "%.*s", (int)sizeof v->reason - 1, reason);
         v->updated_ms = s_now_ms();
         rc = transcode_store_put_job(self->store, txn, claim->version, &job);
         if (rc == 0)
