@@ -27,7 +27,6 @@
 #define STATS_SERVICE "stats"
 #define STATS_MAX_DBS (STATS_STORE_DBS + 4) /* room to grow */
 #define STATS_MAP_SIZE ((size_t)4 << 30)    /* 4 GiB reserved: ~ 10 M plays */
-#define STATS_GROUP "stats"
 #define STATS_CONSUMER_BATCH 500 /* events per transaction: request writes wait meanwhile */
 #define STATS_PAGE_DEFAULT 20    /* history items per page */
 #define STATS_PAGE_MAX 50
@@ -850,8 +849,7 @@ static void s_handle_royalty_report(mb_call_t *call)
 int stats_apply(MDB_txn *txn, const mb_event_t *event, void *state)
 {
     const char *why = NULL;
-    int rc = stats_store_apply(state, txn, event->topic, event->topic_len, event->key,
-                               event->key_len, event->data, NULL, &why);
+    int rc = stats_store_apply(state, txn, event, NULL, &why);
     if (rc == MB_EINVAL)
         return mb_event_invalid(event, "%s", why ? why : "malformed");
     return rc > 0 ? MB_EDB : rc; /* an errno from LMDB: transient, retried */
@@ -883,13 +881,23 @@ static const mb_op_t s_ops[] = {
     {NULL, NULL},
 };
 
-static const char *const s_topics[] = {STATS_TOPIC_PLAY, STATS_TOPIC_TRACK, STATS_TOPIC_USER, NULL};
+static const char *const s_meta_topics[] = {STATS_TOPIC_TRACK, STATS_TOPIC_USER, NULL};
+static const char *const s_play_topics[] = {STATS_TOPIC_PLAY, NULL};
 
-/*  One group for the three topics, so events apply in log order: a
-    track's catalog event before the plays reported for it, a user's
-    country before their plays, an erasure after everything before it. */
+/*  Two groups, so what stats knows of tracks and users (which play.report
+    checks, and which erasure changes) never waits behind a backlog of
+    plays, such as a large import. Plays still apply in log order with
+    them: a play naming a track or user not yet known waits until the meta
+    group is past it (stats_store_apply_play()). */
 static const mb_consumer_def_t s_consumers[] = {
-    {.group = STATS_GROUP, .topics = s_topics, .apply = stats_apply, .batch = STATS_CONSUMER_BATCH},
+    {.group = STATS_GROUP_META,
+     .topics = s_meta_topics,
+     .apply = stats_apply,
+     .batch = STATS_CONSUMER_BATCH},
+    {.group = STATS_GROUP_PLAYS,
+     .topics = s_play_topics,
+     .apply = stats_apply,
+     .batch = STATS_CONSUMER_BATCH},
     {.group = NULL},
 };
 

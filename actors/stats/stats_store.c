@@ -12,6 +12,7 @@
 
 struct stats_store {
     MDB_dbi dbi[STATS_DB_COUNT];
+    MDB_dbi offsets; /* the runtime's "_offsets" (mb_events.h), read for log order */
 };
 
 static const struct {
@@ -108,6 +109,8 @@ int stats_store_open(MDB_env *env, stats_store_t **self_p)
     int rc = mdb_txn_begin(env, NULL, 0, &txn);
     for (int i = 0; rc == 0 && i < STATS_DB_COUNT; i++)
         rc = mdb_dbi_open(txn, s_dbs[i].name, MDB_CREATE | s_dbs[i].flags, &self->dbi[i]);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "_offsets", MDB_CREATE, &self->offsets);
     if (rc == 0)
         rc = mdb_txn_commit(txn);
     else if (txn)
@@ -235,16 +238,19 @@ void stats_track_pack(msgpack_packer *pk, stats_str_t id, const stats_track_t *t
 }
 
 int stats_store_user_get(stats_store_t *self, MDB_txn *txn, stats_str_t user,
-                         char country[STATS_COUNTRY_LEN + 1], bool *deleted)
+                         char country[STATS_COUNTRY_LEN + 1], bool *deleted, bool *known)
 {
+    bool ignored;
+    known = known ? known : &ignored;
     country[0] = '\0';
-    *deleted = false;
+    *deleted = *known = false;
     stats_key_t key;
     stats_key_init(&key);
     stats_key_raw(&key, user.ptr, user.len);
     stats_record_t rec;
     int rc = s_load(self, txn, STATS_DB_USERS, &key, &rec);
     if (rc == 0) {
+        *known = true;
         stats_str_t c = s_str_or_null(mb_map_get(&rec.msg.data, "country"));
         if (stats_country_valid(c.ptr, c.len)) {
             memcpy(country, c.ptr, STATS_COUNTRY_LEN);
@@ -427,26 +433,42 @@ static int s_stream_counts(stats_store_t *self, MDB_txn *txn, const stats_play_t
     return rc;
 }
 
-int stats_store_apply_play(stats_store_t *self, MDB_txn *txn, const char *key, size_t key_len,
-                           const msgpack_object *data, stats_outcome_t *outcome, const char **why)
+/*  True when the meta group has not handled the log up to `seq` yet. */
+static int s_meta_behind(stats_store_t *self, MDB_txn *txn, uint64_t seq, bool *behind)
+{
+    MDB_val k = {.mv_size = strlen(STATS_GROUP_META), .mv_data = STATS_GROUP_META}, v;
+    int rc = mdb_get(txn, self->offsets, &k, &v);
+    *behind = rc == MDB_NOTFOUND;
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc == 0 && v.mv_size < 8)
+        rc = MDB_CORRUPTED;
+    if (rc == 0)
+        *behind = stats_get_u64(v.mv_data) <= seq; /* `next`: the first seq not handled */
+    return rc;
+}
+
+int stats_store_apply_play(stats_store_t *self, MDB_txn *txn, const mb_event_t *event,
+                           stats_outcome_t *outcome, const char **why)
 {
     stats_outcome_t ignored;
     outcome = outcome ? outcome : &ignored;
     *outcome = STATS_APPLIED;
     stats_play_t p;
-    if ((*why = stats_play_decode(data, &p)) != NULL ||
-        (*why = stats_play_check_key(key, key_len, &p)) != NULL)
+    if ((*why = stats_play_decode(event->data, &p)) != NULL ||
+        (*why = stats_play_check_key(event->key, event->key_len, &p)) != NULL)
         return MB_EINVAL;
     char country[STATS_COUNTRY_LEN + 1];
-    bool deleted;
-    int rc = stats_store_user_get(self, txn, p.user, country, &deleted);
+    bool deleted, user_known;
+    int rc = stats_store_user_get(self, txn, p.user, country, &deleted, &user_known);
     if (rc)
         return rc;
     if (deleted) {
         *outcome = STATS_IGNORED; /* erased: keep nothing of theirs, not even the key */
         return 0;
     }
-    MDB_val k = {.mv_size = key_len, .mv_data = (void *)key}, v = {.mv_size = 0, .mv_data = ""};
+    MDB_val k = {.mv_size = event->key_len, .mv_data = (void *)event->key};
+    MDB_val v = {.mv_size = 0, .mv_data = ""};
     rc = mdb_put(txn, self->dbi[STATS_DB_SEEN], &k, &v, MDB_NOOVERWRITE);
     if (rc == MDB_KEYEXIST) {
         *outcome = STATS_DUPLICATE;
@@ -463,6 +485,7 @@ int stats_store_apply_play(stats_store_t *self, MDB_txn *txn, const char *key, s
     stats_record_t rec;
     stats_track_t t;
     rc = stats_store_track_get(self, txn, p.track, &rec, &t);
+    bool track_known = rc == 0 || rc == MDB_CORRUPTED;
     if (rc == 0)
         for (; n_artists < t.n_artists; n_artists++) {
             memcpy(artist_buf[n_artists], t.artist_ids[n_artists].ptr, t.artist_ids[n_artists].len);
@@ -471,6 +494,15 @@ int stats_store_apply_play(stats_store_t *self, MDB_txn *txn, const char *key, s
     stats_record_release(&rec);
     if (rc && rc != MDB_NOTFOUND && rc != MDB_CORRUPTED)
         return rc;
+    if ((!track_known || !user_known) && event->seq > 0) {
+        bool behind;
+        if ((rc = s_meta_behind(self, txn, event->seq, &behind)) != 0)
+            return rc;
+        if (behind) {
+            *why = "waiting for the track and user events before this play";
+            return MB_EAGAIN;
+        }
+    }
 
     bool stream = stats_play_is_stream(&p);
     uint32_t day = (uint32_t)stats_day_of(p.started_at);
@@ -750,19 +782,18 @@ int stats_store_apply_user(stats_store_t *self, MDB_txn *txn, const msgpack_obje
     return s_user_put(self, txn, id, country, false);
 }
 
-int stats_store_apply(stats_store_t *self, MDB_txn *txn, const char *topic, size_t topic_len,
-                      const char *key, size_t key_len, const msgpack_object *data,
+int stats_store_apply(stats_store_t *self, MDB_txn *txn, const mb_event_t *event,
                       stats_outcome_t *outcome, const char **why)
 {
-#define S_IS(t) (topic_len == strlen(t) && memcmp(topic, t, topic_len) == 0)
+#define S_IS(t) (event->topic_len == strlen(t) && memcmp(event->topic, t, event->topic_len) == 0)
     if (outcome)
         *outcome = STATS_APPLIED;
     if (S_IS(STATS_TOPIC_PLAY))
-        return stats_store_apply_play(self, txn, key, key_len, data, outcome, why);
+        return stats_store_apply_play(self, txn, event, outcome, why);
     if (S_IS(STATS_TOPIC_TRACK))
-        return stats_store_apply_track(self, txn, data, why);
+        return stats_store_apply_track(self, txn, event->data, why);
     if (S_IS(STATS_TOPIC_USER))
-        return stats_store_apply_user(self, txn, data, why);
+        return stats_store_apply_user(self, txn, event->data, why);
 #undef S_IS
     *why = "a topic stats does not consume";
     return MB_EINVAL;

@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mb_events.h"
 #include "stats_play.h"
 
 #define STATS_ARTISTS_MAX 20    /* artists credited on one track */
@@ -46,6 +47,12 @@ typedef enum {
     STATS_DB_TRACK_TOTALS,    /* track -> first play, last play, streams, plays */
     STATS_DB_COUNT
 } stats_db_t;
+
+/*  The consumer groups (actors/stats/README.md): track and user events
+    apply in a group of their own so they never wait behind a backlog of
+    plays; the plays group waits for it where log order matters. */
+#define STATS_GROUP_META "stats.meta"
+#define STATS_GROUP_PLAYS "stats.plays"
 
 /*  Named databases this module opens. */
 #define STATS_STORE_DBS STATS_DB_COUNT
@@ -118,10 +125,11 @@ int stats_store_track_get(stats_store_t *self, MDB_txn *txn, stats_str_t id, sta
     isrc, duration_ms}. */
 void stats_track_pack(msgpack_packer *pk, stats_str_t id, const stats_track_t *t);
 
-/*  Sets *country (country[0] == 0 when unknown) and *deleted for `user`.
+/*  Sets *known (may be NULL: a users.user event named the user),
+    *country (country[0] == 0 when unknown) and *deleted for `user`.
     Returns 0 (unknown users: no country, not deleted) or an LMDB code. */
 int stats_store_user_get(stats_store_t *self, MDB_txn *txn, stats_str_t user,
-                         char country[STATS_COUNTRY_LEN + 1], bool *deleted);
+                         char country[STATS_COUNTRY_LEN + 1], bool *deleted, bool *known);
 
 /*  Totals of a track: 32-byte value of the track_totals database. */
 typedef struct {
@@ -141,12 +149,21 @@ typedef enum {
     STATS_IGNORED,   /* a play of an erased (deleted) user: nothing kept */
 } stats_outcome_t;
 
-/*  Applies one play event (key `key`, data `data`) in `txn`: dedupes by
-    key in "seen", then writes history and, for a stream, every count.
-    Sets *outcome (may be NULL). Returns 0, MB_EINVAL with *why a static
-    reason for a malformed event (nothing written), or an LMDB code. */
-int stats_store_apply_play(stats_store_t *self, MDB_txn *txn, const char *key, size_t key_len,
-                           const msgpack_object *data, stats_outcome_t *outcome, const char **why);
+/*  Applies one play event in `txn`: dedupes by key in "seen", then writes
+    history and, for a stream, every count. Sets *outcome (may be NULL).
+
+    Log order with the other group: when the play names a track or user
+    no event told stats about yet, and the group STATS_GROUP_META has not
+    yet handled the log up to this play's seq, the event that would tell
+    may still come: MB_EAGAIN (the consumer rolls the batch back and
+    retries shortly). Once that group is past it, the play counts as it
+    is (without artists, without country). An event with seq 0 (tests)
+    never waits.
+
+    Returns 0, MB_EINVAL with *why a static reason for a malformed event
+    (nothing written), MB_EAGAIN, or an LMDB code. */
+int stats_store_apply_play(stats_store_t *self, MDB_txn *txn, const mb_event_t *event,
+                           stats_outcome_t *outcome, const char **why);
 
 /*  Applies a catalog.track event {action, id, object}: keeps the track's
     title, artists, album, ISRC and duration (deleted tracks are marked,
@@ -161,9 +178,9 @@ int stats_store_apply_track(stats_store_t *self, MDB_txn *txn, const msgpack_obj
 int stats_store_apply_user(stats_store_t *self, MDB_txn *txn, const msgpack_object *data,
                            const char **why);
 
-/*  Dispatches by topic to the three above; an unknown topic is MB_EINVAL. */
-int stats_store_apply(stats_store_t *self, MDB_txn *txn, const char *topic, size_t topic_len,
-                      const char *key, size_t key_len, const msgpack_object *data,
+/*  Dispatches by the event's topic to the three above; an unknown topic
+    is MB_EINVAL. */
+int stats_store_apply(stats_store_t *self, MDB_txn *txn, const mb_event_t *event,
                       stats_outcome_t *outcome, const char **why);
 
 #endif

@@ -37,6 +37,7 @@
 #include "mb_zmq.h"
 #include "stats.h"
 #include "stats_harness.h"
+#include "stats_store.h"
 
 extern char **environ;
 
@@ -50,6 +51,14 @@ static double s_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void s_on_signal(int sig)
+{
+    for (size_t i = 0; i < s_n_pids; i++)
+        kill(s_pids[i], SIGTERM);
+    signal(sig, SIG_DFL);
+    raise(sig);
 }
 
 static void s_die(const char *what)
@@ -209,6 +218,8 @@ int main(int argc, char **argv)
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     self[n > 0 ? n : 0] = '\0';
     snprintf(s_bin, sizeof s_bin, "%s", bin_dir ? bin_dir : dirname(self));
+    signal(SIGTERM, s_on_signal); /* every process started here stops with it */
+    signal(SIGINT, s_on_signal);
     snprintf(s_dir, sizeof s_dir, "/tmp/bench_stats_import.XXXXXX");
     if (!mkdtemp(s_dir))
         s_die("no temporary folder");
@@ -269,7 +280,8 @@ int main(int argc, char **argv)
     uint64_t next = 0, skipped = 0;
     while (next <= head) {
         usleep(200000);
-        mb_consumer_offset(env, "stats", &next, &skipped);
+        if (mb_consumer_offset(env, STATS_GROUP_PLAYS, &next, &skipped) != 0)
+            s_die("cannot read the consumer's offset");
     }
     double s = s_now() - t0;
     MDB_stat ms;

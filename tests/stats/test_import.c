@@ -473,9 +473,9 @@ Test(import, running_an_import_twice_counts_each_listen_once)
         cr_assert_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
         const char *key = s_str(e, "key"), *why = NULL;
         stats_outcome_t out;
-        cr_assert_eq(
-            stats_store_apply(state, txn, "play", 4, key, strlen(key), &msg.data, &out, &why), 0,
-            "%s", why);
+        mb_event_t ev = {
+            .topic = "play", .topic_len = 4, .key = key, .key_len = strlen(key), .data = &msg.data};
+        cr_assert_eq(stats_store_apply(state, txn, &ev, &out, &why), 0, "%s", why);
         cr_assert_eq(mdb_txn_commit(txn), 0);
         applied += out == STATS_APPLIED;
         dupes += out == STATS_DUPLICATE;

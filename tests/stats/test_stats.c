@@ -176,11 +176,12 @@ static const char *s_str(const json_t *o, const char *key)
 
 /* ---- events -------------------------------------------------------------------- */
 
-/*  Applies one event whose data is JSON (a new reference, taken) in a
-    transaction of its own, committed when applied. Returns what apply
-    returned; *outcome and *why as stats_store_apply() sets them. */
-static int s_apply_full(const char *topic, const char *key, json_t *data, stats_outcome_t *outcome,
-                        const char **why)
+/*  Applies one event at log position `seq` (0: no log order) whose data
+    is JSON (a new reference, taken) in a transaction of its own,
+    committed when applied. Returns what apply returned; *outcome and
+    *why as stats_store_apply() sets them. */
+static int s_apply_at(uint64_t seq, const char *topic, const char *key, json_t *data,
+                      stats_outcome_t *outcome, const char **why)
 {
     msgpack_sbuffer buf;
     msgpack_sbuffer_init(&buf);
@@ -195,15 +196,15 @@ static int s_apply_full(const char *topic, const char *key, json_t *data, stats_
     cr_assert_eq(mdb_txn_begin(s_env, NULL, 0, &txn), 0);
     stats_outcome_t ignored;
     const char *ignored_why;
-    int rc = stats_store_apply(s_state, txn, topic, strlen(topic), key, key ? strlen(key) : 0,
-                               &msg.data, outcome ? outcome : &ignored, why ? why : &ignored_why);
-    /* ...and the runtime's entry point agrees with it. */
-    mb_event_t ev = {.seq = 1,
+    mb_event_t ev = {.seq = seq,
                      .topic = topic,
                      .topic_len = strlen(topic),
                      .key = key,
                      .key_len = key ? strlen(key) : 0,
                      .data = &msg.data};
+    int rc = stats_store_apply(s_state, txn, &ev, outcome ? outcome : &ignored,
+                               why ? why : &ignored_why);
+    /* ...and the runtime's entry point agrees with it. */
     MDB_txn *child;
     cr_assert_eq(mdb_txn_begin(s_env, txn, 0, &child), 0);
     if (rc == 0 || rc == MB_EINVAL) {
@@ -220,6 +221,12 @@ static int s_apply_full(const char *topic, const char *key, json_t *data, stats_
     msgpack_unpacked_destroy(&msg);
     msgpack_sbuffer_destroy(&buf);
     return rc;
+}
+
+static int s_apply_full(const char *topic, const char *key, json_t *data, stats_outcome_t *outcome,
+                        const char **why)
+{
+    return s_apply_at(0, topic, key, data, outcome, why);
 }
 
 static int s_apply(const char *topic, const char *key, json_t *data)
@@ -517,6 +524,55 @@ Test(stats, a_play_of_a_track_the_catalog_never_announced_counts_without_artists
     cr_assert_eq(s_int(json_object_get(st, "all_time"), "streams"), 1);
     reply_t r = s_ok(s_call_as("u1", false, "top.artists", NULL), 200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "items")), 0);
+}
+
+/*  Stores `next` as the meta group's offset, as its consumer would. */
+static void s_meta_offset(uint64_t next)
+{
+    MDB_txn *txn;
+    MDB_dbi offsets;
+    cr_assert_eq(mdb_txn_begin(s_env, NULL, 0, &txn), 0);
+    cr_assert_eq(mdb_dbi_open(txn, "_offsets", 0, &offsets), 0);
+    uint8_t v[16] = {0};
+    stats_put_u64(v, next);
+    MDB_val k = {.mv_size = strlen(STATS_GROUP_META), .mv_data = STATS_GROUP_META};
+    MDB_val val = {.mv_size = sizeof v, .mv_data = v};
+    cr_assert_eq(mdb_put(txn, offsets, &k, &val, 0), 0);
+    cr_assert_eq(mdb_txn_commit(txn), 0);
+}
+
+Test(stats, a_play_of_an_unknown_track_waits_until_the_meta_group_is_past_it)
+{
+    int64_t at = s_noon(s_today - 1, 0);
+    char key[64] = "c:u1:w";
+    const char *why = NULL;
+    /* Log: seq 10 creates track t1 (the meta group has not applied it),
+       seq 20 is a play of it. The play waits: applied now, it would lose
+       its artist. */
+    cr_assert_eq(
+        s_apply_at(20, "play", key, s_play_data("u1", "t1", at, 40000, "client"), NULL, &why),
+        MB_EAGAIN);
+    cr_assert(strstr(why, "waiting"));
+    s_meta_offset(15);
+    s_track("t1", "Song", "[\"a1\"]", NULL, 200000);
+    s_user("u1", "SE");
+    cr_assert_eq(
+        s_apply_at(20, "play", key, s_play_data("u1", "t1", at, 40000, "client"), NULL, NULL), 0);
+    reply_t r = s_ok(s_call_as("u1", false, "top.artists", NULL), 200);
+    cr_assert_str_eq(s_str(json_array_get(json_object_get(r.body, "items"), 0), "artist_id"), "a1");
+    /* A track no event before the play named, once the meta group is past
+       the play: counted without artists, no more waiting. */
+    cr_assert_eq(s_apply_at(30, "play", "c:u1:x", s_play_data("u1", "ghost", at, 40000, "client"),
+                            NULL, NULL),
+                 MB_EAGAIN);
+    s_meta_offset(31);
+    cr_assert_eq(s_apply_at(30, "play", "c:u1:x", s_play_data("u1", "ghost", at, 40000, "client"),
+                            NULL, NULL),
+                 0);
+    /* Known track and user: never waits, whatever the offsets. */
+    cr_assert_eq(s_apply_at(1000, "play", "c:u1:y", s_play_data("u1", "t1", at, 40000, "client"),
+                            NULL, NULL),
+                 0);
 }
 
 /* ---- play.report --------------------------------------------------------------------- */
