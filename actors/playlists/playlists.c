@@ -637,17 +637,36 @@ static bool s_tracks_usable(mb_call_t *call, MDB_txn *txn, const s_add_t *a)
     return true;
 }
 
-/*  Saves a window after an edit, moves the playlist to its next version
-    with the new total, answers {snapshot_id} with `status` and commits. */
-static void s_save_items(mb_call_t *call, MDB_txn *txn, playlists_playlist_t *p,
-                         playlists_window_t *w, int status)
+/*  Saves window `w` after an edit; sets *total to the new item count.
+    False after answering the LMDB error (txn aborted). */
+static bool s_save_window(mb_call_t *call, MDB_txn *txn, const playlists_playlist_t *p,
+                          playlists_window_t *w, uint64_t *total)
 {
-    uint64_t total;
-    int rc = playlists_store_window_save(s_store(call), txn, s_cstr(p->id), w, &total);
-    if (rc) {
+    int rc = playlists_store_window_save(s_store(call), txn, s_cstr(p->id), w, total);
+    if (rc)
         playlists_call_fail(call, txn, rc);
-        return;
-    }
+    return rc == 0;
+}
+
+/*  Opens the window of positions [from, to); false after answering (an
+    LMDB error, or chunks that disagree with the record's total). */
+static bool s_open_window(mb_call_t *call, MDB_txn *txn, const playlists_playlist_t *p,
+                          uint64_t from, uint64_t to, playlists_window_t *w)
+{
+    int rc = playlists_store_window_open(s_store(call), txn, s_cstr(p->id), from, to, w);
+    if (rc == 0 && (w->first > from || w->first + w->items.n < to))
+        rc = MDB_CORRUPTED;
+    if (rc)
+        playlists_call_fail(call, txn, rc);
+    return rc == 0;
+}
+
+/*  After the item chunks were saved: moves the playlist to its next
+    version with the new total, answers {snapshot_id} with `status` and
+    commits. */
+static void s_items_changed(mb_call_t *call, MDB_txn *txn, playlists_playlist_t *p,
+                            uint64_t total, int status)
+{
     playlists_playlist_t *old = mb_malloc(sizeof *old);
     *old = *p;
     p->items_total = total;
@@ -688,14 +707,10 @@ static void s_items_add(mb_call_t *call, playlists_playlist_t *p, const s_add_t 
         add[i].added_at = now;
     }
     playlists_window_t w = {0};
-    int rc = playlists_store_window_open(s_store(call), txn, s_cstr(p->id), pos, pos, &w);
-    if (rc == 0 && (pos < w.first || pos - w.first > w.items.n))
-        rc = MDB_CORRUPTED; /* the directory disagrees with the record's total */
-    if (rc)
-        playlists_call_fail(call, txn, rc);
-    else {
+    if (s_open_window(call, txn, p, pos, pos, &w)) {
         playlists_items_insert(&w.items, (size_t)(pos - w.first), add, a->n);
-        s_save_items(call, txn, p, &w, 201);
+        if (s_save_window(call, txn, p, &w, &total))
+            s_items_changed(call, txn, p, total, 201);
     }
     playlists_window_release(&w);
     free(add);
@@ -782,45 +797,123 @@ static bool s_remove_body(mb_call_t *call, s_remove_t *r, size_t *n)
     return true;
 }
 
-/*  Marks what the entries remove in window `w` (loaded over every
-    position they name, or the whole playlist when one has none). False
-    after answering 400 for a position past the end or holding another
-    track (txn aborted). */
-static bool s_mark_removals(mb_call_t *call, MDB_txn *txn, const s_remove_t *r, size_t n,
-                            const playlists_window_t *w, uint64_t total, bool *marked)
+/*  One item to remove: its position, the track expected there, and
+    where the request named it (entry -1: found by looking for a track
+    to remove wherever it is). */
+typedef struct {
+    uint64_t pos;
+    playlists_str_t id;
+    int entry;
+    uint32_t index;
+} s_target_t;
+
+typedef struct {
+    s_target_t *v;
+    size_t n, cap;
+    const s_remove_t *r; /* the entries, for the scan */
+    size_t n_r;
+} s_targets_t;
+
+static void s_target_push(s_targets_t *t, s_target_t target)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (!r[i].positions) {
-            for (size_t k = 0; k < w->items.n; k++)
-                if (s_str_eq(r[i].id, w->items.v[k].track))
-                    marked[k] = true;
-            continue;
+    if (t->n == t->cap) {
+        t->cap = t->cap ? 2 * t->cap : 64;
+        t->v = mb_realloc(t->v, t->cap * sizeof *t->v);
+    }
+    t->v[t->n++] = target;
+}
+
+/*  Scan callback: targets every item whose track an entry without
+    positions names. */
+static int s_scan_one(void *arg, uint64_t pos, const playlists_item_view_t *item)
+{
+    s_targets_t *t = arg;
+    for (size_t i = 0; i < t->n_r; i++)
+        if (!t->r[i].positions && item->track.len == t->r[i].id.len &&
+            memcmp(item->track.ptr, t->r[i].id.ptr, item->track.len) == 0) {
+            s_target_push(t, (s_target_t){pos, t->r[i].id, -1, 0});
+            break;
         }
-        for (uint32_t j = 0; j < r[i].positions->via.array.size; j++) {
+    return 0;
+}
+
+static int s_target_cmp(const void *a, const void *b)
+{
+    const s_target_t *x = a, *y = b;
+    return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+/*  Collects what the entries remove: each named position (400 when past
+    the end), and every occurrence of the tracks named without positions
+    (one read of the whole playlist). Sorted by position. False after
+    answering (txn aborted). */
+static bool s_collect_targets(mb_call_t *call, MDB_txn *txn, const playlists_playlist_t *p,
+                              const s_remove_t *r, size_t n, s_targets_t *t)
+{
+    bool everywhere = false;
+    t->r = r;
+    t->n_r = n;
+    for (size_t i = 0; i < n; i++) {
+        everywhere |= !r[i].positions;
+        for (uint32_t j = 0; r[i].positions && j < r[i].positions->via.array.size; j++) {
             int64_t pos;
             mb_obj_int(&r[i].positions->via.array.ptr[j], &pos);
-            char f[PLAYLISTS_FIELD_MAX + 32];
-            snprintf(f, sizeof f, "body.tracks[%zu].positions[%u]", i, j);
-            if ((uint64_t)pos >= total) {
+            if ((uint64_t)pos >= p->items_total) {
+                char f[PLAYLISTS_FIELD_MAX + 32];
+                snprintf(f, sizeof f, "body.tracks[%zu].positions[%u]", i, j);
                 mdb_txn_abort(txn);
                 mb_call_error(call, 400, "invalid", f,
                               "position %lld is past the end: the playlist has %llu items",
-                              (long long)pos, (unsigned long long)total);
+                              (long long)pos, (unsigned long long)p->items_total);
                 return false;
             }
-            size_t k = (size_t)((uint64_t)pos - w->first);
-            if (!s_str_eq(r[i].id, w->items.v[k].track)) {
-                mdb_txn_abort(txn);
-                mb_call_error(call, 400, "invalid", f, "the item at position %lld is not track %.*s",
-                              (long long)pos, (int)r[i].id.len, r[i].id.ptr);
-                return false;
-            }
-            marked[k] = true;
+            s_target_push(t, (s_target_t){(uint64_t)pos, r[i].id, (int)i, j});
         }
     }
+    int rc = everywhere ? playlists_store_items_each(s_store(call), txn, s_cstr(p->id), 0,
+                                                     p->items_total, s_scan_one, t)
+                        : 0;
+    if (rc) {
+        playlists_call_fail(call, txn, rc);
+        return false;
+    }
+    if (t->n > 1)
+        qsort(t->v, t->n, sizeof *t->v, s_target_cmp);
     return true;
 }
 
+/*  Removes targets [lo, hi) (sorted, within less than a chunk of each
+    other) through one window, checking each names the track there. */
+static bool s_remove_cluster(mb_call_t *call, MDB_txn *txn, const playlists_playlist_t *p,
+                             const s_target_t *v, size_t lo, size_t hi, uint64_t *total)
+{
+    playlists_window_t w = {0};
+    bool ok = s_open_window(call, txn, p, v[lo].pos, v[hi - 1].pos + 1, &w);
+    bool *marked = ok ? mb_calloc(w.items.n, sizeof *marked) : NULL;
+    for (size_t i = lo; ok && i < hi; i++) {
+        size_t k = (size_t)(v[i].pos - w.first);
+        if (!s_str_eq(v[i].id, w.items.v[k].track)) {
+            char f[PLAYLISTS_FIELD_MAX + 32];
+            snprintf(f, sizeof f, "body.tracks[%d].positions[%u]", v[i].entry, v[i].index);
+            mdb_txn_abort(txn);
+            mb_call_error(call, 400, "invalid", f, "the item at position %llu is not track %.*s",
+                          (unsigned long long)v[i].pos, (int)v[i].id.len, v[i].id.ptr);
+            ok = false;
+        }
+        marked[k] = true;
+    }
+    if (ok) {
+        playlists_items_remove_marked(&w.items, marked);
+        ok = s_save_window(call, txn, p, &w, total);
+    }
+    free(marked);
+    playlists_window_release(&w);
+    return ok;
+}
+
+/*  Removal touches only the chunks holding what goes: targets are taken
+    in clusters of positions less than a chunk apart, from the end of the
+    playlist back so that the positions still to come do not shift. */
 static void s_items_remove(mb_call_t *call, playlists_playlist_t *p, const s_remove_t *r,
                            size_t n)
 {
@@ -829,44 +922,25 @@ static void s_items_remove(mb_call_t *call, playlists_playlist_t *p, const s_rem
     if (!s_open(call, true, &user, &txn, p) || !s_may_edit(call, txn, p, user) ||
         !s_precondition(call, txn, p))
         return;
-    /* Load only the span the positions name, unless a track is to go
-       wherever it is: then every chunk must be looked at anyway. */
-    uint64_t total = p->items_total, from = total, to = 0;
-    bool everywhere = false;
-    for (size_t i = 0; i < n; i++) {
-        if (!r[i].positions) {
-            everywhere = true;
-            continue;
-        }
-        for (uint32_t j = 0; j < r[i].positions->via.array.size; j++) {
-            int64_t pos;
-            mb_obj_int(&r[i].positions->via.array.ptr[j], &pos);
-            if ((uint64_t)pos < total) {
-                from = (uint64_t)pos < from ? (uint64_t)pos : from;
-                to = (uint64_t)pos + 1 > to ? (uint64_t)pos + 1 : to;
-            }
-        }
-    }
-    if (everywhere || from >= to) {
-        from = 0;
-        to = total;
-    }
-    playlists_window_t w = {0};
-    bool *marked = NULL;
-    int rc = playlists_store_window_open(s_store(call), txn, s_cstr(p->id), from, to, &w);
-    if (rc == 0 && (w.first > from || w.first + w.items.n < to))
-        rc = MDB_CORRUPTED;
-    if (rc)
-        playlists_call_fail(call, txn, rc);
-    else if (s_mark_removals(call, txn, r, n, &w, total,
-                             marked = mb_calloc(w.items.n + 1, sizeof *marked))) {
-        if (playlists_items_remove_marked(&w.items, marked) == 0)
+    s_targets_t t = {0};
+    if (s_collect_targets(call, txn, p, r, n, &t)) {
+        if (t.n == 0)
             s_answer_snapshot(call, txn, p, 200, false); /* nothing to remove: no new version */
-        else
-            s_save_items(call, txn, p, &w, 200);
+        else {
+            uint64_t span = playlists_store_chunk_max(s_store(call)), total = p->items_total;
+            bool ok = true;
+            for (size_t hi = t.n; ok && hi > 0;) {
+                size_t lo = hi - 1;
+                while (lo > 0 && t.v[hi - 1].pos - t.v[lo - 1].pos < span)
+                    lo--;
+                ok = s_remove_cluster(call, txn, p, t.v, lo, hi, &total);
+                hi = lo;
+            }
+            if (ok)
+                s_items_changed(call, txn, p, total, 200);
+        }
     }
-    free(marked);
-    playlists_window_release(&w);
+    free(t.v);
 }
 
 static void s_handle_items_remove(mb_call_t *call)
@@ -941,19 +1015,28 @@ static void s_items_reorder(mb_call_t *call, playlists_playlist_t *p, uint64_t s
         s_answer_snapshot(call, txn, p, 200, false); /* the items stay where they are */
         return;
     }
-    uint64_t from = before < start ? before : start;
-    uint64_t to = before > start + len ? before : start + len;
+    /* A move is a removal then an insert: two windows of the chunks
+       holding the range and the destination, whatever lies between. */
     playlists_window_t w = {0};
-    int rc = playlists_store_window_open(s_store(call), txn, s_cstr(p->id), from, to, &w);
-    if (rc == 0 && (w.first > from || w.first + w.items.n < to))
-        rc = MDB_CORRUPTED;
-    if (rc)
-        playlists_call_fail(call, txn, rc);
-    else {
-        playlists_items_move(&w.items, (size_t)(start - w.first), (size_t)len,
-                             (size_t)(before - w.first));
-        s_save_items(call, txn, p, &w, 200);
+    playlists_item_t *range = NULL;
+    uint64_t target = before > start ? before - len : before;
+    if (s_open_window(call, txn, p, start, start + len, &w)) {
+        size_t at = (size_t)(start - w.first);
+        range = mb_malloc((size_t)len * sizeof *range);
+        memcpy(range, w.items.v + at, (size_t)len * sizeof *range);
+        memmove(w.items.v + at, w.items.v + at + len, (w.items.n - at - len) * sizeof *range);
+        w.items.n -= (size_t)len;
+        if (s_save_window(call, txn, p, &w, &total)) {
+            playlists_window_release(&w);
+            w = (playlists_window_t){0};
+            if (s_open_window(call, txn, p, target, target, &w)) {
+                playlists_items_insert(&w.items, (size_t)(target - w.first), range, (size_t)len);
+                if (s_save_window(call, txn, p, &w, &total))
+                    s_items_changed(call, txn, p, total, 200);
+            }
+        }
     }
+    free(range);
     playlists_window_release(&w);
 }
 

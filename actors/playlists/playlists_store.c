@@ -141,6 +141,11 @@ void playlists_store_set_chunk_max(playlists_store_t *self, size_t chunk_max)
         self->chunk_max = chunk_max;
 }
 
+size_t playlists_store_chunk_max(const playlists_store_t *self)
+{
+    return self->chunk_max;
+}
+
 /* ---- playlists -------------------------------------------------------------------- */
 
 int playlists_store_get(playlists_store_t *self, MDB_txn *txn, playlists_str_t id,

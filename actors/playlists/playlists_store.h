@@ -58,6 +58,10 @@ void playlists_store_destroy(playlists_store_t **self_p);
     one value. Not thread-safe: call before serving. */
 void playlists_store_set_chunk_max(playlists_store_t *self, size_t chunk_max);
 
+/*  The chunk size writes use: positions closer than this share at most
+    two chunks. */
+size_t playlists_store_chunk_max(const playlists_store_t *self);
+
 /* ---- playlists ----------------------------------------------------------------- */
 
 /*  Reads playlist `id` into *p. Returns 0, MDB_NOTFOUND, MDB_CORRUPTED. */

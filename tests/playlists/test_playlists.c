@@ -1271,7 +1271,7 @@ Test(playlists, random_edits_match_a_model)
     const char *pid = s_create("owner", true, false);
     int model[400], n = 0;
     srand(42);
-    for (int step = 0; step < 400; step++) {
+    for (int step = 0; step < 600; step++) {
         int op = rand() % 10;
         char args[512];
         if (op < 4 || n < 3) { /* add 1..6 at a random position */
@@ -1290,6 +1290,29 @@ Test(playlists, random_edits_match_a_model)
             for (int i = 0; i < k; i++)
                 model[pos + i] = (first + i) % 12;
             n += k;
+        } else if (op == 5) { /* remove 2..4 items by position, spread out, in one request */
+            int k = 2 + rand() % 3, pos[4], m = 0;
+            size_t len = (size_t)snprintf(args, sizeof args,
+                                          "{\"id\": \"%s\", \"body\": {\"tracks\": [", pid);
+            bool gone[400] = {false};
+            for (int i = 0; i < k && i < n; i++) {
+                int at = rand() % n;
+                if (gone[at])
+                    continue;
+                gone[at] = true;
+                pos[m++] = at;
+                len += (size_t)snprintf(args + len, sizeof args - len,
+                                        "%s{\"id\": \"t%d\", \"positions\": [%d]}",
+                                        m > 1 ? "," : "", model[at], at);
+            }
+            snprintf(args + len, sizeof args - len, "]}}");
+            s_ok(s_call("owner", "playlist.items_remove", "%s", args), 200);
+            int kept = 0;
+            for (int i = 0; i < n; i++)
+                if (!gone[i])
+                    model[kept++] = model[i];
+            n = kept;
+            (void)pos;
         } else if (op < 6) { /* remove one item by position */
             int pos = rand() % n;
             snprintf(args, sizeof args,
