@@ -71,6 +71,7 @@
 #include "ratelimit.h"
 #include "request.h"
 #include "routes.h"
+#include "ws.h"
 
 #define GW_ENV_MAX_BODY "MUSICBUS_MAX_BODY"
 #define GW_DEFAULT_MAX_BODY (1L << 20) /* bytes of request body accepted */
@@ -117,7 +118,7 @@ typedef enum {
 } s_state_t;
 
 /*  What fired, in epoll_event.data.u64; anything else is an s_conn_t *. */
-enum { S_EV_MHD = 1, S_EV_BUS = 2 };
+enum { S_EV_MHD = 1, S_EV_BUS = 2, S_EV_WS = 3 };
 
 typedef struct s_self s_self_t;
 typedef struct s_req s_req_t;
@@ -196,6 +197,7 @@ struct s_self {
     int budget_default;           /* the id of budget "default" in rate */
     char *probe_service;          /* the service named in mmi.service probes */
     mb_client_t *client;
+    gw_ws_t *ws; /* GET /v1/me/events: WebSockets and their event feed */
     struct MHD_Daemon *daemon;
     int epoll_fd;
     int mhd_fd;
@@ -413,10 +415,33 @@ static bool s_ready(const s_self_t *self, int64_t now)
     return self->last_answer_ms && now - self->last_answer_ms <= GW_READY_WINDOW_MS;
 }
 
+static bool s_rate_default(s_req_t *req, bool by_user);
+
+/*  GET /v1/me/events: the WebSocket handshake (ws.c), counted on the
+    default budget like any request. */
+static enum MHD_Result s_handle_events(s_req_t *req)
+{
+    gw_ws_handshake_t hs;
+    gw_ws_handshake(req->self->ws, req->conn, (int64_t)time(NULL), &hs);
+    req->claims = hs.claims;
+    if (!s_rate_default(req, hs.authed)) {
+        if (hs.response)
+            MHD_destroy_response(hs.response);
+        return s_answer(req);
+    }
+    if (!hs.response)
+        return s_fail(req, 500, NULL, "cannot build the response");
+    req->ready = hs.response;
+    req->status = hs.status;
+    return s_answer(req);
+}
+
 static enum MHD_Result s_handle_own(s_req_t *req)
 {
     s_self_t *self = req->self;
     const char *op = req->route->op;
+    if (!strcmp(op, GW_WS_OP))
+        return s_handle_events(req);
     if (!strcmp(op, "readyz") && self->stopping)
         return s_fail(req, 503, NULL, "the gateway is shutting down");
     if (!strcmp(op, "healthz") || (!strcmp(op, "readyz") && s_ready(self, s_now_ms()))) {
@@ -1327,6 +1352,8 @@ static int s_wait_ms(s_self_t *self, int64_t now, int64_t *mhd_due_ms)
         wait = self->next_probe_ms - now;
     if (self->stopping && self->drain_until_ms - now < wait)
         wait = self->drain_until_ms - now;
+    if (gw_ws_due_ms(self->ws) - now < wait)
+        wait = gw_ws_due_ms(self->ws) - now;
     return wait < 0 ? 0 : (int)wait;
 }
 
@@ -1339,6 +1366,7 @@ static void s_begin_stop(s_self_t *self, int64_t now)
     MHD_socket listen_fd = MHD_quiesce_daemon(self->daemon);
     if (listen_fd != MHD_INVALID_SOCKET)
         close(listen_fd);
+    gw_ws_stop(self->ws); /* 1001 to every WebSocket */
     mb_info(0, "stopping: %zu request(s) pending", gw_pending_size(self->pending));
 }
 
@@ -1352,7 +1380,8 @@ static int s_run(s_self_t *self, const sigset_t *wait_mask)
         if (self->stopping) {
             if (now >= self->drain_until_ms)
                 s_abandon_pending(self);
-            if ((self->active == 0 && !self->resumed) || now >= self->linger_until_ms)
+            if ((self->active == 0 && !self->resumed && gw_ws_size(self->ws) == 0) ||
+                now >= self->linger_until_ms)
                 return 0;
         }
         int64_t mhd_due_ms = now;
@@ -1364,10 +1393,12 @@ static int s_run(s_self_t *self, const sigset_t *wait_mask)
             mb_error(0, "epoll_wait: %s", strerror(errno));
             return 1;
         }
-        bool bus_fired = false, mhd_fired = false;
+        bool bus_fired = false, mhd_fired = false, ws_fired = false;
         for (int i = 0; i < n; i++) {
             if (events[i].data.u64 == S_EV_BUS)
                 bus_fired = true;
+            else if (events[i].data.u64 == S_EV_WS)
+                ws_fired = true;
             else if (events[i].data.u64 == S_EV_MHD)
                 mhd_fired = true;
             else
@@ -1381,6 +1412,8 @@ static int s_run(s_self_t *self, const sigset_t *wait_mask)
         if (mhd_fired || self->resumed || (mhd_due_ms >= 0 && now >= mhd_due_ms)) {
             self->resumed = false;
             MHD_run(self->daemon);
+            /* Upgraded connections handed back to MHD need one more run. */
+            self->resumed = gw_ws_mhd_pending(self->ws);
         }
         if (bus_fired || self->sent)
             s_drain_bus(self);
@@ -1389,6 +1422,8 @@ static int s_run(s_self_t *self, const sigset_t *wait_mask)
         s_probe(self, now);
         if (self->sent)
             s_drain_bus(self);
+        if (ws_fired || gw_ws_due_ms(self->ws) <= s_now_ms())
+            gw_ws_run(self->ws);
     }
 }
 
@@ -1674,7 +1709,7 @@ static int s_load_routes(s_self_t *self)
             continue;
         }
         /* /media/ documents what the gateway answers before routing. */
-        if (strcmp(r->op, "healthz") && strcmp(r->op, "readyz") &&
+        if (strcmp(r->op, "healthz") && strcmp(r->op, "readyz") && strcmp(r->op, GW_WS_OP) &&
             strncmp(r->path, GW_MEDIA_PREFIX, strlen(GW_MEDIA_PREFIX)))
             mb_warn(0, "%s %s: the gateway has no op %s; it will answer 501", r->method, r->path,
                     r->op);
@@ -1856,7 +1891,14 @@ static int s_start(s_self_t *self)
     self->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     unsigned conn_limit = s_conn_limit();
     self->pending = gw_pending_new(conn_limit);
-    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    gw_ws_config_t ws_cfg;
+    gw_ws_config_default(&ws_cfg);
+    ws_cfg.bus = self->bus;
+    self->ws = gw_ws_new(&ws_cfg, self->auth);
+    if (!self->ws)
+        return MB_EIO;
+    unsigned flags =
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG;
     if (addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     self->daemon = MHD_start_daemon(
@@ -1879,9 +1921,11 @@ static int s_start(s_self_t *self)
     self->bus_fd = mb_client_fd(self->client);
     struct epoll_event mhd_ev = {.events = EPOLLIN, .data.u64 = S_EV_MHD};
     struct epoll_event bus_ev = {.events = EPOLLIN, .data.u64 = S_EV_BUS};
+    struct epoll_event ws_ev = {.events = EPOLLIN, .data.u64 = S_EV_WS};
     if (self->mhd_fd < 0 || self->epoll_fd < 0 ||
         epoll_ctl(self->epoll_fd, EPOLL_CTL_ADD, self->mhd_fd, &mhd_ev) ||
-        epoll_ctl(self->epoll_fd, EPOLL_CTL_ADD, self->bus_fd, &bus_ev)) {
+        epoll_ctl(self->epoll_fd, EPOLL_CTL_ADD, self->bus_fd, &bus_ev) ||
+        epoll_ctl(self->epoll_fd, EPOLL_CTL_ADD, gw_ws_fd(self->ws), &ws_ev)) {
         mb_error(0, "cannot set up the event loop: %s", strerror(errno));
         return MB_EIO;
     }
@@ -1901,6 +1945,7 @@ static void s_destroy(s_self_t *self)
 {
     if (self->daemon)
         MHD_stop_daemon(self->daemon);
+    gw_ws_destroy(&self->ws); /* after the daemon: it may hold upgrade responses of ours */
     if (self->epoll_fd >= 0)
         close(self->epoll_fd);
     mb_client_destroy(&self->client);

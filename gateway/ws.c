@@ -116,6 +116,7 @@ struct gw_ws {
     int64_t retry_at; /* 0: no retry due */
     int backoff_ms;
     bool sent; /* something was sent on the bus since it was drained */
+    bool mhd_pending; /* libmicrohttpd has upgraded connections to clean up */
     bool stopping;
     uint64_t next_rid;
     msgpack_sbuffer sbuf;
@@ -1079,6 +1080,7 @@ static void s_on_upgrade(void *cls, struct MHD_Connection *connection, void *con
     s_up_unlink(self, up);
     int fd = fcntl(sock, F_DUPFD_CLOEXEC, 0);
     MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+    self->mhd_pending = true;
     if (fd < 0)
         mb_warn(0, "ws: cannot keep an upgraded socket: %s", strerror(errno));
     else
@@ -1284,6 +1286,13 @@ void gw_ws_stop(gw_ws_t *self)
     s_flush_all(self);
     s_sweep(self);
     mb_info(0, "ws: closing %zu WebSocket(s)", self->n);
+}
+
+bool gw_ws_mhd_pending(gw_ws_t *self)
+{
+    bool pending = self->mhd_pending;
+    self->mhd_pending = false;
+    return pending;
 }
 
 size_t gw_ws_size(const gw_ws_t *self)

@@ -149,6 +149,11 @@ void gw_ws_run(gw_ws_t *self);
     is due even if the fd stays quiet; INT64_MAX when never. */
 int64_t gw_ws_due_ms(const gw_ws_t *self);
 
+/*  True (once) when upgraded connections were handed back to
+    libmicrohttpd since the last call: with an external event loop it
+    has no way to wake itself, so call MHD_run() once more. */
+bool gw_ws_mhd_pending(gw_ws_t *self);
+
 /*  Closes every connection with 1001 "going away" (the clients' close
     frames get GW_WS_CLOSE_WAIT_MS) and stops the feed; new handshakes
     get 503. */
