@@ -3,9 +3,12 @@
     stats consumer, musicbus-import-listens run twice on the same file
     (counted once), a play reported through play.report going out through
     the outbox and back in through the consumer, a malformed event skipped,
-    and SIGTERM ending every process with 0. Skips when the executables
-    are not built in this build folder. */
+    and SIGTERM ending every process with 0; then the routes over HTTP
+    through musicbus-gateway with signed tokens, the royalty report as
+    text/csv. Skips when the executables are not built in this build
+    folder. */
 #include <criterion/criterion.h>
+#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -15,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,7 +37,7 @@
 
 extern char **environ;
 
-#define S_PROCS_MAX 4
+#define S_PROCS_MAX 5
 
 static char s_dir[64];
 static char s_bus[256];
@@ -374,4 +379,197 @@ Test(stats_bus, plays_from_the_importer_and_from_clients_are_counted_once)
     cr_assert_eq(unmatched, 1);
     cr_assert_eq(rejected, 1);
     mb_events_destroy(&bus);
+}
+
+/* ---- over HTTP, through the gateway ------------------------------------------------ */
+
+typedef struct {
+    long status;
+    char *body;
+    size_t len;
+    char type[128];
+    char disposition[256];
+} s_http_t;
+
+static size_t s_http_body(char *data, size_t size, size_t n, void *arg)
+{
+    s_http_t *r = arg;
+    r->body = realloc(r->body, r->len + size * n + 1);
+    memcpy(r->body + r->len, data, size * n);
+    r->len += size * n;
+    r->body[r->len] = '\0';
+    return size * n;
+}
+
+static size_t s_http_header(char *data, size_t size, size_t n, void *arg)
+{
+    s_http_t *r = arg;
+    size_t len = size * n;
+    if (len > 14 && strncasecmp(data, "Content-Type: ", 14) == 0)
+        snprintf(r->type, sizeof r->type, "%.*s", (int)strcspn(data + 14, "\r\n"), data + 14);
+    if (len > 21 && strncasecmp(data, "Content-Disposition: ", 21) == 0)
+        snprintf(r->disposition, sizeof r->disposition, "%.*s", (int)strcspn(data + 21, "\r\n"),
+                 data + 21);
+    return len;
+}
+
+/*  One HTTP request to the gateway at `addr`; the caller frees r.body. */
+static s_http_t s_http(const char *addr, const char *method, const char *path, const char *token,
+                       const char *body)
+{
+    s_http_t r = {0};
+    char url[512], auth[1200];
+    snprintf(url, sizeof url, "http://%s%s", addr, path);
+    CURL *c = curl_easy_init();
+    struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
+    if (token) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+        headers = curl_slist_append(headers, auth);
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    if (body)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, s_http_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, s_http_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    cr_assert_eq(curl_easy_perform(c), CURLE_OK, "%s %s", method, path);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(c);
+    if (!r.body)
+        r.body = calloc(1, 1);
+    return r;
+}
+
+static char *s_token(mb_jwt_key_t *key, const char *user, bool admin)
+{
+    mb_jwt_policy_t policy;
+    mb_jwt_policy_default(&policy);
+    mb_jwt_claims_t claims = {.roles = MB_ROLE_USER | (admin ? MB_ROLE_ADMIN : 0),
+                              .iat = time(NULL),
+                              .exp = time(NULL) + 600};
+    snprintf(claims.sub, sizeof claims.sub, "%s", user);
+    snprintf(claims.sid, sizeof claims.sid, "session-%s", user);
+    snprintf(claims.tier, sizeof claims.tier, "free");
+    char *token = NULL;
+    cr_assert_eq(mb_jwt_sign(key, &policy, &claims, &token), 0);
+    return token;
+}
+
+Test(stats_bus, the_routes_answer_over_http_and_the_royalty_report_is_csv)
+{
+    char broker[PATH_MAX], catalog[PATH_MAX], stats[PATH_MAX], gateway[PATH_MAX];
+    const char *src = getenv("MUSICBUS_SOURCE_DIR");
+    if (!s_bin("musicbus-broker", broker, sizeof broker) ||
+        !s_bin("musicbus-catalog", catalog, sizeof catalog) ||
+        !s_bin("musicbus-stats", stats, sizeof stats) ||
+        !s_bin("musicbus-gateway", gateway, sizeof gateway) || !src)
+        cr_skip_test("broker, catalog, stats or gateway not built in this build folder");
+    h_tmpdir(s_dir, "test_stats_http");
+    s_start("broker", broker, true);
+    s_start("catalog", catalog, false);
+    s_start("stats", stats, false);
+    s_client = mb_client_new(s_bus);
+
+    /* The gateway, serving the source tree's schema, with a secret of its own. */
+    char secret[128], schema[PATH_MAX], ready[128], data[128], addr[128];
+    snprintf(secret, sizeof secret, "%s/jwt.secret", s_dir);
+    FILE *f = fopen(secret, "w");
+    fprintf(f, "stats-test-secret-of-more-than-thirty-two-bytes-0123456789");
+    fclose(f);
+    chmod(secret, 0600);
+    snprintf(schema, sizeof schema, "%s/schemas/openapi.json", src);
+    snprintf(ready, sizeof ready, "%s/gateway.ready", s_dir);
+    snprintf(data, sizeof data, "%s/data", s_dir);
+    char *argv[] = {gateway, "--http",   "127.0.0.1:0", "--bus",
+                    s_bus,   "--schema", schema,        "--jwt-secret-file",
+                    secret,  "--data",   data,          "--ready-file",
+                    ready,   NULL};
+    pid_t pid = s_spawn("gateway", argv, NULL);
+    s_names[s_n_procs] = "gateway";
+    s_procs[s_n_procs++] = pid;
+    s_wait_ready(ready, pid, addr, sizeof addr);
+    mb_jwt_key_t *key;
+    cr_assert_eq(mb_jwt_key_load(secret, &key), 0);
+    char *user = s_token(key, "u1", false), *admin = s_token(key, "boss", true);
+
+    json_t *r =
+        s_call("catalog", "artist.create", "admin", true, h_json("{\"body\":{\"name\":\"ABBA\"}}"));
+    char artist[64], album[64], track[64];
+    snprintf(artist, sizeof artist, "%s", s_id_of(r));
+    json_decref(r);
+    r = s_call("catalog", "album.create", "admin", true,
+               h_json("{\"body\":{\"title\":\"Arrival\",\"artist_ids\":[\"%s\"]}}", artist));
+    snprintf(album, sizeof album, "%s", s_id_of(r));
+    json_decref(r);
+    r = s_call("catalog", "track.create", "admin", true,
+               h_json("{\"body\":{\"title\":\"Dancing Queen, live\",\"artist_ids\":[\"%s\"],"
+                      "\"album_id\":\"%s\",\"track_number\":1,\"duration_ms\":231000,"
+                      "\"isrc\":\"SEAYD7601020\"}}",
+                      artist, album));
+    snprintf(track, sizeof track, "%s", s_id_of(r));
+    json_decref(r);
+    json_decref(s_wait_plays(track, 0));
+
+    char body[512], path[256];
+    snprintf(body, sizeof body,
+             "{\"track_id\":\"%s\",\"started_at\":\"2026-03-02T10:00:00Z\",\"ms_played\":45000,"
+             "\"context\":{\"type\":\"album\",\"id\":\"%s\"},\"client_id\":\"web-1\"}",
+             track, album);
+    s_http_t h = s_http(addr, "POST", "/v1/me/plays", NULL, body);
+    cr_assert_eq(h.status, 401, "%s", h.body);
+    free(h.body);
+    h = s_http(addr, "POST", "/v1/me/plays", user, "{\"track_id\":\"x\"}");
+    cr_assert_eq(h.status, 400, "the gateway checks the body against the schema: %s", h.body);
+    free(h.body);
+    h = s_http(addr, "POST", "/v1/me/plays", user, body);
+    cr_assert_eq(h.status, 202, "%s", h.body);
+    cr_assert(strstr(h.body, "\"counted_as_stream\":true"), "%s", h.body);
+    free(h.body);
+    json_decref(s_wait_plays(track, 1));
+
+    h = s_http(addr, "GET", "/v1/me/history?limit=5", user, NULL);
+    cr_assert_eq(h.status, 200, "%s", h.body);
+    cr_assert(strstr(h.body, "2026-03-02T10:00:00.000Z"), "%s", h.body);
+    free(h.body);
+    h = s_http(addr, "GET", "/v1/me/top/tracks?range=all", user, NULL);
+    cr_assert_eq(h.status, 200, "%s", h.body);
+    cr_assert(strstr(h.body, track), "%s", h.body);
+    free(h.body);
+    h = s_http(addr, "GET", "/v1/me/top/artists?range=1y", user, NULL);
+    cr_assert_eq(h.status, 400, "%s", h.body);
+    free(h.body);
+    h = s_http(addr, "GET", "/v1/charts/top-tracks?date=2026-03-02&days=7", NULL, NULL);
+    cr_assert_eq(h.status, 200, "%s", h.body);
+    cr_assert(strstr(h.body, "\"streams\":1"), "%s", h.body);
+    free(h.body);
+    snprintf(path, sizeof path, "/v1/tracks/%s/stats?date=2026-03-02&days=2", track);
+    h = s_http(addr, "GET", path, user, NULL);
+    cr_assert_eq(h.status, 403, "%s", h.body);
+    free(h.body);
+    h = s_http(addr, "GET", path, admin, NULL);
+    cr_assert_eq(h.status, 200, "%s", h.body);
+    free(h.body);
+
+    h = s_http(addr, "GET", "/v1/reports/royalties?from=2026-03-01&to=2026-03-31", admin, NULL);
+    cr_assert_eq(h.status, 200, "%s", h.body);
+    cr_assert(strncmp(h.type, "text/csv", 8) == 0, "Content-Type %s", h.type);
+    cr_assert(strstr(h.disposition, "royalties-2026-03-01-2026-03-31.csv"), "%s", h.disposition);
+    char expect[256];
+    snprintf(expect, sizeof expect,
+             "track_id,isrc,title,artist_ids,streams\r\n%s,SEAYD7601020,\"Dancing Queen, "
+             "live\",%s,1\r\n",
+             track, artist);
+    cr_assert_str_eq(h.body, expect);
+    free(h.body);
+    h = s_http(addr, "GET", "/v1/reports/royalties?from=2026-03-01", admin, NULL);
+    cr_assert_eq(h.status, 400, "to is required: %s", h.body);
+    free(h.body);
+    free(user);
+    free(admin);
+    mb_jwt_key_destroy(&key);
 }
