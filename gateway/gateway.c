@@ -1117,6 +1117,38 @@ static void s_on_hangup(s_self_t *self, s_conn_t *sock)
     s_wake(self, req);
 }
 
+static int s_hex_digit(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/*  Percent-decoding of paths and query values, as MHD's own, except
+    %00: a NUL would end the path early for everything that reads it as
+    a C string ("/media/.../seg.m4s%00.jpg" read as ".../seg.m4s"), so it
+    stays the three characters, which no route, argument schema or media
+    name accepts. */
+static size_t s_unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    char *w = s;
+    for (const char *r = s; *r;) {
+        int hi = r[0] == '%' ? s_hex_digit(r[1]) : -1;
+        int lo = hi >= 0 ? s_hex_digit(r[2]) : -1;
+        if (lo >= 0 && (hi | lo)) {
+            *w++ = (char)(hi << 4 | lo);
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
 static void s_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
@@ -1909,7 +1941,8 @@ static int s_start(s_self_t *self)
         MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
         /* SIGPIPE is ignored (mb_signal_install()); without saying so MHD
            will not use sendfile(2) and copies media through 4 KiB sends. */
-        MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1, MHD_OPTION_END);
+        MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1, MHD_OPTION_UNESCAPE_CALLBACK, s_unescape, NULL,
+        MHD_OPTION_END);
     if (!self->daemon) {
         mb_error(0, "cannot listen on %s", self->http_addr);
         return MB_EIO;

@@ -417,7 +417,7 @@ bool gw_media_parse_http_date(const char *text, int64_t *t)
     char wday[4], mon[4];
     int day, year, h, m, s, used = 0;
     if (!text ||
-        sscanf(text, "%3s %d %3s %d %d:%d:%d GMT%n", wday, &day, mon, &year, &h, &m, &s, &used) !=
+        sscanf(text, "%3s, %d %3s %d %d:%d:%d GMT%n", wday, &day, mon, &year, &h, &m, &s, &used) !=
             7 ||
         used == 0 || text[used] != '\0')
         return false;

@@ -201,10 +201,10 @@ Test(gw_routes, embedded_openapi_document)
 /*  x-headers: request headers copied into args under the given names. */
 Test(gw_routes, header_args)
 {
-    gw_routes_t *routes = s_load(
-        "{\"paths\":{\"/p/{id}\":{\"put\":{\"x-service\":\"playlists\",\"x-op\":\"p.put\","
-        "  \"x-headers\":{\"If-Match\":\"if_match\"},"
-        "  \"requestBody\":{\"content\":{\"application/json\":{}}}}}}}");
+    gw_routes_t *routes =
+        s_load("{\"paths\":{\"/p/{id}\":{\"put\":{\"x-service\":\"playlists\",\"x-op\":\"p.put\","
+               "  \"x-headers\":{\"If-Match\":\"if_match\"},"
+               "  \"requestBody\":{\"content\":{\"application/json\":{}}}}}}}");
     gw_match_t m;
     cr_assert_eq(gw_routes_match(routes, "PUT", "/p/x", &m), 0);
     cr_assert_eq(m.route->n_headers, 1);
@@ -275,15 +275,15 @@ Test(gw_routes, uploads)
 /*  Non-JSON media types of 2xx responses mark raw replies. */
 Test(gw_routes, raw_response_types)
 {
-    gw_routes_t *routes = s_load(
-        "{\"paths\":{"
-        "\"/r\":{\"get\":{\"x-service\":\"s\",\"x-op\":\"r\",\"responses\":{"
-        "  \"200\":{\"content\":{\"text/csv\":{},\"application/json\":{}}},"
-        "  \"202\":{\"$ref\":\"#/components/responses/Pdf\"},"
-        "  \"400\":{\"content\":{\"application/problem+json\":{}}}}}},"
-        "\"/j\":{\"get\":{\"x-service\":\"s\",\"x-op\":\"j\",\"responses\":{"
-        "  \"200\":{\"content\":{\"application/json\":{}}}}}}},"
-        "\"components\":{\"responses\":{\"Pdf\":{\"content\":{\"application/pdf\":{}}}}}}");
+    gw_routes_t *routes =
+        s_load("{\"paths\":{"
+               "\"/r\":{\"get\":{\"x-service\":\"s\",\"x-op\":\"r\",\"responses\":{"
+               "  \"200\":{\"content\":{\"text/csv\":{},\"application/json\":{}}},"
+               "  \"202\":{\"$ref\":\"#/components/responses/Pdf\"},"
+               "  \"400\":{\"content\":{\"application/problem+json\":{}}}}}},"
+               "\"/j\":{\"get\":{\"x-service\":\"s\",\"x-op\":\"j\",\"responses\":{"
+               "  \"200\":{\"content\":{\"application/json\":{}}}}}}},"
+               "\"components\":{\"responses\":{\"Pdf\":{\"content\":{\"application/pdf\":{}}}}}}");
     gw_match_t m;
     cr_assert_eq(gw_routes_match(routes, "GET", "/r", &m), 0);
     cr_assert_eq(m.route->n_raw_types, 2, "text/csv and application/pdf; not JSON, not errors");
