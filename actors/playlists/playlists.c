@@ -255,8 +255,8 @@ static int s_pack_items(mb_call_t *call, msgpack_packer *pk, MDB_txn *txn,
     mb_pack_cstr(pk, "items");
     msgpack_pack_array(pk, n);
     s_items_page_t page = {.store = s_store(call), .txn = txn, .pk = pk};
-    int rc =
-        playlists_store_items_each(s_store(call), txn, s_cstr(p->id), offset, n, s_pack_item, &page);
+    int rc = playlists_store_items_each(s_store(call), txn, s_cstr(p->id), offset, n, s_pack_item,
+                                        &page);
     if (rc)
         return rc;
     for (; page.packed < n; page.packed++)
@@ -413,8 +413,8 @@ static void s_handle_playlist_delete(mb_call_t *call)
             msgpack_pack_nil(mb_call_reply(call, 204));
             playlists_call_commit(call, txn);
         }
-    } else if ((rc = playlists_store_unfollow(s_store(call), txn, s_cstr(p->id), user,
-                                              &changed)) != 0)
+    } else if ((rc = playlists_store_unfollow(s_store(call), txn, s_cstr(p->id), user, &changed)) !=
+               0)
         playlists_call_fail(call, txn, rc);
     else if (!changed) {
         msgpack_pack_nil(mb_call_reply(call, 204));
@@ -426,16 +426,17 @@ static void s_handle_playlist_delete(mb_call_t *call)
     free(p);
 }
 
-/* ---- listings --------------------------------------------------------------------------------- */
+/* ---- listings ---------------------------------------------------------------------------------
+ */
 
 typedef struct {
     mb_call_t *call;
     MDB_txn *txn;
     msgpack_packer *pk; /* into a buffer of its own: the count comes first */
     playlists_str_t viewer;
-    bool self;      /* the viewer lists their own playlists */
+    bool self; /* the viewer lists their own playlists */
     size_t offset, limit;
-    size_t total;   /* visible ones seen */
+    size_t total; /* visible ones seen */
     size_t packed;
     playlists_playlist_t p;
 } s_list_t;
@@ -480,8 +481,8 @@ static void s_list(mb_call_t *call, playlists_str_t viewer, playlists_str_t targ
                     .txn = txn,
                     .pk = &tmp,
                     .viewer = viewer,
-                    .self = target.len == viewer.len &&
-                            memcmp(target.ptr, viewer.ptr, viewer.len) == 0,
+                    .self =
+                        target.len == viewer.len && memcmp(target.ptr, viewer.ptr, viewer.len) == 0,
                     .offset = offset,
                     .limit = limit};
     int rc = playlists_store_user_playlists(s_store(call), txn, target, s_list_one, l);
@@ -519,7 +520,8 @@ static void s_handle_playlists_of_user(mb_call_t *call)
     s_list(call, user, target, base);
 }
 
-/* ---- items --------------------------------------------------------------------------------------- */
+/* ---- items
+ * --------------------------------------------------------------------------------------- */
 
 static void s_handle_items_get(mb_call_t *call)
 {
@@ -595,8 +597,8 @@ static bool s_add_body(mb_call_t *call, s_add_t *a)
         return s_bad_field(call, "body.uris", "give the tracks to add as uris or ids");
     if (list->type != MSGPACK_OBJECT_ARRAY || list->via.array.size == 0 ||
         list->via.array.size > PLAYLISTS_ADD_MAX) {
-        mb_call_error(call, 400, "invalid", a->list, "%s must be a list of 1 to %d tracks",
-                      a->list, PLAYLISTS_ADD_MAX);
+        mb_call_error(call, 400, "invalid", a->list, "%s must be a list of 1 to %d tracks", a->list,
+                      PLAYLISTS_ADD_MAX);
         return false;
     }
     a->n = list->via.array.size;
@@ -618,8 +620,8 @@ static bool s_tracks_usable(mb_call_t *call, MDB_txn *txn, const s_add_t *a)
 {
     for (size_t i = 0; i < a->n; i++) {
         bool usable;
-        int rc = playlists_store_catalog_usable(s_store(call), txn, PLAYLISTS_TRACK, a->ids[i],
-                                                &usable);
+        int rc =
+            playlists_store_catalog_usable(s_store(call), txn, PLAYLISTS_TRACK, a->ids[i], &usable);
         if (rc) {
             playlists_call_fail(call, txn, rc);
             return false;
@@ -664,8 +666,8 @@ static bool s_open_window(mb_call_t *call, MDB_txn *txn, const playlists_playlis
 /*  After the item chunks were saved: moves the playlist to its next
     version with the new total, answers {snapshot_id} with `status` and
     commits. */
-static void s_items_changed(mb_call_t *call, MDB_txn *txn, playlists_playlist_t *p,
-                            uint64_t total, int status)
+static void s_items_changed(mb_call_t *call, MDB_txn *txn, playlists_playlist_t *p, uint64_t total,
+                            int status)
 {
     playlists_playlist_t *old = mb_malloc(sizeof *old);
     *old = *p;
@@ -767,9 +769,8 @@ static bool s_remove_body(mb_call_t *call, s_remove_t *r, size_t *n)
                 if (have)
                     return s_bad_field(call, field, "give either uri or id, not both");
                 if (!playlists_track_ref(v, uri, &r[i].id))
-                    return s_bad_field(call, f,
-                                       uri ? "uri must be musicbus:track:<id>"
-                                           : "id must be a track id");
+                    return s_bad_field(
+                        call, f, uri ? "uri must be musicbus:track:<id>" : "id must be a track id");
                 have = true;
             } else if (mb_obj_str_eq(key, "positions")) {
                 if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size == 0 ||
@@ -914,8 +915,7 @@ static bool s_remove_cluster(mb_call_t *call, MDB_txn *txn, const playlists_play
 /*  Removal touches only the chunks holding what goes: targets are taken
     in clusters of positions less than a chunk apart, from the end of the
     playlist back so that the positions still to come do not shift. */
-static void s_items_remove(mb_call_t *call, playlists_playlist_t *p, const s_remove_t *r,
-                           size_t n)
+static void s_items_remove(mb_call_t *call, playlists_playlist_t *p, const s_remove_t *r, size_t n)
 {
     playlists_str_t user;
     MDB_txn *txn;
@@ -1050,7 +1050,8 @@ static void s_handle_items_reorder(mb_call_t *call)
     free(p);
 }
 
-/* ---- followers --------------------------------------------------------------------------------- */
+/* ---- followers ---------------------------------------------------------------------------------
+ */
 
 static void s_handle_follow(mb_call_t *call)
 {
@@ -1059,8 +1060,8 @@ static void s_handle_follow(mb_call_t *call)
     playlists_playlist_t *p = mb_malloc(sizeof *p);
     bool changed;
     if (s_open(call, true, &user, &txn, p) && s_may_read(call, txn, p, user)) {
-        int rc = playlists_store_follow(s_store(call), txn, s_cstr(p->id), user,
-                                        playlists_now_ms(), &changed);
+        int rc = playlists_store_follow(s_store(call), txn, s_cstr(p->id), user, playlists_now_ms(),
+                                        &changed);
         if (rc)
             playlists_call_fail(call, txn, rc);
         else if (!changed) {
@@ -1092,8 +1093,8 @@ static void s_handle_unfollow(mb_call_t *call)
         mb_call_error(call, 409, "conflict", NULL,
                       "the owner follows their playlist for as long as it exists: delete it "
                       "instead");
-    } else if ((rc = playlists_store_unfollow(s_store(call), txn, s_cstr(p->id), user,
-                                              &changed)) != 0)
+    } else if ((rc = playlists_store_unfollow(s_store(call), txn, s_cstr(p->id), user, &changed)) !=
+               0)
         playlists_call_fail(call, txn, rc);
     else if (!changed) {
         msgpack_pack_nil(mb_call_reply(call, 204));
@@ -1105,7 +1106,8 @@ static void s_handle_unfollow(mb_call_t *call)
     free(p);
 }
 
-/* ---- collaborators ---------------------------------------------------------------------------------- */
+/* ---- collaborators
+ * ---------------------------------------------------------------------------------- */
 
 /*  Body {user_ids: [1..50 ids]}. */
 static bool s_collaborators_body(mb_call_t *call, playlists_str_t *ids, size_t *n)
@@ -1212,7 +1214,8 @@ static void s_handle_collaborators_remove(mb_call_t *call)
     free(p);
 }
 
-/* ---- the actor ------------------------------------------------------------------------------------- */
+/* ---- the actor
+ * ------------------------------------------------------------------------------------- */
 
 int playlists_apply(MDB_txn *txn, const mb_event_t *event, void *state)
 {

@@ -121,8 +121,8 @@ static void s_pack_link(msgpack_packer *pk, const char *base, size_t offset, siz
         mb_pack_strn(pk, link, (size_t)n);
 }
 
-void playlists_call_pack_paging(msgpack_packer *pk, const char *base, size_t limit,
-                                size_t offset, size_t total)
+void playlists_call_pack_paging(msgpack_packer *pk, const char *base, size_t limit, size_t offset,
+                                size_t total)
 {
     mb_pack_cstr(pk, "limit");
     msgpack_pack_uint64(pk, limit);

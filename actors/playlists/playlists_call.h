@@ -17,7 +17,7 @@
 #include "playlists_store.h"
 
 #define PLAYLISTS_PAGE_DEFAULT 20
-#define PLAYLISTS_PAGE_MAX 50       /* playlists and library listings */
+#define PLAYLISTS_PAGE_MAX 50        /* playlists and library listings */
 #define PLAYLISTS_ITEMS_PAGE_MAX 100 /* a playlist's items, as Spotify */
 #define PLAYLISTS_OFFSET_MAX 100000
 #define PLAYLISTS_LINK_MAX 256
@@ -56,8 +56,8 @@ bool playlists_call_ids(mb_call_t *call, playlists_str_t *out, size_t *n, const 
     previous (relative links `base` + "?offset=N&limit=N", or "&..." when
     base already has a query; nil at either end). The caller packed a map
     of 6 and "items" before. */
-void playlists_call_pack_paging(msgpack_packer *pk, const char *base, size_t limit,
-                                size_t offset, size_t total);
+void playlists_call_pack_paging(msgpack_packer *pk, const char *base, size_t limit, size_t offset,
+                                size_t total);
 
 /*  Adds one event (data: the buffer's msgpack) to the outbox in `txn`.
     False after answering and aborting `txn`. */

@@ -157,8 +157,7 @@ int playlists_chunk_next(const uint8_t **p, const uint8_t *end, playlists_item_v
     return 0;
 }
 
-int playlists_chunk_decode(const void *data, size_t size, size_t expect,
-                           playlists_items_t *items)
+int playlists_chunk_decode(const void *data, size_t size, size_t expect, playlists_items_t *items)
 {
     const uint8_t *p = data, *end = p + size;
     size_t n = 0;

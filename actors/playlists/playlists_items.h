@@ -83,8 +83,7 @@ int playlists_chunk_next(const uint8_t **p, const uint8_t *end, playlists_item_v
 /*  Appends every item of chunk `data` (size bytes) to *items, checking
     it holds exactly `expect` items. Returns 0 or MB_EPROTO (then *items
     may hold some of them). */
-int playlists_chunk_decode(const void *data, size_t size, size_t expect,
-                           playlists_items_t *items);
+int playlists_chunk_decode(const void *data, size_t size, size_t expect, playlists_items_t *items);
 
 /* ---- the directory -------------------------------------------------------------- */
 
@@ -98,7 +97,7 @@ typedef struct {
     playlists_chunk_ref_t *chunks; /* in playlist order */
     size_t n;
     size_t cap;
-    uint64_t total;                /* sum of the counts */
+    uint64_t total; /* sum of the counts */
 } playlists_dir_t;
 
 /*  Reads a directory value into *dir (which it resets first). Returns 0

@@ -185,8 +185,8 @@ static void s_contains(mb_call_t *call, const s_library_t *lib)
     msgpack_pack_array(pk, n);
     for (size_t i = 0; i < n; i++) {
         bool yes;
-        int rc = playlists_store_library_contains(playlists_call_store(call), txn, lib->kind,
-                                                  user, ids[i], &yes);
+        int rc = playlists_store_library_contains(playlists_call_store(call), txn, lib->kind, user,
+                                                  ids[i], &yes);
         if (rc) {
             playlists_call_fail(call, txn, rc);
             return;

@@ -126,8 +126,8 @@ static bool s_bad(mb_call_t *call, const char *field, const char *message)
     return false;
 }
 
-bool playlists_playlist_apply(mb_call_t *call, const msgpack_object *body,
-                              playlists_playlist_t *p, bool create, bool *changed)
+bool playlists_playlist_apply(mb_call_t *call, const msgpack_object *body, playlists_playlist_t *p,
+                              bool create, bool *changed)
 {
     *changed = false;
     if (!body || body->type != MSGPACK_OBJECT_MAP)
@@ -139,8 +139,7 @@ bool playlists_playlist_apply(mb_call_t *call, const msgpack_object *body,
         size_t len;
         bool b;
         if (mb_obj_str_eq(k, "name")) {
-            if (!mb_obj_str(v, &s, &len) ||
-                !playlists_text_valid(s, len, 1, PLAYLISTS_NAME_MAX))
+            if (!mb_obj_str(v, &s, &len) || !playlists_text_valid(s, len, 1, PLAYLISTS_NAME_MAX))
                 return s_bad(call, "body.name",
                              "name must be 1 to 100 characters of UTF-8 without control "
                              "characters");
@@ -321,8 +320,7 @@ bool playlists_playlist_decode(const msgpack_object *o, playlists_playlist_t *p)
         collab->type != MSGPACK_OBJECT_ARRAY ||
         collab->via.array.size > PLAYLISTS_COLLABORATORS_MAX ||
         !s_uint(mb_map_get(o, "version"), &p->version) ||
-        !s_str_into(mb_map_get(o, "snapshot_id"), p->snapshot_id, sizeof p->snapshot_id,
-                    false) ||
+        !s_str_into(mb_map_get(o, "snapshot_id"), p->snapshot_id, sizeof p->snapshot_id, false) ||
         !s_uint(mb_map_get(o, "items_total"), &p->items_total) ||
         !s_str_into(mb_map_get(o, "created_at"), p->created_at, sizeof p->created_at, false) ||
         !s_str_into(mb_map_get(o, "updated_at"), p->updated_at, sizeof p->updated_at, false))

@@ -21,17 +21,17 @@
 
 #include "mb_actor.h"
 
-#define PLAYLISTS_ID_MAX 64              /* bytes of any id (user, track, playlist, ...) */
-#define PLAYLISTS_NAME_MAX 100           /* characters of a playlist's name */
-#define PLAYLISTS_DESCRIPTION_MAX 300    /* characters of its description */
-#define PLAYLISTS_UTF8_MAX 4             /* bytes per character at most */
-#define PLAYLISTS_COLLABORATORS_MAX 100  /* collaborators of one playlist */
-#define PLAYLISTS_BATCH_MAX 50           /* ids per library or collaborator request */
-#define PLAYLISTS_ITEMS_MAX 10000        /* items of one playlist */
-#define PLAYLISTS_ADD_MAX 100            /* tracks per add or remove request */
-#define PLAYLISTS_SNAPSHOT_LEN 16        /* characters of a snapshot id */
-#define PLAYLISTS_IF_MATCH_MAX 1024      /* bytes of an If-Match header we look at */
-#define PLAYLISTS_TIME_MAX 31            /* room for an RFC 3339 timestamp */
+#define PLAYLISTS_ID_MAX 64             /* bytes of any id (user, track, playlist, ...) */
+#define PLAYLISTS_NAME_MAX 100          /* characters of a playlist's name */
+#define PLAYLISTS_DESCRIPTION_MAX 300   /* characters of its description */
+#define PLAYLISTS_UTF8_MAX 4            /* bytes per character at most */
+#define PLAYLISTS_COLLABORATORS_MAX 100 /* collaborators of one playlist */
+#define PLAYLISTS_BATCH_MAX 50          /* ids per library or collaborator request */
+#define PLAYLISTS_ITEMS_MAX 10000       /* items of one playlist */
+#define PLAYLISTS_ADD_MAX 100           /* tracks per add or remove request */
+#define PLAYLISTS_SNAPSHOT_LEN 16       /* characters of a snapshot id */
+#define PLAYLISTS_IF_MATCH_MAX 1024     /* bytes of an If-Match header we look at */
+#define PLAYLISTS_TIME_MAX 31           /* room for an RFC 3339 timestamp */
 #define PLAYLISTS_TRACK_URI_PREFIX "musicbus:track:"
 
 /*  A string borrowed from elsewhere; ptr NULL means null (absent). */
@@ -51,7 +51,7 @@ typedef struct {
     char owner[PLAYLISTS_ID_MAX + 1];
     char collaborators[PLAYLISTS_COLLABORATORS_MAX][PLAYLISTS_ID_MAX + 1];
     size_t n_collaborators;
-    uint64_t version;     /* 1 at creation, +1 per change */
+    uint64_t version; /* 1 at creation, +1 per change */
     char snapshot_id[PLAYLISTS_SNAPSHOT_LEN + 1];
     uint64_t items_total; /* items in the playlist */
     char created_at[PLAYLISTS_TIME_MAX + 1];
@@ -94,8 +94,8 @@ void playlists_playlist_init(playlists_playlist_t *p, playlists_str_t owner);
     before, or false after answering `call` with 400 naming the field
     (body, body.name, body.<unknown>...). On false *p may be half
     changed: discard it. */
-bool playlists_playlist_apply(mb_call_t *call, const msgpack_object *body,
-                              playlists_playlist_t *p, bool create, bool *changed);
+bool playlists_playlist_apply(mb_call_t *call, const msgpack_object *body, playlists_playlist_t *p,
+                              bool create, bool *changed);
 
 /*  Moves *p to its next version: version + 1, a new snapshot id,
     updated_at = now. */

@@ -223,8 +223,7 @@ static int s_chunk_load(playlists_store_t *self, MDB_txn *txn, playlists_str_t i
     int rc = s_chunk_get(self, txn, id, ref.no, &v);
     if (rc)
         return rc;
-    return playlists_chunk_decode(v.mv_data, v.mv_size, ref.count, items) == 0 ? 0
-                                                                                : MDB_CORRUPTED;
+    return playlists_chunk_decode(v.mv_data, v.mv_size, ref.count, items) == 0 ? 0 : MDB_CORRUPTED;
 }
 
 void playlists_window_release(playlists_window_t *w)
@@ -316,8 +315,7 @@ int playlists_store_window_save(playlists_store_t *self, MDB_txn *txn, playlists
 }
 
 int playlists_store_items_each(playlists_store_t *self, MDB_txn *txn, playlists_str_t id,
-                               uint64_t offset, uint64_t limit, playlists_item_fn *each,
-                               void *arg)
+                               uint64_t offset, uint64_t limit, playlists_item_fn *each, void *arg)
 {
     playlists_dir_t dir = {0};
     int rc = s_dir_load(self, txn, id, &dir);
@@ -501,8 +499,7 @@ static int s_dup_walk(MDB_txn *txn, MDB_dbi dbi, MDB_val key, size_t skip, size_
 int playlists_store_user_playlists(playlists_store_t *self, MDB_txn *txn, playlists_str_t user,
                                    playlists_id_fn *each, void *arg)
 {
-    return s_dup_walk(txn, self->dbi[S_USER_PLAYLISTS], s_str_val(user), 0, SIZE_MAX, each,
-                      arg);
+    return s_dup_walk(txn, self->dbi[S_USER_PLAYLISTS], s_str_val(user), 0, SIZE_MAX, each, arg);
 }
 
 int playlists_store_delete(playlists_store_t *self, MDB_txn *txn, const playlists_playlist_t *p)
@@ -561,8 +558,7 @@ static s_buf_t s_library_key(playlists_kind_t kind, playlists_str_t user)
     return b;
 }
 
-static s_buf_t s_library_index_key(playlists_kind_t kind, playlists_str_t user,
-                                   playlists_str_t id)
+static s_buf_t s_library_index_key(playlists_kind_t kind, playlists_str_t user, playlists_str_t id)
 {
     s_buf_t b = {.len = 0};
     s_add_byte(&b, (uint8_t)kind);
@@ -621,9 +617,8 @@ int playlists_store_library_remove(playlists_store_t *self, MDB_txn *txn, playli
     return rc;
 }
 
-int playlists_store_library_contains(playlists_store_t *self, MDB_txn *txn,
-                                     playlists_kind_t kind, playlists_str_t user,
-                                     playlists_str_t id, bool *yes)
+int playlists_store_library_contains(playlists_store_t *self, MDB_txn *txn, playlists_kind_t kind,
+                                     playlists_str_t user, playlists_str_t id, bool *yes)
 {
     s_buf_t ik = s_library_index_key(kind, user, id);
     MDB_val k = s_val(&ik), v;

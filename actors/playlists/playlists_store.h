@@ -49,7 +49,7 @@ typedef enum {
 int playlists_store_open(MDB_env *env, playlists_store_t **self_p);
 
 /*  Frees the handle (the databases stay open in the environment); nulls
-    *self_p. Safe to call twice. */
+ *self_p. Safe to call twice. */
 void playlists_store_destroy(playlists_store_t **self_p);
 
 /*  Sets the chunk size for later writes (1..PLAYLISTS_ITEMS_MAX; chunks
@@ -112,8 +112,7 @@ typedef int(playlists_item_fn)(void *arg, uint64_t pos, const playlists_item_vie
     order (fewer at the end). Returns 0, what `each` returned, or an LMDB
     code. */
 int playlists_store_items_each(playlists_store_t *self, MDB_txn *txn, playlists_str_t id,
-                               uint64_t offset, uint64_t limit, playlists_item_fn *each,
-                               void *arg);
+                               uint64_t offset, uint64_t limit, playlists_item_fn *each, void *arg);
 
 /* ---- follows ------------------------------------------------------------------------ */
 
@@ -157,9 +156,8 @@ int playlists_store_library_remove(playlists_store_t *self, MDB_txn *txn, playli
                                    playlists_str_t user, playlists_str_t id, bool *changed);
 
 /*  Sets *yes when `id` is in the library. */
-int playlists_store_library_contains(playlists_store_t *self, MDB_txn *txn,
-                                     playlists_kind_t kind, playlists_str_t user,
-                                     playlists_str_t id, bool *yes);
+int playlists_store_library_contains(playlists_store_t *self, MDB_txn *txn, playlists_kind_t kind,
+                                     playlists_str_t user, playlists_str_t id, bool *yes);
 
 /*  Sets *count to the size of the library. */
 int playlists_store_library_count(playlists_store_t *self, MDB_txn *txn, playlists_kind_t kind,

@@ -247,9 +247,9 @@ static void s_run(size_t chunk, int writes, int reads, const char *base, bool no
             exit(1);
     }
     double t_read = s_now() - t0;
-    printf("%6zu  %-6s  %9.0f  %9.0f  %12.0f  %11.0f  %10.0f\n", chunk,
-           nosync ? "nosync" : "sync", writes / t_add, (double)w_add / writes,
-           moves ? moves / t_move : 0, reads / t_read, t_read / reads * 1e6);
+    printf("%6zu  %-6s  %9.0f  %9.0f  %12.0f  %11.0f  %10.0f\n", chunk, nosync ? "nosync" : "sync",
+           writes / t_add, (double)w_add / writes, moves ? moves / t_move : 0, reads / t_read,
+           t_read / reads * 1e6);
     fflush(stdout);
     msgpack_sbuffer_destroy(&req);
     s_def.close(s_state);
@@ -264,12 +264,10 @@ int main(int argc, char **argv)
     int writes = 1000, reads = 2000;
     bool nosync = false;
     const char *chunks = "64,256,1024,10000", *base = "/tmp";
-    static const struct option opts[] = {{"writes", required_argument, NULL, 'w'},
-                                         {"reads", required_argument, NULL, 'r'},
-                                         {"chunks", required_argument, NULL, 'c'},
-                                         {"dir", required_argument, NULL, 'd'},
-                                         {"nosync", no_argument, NULL, 'n'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"writes", required_argument, NULL, 'w'}, {"reads", required_argument, NULL, 'r'},
+        {"chunks", required_argument, NULL, 'c'}, {"dir", required_argument, NULL, 'd'},
+        {"nosync", no_argument, NULL, 'n'},       {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c == 'w')

@@ -322,17 +322,16 @@ static const char *s_snapshot(const char *user, const char *pid)
 }
 
 /*  Adds tracks <prefix><first> .. <prefix><first+n-1> by id at the end. */
-static reply_t s_add_range(const char *user, const char *pid, const char *prefix, int first,
-                           int n)
+static reply_t s_add_range(const char *user, const char *pid, const char *prefix, int first, int n)
 {
     size_t cap = 64 + (size_t)n * 80;
     char *ids = malloc(cap);
     size_t len = 0;
     for (int i = 0; i < n; i++)
-        len += (size_t)snprintf(ids + len, cap - len, "%s\"%s%d\"", i ? "," : "", prefix,
-                                first + i);
-    reply_t r = s_call(user, "playlist.items_add", "{\"id\": \"%s\", \"body\": {\"ids\": [%s]}}",
-                       pid, ids);
+        len +=
+            (size_t)snprintf(ids + len, cap - len, "%s\"%s%d\"", i ? "," : "", prefix, first + i);
+    reply_t r =
+        s_call(user, "playlist.items_add", "{\"id\": \"%s\", \"body\": {\"ids\": [%s]}}", pid, ids);
     free(ids);
     return r;
 }
@@ -343,10 +342,9 @@ static char *s_order(const char *user, const char *pid)
     size_t cap = 1 << 20, len = 0;
     char *out = calloc(1, cap);
     for (long long offset = 0;; offset += 100) {
-        reply_t r =
-            s_ok(s_call(user, "playlist.items", "{\"id\": \"%s\", \"limit\": 100, \"offset\": %lld}",
-                        pid, offset),
-                 200);
+        reply_t r = s_ok(s_call(user, "playlist.items",
+                                "{\"id\": \"%s\", \"limit\": 100, \"offset\": %lld}", pid, offset),
+                         200);
         json_t *items = json_object_get(r.body, "items");
         size_t i;
         json_t *item;
@@ -441,8 +439,8 @@ Test(playlists, create_refuses_bad_bodies)
     s_expect_error(s_call("u", "playlist.create", NULL), 400, "invalid", "body");
     s_expect_error(s_call("u", "playlist.create", "{\"body\": []}"), 400, "invalid", "body");
     s_expect_error(s_call("u", "playlist.create", "{\"body\": {}}"), 400, "invalid", "body.name");
-    s_expect_error(s_call("u", "playlist.create", "{\"body\": {\"name\": \"\"}}"), 400,
-                   "invalid", "body.name");
+    s_expect_error(s_call("u", "playlist.create", "{\"body\": {\"name\": \"\"}}"), 400, "invalid",
+                   "body.name");
     char name[120];
     memset(name, 'n', 101);
     name[101] = '\0';
@@ -470,9 +468,9 @@ Test(playlists, unknown_and_malformed_ids)
 {
     s_expect_error(s_call("u", "playlist.get", "{\"id\": \"nope\"}"), 404, "not_found", NULL);
     s_expect_error(s_call("u", "playlist.items", "{\"id\": \"nope\"}"), 404, "not_found", NULL);
-    s_expect_error(s_call("u", "playlist.items_add",
-                          "{\"id\": \"nope\", \"body\": {\"ids\": [\"t0\"]}}"),
-                   404, "not_found", NULL);
+    s_expect_error(
+        s_call("u", "playlist.items_add", "{\"id\": \"nope\", \"body\": {\"ids\": [\"t0\"]}}"), 404,
+        "not_found", NULL);
     s_expect_error(s_call("u", "playlist.get", "{\"id\": \"a/b\"}"), 400, "invalid", "id");
     s_expect_error(s_call("u", "playlist.get", "{\"id\": 5}"), 400, "invalid", "id");
     s_expect_error(s_call("u", "playlist.get", NULL), 400, "invalid", "id");
@@ -489,9 +487,9 @@ Test(playlists, private_playlists_are_for_owner_and_collaborators)
                    NULL);
     s_expect_error(s_call("eve", "playlist.follow", "{\"id\": \"%s\"}", pid), 403, "forbidden",
                    NULL);
-    s_expect_error(s_call("eve", "playlist.items_add",
-                          "{\"id\": \"%s\", \"body\": {\"ids\": [\"t0\"]}}", pid),
-                   403, "forbidden", NULL);
+    s_expect_error(
+        s_call("eve", "playlist.items_add", "{\"id\": \"%s\", \"body\": {\"ids\": [\"t0\"]}}", pid),
+        403, "forbidden", NULL);
 
     /* A collaborator named while the playlist is not collaborative has no
        rights yet; making it collaborative gives them read and edit. */
@@ -503,9 +501,9 @@ Test(playlists, private_playlists_are_for_owner_and_collaborators)
                 pid),
          200);
     s_ok(s_call("bob", "playlist.get", "{\"id\": \"%s\"}", pid), 200);
-    s_ok(s_call("bob", "playlist.items_add", "{\"id\": \"%s\", \"body\": {\"ids\": [\"t1\"]}}",
-                pid),
-         201);
+    s_ok(
+        s_call("bob", "playlist.items_add", "{\"id\": \"%s\", \"body\": {\"ids\": [\"t1\"]}}", pid),
+        201);
     s_expect_error(s_call("eve", "playlist.get", "{\"id\": \"%s\"}", pid), 403, "forbidden", NULL);
 
     /* Private playlists do not show in other users' listings. */
@@ -524,12 +522,12 @@ Test(playlists, public_playlists_are_read_and_followed_by_anyone)
          201);
     s_ok(s_call("eve", "playlist.get", "{\"id\": \"%s\"}", pid), 200);
     s_ok(s_call("eve", "playlist.items", "{\"id\": \"%s\"}", pid), 200);
-    s_expect_error(s_call("eve", "playlist.items_add",
-                          "{\"id\": \"%s\", \"body\": {\"ids\": [\"t1\"]}}", pid),
-                   403, "forbidden", NULL);
-    s_expect_error(s_call("eve", "playlist.update", "{\"id\": \"%s\", \"body\": {\"name\": \"x\"}}",
-                          pid),
-                   403, "forbidden", NULL);
+    s_expect_error(
+        s_call("eve", "playlist.items_add", "{\"id\": \"%s\", \"body\": {\"ids\": [\"t1\"]}}", pid),
+        403, "forbidden", NULL);
+    s_expect_error(
+        s_call("eve", "playlist.update", "{\"id\": \"%s\", \"body\": {\"name\": \"x\"}}", pid), 403,
+        "forbidden", NULL);
 
     size_t before = s_outbox_count();
     reply_t r = s_call("eve", "playlist.follow", "{\"id\": \"%s\"}", pid);
@@ -596,15 +594,14 @@ Test(playlists, collaborators)
                    400, "invalid", "body.ids");
 
     /* A collaborator edits items but not the details. */
-    s_ok(s_call("bob", "playlist.items_add", "{\"id\": \"%s\", \"body\": {\"ids\": [\"t2\"]}}",
-                pid),
-         201);
+    s_ok(
+        s_call("bob", "playlist.items_add", "{\"id\": \"%s\", \"body\": {\"ids\": [\"t2\"]}}", pid),
+        201);
     r = s_ok(s_call("owner", "playlist.items", "{\"id\": \"%s\"}", pid), 200);
-    cr_assert_str_eq(s_str(json_array_get(json_object_get(r.body, "items"), 0), "added_by"),
-                     "bob");
-    s_expect_error(s_call("bob", "playlist.update", "{\"id\": \"%s\", \"body\": {\"name\": \"x\"}}",
-                          pid),
-                   403, "forbidden", NULL);
+    cr_assert_str_eq(s_str(json_array_get(json_object_get(r.body, "items"), 0), "added_by"), "bob");
+    s_expect_error(
+        s_call("bob", "playlist.update", "{\"id\": \"%s\", \"body\": {\"name\": \"x\"}}", pid), 403,
+        "forbidden", NULL);
     /* DELETE by a collaborator only unfollows: the playlist stays. */
     cr_assert_eq(s_call("bob", "playlist.delete", "{\"id\": \"%s\"}", pid).status, 204);
     s_ok(s_call("owner", "playlist.get", "{\"id\": \"%s\"}", pid), 200);
@@ -617,9 +614,9 @@ Test(playlists, collaborators)
                     "{\"id\": \"%s\", \"body\": {\"user_ids\": [\"bob\"]}}", pid),
              200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "collaborators")), 1);
-    s_expect_error(s_call("bob", "playlist.items_add",
-                          "{\"id\": \"%s\", \"body\": {\"ids\": [\"t2\"]}}", pid),
-                   403, "forbidden", NULL);
+    s_expect_error(
+        s_call("bob", "playlist.items_add", "{\"id\": \"%s\", \"body\": {\"ids\": [\"t2\"]}}", pid),
+        403, "forbidden", NULL);
     /* Turning collaborative off takes Cat's rights away, and tells Cat. */
     before = s_outbox_count();
     s_ok(s_call("owner", "playlist.update",
@@ -702,8 +699,8 @@ Test(playlists, reorder_ranges)
     const char *call = "{\"id\": \"%s\", \"body\": {\"range_start\": %d, \"insert_before\": %d, "
                        "\"range_length\": %d}}";
     char args[256];
-#define REORDER(start, before, len)                                                        \
-    (snprintf(args, sizeof args, call, pid, start, before, len),                           \
+#define REORDER(start, before, len)                                                                \
+    (snprintf(args, sizeof args, call, pid, start, before, len),                                   \
      s_call("owner", "playlist.items_reorder", "%s", args))
     s_ok(REORDER(0, 6, 1), 200); /* the first to the end */
     s_expect_order(pid, "t1 t2 t3 t4 t5 t0");
@@ -771,18 +768,19 @@ Test(playlists, malformed_item_bodies)
         {"{\"ids\": [\"t0\"], \"where\": 0}", "body.where"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        s_expect_error(s_call("owner", "playlist.items_add", "{\"id\": \"%s\", \"body\": %s}", pid,
-                              bad[i][0]),
-                       400, "invalid", bad[i][1]);
+        s_expect_error(
+            s_call("owner", "playlist.items_add", "{\"id\": \"%s\", \"body\": %s}", pid, bad[i][0]),
+            400, "invalid", bad[i][1]);
     /* More than 100 at once. */
     s_tracks("m", 101);
     s_expect_error(s_add_range("owner", pid, "m", 0, 101), 400, "invalid", "body.ids");
     /* An unknown track is refused by its index in the list. */
-    s_expect_error(s_call("owner", "playlist.items_add",
-                          "{\"id\": \"%s\", \"body\": {\"uris\": [\"musicbus:track:t0\", "
-                          "\"musicbus:track:t1\", \"musicbus:track:t2\", \"musicbus:track:nope\"]}}",
-                          pid),
-                   400, "invalid", "body.uris[3]");
+    s_expect_error(
+        s_call("owner", "playlist.items_add",
+               "{\"id\": \"%s\", \"body\": {\"uris\": [\"musicbus:track:t0\", "
+               "\"musicbus:track:t1\", \"musicbus:track:t2\", \"musicbus:track:nope\"]}}",
+               pid),
+        400, "invalid", "body.uris[3]");
     reply_t r = s_ok(s_call("owner", "playlist.get", "{\"id\": \"%s\"}", pid), 200);
     cr_assert_eq(s_int(r.body, "items_total"), 0, "a refused add adds nothing");
 
@@ -794,8 +792,7 @@ Test(playlists, malformed_item_bodies)
         {"{\"tracks\": [{\"id\": \"t0\", \"uri\": \"musicbus:track:t0\"}]}", "body.tracks[0]"},
         {"{\"tracks\": [{\"uri\": \"t0\"}]}", "body.tracks[0].uri"},
         {"{\"tracks\": [{\"id\": \"t0\", \"positions\": []}]}", "body.tracks[0].positions"},
-        {"{\"tracks\": [{\"id\": \"t0\", \"positions\": [\"1\"]}]}",
-         "body.tracks[0].positions[0]"},
+        {"{\"tracks\": [{\"id\": \"t0\", \"positions\": [\"1\"]}]}", "body.tracks[0].positions[0]"},
         {"{\"tracks\": [{\"id\": \"t0\", \"positions\": [-1]}]}", "body.tracks[0].positions[0]"},
         {"{\"tracks\": [{\"id\": \"t0\", \"extra\": 1}]}", "body.tracks[0].extra"},
         {"{\"tracks\": [{\"id\": \"t0\"}], \"snapshot_id\": \"x\"}", "body.snapshot_id"},
@@ -832,8 +829,8 @@ Test(playlists, ten_thousand_items_exactly)
                    409, "playlist_full", NULL);
 
     /* The last page, its links, and every position in order. */
-    r = s_ok(s_call("owner", "playlist.items",
-                    "{\"id\": \"%s\", \"offset\": 9950, \"limit\": 100}", pid),
+    r = s_ok(s_call("owner", "playlist.items", "{\"id\": \"%s\", \"offset\": 9950, \"limit\": 100}",
+                    pid),
              200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "items")), 50);
     cr_assert_eq(s_int(r.body, "total"), 10000);
@@ -841,10 +838,9 @@ Test(playlists, ten_thousand_items_exactly)
     char prev[128];
     snprintf(prev, sizeof prev, "/v1/playlists/%s/items?offset=9850&limit=100", pid);
     cr_assert_str_eq(s_str(r.body, "previous"), prev);
-    cr_assert_str_eq(s_str(json_object_get(json_array_get(json_object_get(r.body, "items"), 49),
-                                           "track"),
-                           "id"),
-                     "t99");
+    cr_assert_str_eq(
+        s_str(json_object_get(json_array_get(json_object_get(r.body, "items"), 49), "track"), "id"),
+        "t99");
     r = s_ok(s_call("owner", "playlist.items", "{\"id\": \"%s\", \"offset\": 10000}", pid), 200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "items")), 0);
     char *order = s_order("owner", pid);
@@ -871,9 +867,9 @@ Test(playlists, ten_thousand_items_exactly)
                 "\"insert_before\": 10000}}",
                 pid),
          200);
-    r = s_ok(s_call("owner", "playlist.items", "{\"id\": \"%s\", \"offset\": 5000, \"limit\": 1}",
-                    pid),
-             200);
+    r = s_ok(
+        s_call("owner", "playlist.items", "{\"id\": \"%s\", \"offset\": 5000, \"limit\": 1}", pid),
+        200);
     cr_assert_str_eq(
         s_str(json_object_get(json_array_get(json_object_get(r.body, "items"), 0), "track"), "id"),
         "t0");
@@ -916,9 +912,9 @@ Test(playlists, if_match_and_stale_snapshots)
                           "{\"id\": \"%s\", \"if_match\": \"%s\", \"body\": {\"name\": \"n\"}}",
                           pid, seen),
                    412, "precondition_failed", NULL);
-    s_expect_error(s_call("owner", "playlist.delete", "{\"id\": \"%s\", \"if_match\": \"%s\"}",
-                          pid, seen),
-                   412, "precondition_failed", NULL);
+    s_expect_error(
+        s_call("owner", "playlist.delete", "{\"id\": \"%s\", \"if_match\": \"%s\"}", pid, seen),
+        412, "precondition_failed", NULL);
     cr_assert_eq(s_outbox_count(), before, "a refused write publishes nothing");
     s_expect_order(pid, "t0");
     /* Without If-Match a write applies to the latest version. */
@@ -985,9 +981,9 @@ Test(playlists, patch_and_delete)
                     "{\"id\": \"%s\", \"body\": {\"description\": null}}", pid),
              200);
     cr_assert(json_is_null(json_object_get(r.body, "description")));
-    s_expect_error(s_call("owner", "playlist.update", "{\"id\": \"%s\", \"body\": {\"name\": 1}}",
-                          pid),
-                   400, "invalid", "body.name");
+    s_expect_error(
+        s_call("owner", "playlist.update", "{\"id\": \"%s\", \"body\": {\"name\": 1}}", pid), 400,
+        "invalid", "body.name");
 
     before = s_outbox_count();
     cr_assert_eq(s_call("owner", "playlist.delete", "{\"id\": \"%s\"}", pid).status, 204);
@@ -1040,8 +1036,9 @@ Test(playlists, catalog_deletes_and_takedowns_make_items_unavailable)
     s_tracks("t", 3);
     const char *pid = s_create("owner", true, false);
     s_ok(s_add_range("owner", pid, "t", 0, 3), 201);
-    cr_assert_eq(s_apply("catalog.track", "t1", pl_json("{\"action\": \"deleted\", \"id\": "
-                                                        "\"t1\", \"object\": null}")),
+    cr_assert_eq(s_apply("catalog.track", "t1",
+                         pl_json("{\"action\": \"deleted\", \"id\": "
+                                 "\"t1\", \"object\": null}")),
                  0);
     reply_t r = s_ok(s_call("owner", "playlist.items", "{\"id\": \"%s\"}", pid), 200);
     json_t *items = json_object_get(r.body, "items");
@@ -1050,43 +1047,47 @@ Test(playlists, catalog_deletes_and_takedowns_make_items_unavailable)
     cr_assert_str_eq(s_str(t1, "id"), "t1");
     cr_assert(json_is_false(json_object_get(t1, "available")));
     cr_assert_str_eq(s_str(t1, "title"), "Song t1", "what was known is kept");
-    cr_assert(json_is_true(json_object_get(json_object_get(json_array_get(items, 0), "track"),
-                                           "available")));
+    cr_assert(json_is_true(
+        json_object_get(json_object_get(json_array_get(items, 0), "track"), "available")));
     s_expect_error(s_call("owner", "playlist.items_add",
                           "{\"id\": \"%s\", \"body\": {\"uris\": [\"musicbus:track:t0\", "
                           "\"musicbus:track:t1\"]}}",
                           pid),
                    400, "invalid", "body.uris[1]");
     /* A redelivered created after the delete does not bring it back. */
-    cr_assert_eq(s_apply("catalog.track", "t1",
-                         pl_json("{\"action\": \"created\", \"id\": \"t1\", \"object\": {\"title\": "
-                                 "\"Song t1\", \"updated_at\": \"2026-11-28T02:10:00.000Z\"}}")),
-                 0);
+    cr_assert_eq(
+        s_apply("catalog.track", "t1",
+                pl_json("{\"action\": \"created\", \"id\": \"t1\", \"object\": {\"title\": "
+                        "\"Song t1\", \"updated_at\": \"2026-11-28T02:10:00.000Z\"}}")),
+        0);
     s_expect_error(s_call("owner", "playlist.items_add",
                           "{\"id\": \"%s\", \"body\": {\"ids\": [\"t1\"]}}", pid),
                    400, "invalid", "body.ids[0]");
     /* Taken down (available false) and back; stale updates are ignored. */
-    cr_assert_eq(s_apply("catalog.track", "t2",
-                         pl_json("{\"action\": \"updated\", \"id\": \"t2\", \"object\": {\"title\": "
-                                 "\"Song t2 (remaster)\", \"available\": false, \"updated_at\": "
-                                 "\"2026-11-28T03:00:00.000Z\"}}")),
-                 0);
+    cr_assert_eq(
+        s_apply("catalog.track", "t2",
+                pl_json("{\"action\": \"updated\", \"id\": \"t2\", \"object\": {\"title\": "
+                        "\"Song t2 (remaster)\", \"available\": false, \"updated_at\": "
+                        "\"2026-11-28T03:00:00.000Z\"}}")),
+        0);
     r = s_ok(s_call("owner", "playlist.items", "{\"id\": \"%s\", \"offset\": 2}", pid), 200);
     json_t *t2 = json_object_get(json_array_get(json_object_get(r.body, "items"), 0), "track");
     cr_assert(json_is_false(json_object_get(t2, "available")));
     cr_assert_str_eq(s_str(t2, "title"), "Song t2 (remaster)");
-    cr_assert_eq(s_apply("catalog.track", "t2",
-                         pl_json("{\"action\": \"updated\", \"id\": \"t2\", \"object\": {\"title\": "
-                                 "\"old\", \"updated_at\": \"2026-11-28T02:30:00.000Z\"}}")),
-                 0);
+    cr_assert_eq(
+        s_apply("catalog.track", "t2",
+                pl_json("{\"action\": \"updated\", \"id\": \"t2\", \"object\": {\"title\": "
+                        "\"old\", \"updated_at\": \"2026-11-28T02:30:00.000Z\"}}")),
+        0);
     r = s_ok(s_call("owner", "playlist.items", "{\"id\": \"%s\", \"offset\": 2}", pid), 200);
     t2 = json_object_get(json_array_get(json_object_get(r.body, "items"), 0), "track");
     cr_assert(json_is_false(json_object_get(t2, "available")), "an older event changes nothing");
-    cr_assert_eq(s_apply("catalog.track", "t2",
-                         pl_json("{\"action\": \"updated\", \"id\": \"t2\", \"object\": {\"title\": "
-                                 "\"Song t2\", \"available\": true, \"updated_at\": "
-                                 "\"2026-11-28T04:00:00.000Z\"}}")),
-                 0);
+    cr_assert_eq(
+        s_apply("catalog.track", "t2",
+                pl_json("{\"action\": \"updated\", \"id\": \"t2\", \"object\": {\"title\": "
+                        "\"Song t2\", \"available\": true, \"updated_at\": "
+                        "\"2026-11-28T04:00:00.000Z\"}}")),
+        0);
     s_ok(s_call("owner", "playlist.items_add", "{\"id\": \"%s\", \"body\": {\"ids\": [\"t2\"]}}",
                 pid),
          201);
@@ -1103,8 +1104,7 @@ Test(playlists, malformed_catalog_events_are_skipped)
 {
     cr_assert_eq(s_apply("catalog.track", "x", pl_json("[1, 2]")), MB_EINVAL);
     cr_assert_eq(s_apply("catalog.track", "x", pl_json("{\"action\": \"created\"}")), MB_EINVAL);
-    cr_assert_eq(s_apply("catalog.track", "x",
-                         pl_json("{\"action\": \"created\", \"id\": \"x\"}")),
+    cr_assert_eq(s_apply("catalog.track", "x", pl_json("{\"action\": \"created\", \"id\": \"x\"}")),
                  MB_EINVAL);
     cr_assert_eq(s_apply("catalog.track", "x",
                          pl_json("{\"action\": \"renamed\", \"id\": \"x\", \"object\": {}}")),
@@ -1130,7 +1130,8 @@ Test(playlists, malformed_catalog_events_are_skipped)
     cr_assert(json_is_null(json_object_get(t, "duration_ms")));
 }
 
-/* ---- the library -------------------------------------------------------------------------------- */
+/* ---- the library --------------------------------------------------------------------------------
+ */
 
 Test(playlists, liked_tracks)
 {
@@ -1145,9 +1146,8 @@ Test(playlists, liked_tracks)
     cr_assert_eq(json_array_size(json_object_get(e.data, "ids")), 3);
     usleep(2000);
     /* Saving again changes only what is new. */
-    cr_assert_eq(s_call("u", "library.tracks_save", "{\"body\": {\"ids\": [\"t2\", \"t3\"]}}")
-                     .status,
-                 204);
+    cr_assert_eq(
+        s_call("u", "library.tracks_save", "{\"body\": {\"ids\": [\"t2\", \"t3\"]}}").status, 204);
     e = s_expect_event(before + 1, "playlists.library");
     cr_assert_eq(json_array_size(json_object_get(e.data, "ids")), 1);
     cr_assert_str_eq(json_string_value(json_array_get(json_object_get(e.data, "ids"), 0)), "t3");
@@ -1213,14 +1213,16 @@ Test(playlists, liked_tracks)
 
 Test(playlists, saved_albums_and_followed_artists)
 {
-    cr_assert_eq(s_apply("catalog.album", "al1",
-                         pl_json("{\"action\": \"created\", \"id\": \"al1\", \"object\": {\"title\": "
-                                 "\"Album\", \"artist_ids\": [\"ar1\"]}}")),
-                 0);
-    cr_assert_eq(s_apply("catalog.artist", "ar1",
-                         pl_json("{\"action\": \"created\", \"id\": \"ar1\", \"object\": {\"name\": "
-                                 "\"Band\"}}")),
-                 0);
+    cr_assert_eq(
+        s_apply("catalog.album", "al1",
+                pl_json("{\"action\": \"created\", \"id\": \"al1\", \"object\": {\"title\": "
+                        "\"Album\", \"artist_ids\": [\"ar1\"]}}")),
+        0);
+    cr_assert_eq(
+        s_apply("catalog.artist", "ar1",
+                pl_json("{\"action\": \"created\", \"id\": \"ar1\", \"object\": {\"name\": "
+                        "\"Band\"}}")),
+        0);
     cr_assert_eq(s_call("u", "library.albums_save", "{\"ids\": [\"al1\"]}").status, 204);
     s_expect_error(s_call("u", "library.albums_save", "{\"ids\": [\"ar1\"]}"), 400, "invalid",
                    "ids[0]");
@@ -1232,9 +1234,9 @@ Test(playlists, saved_albums_and_followed_artists)
     cr_assert(json_is_true(json_array_get(r.body, 0)));
 
     size_t before = s_outbox_count();
-    cr_assert_eq(s_call("u", "library.following_add", "{\"type\": \"artist\", \"ids\": [\"ar1\"]}")
-                     .status,
-                 204);
+    cr_assert_eq(
+        s_call("u", "library.following_add", "{\"type\": \"artist\", \"ids\": [\"ar1\"]}").status,
+        204);
     event_t e = s_expect_event(before, "playlists.library");
     cr_assert_str_eq(s_str(e.data, "kind"), "artists");
     s_expect_error(s_call("u", "library.following_add", "{\"ids\": [\"ar1\"]}"), 400, "invalid",
@@ -1250,16 +1252,17 @@ Test(playlists, saved_albums_and_followed_artists)
              200);
     cr_assert(json_is_true(json_array_get(r.body, 0)));
     cr_assert(json_is_false(json_array_get(r.body, 1)), "kinds are kept apart");
-    cr_assert_eq(s_call("u", "library.following_remove",
-                        "{\"type\": \"artist\", \"ids\": [\"ar1\"]}")
-                     .status,
-                 204);
+    cr_assert_eq(
+        s_call("u", "library.following_remove", "{\"type\": \"artist\", \"ids\": [\"ar1\"]}")
+            .status,
+        204);
     r = s_ok(s_call("u", "library.following", "{\"type\": \"artist\"}"), 200);
     cr_assert_eq(s_int(r.body, "total"), 0);
     cr_assert(json_is_null(json_object_get(r.body, "next")));
 }
 
-/* ---- chunks against a model ----------------------------------------------------------------------- */
+/* ---- chunks against a model
+ * ----------------------------------------------------------------------- */
 
 /*  Random adds, removes and moves through the ops, with 4 items a chunk
     so that every edit crosses chunk boundaries, checked after each step
@@ -1278,8 +1281,9 @@ Test(playlists, random_edits_match_a_model)
             int k = 1 + rand() % 6, pos = rand() % (n + 1), first = rand() % 12;
             if (n + k > 400)
                 continue;
-            size_t len = (size_t)snprintf(args, sizeof args, "{\"id\": \"%s\", \"body\": "
-                                                             "{\"position\": %d, \"ids\": [",
+            size_t len = (size_t)snprintf(args, sizeof args,
+                                          "{\"id\": \"%s\", \"body\": "
+                                          "{\"position\": %d, \"ids\": [",
                                           pid, pos);
             for (int i = 0; i < k; i++)
                 len += (size_t)snprintf(args + len, sizeof args - len, "%s\"t%d\"", i ? "," : "",
@@ -1386,7 +1390,8 @@ Test(playlists, codecs_refuse_malformed_values)
     playlists_items_release(&items);
 }
 
-/* ---- two writers at once -------------------------------------------------------------------------------- */
+/* ---- two writers at once
+ * -------------------------------------------------------------------------------- */
 
 /*  One call from a writer child: no Criterion assertion may run there
     (they talk to the runner, which only knows its direct children), so

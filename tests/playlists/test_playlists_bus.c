@@ -47,8 +47,7 @@ static int64_t s_now_ms(void)
 
 /*  Starts bin with argv, stderr to <dir>/<name>.log, and waits for its
     ready file; copies the file's line into out (may be NULL). */
-static void s_start(const char *name, char *const argv[], const char *ready, char *out,
-                    size_t cap)
+static void s_start(const char *name, char *const argv[], const char *ready, char *out, size_t cap)
 {
     char log[128];
     snprintf(log, sizeof log, "%s/%s.log", s_dir, name);
@@ -94,15 +93,15 @@ static void s_up(void)
     snprintf(broker, sizeof broker, "%s/musicbus-broker", bin_dir);
     snprintf(actor, sizeof actor, "%s/musicbus-playlists", bin_dir);
     snprintf(ready, sizeof ready, "%s/broker.ready", s_dir);
-    char *bargv[] = {broker, "--bind", "tcp://127.0.0.1:*", "--ready-file", ready, "--data",
-                     s_dir, "--heartbeat", "100", NULL};
+    char *bargv[] = {broker,   "--bind", "tcp://127.0.0.1:*", "--ready-file", ready,
+                     "--data", s_dir,    "--heartbeat",       "100",          NULL};
     s_start("broker", bargv, ready, s_bus, sizeof s_bus);
     for (int i = 0; i < S_WORKERS; i++) {
         char name[32];
         snprintf(name, sizeof name, "playlists%d", i);
         snprintf(ready, sizeof ready, "%s/%s.ready", s_dir, name);
-        char *aargv[] = {actor,       "--bus",       s_bus, "--data", s_dir, "--heartbeat",
-                         "100",       "--ready-file", ready, NULL};
+        char *aargv[] = {actor,         "--bus", s_bus,          "--data", s_dir,
+                         "--heartbeat", "100",   "--ready-file", ready,    NULL};
         s_start(name, aargv, ready, NULL, 0);
     }
 }
@@ -131,8 +130,8 @@ TestSuite(playlists_bus, .init = s_up, .fini = s_down, .timeout = 120);
 
 /*  Calls the playlists service as user "owner" with args (JSON text);
     returns the status, copying body.<key> (a string) into out. */
-static int s_call(mb_client_t *client, const char *op, const char *args, const char *key,
-                  char *out, size_t cap)
+static int s_call(mb_client_t *client, const char *op, const char *args, const char *key, char *out,
+                  size_t cap)
 {
     json_t *j = pl_json("%s", args);
     msgpack_sbuffer req;
@@ -155,8 +154,8 @@ static int s_call(mb_client_t *client, const char *op, const char *args, const c
     mb_reply_t rep;
     const char *why, *s;
     size_t len;
-    cr_assert_eq(mb_reply_decode(&rep, zmq_msg_data(&reply), zmq_msg_size(&reply), &why), 0,
-                 "%s", why);
+    cr_assert_eq(mb_reply_decode(&rep, zmq_msg_data(&reply), zmq_msg_size(&reply), &why), 0, "%s",
+                 why);
     cr_assert_eq(rep.rid, rid);
     int status = rep.status;
     if (key && rep.body && mb_obj_str(mb_map_get(rep.body, key), &s, &len) && len < cap) {
@@ -188,9 +187,9 @@ Test(playlists_bus, catalog_events_in_outbox_events_out_two_workers)
     mb_client_t *client = mb_client_new(s_bus);
     cr_assert_not_null(client);
     char pid[64] = "", snap[64] = "", args[256];
-    cr_assert_eq(s_call(client, "playlist.create", "{\"body\": {\"name\": \"bus\"}}", "id", pid,
-                        sizeof pid),
-                 201);
+    cr_assert_eq(
+        s_call(client, "playlist.create", "{\"body\": {\"name\": \"bus\"}}", "id", pid, sizeof pid),
+        201);
     /* The consumer applies the catalog event within moments; until then
        the track is unknown (400). */
     snprintf(args, sizeof args, "{\"id\": \"%s\", \"body\": {\"ids\": [\"trk1\"]}}", pid);
