@@ -42,7 +42,7 @@ function connect(token, {since, query} = {}) {
   if (query) params.set('access_token', token);
   const url = `ws://${GW}/v1/me/events${params.size ? '?' + params : ''}`;
   const ws = new WebSocket(url, query ? {} : {headers: {authorization: `Bearer ${token}`}});
-  const c = {ws, frames: [], waiters: [], closed: null, refused: null};
+  const c = {ws, token, frames: [], waiters: [], closed: null, refused: null};
   ws.on('message', (m) => {
     const f = JSON.parse(m.toString());
     f.at = Date.now();
@@ -145,23 +145,33 @@ async function main() {
   f = await a.wait((x) => x.type === 'tier_changed', 1000);
   check(f && f.data.user.tier === 'premium', `tier change notified in ${f ? f.at - t : '>1000'} ms`);
 
-  // Playlists over HTTP, when the routes are in the gateway's document.
-  let created = await http('POST', '/v1/me/playlists', session2, {name: 'Road trip'});
-  if (created.status === 404 || created.status === 405)
-    created = await http('POST', `/v1/users/${aliceId}/playlists`, session2, {name: 'Road trip'});
+  // A playlist changed over HTTP: its owner hears of it with the new
+  // snapshot id, and so does a user following it.
+  const bobEmail = `bob-${Date.now()}@musicbus.test`;
+  await http('POST', '/v1/auth/signup', null, {email: bobEmail, password, display_name: 'Bob', country: 'DE'});
+  const bob = connect(await login(bobEmail, password));
+  await bob.wait((x) => x.type === 'ready', 5000);
+  const created = await http('POST', '/v1/me/playlists', session2, {name: 'Road trip', public: true});
   if (created.status === 404 || created.status === 405) {
     console.log('skip playlists over HTTP: no route for creating a playlist in schemas/openapi.json yet');
   } else {
     check(created.status === 201, `playlist created (${created.status})`);
     const pid = created.json.id;
     f = await a.wait((x) => x.topic === 'playlists.playlist' && x.type === 'created', 1000);
-    check(f && f.data.id === pid, 'playlist creation notified');
+    check(f && f.data.id === pid, 'playlist creation notified to its owner');
+    const fl = await http('PUT', `/v1/playlists/${pid}/followers`, bob.token, undefined);
+    f = await bob.wait((x) => x.topic === 'playlists.follow' && x.type === 'followed', 1000);
+    check(fl.status === 204 && f !== null, `the follow notified to the follower (${fl.status})`);
     t = Date.now();
-    const ch = await http('PUT', `/v1/playlists/${pid}`, session2, {name: 'Road trip 2'});
+    const ch = await http('PATCH', `/v1/playlists/${pid}`, session2, {name: 'Road trip 2'});
     f = await a.wait((x) => x.topic === 'playlists.playlist' && x.type === 'changed', 1000);
-    check(ch.status < 300 && f && f.data.snapshot_id && f.data.name === 'Road trip 2',
-          `playlist change notified with its snapshot id in ${f ? f.at - t : '>1000'} ms`);
+    check(ch.status < 300 && f && f.data.snapshot_id === ch.json.snapshot_id && f.data.name === 'Road trip 2',
+          `playlist change notified to its owner with the new snapshot id in ${f ? f.at - t : '>1000'} ms`);
+    const g = await bob.wait((x) => x.topic === 'playlists.playlist' && x.type === 'changed', 1000);
+    check(g && g.data.snapshot_id === ch.json.snapshot_id,
+          `and to its follower in ${g ? g.at - t : '>1000'} ms`);
   }
+  bob.ws.close();
 
   // 2. A slow client (never reads) does not hold up a fast one.
   const slow = await slowClient(session1);
@@ -178,8 +188,12 @@ async function main() {
     else worst = Math.max(worst, g.at - t0);
   }
   check(missing === 0 && worst < 1000, `fast client got all ${n} frames (worst ${worst} ms after the change)`);
+  // Its close frame (1008) reaches it only if there was room for it in
+  // the socket before the gateway gave up waiting (2 s): either way the
+  // connection is gone, short of the last frames.
   const sc = await slowCloseCode(slow);
-  check(sc.code === 1008, `slow client closed with 1008 after ${sc.frames} frames (code ${sc.code})`);
+  check(sc.code === 1008 || (sc.code === null && sc.ended && sc.frames < n),
+        `slow client cut off after ${sc.frames} frames (close code ${sc.code}, ended ${sc.ended})`);
 
   // 3. Resuming: frames missed while away come again, then ready.
   const last = fast.frames.filter((x) => x.seq !== undefined && x.topic).at(-1).seq;
