@@ -10,8 +10,7 @@
 #
 # Under a temp dir it starts a broker, one catalog worker, N playlists
 # workers (--workers, default 1, sharing one data dir) and one gateway
-# serving schemas/openapi.json with actors/playlists/openapi-paths.json
-# merged in (until the lead merges it; then the built-in one would do). It
+# (its routes built in from schemas/openapi.json). It
 # signs its own token (HS256 with a secret of its own, roles user+admin),
 # creates an artist, an album and 100 tracks through the catalog (whose
 # events reach the playlists actor over the bus), and --playlists (default
@@ -68,19 +67,6 @@ wait_ready() { # FILE PID NAME
   die "$3 wrote no ready file"
 }
 
-# The routes: the built-in schema plus the playlists fragment.
-python3 - "$root/schemas/openapi.json" "$root/actors/playlists/openapi-paths.json" \
-  "$tmp/openapi.json" <<'EOF'
-import json, sys
-m = json.load(open(sys.argv[1])); f = json.load(open(sys.argv[2]))
-m["paths"].update(f["paths"])
-for k, v in f["components"].items():
-    m["components"].setdefault(k, {}).update(v)
-if not any(t["name"] == "playlists" for t in m["tags"]):
-    m["tags"] += f["tags"]
-json.dump(m, open(sys.argv[3], "w"))
-EOF
-
 secret=$(head -c 48 /dev/urandom | base64 -w0)
 (umask 077 && printf '%s' "$secret" >"$tmp/jwt.secret")
 b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
@@ -107,7 +93,7 @@ for ((i = 0; i < workers; i++)); do
   wait_ready "$tmp/pl$i.ready" "$!" "playlists worker $i"
 done
 "$bin_dir/musicbus-gateway" --http 127.0.0.1:0 --bus "$bus" --data "$tmp/data" \
-  --schema "$tmp/openapi.json" --jwt-secret-file "$tmp/jwt.secret" \
+  --jwt-secret-file "$tmp/jwt.secret" \
   --rate-default '1000000/s burst 1000000' --ready-file "$tmp/gateway.ready" \
   2>"$tmp/gateway.log" &
 gateway_pid=$!
