@@ -10,7 +10,8 @@ MB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck disable=SC2034 # used by the scripts that source this file
 MB_BUILD_PACKAGES=(build-essential cmake pkg-config libzmq3-dev libczmq-dev
     liblmdb-dev libmsgpack-dev libsodium-dev libmicrohttpd-dev libjansson-dev
-    libcriterion-dev)
+    libwslay-dev libavformat-dev libavcodec-dev libavfilter-dev libavutil-dev
+    libswresample-dev libswscale-dev libcriterion-dev)
 
 # Plain progress lines go to stderr so stdout stays free for the stack.
 mb_say() { printf '%s: %s\n' "${MB_SCRIPT:-musicbus}" "$*" >&2; }
