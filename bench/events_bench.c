@@ -86,19 +86,19 @@ extern char **environ;
 
 #define S_TOPIC "bench.ev"
 #define S_GROUP "bench"
-#define S_WARMUP_MS 500          /* before the measured interval: connections, caches */
-#define S_DRAIN_MS 60000         /* the consumer's time to catch up after the publishers */
-#define S_READY_TIMEOUT_MS 10000 /* the broker must be up by then */
-#define S_STOP_GRACE_MS 10000    /* SIGTERM, then SIGKILL (it commits what it holds) */
-#define S_CALL_TIMEOUT_MS 30000  /* publish deadline: a slow disk is not an error here */
-#define S_FETCH_WAIT_MS 100      /* consumer's long poll */
+#define S_WARMUP_MS 500              /* before the measured interval: connections, caches */
+#define S_DRAIN_MS 60000             /* the consumer's time to catch up after the publishers */
+#define S_READY_TIMEOUT_MS 10000     /* the broker must be up by then */
+#define S_STOP_GRACE_MS 10000        /* SIGTERM, then SIGKILL (it commits what it holds) */
+#define S_CALL_TIMEOUT_MS 30000      /* publish deadline: a slow disk is not an error here */
+#define S_FETCH_WAIT_MS 100          /* consumer's long poll */
 #define S_MAP_SIZE ((size_t)8 << 30) /* consumer LMDB map: reserved, not used */
-#define S_LOG_MAP_MIB "16384"    /* broker log map, MiB: above what a run writes */
-#define S_RETENTION_BYTES "0"    /* keep every event: deleting would race the consumer */
+#define S_LOG_MAP_MIB "16384"        /* broker log map, MiB: above what a run writes */
+#define S_RETENTION_BYTES "0"        /* keep every event: deleting would race the consumer */
 #define S_MAX_LIST 8
 #define S_MAX_PUBLISHERS 256
 #define S_MAX_ROUNDS 15
-#define S_HIST_SUB 64            /* histogram: 64 buckets per power of two (< 1.6% error) */
+#define S_HIST_SUB 64 /* histogram: 64 buckets per power of two (< 1.6% error) */
 #define S_HIST_BUCKETS (S_HIST_SUB * 64)
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -178,26 +178,42 @@ static long s_cpu_ticks(pid_t pid)
     /* The command name may hold spaces: fields are counted after ") ". */
     char *p = ok ? strrchr(line, ')') : NULL;
     unsigned long utime, stime;
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime,
-                     &stime) != 2)
+    if (!p ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
         return -1;
     return (long)(utime + stime);
 }
 
-/*  Peak resident set of `pid` in KiB (VmHWM), or -1. */
-static long s_vm_hwm_kib(pid_t pid)
+/*  A "Name: N kB" line of /proc/<pid>/status (VmHWM, RssAnon) in KiB, or -1. */
+static long s_status_kib(pid_t pid, const char *name)
 {
-    char path[64], line[256];
+    char path[64], line[256], format[64];
     snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    snprintf(format, sizeof format, "%s: %%ld kB", name);
     FILE *f = fopen(path, "r");
     if (!f)
         return -1;
     long kib = -1;
     while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
+        if (sscanf(line, format, &kib) == 1)
             break;
     fclose(f);
     return kib;
+}
+
+/*  The share of the last 10 s in which some runnable task waited for a
+    CPU (/proc/pressure/cpu, "some avg10"), in %, or -1 without PSI: on a
+    shared machine it says how much the figures were disturbed. */
+static double s_cpu_pressure(void)
+{
+    FILE *f = fopen("/proc/pressure/cpu", "r");
+    if (!f)
+        return -1;
+    double avg10 = -1;
+    if (fscanf(f, "some avg10=%lf", &avg10) != 1)
+        avg10 = -1;
+    fclose(f);
+    return avg10;
 }
 
 /*  CPU seconds this process has used, every thread. */
@@ -299,21 +315,23 @@ typedef struct {
 } s_config_t;
 
 typedef struct {
-    double pub_rate;    /* events acknowledged per second in the interval */
-    double con_rate;    /* events applied (committed) per second in the interval */
-    uint64_t acked;     /* events acknowledged in the whole run */
-    uint64_t applied;   /* events the consumer applied in the whole run */
-    bool caught_up;     /* applied everything acknowledged before the drain gave up */
-    double drain_ms;    /* from the last acknowledgement to the consumer's last commit */
-    double ack_p50, ack_p99;                   /* ms, one publish call */
-    double h_p50, h_p95, h_p99, h_max;         /* ms, publish -> handler */
-    double c_p50, c_p95, c_p99, c_max;         /* ms, publish -> consumer's commit */
-    double per_fetch;   /* events per consumer batch */
-    double broker_cpu;  /* % of one core in the interval */
-    double bench_cpu;   /* this process (publishers and consumer), % of one core */
-    double broker_mib;  /* broker's peak RSS */
-    uint64_t errors;    /* failed publishes and consumer cycles */
-    uint64_t late;      /* paced publishes that started over one interval late */
+    double pub_rate;         /* events acknowledged per second in the interval */
+    double con_rate;         /* events applied (committed) per second in the interval */
+    uint64_t acked;          /* events acknowledged in the whole run */
+    uint64_t applied;        /* events the consumer applied in the whole run */
+    bool caught_up;          /* applied everything acknowledged before the drain gave up */
+    double drain_ms;         /* from the last acknowledgement to the consumer's last commit */
+    double ack_p50, ack_p99; /* ms, one publish call */
+    double h_p50, h_p95, h_p99, h_max; /* ms, publish -> handler */
+    double c_p50, c_p95, c_p99, c_max; /* ms, publish -> consumer's commit */
+    double per_fetch;                  /* events per consumer batch */
+    double broker_cpu;                 /* % of one core in the interval */
+    double bench_cpu;                  /* this process (publishers and consumer), % of one core */
+    double broker_mib;                 /* broker's peak RSS */
+    double broker_anon_mib;            /* broker's anonymous memory once the consumer is done */
+    uint64_t errors;                   /* failed publishes and consumer cycles */
+    uint64_t late;                     /* paced publishes that started over one interval late */
+    double cpu_pressure;               /* the machine's CPU pressure (PSI avg10) at the end, % */
 } s_result_t;
 
 typedef struct s_run s_run_t;
@@ -322,29 +340,29 @@ typedef struct {
     s_run_t *run;
     int index;
     pthread_t thread;
-    uint64_t acked;         /* events acknowledged */
-    uint64_t acked_window;  /* ... inside the interval */
+    uint64_t acked;        /* events acknowledged */
+    uint64_t acked_window; /* ... inside the interval */
     uint64_t errors;
     uint64_t late;
     int64_t last_ack_ns;
-    char error[256];        /* the first failure */
-    s_hist_t ack;           /* per publish call, started inside the interval */
+    char error[256]; /* the first failure */
+    s_hist_t ack;    /* per publish call, started inside the interval */
 } s_publisher_t;
 
 struct s_run {
     const s_config_t *cfg;
     char endpoint[256];
-    int64_t begin_ns;            /* warm-up starts */
-    int64_t start_ns, end_ns;    /* the measured interval */
-    atomic_bool publishing;      /* cleared when the interval ends */
-    atomic_bool publishers_done; /* set once every publisher returned */
+    int64_t begin_ns;             /* warm-up starts */
+    int64_t start_ns, end_ns;     /* the measured interval */
+    atomic_bool publishing;       /* cleared when the interval ends */
+    atomic_bool publishers_done;  /* set once every publisher returned */
     atomic_uint_least64_t target; /* events acknowledged in all, once done */
     /* consumer (its thread only, read by main after the join) */
     MDB_env *env;
     MDB_dbi seen;
     mb_consumer_t *consumer;
     pthread_t consumer_thread;
-    int64_t *pending;            /* publish times of the batch being applied */
+    int64_t *pending; /* publish times of the batch being applied */
     size_t n_pending, pending_size;
     uint64_t applied, applied_window, fetches, consumer_errors;
     int64_t last_commit_ns;
@@ -384,6 +402,9 @@ static void *s_publisher_main(void *arg)
     const s_config_t *cfg = run->cfg;
     size_t pad = s_pad_for(cfg->size);
     int batch = cfg->batch;
+    char name[16];
+    snprintf(name, sizeof name, "publisher%u", (unsigned)self->index % 1000);
+    pthread_setname_np(pthread_self(), name);
 
     mb_events_t *bus = mb_events_new(run->endpoint);
     if (!bus) {
@@ -483,6 +504,7 @@ static int s_apply(MDB_txn *txn, const mb_event_t *event, void *state)
 static void *s_consumer_main(void *arg)
 {
     s_run_t *run = arg;
+    pthread_setname_np(pthread_self(), "consumer"); /* for perf and top */
     int64_t drain_until = 0;
     while (!mb_signal_stop_requested()) {
         if (atomic_load(&run->publishers_done)) {
@@ -522,8 +544,8 @@ static pid_t s_spawn(char *const argv[], const char *log)
     pid_t pid;
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log,
-                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log, O_WRONLY | O_CREAT | O_APPEND,
+                                     0644);
     int rc = posix_spawn(&pid, argv[0], &actions, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&actions);
     if (rc != 0) {
@@ -632,10 +654,10 @@ static int s_run_once(const s_config_t *cfg, const char *broker, const char *dir
     int rc = -1;
     int started = 0;
     bool consumer_started = false;
-    char *argv[] = {(char *)broker,        "--bind",          "tcp://127.0.0.1:*",
-                    "--ready-file",        ready,             "--data",
-                    data_dir,              "--log-map-size",  S_LOG_MAP_MIB,
-                    "--retention-bytes",   S_RETENTION_BYTES, NULL};
+    char *argv[] = {
+        (char *)broker,    "--bind", "tcp://127.0.0.1:*", "--ready-file", ready,
+        "--data",          data_dir, "--log-map-size",    S_LOG_MAP_MIB,  "--retention-bytes",
+        S_RETENTION_BYTES, NULL};
     pid_t pid = s_spawn(argv, log);
     if (pid < 0 || s_wait_ready(ready, pid, run->endpoint, sizeof run->endpoint) != 0) {
         fprintf(stderr, "events_bench: the broker did not start (%s)\n", broker);
@@ -647,10 +669,8 @@ static int s_run_once(const s_config_t *cfg, const char *broker, const char *dir
         goto done;
     }
     static mb_consumer_def_t def;
-    def = (mb_consumer_def_t){.group = S_GROUP,
-                              .topics = s_topics,
-                              .apply = s_apply,
-                              .batch = cfg->consumer_batch};
+    def = (mb_consumer_def_t){
+        .group = S_GROUP, .topics = s_topics, .apply = s_apply, .batch = cfg->consumer_batch};
     run->consumer = mb_consumer_new(&def, run->env, run, run->endpoint);
     if (!run->consumer) {
         fprintf(stderr, "events_bench: cannot make the consumer\n");
@@ -677,6 +697,7 @@ static int s_run_once(const s_config_t *cfg, const char *broker, const char *dir
     s_sleep_until(run->end_ns);
     long ticks1 = s_cpu_ticks(pid);
     double self1 = s_self_cpu();
+    double pressure = s_cpu_pressure();
     atomic_store(&run->publishing, false);
 
     uint64_t acked = 0, acked_window = 0, errors = 0, late = 0;
@@ -702,7 +723,9 @@ static int s_run_once(const s_config_t *cfg, const char *broker, const char *dir
 
     double seconds = cfg->duration_ms / 1000.0;
     long hz = sysconf(_SC_CLK_TCK);
-    long hwm = s_vm_hwm_kib(pid);
+    /* Most of the broker's RSS is the log's LMDB map (file pages the
+       kernel may drop); its own memory is the anonymous part. */
+    long hwm = s_status_kib(pid, "VmHWM"), anon = s_status_kib(pid, "RssAnon");
     *out = (s_result_t){
         .pub_rate = (double)acked_window / seconds,
         .con_rate = (double)run->applied_window / seconds,
@@ -726,8 +749,10 @@ static int s_run_once(const s_config_t *cfg, const char *broker, const char *dir
                           : -1,
         .bench_cpu = 100.0 * (self1 - self0) / seconds,
         .broker_mib = hwm >= 0 ? hwm / 1024.0 : -1,
+        .broker_anon_mib = anon >= 0 ? anon / 1024.0 : -1,
         .errors = errors + run->consumer_errors,
         .late = late,
+        .cpu_pressure = pressure,
     };
     free(ack);
     if (started == cfg->publishers)
@@ -784,7 +809,8 @@ static double s_median_of(const s_result_t *results, int rounds, size_t offset)
     return s_median(v, rounds);
 }
 
-#define S_MEDIAN(results, rounds, field) s_median_of((results), (rounds), offsetof(s_result_t, field))
+#define S_MEDIAN(results, rounds, field)                                                           \
+    s_median_of((results), (rounds), offsetof(s_result_t, field))
 
 typedef struct {
     s_config_t cfg;
@@ -810,9 +836,8 @@ static void s_print_case(const s_case_t *c, int rounds)
                "| %6.2f %6.2f | %5.0f %5.0f %s",
                c->cfg.rate, c->cfg.batch, c->cfg.publishers, S_MEDIAN(r, rounds, pub_rate),
                S_MEDIAN(r, rounds, con_rate), S_MEDIAN(r, rounds, h_p50),
-               S_MEDIAN(r, rounds, h_p95), S_MEDIAN(r, rounds, h_p99),
-               S_MEDIAN(r, rounds, h_max), S_MEDIAN(r, rounds, c_p50),
-               S_MEDIAN(r, rounds, c_p95), S_MEDIAN(r, rounds, c_p99),
+               S_MEDIAN(r, rounds, h_p95), S_MEDIAN(r, rounds, h_p99), S_MEDIAN(r, rounds, h_max),
+               S_MEDIAN(r, rounds, c_p50), S_MEDIAN(r, rounds, c_p95), S_MEDIAN(r, rounds, c_p99),
                S_MEDIAN(r, rounds, c_max), S_MEDIAN(r, rounds, ack_p50),
                S_MEDIAN(r, rounds, ack_p99), S_MEDIAN(r, rounds, broker_cpu),
                S_MEDIAN(r, rounds, bench_cpu), all ? "yes" : "NO");
@@ -849,22 +874,21 @@ int main(int argc, char **argv)
     size_t size = 100;
     unsigned consumer_batch = 1000;
     bool throughput = true, latency = true;
-    static const struct option opts[] = {
-        {"broker", required_argument, 0, 'b'},
-        {"duration", required_argument, 0, 'd'},
-        {"batches", required_argument, 0, 'B'},
-        {"publishers", required_argument, 0, 'p'},
-        {"size", required_argument, 0, 's'},
-        {"consumer-batch", required_argument, 0, 'c'},
-        {"rate", required_argument, 0, 'R'},
-        {"latency-batches", required_argument, 0, 'L'},
-        {"latency-publishers", required_argument, 0, 'P'},
-        {"latency-duration", required_argument, 0, 'D'},
-        {"rounds", required_argument, 0, 'r'},
-        {"no-throughput", no_argument, 0, 'T'},
-        {"no-latency", no_argument, 0, 'N'},
-        {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"broker", required_argument, 0, 'b'},
+                                         {"duration", required_argument, 0, 'd'},
+                                         {"batches", required_argument, 0, 'B'},
+                                         {"publishers", required_argument, 0, 'p'},
+                                         {"size", required_argument, 0, 's'},
+                                         {"consumer-batch", required_argument, 0, 'c'},
+                                         {"rate", required_argument, 0, 'R'},
+                                         {"latency-batches", required_argument, 0, 'L'},
+                                         {"latency-publishers", required_argument, 0, 'P'},
+                                         {"latency-duration", required_argument, 0, 'D'},
+                                         {"rounds", required_argument, 0, 'r'},
+                                         {"no-throughput", no_argument, 0, 'T'},
+                                         {"no-latency", no_argument, 0, 'N'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -931,13 +955,13 @@ int main(int argc, char **argv)
             s_usage();
         }
     }
-    if (optind != argc)
+    if (optind != argc || (!throughput && !latency))
         s_usage();
     if (access(broker, X_OK) != 0)
         s_die("no broker at %s (use --broker PATH)", broker);
     /* The broker's and our own info lines would drown the tables. */
-    setenv("MUSICBUS_LOG_LEVEL", getenv("MUSICBUS_LOG_LEVEL") ? getenv("MUSICBUS_LOG_LEVEL")
-                                                               : "warn", 1);
+    setenv("MUSICBUS_LOG_LEVEL",
+           getenv("MUSICBUS_LOG_LEVEL") ? getenv("MUSICBUS_LOG_LEVEL") : "warn", 1);
     mb_signal_install();
     mb_zmq_context(); /* made once, before the threads share it */
 
@@ -965,7 +989,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "events_bench: %d round(s), events of %zu bytes, broker %s, data in %s\n",
             rounds, size, broker, tmpdir);
     int rc = 0, seq = 0;
-    double broker_mib = 0;
+    double broker_mib = 0, broker_anon_mib = 0;
     for (int round = 0; round < rounds && rc == 0; round++)
         for (int i = 0; i < n_cases && rc == 0; i++) {
             if (mb_signal_stop_requested()) {
@@ -982,13 +1006,16 @@ int main(int argc, char **argv)
             }
             if (r->broker_mib > broker_mib)
                 broker_mib = r->broker_mib;
+            if (r->broker_anon_mib > broker_anon_mib)
+                broker_anon_mib = r->broker_anon_mib;
             fprintf(stderr,
                     "  round %d %s batch %4d x %3d in flight%s: published %.0f/s, consumed "
-                    "%.0f/s, %s (%llu acked, %llu applied), commit p50 %.2f p99 %.2f ms\n",
+                    "%.0f/s, %s (%llu acked, %llu applied), commit p50 %.2f p99 %.2f ms, CPU "
+                    "pressure %.0f%%\n",
                     round + 1, k->latency ? "latency   " : "throughput", k->cfg.batch,
                     k->cfg.publishers, k->latency ? " (paced)" : "", r->pub_rate, r->con_rate,
                     r->caught_up ? "caught up" : "DID NOT CATCH UP", (unsigned long long)r->acked,
-                    (unsigned long long)r->applied, r->c_p50, r->c_p99);
+                    (unsigned long long)r->applied, r->c_p50, r->c_p99, r->cpu_pressure);
         }
     s_remove_tree(tmpdir);
     if (rc != 0) {
@@ -1025,7 +1052,19 @@ int main(int argc, char **argv)
             if (cases[i].latency)
                 s_print_case(&cases[i], rounds);
     }
-    printf("\nbroker peak RSS (VmHWM, largest run): %.1f MiB\n", broker_mib);
+    printf("\nbroker peak RSS (VmHWM, largest run): %.1f MiB, mostly the event log's LMDB map; "
+           "anonymous memory (RssAnon) at most %.1f MiB\n",
+           broker_mib, broker_anon_mib);
+    double pressure[S_MAX_ROUNDS * 2 * S_MAX_LIST * S_MAX_LIST];
+    int n_pressure = 0;
+    for (int i = 0; i < n_cases; i++)
+        for (int r = 0; r < rounds; r++)
+            pressure[n_pressure++] = cases[i].results[r].cpu_pressure;
+    double median_pressure = s_median(pressure, n_pressure); /* sorts */
+    if (n_pressure > 0 && pressure[n_pressure - 1] >= 0)
+        printf("machine's CPU pressure (PSI some avg10, the bench and broker included) at the "
+               "end of the runs: median %.0f%%, highest %.0f%%\n",
+               median_pressure, pressure[n_pressure - 1]);
     printf("targets: >= 100000 events/s published and consumed; p99 publish -> consume < 50 ms "
            "at moderate load\n");
     mb_zmq_shutdown();
