@@ -22,6 +22,7 @@
 #include "mb_id.h"
 #include "mb_log.h"
 #include "mb_msgpack.h"
+#include "transcode_cover.h"
 #include "transcode_events.h"
 #include "transcode_probe.h"
 
@@ -66,7 +67,7 @@ static bool s_track_arg(mb_call_t *call, char out[TRANSCODE_TRACK_ID_MAX + 1])
     size_t len;
     if (!mb_obj_str(mb_call_arg(call, "id"), &s, &len) || !s_track_id_valid(s, len)) {
         mb_call_error(call, 400, "invalid", "id",
-                      "id must be a track id: 1 to 64 characters of A-Z a-z 0-9 _ - .");
+                      "id must be 1 to 64 characters of A-Z a-z 0-9 _ - .");
         return false;
     }
     memcpy(out, s, len);
@@ -306,6 +307,107 @@ static void s_handle_versions(mb_call_t *call)
     free(list.items);
 }
 
+/* ---- covers -------------------------------------------------------------------- */
+
+#define TRANSCODE_TOPIC_COVER "cover.updated"
+
+static void s_pack_cover_answer(msgpack_packer *pk, const char *album_id, const void *cover,
+                                size_t len)
+{
+    msgpack_pack_map(pk, 2);
+    mb_pack_cstr(pk, "album_id");
+    mb_pack_cstr(pk, album_id);
+    mb_pack_cstr(pk, "cover");
+    mb_pack_raw(pk, cover, len);
+}
+
+/*  An album's cover from an image blob (uploaded, or embedded in a
+    master): three JPEG sizes stored as blobs, recorded under the album,
+    cover.updated published. The same source again: 200, nothing made. */
+static void s_handle_cover_put(mb_call_t *call)
+{
+    transcode_state_t *self = s_state(call);
+    char album[TRANSCODE_TRACK_ID_MAX + 1], hex[MB_BLOB_HEX_LEN + 1];
+    uint64_t size;
+    if (!s_track_arg(call, album) || !s_blob_arg(call, hex, &size))
+        return;
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(mb_call_env(call), NULL, MDB_RDONLY, &txn);
+    if (rc) {
+        mb_call_db_error(call, rc);
+        return;
+    }
+    MDB_val old;
+    transcode_cover_t cover;
+    rc = transcode_store_get_cover(self->store, txn, album, &old);
+    if (rc == 0) {
+        msgpack_unpacked msg;
+        msgpack_unpacked_init(&msg);
+        if (msgpack_unpack_next(&msg, old.mv_data, old.mv_size, NULL) == MSGPACK_UNPACK_SUCCESS &&
+            transcode_cover_read(&msg.data, &cover) && strcmp(cover.source, hex) == 0) {
+            s_pack_cover_answer(mb_call_reply(call, 200), album, old.mv_data, old.mv_size);
+            msgpack_unpacked_destroy(&msg);
+            mdb_txn_abort(txn);
+            return;
+        }
+        msgpack_unpacked_destroy(&msg);
+    }
+    mdb_txn_abort(txn);
+    /* Made outside any write transaction: decoding and scaling take a
+       moment. */
+    char why[256];
+    rc = transcode_cover_make(self->blobs, hex, &cover, why, sizeof why);
+    if (rc) {
+        mb_call_error(call, rc == MB_EPROTO ? 422 : 500, rc == MB_EPROTO ? "not_image" : "io_error",
+                      NULL, "%s", why);
+        return;
+    }
+    msgpack_sbuffer packed, event;
+    msgpack_sbuffer_init(&packed);
+    msgpack_sbuffer_init(&event);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &packed, msgpack_sbuffer_write);
+    transcode_cover_pack(&pk, &cover);
+    msgpack_packer_init(&pk, &event, msgpack_sbuffer_write);
+    s_pack_cover_answer(&pk, album, packed.data, packed.size);
+    if ((rc = mdb_txn_begin(mb_call_env(call), NULL, 0, &txn)) != 0)
+        mb_call_db_error(call, rc);
+    else if ((rc = transcode_store_put_cover(self->store, txn, album, packed.data, packed.size))) {
+        mdb_txn_abort(txn);
+        mb_call_db_error(call, rc);
+    } else if (mb_call_outbox_add(call, txn, TRANSCODE_TOPIC_COVER, album, event.data,
+                                  event.size) != 0)
+        mdb_txn_abort(txn);
+    else if ((rc = mdb_txn_commit(txn)) != 0)
+        mb_call_db_error(call, rc);
+    else
+        mb_pack_raw(mb_call_reply(call, 201), event.data, event.size);
+    msgpack_sbuffer_destroy(&packed);
+    msgpack_sbuffer_destroy(&event);
+}
+
+static void s_handle_cover_get(mb_call_t *call)
+{
+    char album[TRANSCODE_TRACK_ID_MAX + 1];
+    if (!s_track_arg(call, album))
+        return;
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(mb_call_env(call), NULL, MDB_RDONLY, &txn);
+    if (rc) {
+        mb_call_db_error(call, rc);
+        return;
+    }
+    MDB_val val;
+    rc = transcode_store_get_cover(s_state(call)->store, txn, album, &val);
+    if (rc == MDB_NOTFOUND)
+        mb_call_error(call, 404, "not_found", NULL, "album %s has no cover", album);
+    else if (rc)
+        mb_call_db_error(call, rc);
+    else
+        s_pack_cover_answer(mb_call_reply(call, 200), album, val.mv_data, val.mv_size);
+    mdb_txn_abort(txn);
+}
+
 /* ---- the consumer ------------------------------------------------------------------ */
 
 /*  An upload ingested through another environment (or a tool that
@@ -458,6 +560,8 @@ static const mb_op_t s_ops[] = {
     {"audio.ingest", s_handle_ingest},
     {"audio.status", s_handle_status},
     {"audio.versions", s_handle_versions},
+    {"cover.put", s_handle_cover_put},
+    {"cover.get", s_handle_cover_get},
     {NULL, NULL},
 };
 

@@ -18,6 +18,7 @@ struct transcode_store {
     MDB_dbi track_versions; /* DUPSORT: track id -> created ms (8 bytes BE) + version id */
     MDB_dbi master_versions; /* DUPSORT: master hex -> version id */
     MDB_dbi jobs;           /* version id -> job map */
+    MDB_dbi covers;         /* album id -> cover map */
 };
 
 const char *transcode_status_name(transcode_status_t status)
@@ -40,6 +41,8 @@ int transcode_store_open(MDB_env *env, transcode_store_t **store)
                           &self->master_versions);
     if (rc == 0)
         rc = mdb_dbi_open(txn, "jobs", MDB_CREATE, &self->jobs);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "covers", MDB_CREATE, &self->covers);
     if (rc == 0)
         rc = mdb_txn_commit(txn);
     else if (txn)
@@ -558,4 +561,20 @@ int transcode_store_job_count(transcode_store_t *self, MDB_txn *txn, size_t *cou
     int rc = mdb_stat(txn, self->jobs, &st);
     *count = rc == 0 ? st.ms_entries : 0;
     return rc;
+}
+
+/* ---- covers ------------------------------------------------------------------------ */
+
+int transcode_store_put_cover(transcode_store_t *self, MDB_txn *txn, const char *album_id,
+                              const void *data, size_t len)
+{
+    MDB_val key = s_cval(album_id), val = s_val(data, len);
+    return mdb_put(txn, self->covers, &key, &val, 0);
+}
+
+int transcode_store_get_cover(transcode_store_t *self, MDB_txn *txn, const char *album_id,
+                              MDB_val *val)
+{
+    MDB_val key = s_cval(album_id);
+    return mdb_get(txn, self->covers, &key, val);
 }

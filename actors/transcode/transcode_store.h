@@ -17,7 +17,7 @@
 #include "transcode_ladder.h"
 #include "transcode_probe.h"
 
-#define TRANSCODE_STORE_DBS 4
+#define TRANSCODE_STORE_DBS 5
 #define TRANSCODE_TRACK_ID_MAX 64 /* bytes of a track id (the catalog's limit) */
 #define TRANSCODE_REASON_MAX 256  /* bytes of a failure reason kept */
 #define TRANSCODE_HOST_MAX 64
@@ -123,5 +123,16 @@ int transcode_store_next_job(transcode_store_t *self, MDB_txn *txn, int64_t now_
 
 /*  Sets *count to the jobs queued or running. */
 int transcode_store_job_count(transcode_store_t *self, MDB_txn *txn, size_t *count);
+
+/* ---- covers --------------------------------------------------------------- */
+
+/*  Stores an album's cover (one msgpack object, transcode_cover_pack()). */
+int transcode_store_put_cover(transcode_store_t *self, MDB_txn *txn, const char *album_id,
+                              const void *data, size_t len);
+
+/*  Sets *val to the stored cover of `album_id` (valid until the txn
+    ends). MDB_NOTFOUND when it has none. */
+int transcode_store_get_cover(transcode_store_t *self, MDB_txn *txn, const char *album_id,
+                              MDB_val *val);
 
 #endif

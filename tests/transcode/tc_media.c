@@ -99,14 +99,48 @@ int tc_generate(const char *path, const tc_gen_t *g)
     if (oc->oformat->flags & AVFMT_GLOBALHEADER)
         enc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
     AVStream *st = avformat_new_stream(oc, NULL);
+    AVPacket *pic_pkt = NULL;
     if ((rc = avcodec_open2(enc, codec, NULL)) < 0 ||
         (rc = avcodec_parameters_from_context(st->codecpar, enc)) < 0)
         goto done;
     st->time_base = enc->time_base;
-    if ((rc = avio_open(&oc->pb, path, AVIO_FLAG_WRITE)) < 0)
+    for (const char *const *t = g->tags; t && t[0] && t[1]; t += 2)
+        av_dict_set(&oc->metadata, t[0], t[1], 0);
+    AVStream *pic = NULL;
+    if (g->cover) {
+        FILE *f = fopen(g->cover, "rb");
+        if (!f) {
+            rc = AVERROR(ENOENT);
+            goto done;
+        }
+        fseek(f, 0, SEEK_END);
+        long size = ftell(f);
+        rewind(f);
+        pic_pkt = av_packet_alloc();
+        av_new_packet(pic_pkt, (int)size);
+        if (fread(pic_pkt->data, 1, (size_t)size, f) != (size_t)size)
+            rc = AVERROR(EIO);
+        fclose(f);
+        pic = avformat_new_stream(oc, NULL);
+        pic->disposition = AV_DISPOSITION_ATTACHED_PIC;
+        pic->codecpar->codec_type = AVMEDIA_TYPE_VIDEO;
+        pic->codecpar->codec_id = AV_CODEC_ID_MJPEG;
+        pic->codecpar->width = 200;
+        pic->codecpar->height = 200;
+        pic->time_base = (AVRational){1, 90000};
+        pic_pkt->stream_index = pic->index;
+        pic_pkt->flags |= AV_PKT_FLAG_KEY;
+    }
+    if (rc < 0 || (rc = avio_open(&oc->pb, path, AVIO_FLAG_WRITE)) < 0)
         goto done;
     if ((rc = avformat_write_header(oc, NULL)) < 0)
         goto done;
+    if (pic_pkt) {
+        rc = av_interleaved_write_frame(oc, pic_pkt);
+        av_packet_free(&pic_pkt);
+        if (rc < 0)
+            goto done;
+    }
     int frame_size = enc->frame_size > 0 ? enc->frame_size : 1024;
     int64_t total = (int64_t)llround(g->seconds * g->rate), done_samples = 0;
     uint32_t rng = 12345;
@@ -135,10 +169,57 @@ int tc_generate(const char *path, const tc_gen_t *g)
     if (rc >= 0)
         rc = av_write_trailer(oc);
 done:
+    av_packet_free(&pic_pkt);
     avcodec_free_context(&enc);
     if (oc->pb)
         avio_closep(&oc->pb);
     avformat_free_context(oc);
+    return rc < 0 ? rc : 0;
+}
+
+int tc_jpeg(const char *path, int w, int h)
+{
+    const AVCodec *codec = avcodec_find_encoder(AV_CODEC_ID_MJPEG);
+    if (!codec)
+        return AVERROR_ENCODER_NOT_FOUND;
+    AVCodecContext *enc = avcodec_alloc_context3(codec);
+    enc->width = w;
+    enc->height = h;
+    enc->pix_fmt = AV_PIX_FMT_YUVJ420P;
+    enc->time_base = (AVRational){1, 1};
+    AVFrame *f = av_frame_alloc();
+    AVPacket *pkt = av_packet_alloc();
+    f->width = w;
+    f->height = h;
+    f->format = enc->pix_fmt;
+    int rc = avcodec_open2(enc, codec, NULL);
+    if (rc >= 0)
+        rc = av_frame_get_buffer(f, 0);
+    if (rc >= 0) {
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+                f->data[0][y * f->linesize[0] + x] = (uint8_t)((x + y) * 255 / (w + h));
+        for (int y = 0; y < h / 2; y++) {
+            memset(f->data[1] + y * f->linesize[1], 90, (size_t)w / 2);
+            memset(f->data[2] + y * f->linesize[2], 200, (size_t)w / 2);
+        }
+        f->pts = 0;
+        rc = avcodec_send_frame(enc, f);
+    }
+    if (rc >= 0)
+        rc = avcodec_send_frame(enc, NULL);
+    if (rc >= 0)
+        rc = avcodec_receive_packet(enc, pkt);
+    if (rc >= 0) {
+        FILE *out = fopen(path, "wb");
+        if (!out || fwrite(pkt->data, 1, (size_t)pkt->size, out) != (size_t)pkt->size)
+            rc = AVERROR(EIO);
+        if (out)
+            fclose(out);
+    }
+    av_packet_free(&pkt);
+    av_frame_free(&f);
+    avcodec_free_context(&enc);
     return rc < 0 ? rc : 0;
 }
 

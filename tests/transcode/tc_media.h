@@ -19,7 +19,12 @@ typedef struct {
     double freq;      /* Hz; 997 when 0 */
     int bitrate;      /* lossy codecs; 0 for the encoder's default */
     bool noise;       /* add white noise at amplitude/4 (something for AAC to spend bits on) */
+    const char *const *tags; /* key, value, key, value..., NULL: the file's metadata */
+    const char *cover;       /* a JPEG file to embed as the attached picture, or NULL */
 } tc_gen_t;
+
+/*  Writes a w x h JPEG (a gradient) to `path`. Returns 0 or an AVERROR. */
+int tc_jpeg(const char *path, int w, int h);
 
 /*  Writes a sine (one per channel, same phase) to `path`. Returns 0, or a
     negative AVERROR. */

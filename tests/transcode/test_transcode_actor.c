@@ -780,3 +780,66 @@ Test(transcode_actor, stopping_gives_the_job_back_at_once, .timeout = 120)
     cr_assert_not(tc_exists(s_hls("%s", version)));
     free(v);
 }
+
+typedef struct {
+    const char *album, *hash;
+} s_cover_args_t;
+
+static void s_pack_cover(msgpack_packer *pk, void *arg)
+{
+    s_cover_args_t *a = arg;
+    msgpack_pack_map(pk, 2);
+    mb_pack_cstr(pk, "id");
+    mb_pack_cstr(pk, a->album);
+    mb_pack_cstr(pk, "blob");
+    msgpack_pack_map(pk, 1);
+    mb_pack_cstr(pk, "hash");
+    mb_pack_cstr(pk, a->hash);
+}
+
+Test(transcode_actor, covers_in_three_sizes_never_enlarged)
+{
+    char jpeg[256], hex[MB_BLOB_HEX_LEN + 1];
+    snprintf(jpeg, sizeof jpeg, "%s/cover.jpg", s_dir);
+    cr_assert_eq(tc_jpeg(jpeg, 400, 200), 0);
+    cr_assert_eq(mb_blob_put_file(s_state->blobs, jpeg, MB_BLOB_NO_LIMIT, hex, NULL, NULL), 0);
+    s_cover_args_t a = {.album = "albumC", .hash = hex};
+    reply_t r;
+    s_call("cover.put", s_pack_cover, &a, &r);
+    cr_assert_eq(r.status, 201, "%d %s: %s", r.status, r.code, r.message);
+    const msgpack_object *images = mb_map_get(s_get(&r, "cover"), "images");
+    cr_assert_eq(images->via.array.size, 3);
+    int want[3][3] = {{64, 64, 32}, {300, 300, 150}, {640, 400, 200}};
+    for (int i = 0; i < 3; i++) {
+        const msgpack_object *img = &images->via.array.ptr[i];
+        int64_t size, w, h;
+        cr_assert(mb_obj_int(mb_map_get(img, "size"), &size) && size == want[i][0]);
+        cr_assert(mb_obj_int(mb_map_get(img, "width"), &w) && w == want[i][1], "width %lld",
+                  (long long)w);
+        cr_assert(mb_obj_int(mb_map_get(img, "height"), &h) && h == want[i][2]);
+        char img_hex[MB_BLOB_HEX_LEN + 1];
+        s_get_str(img, "hash", img_hex, sizeof img_hex);
+        cr_assert_eq(mb_blob_exists(s_state->blobs, img_hex, NULL), 0);
+        char url[128];
+        s_get_str(img, "url", url, sizeof url);
+        cr_assert(strncmp(url, "/covers/", 8) == 0);
+    }
+    s_reply_free(&r);
+    cr_assert_eq(s_outbox_count("cover.updated"), 1);
+    s_call("cover.put", s_pack_cover, &a, &r); /* the same image again */
+    cr_assert_eq(r.status, 200);
+    s_reply_free(&r);
+    cr_assert_eq(s_outbox_count("cover.updated"), 1);
+    s_call("cover.get", s_pack_track, "albumC", &r);
+    cr_assert_eq(r.status, 200);
+    s_reply_free(&r);
+    s_call("cover.get", s_pack_track, "albumD", &r);
+    cr_assert_eq(r.status, 404);
+    /* Not an image. */
+    char junk[3000];
+    memset(junk, 'x', sizeof junk);
+    cr_assert_eq(mb_blob_put_data(s_state->blobs, junk, sizeof junk, hex, NULL), 0);
+    s_call("cover.put", s_pack_cover, &a, &r);
+    cr_assert_eq(r.status, 422);
+    cr_assert_str_eq(r.code, "not_image");
+}
