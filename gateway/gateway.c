@@ -165,7 +165,9 @@ struct s_req {
     char ctype[128];            /* a raw reply's Content-Type (content_type points here) */
     char disposition[384];      /* its Content-Disposition, or "" */
     mb_blob_writer_t *writer;   /* x-upload: the blob being written */
-    int upload_errno;           /* x-upload: why writing failed, 0 if it did not */
+    bool blob_created;          /* x-upload: this request stored a blob new to the store */
+    char blob_hex[MB_BLOB_HEX_LEN + 1];
+    int upload_errno; /* x-upload: why writing failed, 0 if it did not */
 };
 
 struct s_self {
@@ -191,11 +193,11 @@ struct s_self {
     gw_rate_t *rate;
     mb_media_key_t media_key; /* valid when has_media_key */
     bool has_media_key;
-    gw_media_root_t *hls_root;    /* $data/blobs/hls */
-    gw_media_root_t *covers_root; /* $data/blobs/covers */
-    mb_blob_store_t *blobs;       /* $data/blobs, for uploads; NULL when none can be taken */
-    int budget_default;           /* the id of budget "default" in rate */
-    char *probe_service;          /* the service named in mmi.service probes */
+    gw_media_root_t *hls_root;   /* $data/blobs/hls */
+    gw_media_root_t *blobs_root; /* $data/blobs: covers are blobs */
+    mb_blob_store_t *blobs;      /* $data/blobs, for uploads; NULL when none can be taken */
+    int budget_default;          /* the id of budget "default" in rate */
+    char *probe_service;         /* the service named in mmi.service probes */
     mb_client_t *client;
     gw_ws_t *ws; /* GET /v1/me/events: WebSockets and their event feed */
     struct MHD_Daemon *daemon;
@@ -288,6 +290,13 @@ static void s_req_free(s_self_t *self, s_req_t *req)
     req->next_free = self->free_reqs;
     self->free_reqs = req;
     self->n_free_reqs++;
+}
+
+/*  The deadline of the request's operation: its x-timeout-ms, else
+    --timeout. */
+static long s_timeout_ms(const s_req_t *req)
+{
+    return req->route && req->route->timeout_ms ? req->route->timeout_ms : req->self->timeout_ms;
 }
 
 /*  Sets the request's answer: a problem document. */
@@ -583,10 +592,11 @@ static enum MHD_Result s_handle_media(s_req_t *req)
     if (gw_media_parse(req->url, &url))
         return s_fail(req, 404, NULL, "no such media");
     char rel[GW_MEDIA_REL_MAX], cache_control[64];
-    gw_media_root_t *root = self->covers_root;
+    gw_media_root_t *root;
     if (url.kind == GW_MEDIA_COVER) {
         /* Named by their content's hash: they never change. */
-        snprintf(rel, sizeof rel, "%s", url.path);
+        gw_media_cover_rel(&url, rel);
+        root = self->blobs_root;
         snprintf(cache_control, sizeof cache_control, "public, max-age=%d, immutable",
                  GW_MEDIA_IMMUTABLE_S);
     } else {
@@ -626,6 +636,10 @@ static enum MHD_Result s_handle_media(s_req_t *req)
     if (rc) {
         mb_warn(req->rid, "media: cannot open %s: %s", rel, strerror(errno));
         return s_fail(req, 500, NULL, "cannot read the media file");
+    }
+    if (url.kind == GW_MEDIA_COVER && !gw_media_is_jpeg(fd)) {
+        close(fd);
+        return s_fail(req, 404, NULL, "no such media");
     }
     return s_media_file(req, fd, &st, url.last, cache_control);
 }
@@ -869,7 +883,8 @@ static enum MHD_Result s_upload_data(s_req_t *req, const char *data, size_t n)
 static enum MHD_Result s_on_headers(s_req_t *req)
 {
     s_self_t *self = req->self;
-    if (!strncmp(req->url, GW_MEDIA_PREFIX, strlen(GW_MEDIA_PREFIX)))
+    if (!strncmp(req->url, GW_MEDIA_PREFIX, strlen(GW_MEDIA_PREFIX)) ||
+        !strncmp(req->url, GW_COVERS_PREFIX, strlen(GW_COVERS_PREFIX)))
         return s_handle_media(req);
     int rc = gw_routes_match(self->routes, req->method, req->url, &req->match);
     if (rc == 404)
@@ -880,6 +895,8 @@ static enum MHD_Result s_on_headers(s_req_t *req)
                       req->allow);
     }
     req->route = req->match.route;
+    if (req->route->timeout_ms) /* x-timeout-ms */
+        req->deadline_ms = req->start_us / 1000 + req->route->timeout_ms;
     if (!strcmp(req->route->service, "gateway"))
         return s_handle_own(req);
     if (self->stopping)
@@ -944,7 +961,6 @@ static enum MHD_Result s_on_complete(s_req_t *req)
                           .cls = req->conn,
                           .body = req->body.data,
                           .body_len = req->body.len};
-    char hex[MB_BLOB_HEX_LEN + 1];
     if (r->upload) {
         if (req->upload_errno || !req->writer)
             return s_upload_failed(req, req->upload_errno ? req->upload_errno : EIO, false);
@@ -954,16 +970,16 @@ static enum MHD_Result s_on_complete(s_req_t *req)
         }
         /* fsync and rename, in the loop: the price of a simple design
            (README). */
-        if (mb_blob_writer_commit(&req->writer, hex, &in.blob_size, NULL))
+        if (mb_blob_writer_commit(&req->writer, req->blob_hex, &in.blob_size, &req->blob_created))
             return s_upload_failed(req, errno ? errno : EIO, false);
-        in.blob_hex = hex;
+        in.blob_hex = req->blob_hex;
         /* The time the body took to arrive is the client's; the bus gets
            the whole timeout from here. */
         now = s_now_ms();
-        req->deadline_ms = now + self->timeout_ms;
+        req->deadline_ms = now + s_timeout_ms(req);
     } else if (now >= req->deadline_ms) {
         return s_fail(req, 504, NULL, "the request took longer than %ld ms to arrive",
-                      self->timeout_ms);
+                      s_timeout_ms(req));
     }
     /* Counted before the body is validated: every request counts. */
     if (r->rate_body && !s_rate_route(req))
@@ -1243,6 +1259,15 @@ static bool s_set_raw(s_req_t *req, const mb_reply_t *rep)
 /*  Turns a decoded reply into the request's answer. */
 static void s_set_reply(s_req_t *req, const mb_reply_t *rep)
 {
+    /* 422: the actor refused the upload's bytes (not audio...). A blob
+       this very upload created is referred to by nothing: drop it, or
+       every refused upload would stay on disk for ever. */
+    if (req->route->upload && rep->status == 422 && req->blob_created) {
+        int rc = mb_blob_remove(req->self->blobs, req->blob_hex);
+        if (rc && rc != MB_ENOTFOUND)
+            mb_warn(req->rid, "cannot remove refused upload %s: %s", req->blob_hex,
+                    mb_strerror(rc));
+    }
     if (rep->status < 200 || rep->status > 599) {
         s_set_problemf(req, 502, NULL, "%s answered with status %d", req->route->service,
                        rep->status);
@@ -1334,7 +1359,7 @@ static void s_expire(s_self_t *self, int64_t now)
         gw_pending_remove(self->pending, node);
         s_req_t *req = (s_req_t *)((char *)node - offsetof(s_req_t, node));
         s_set_problemf(req, 504, NULL, "%s did not answer within %ld ms", req->route->service,
-                       self->timeout_ms);
+                       s_timeout_ms(req));
         s_wake(self, req);
     }
 }
@@ -1740,9 +1765,11 @@ static int s_load_routes(s_self_t *self)
                 self->probe_service = mb_strdup(r->service);
             continue;
         }
-        /* /media/ documents what the gateway answers before routing. */
+        /* /media/ and /covers/ document what the gateway answers before
+           routing. */
         if (strcmp(r->op, "healthz") && strcmp(r->op, "readyz") && strcmp(r->op, GW_WS_OP) &&
-            strncmp(r->path, GW_MEDIA_PREFIX, strlen(GW_MEDIA_PREFIX)))
+            strncmp(r->path, GW_MEDIA_PREFIX, strlen(GW_MEDIA_PREFIX)) &&
+            strncmp(r->path, GW_COVERS_PREFIX, strlen(GW_COVERS_PREFIX)))
             mb_warn(0, "%s %s: the gateway has no op %s; it will answer 501", r->method, r->path,
                     r->op);
     }
@@ -1788,8 +1815,8 @@ static int s_setup_media(s_self_t *self)
     char path[4096];
     snprintf(path, sizeof path, "%s/blobs/hls", self->data_dir);
     self->hls_root = gw_media_root_new(path);
-    snprintf(path, sizeof path, "%s/blobs/covers", self->data_dir);
-    self->covers_root = gw_media_root_new(path);
+    snprintf(path, sizeof path, "%s/blobs", self->data_dir);
+    self->blobs_root = gw_media_root_new(path);
     bool uploads = false;
     for (size_t i = 0; i < gw_routes_size(self->routes); i++)
         uploads |= gw_routes_at(self->routes, i)->upload;
@@ -1988,7 +2015,7 @@ static void s_destroy(s_self_t *self)
     gw_auth_destroy(&self->auth);
     gw_rate_destroy(&self->rate);
     gw_media_root_destroy(&self->hls_root);
-    gw_media_root_destroy(&self->covers_root);
+    gw_media_root_destroy(&self->blobs_root);
     mb_blob_store_destroy(&self->blobs);
     sodium_memzero(&self->media_key, sizeof self->media_key);
     msgpack_sbuffer_destroy(&self->sbuf);

@@ -52,21 +52,25 @@ static bool s_segment_ok(const char *s, size_t len)
     return true;
 }
 
-/*  <64 hex>-<64|300|640>.jpg */
+/*  <64 lower-case hex>.jpg: a blob's name (mb_blob.h) and the extension. */
 static bool s_cover_ok(const char *s, size_t len)
 {
-    static const char *const sizes[] = {"-64.jpg", "-300.jpg", "-640.jpg"};
-    if (len < 64 || strspn(s, "0123456789abcdef") < 64)
-        return false;
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
-        if (len == 64 + strlen(sizes[i]) && !memcmp(s + 64, sizes[i], len - 64))
-            return true;
-    return false;
+    return len == 68 && strspn(s, "0123456789abcdef") == 64 && !memcmp(s + 64, ".jpg", 4);
 }
 
 int gw_media_parse(const char *url, gw_media_url_t *out)
 {
     memset(out, 0, sizeof *out);
+    if (!strncmp(url, GW_COVERS_PREFIX, strlen(GW_COVERS_PREFIX))) {
+        const char *name = url + strlen(GW_COVERS_PREFIX);
+        if (!s_cover_ok(name, strlen(name)))
+            return MB_ENOTFOUND;
+        out->kind = GW_MEDIA_COVER;
+        out->path = out->last = name;
+        out->path_len = strlen(name);
+        out->n_segments = 1;
+        return 0;
+    }
     size_t prefix = strlen(GW_MEDIA_PREFIX);
     if (strncmp(url, GW_MEDIA_PREFIX, prefix))
         return MB_ENOTFOUND;
@@ -465,6 +469,21 @@ const char *gw_media_content_type(const char *name)
         if (!strcmp(ext, types[i].ext))
             return types[i].type;
     return "application/octet-stream";
+}
+
+int gw_media_cover_rel(const gw_media_url_t *url, char *rel)
+{
+    if (url->kind != GW_MEDIA_COVER || url->path_len != 68)
+        return MB_EINVAL;
+    snprintf(rel, GW_MEDIA_REL_MAX, "%.2s/%.64s", url->path, url->path);
+    return 0;
+}
+
+bool gw_media_is_jpeg(int fd)
+{
+    unsigned char magic[3];
+    return pread(fd, magic, sizeof magic, 0) == (ssize_t)sizeof magic &&
+           !memcmp(magic, "\xff\xd8\xff", 3);
 }
 
 bool gw_media_is_playlist(const char *name)

@@ -4,17 +4,20 @@
     responses), so each rule is tested on its own.
 
         /media/<token>/<version>/<path>     HLS under a signed grant
-        /media/covers/<hash>-<size>.jpg     cover images, public
+        /covers/<hash>.jpg                  cover images, public
+        /media/covers/<hash>.jpg            the same
 
     <token> is an mb_media token for <version>; <version> is
     [A-Za-z0-9_-]{1,64}; <path> is 1..3 segments of [A-Za-z0-9._-], none
     starting with '.' (so no "..", no hidden files), none empty (so no
-    "//" and no trailing '/'). A cover name is 64 lower-case hex, '-',
-    one of 64, 300, 640, then ".jpg". Anything else is not found: a URL
-    that breaks a rule says nothing about the tree.
+    "//" and no trailing '/'). A cover name is a blob's name, 64
+    lower-case hex, then ".jpg": the transcode actor stores each cover
+    size as a JPEG blob and names it so (actors/transcode/README.md).
+    Anything else is not found: a URL that breaks a rule says nothing
+    about the tree.
 
-    Files are opened below $MUSICBUS_DATA/blobs/hls/<version>/ and
-    $MUSICBUS_DATA/blobs/covers/ without following any symbolic link
+    Files are opened below $MUSICBUS_DATA/blobs/hls/<version>/ and, for
+    covers, $MUSICBUS_DATA/blobs/<2 hex>/ without following any symbolic link
     (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, or, where openat2 is
     missing, one openat(O_NOFOLLOW) per segment), and only regular files
     are served. */
@@ -29,6 +32,7 @@
 #include "mb_media.h"
 
 #define GW_MEDIA_PREFIX "/media/"
+#define GW_COVERS_PREFIX "/covers/"
 #define GW_MEDIA_SEGMENTS_MAX 3  /* segments of <path> below the version */
 #define GW_MEDIA_SEGMENT_MAX 128 /* bytes of one of them */
 #define GW_MEDIA_REL_MAX (64 + 1 + GW_MEDIA_SEGMENTS_MAX * (GW_MEDIA_SEGMENT_MAX + 1))
@@ -66,6 +70,15 @@ int gw_media_parse(const char *url, gw_media_url_t *out);
     rungs a64/ and a128/; a premium grant anything. Returns 0, or
     MB_EINVAL (a 403) when the grant does not cover the path. */
 int gw_media_map(const gw_media_url_t *url, mb_media_entitlement_t entitlement, char *rel);
+
+/*  Writes into rel[GW_MEDIA_REL_MAX] the blob path of a cover,
+    "<2 hex>/<64 hex>", relative to the blob store. Returns 0, or
+    MB_EINVAL when `url` is not a cover. */
+int gw_media_cover_rel(const gw_media_url_t *url, char *rel);
+
+/*  True when the file starts like a JPEG (FF D8 FF). Covers are blobs,
+    and so are audio masters: a hash alone must not fetch a master. */
+bool gw_media_is_jpeg(int fd);
 
 /*  Reads the expiry (Unix seconds) of a token that mb_media_verify()
     accepted (its first 8 bytes, mb_media.h). Returns 0 for anything

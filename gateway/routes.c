@@ -590,6 +590,16 @@ static gw_route_t *s_build_route(gw_routes_t *self, const s_path_t *p, const jso
     const json_t *rate = json_object_get(operation, "x-rate-limit");
     if (rate && !s_parse_rate_limit(r, rate, err, err_size))
         goto fail;
+    const json_t *timeout = json_object_get(operation, "x-timeout-ms");
+    if (timeout) {
+        json_int_t ms = json_is_integer(timeout) ? json_integer_value(timeout) : 0;
+        if (ms < 1 || ms > 3600 * 1000) {
+            snprintf(err, err_size, "%s %s: x-timeout-ms must be an integer in 1..3600000",
+                     r->method, r->path);
+            goto fail;
+        }
+        r->timeout_ms = (long)ms;
+    }
     const json_t *headers = json_object_get(operation, "x-headers");
     if (headers && !s_parse_headers(r, headers, err, err_size))
         goto fail;

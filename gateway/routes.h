@@ -72,6 +72,7 @@ typedef struct {
     char *service;      /* x-service: the MDP service */
     char *op;           /* x-op: the envelope's op */
     gw_access_t access; /* x-access (absent: public) */
+    long timeout_ms;    /* x-timeout-ms: this operation's deadline; 0: the gateway's */
     char *rate_budget;  /* x-rate-limit budget; NULL: none given (the default applies) */
     gw_rate_keydef_t rate_keys[GW_RATE_KEYS_MAX]; /* x-rate-limit keys */
     size_t n_rate_keys;
@@ -116,7 +117,8 @@ typedef struct {
     route -- and body.<field> -- only with a body), a bad x-headers
     ({"Header-Name": "arg_name", ...}: 1..8 entries, names of token
     characters, args of 1..64 [a-z0-9_] that no parameter, "body" or
-    "blob" uses), a bad x-upload ({"max": bytes?, "types": ["type/sub"
+    "blob" uses), an x-timeout-ms that is not an integer in
+    1..3600000, a bad x-upload ({"max": bytes?, "types": ["type/sub"
     or "type/" and a star, ...] or a star}; without types, the requestBody's media
     types; not with an application/json body), a $ref that does not
     resolve, a schema that does not compile, or a path template the

@@ -26,6 +26,8 @@ static const char s_schema[] =
     "  \"requestBody\":{\"content\":{\"application/json\":{}}}}},"
     "\"/status/"
     "{code}\":{\"get\":{\"x-service\":\"s\",\"x-op\":\"status\",\"x-access\":\"public\"}},"
+    "\"/slow\":{\"get\":{\"x-service\":\"s\",\"x-op\":\"silent\",\"x-access\":\"public\","
+    "  \"x-timeout-ms\":300}},"
     "\"/tracks/{id}/audio\":{\"put\":{\"x-service\":\"transcode\",\"x-op\":\"audio.ingest\","
     "  \"x-access\":\"public\","
     "  \"x-upload\":{\"max\":4000000,\"types\":[\"audio/*\",\"application/octet-stream\"]}}},"
@@ -68,7 +70,14 @@ static bool s_answer(const char *service, const mb_request_t *req, msgpack_packe
         }
         return true;
     }
+    if (!strcmp(op, "silent"))
+        return false; /* the deadline answers */
     if (!strcmp(op, "audio.ingest")) {
+        if (mb_obj_str_eq(mb_map_get(req->args, "id"), "notaudio")) {
+            *status = 422;
+            *code = "not_audio";
+            return true;
+        }
         *status = 202;
         msgpack_pack_map(pk, 2);
         mb_pack_cstr(pk, "track_id");
@@ -246,6 +255,18 @@ Test(gw_http_bus, statuses_pass_through)
     }
 }
 
+/*  x-timeout-ms: the operation's own deadline. */
+Test(gw_http_bus, operation_deadline)
+{
+    long t0 = gh_now_ms();
+    gh_res_t *r = gh_request(&s_gw, "/slow", NULL);
+    long took = gh_now_ms() - t0;
+    cr_assert_eq(r->status, 504, "%s", r->body);
+    cr_assert(strstr(gh_json_str(r, "detail"), "300 ms"), "%s", r->body);
+    cr_assert(took >= 250 && took < 2500, "answered after %ld ms", took);
+    gh_free(r);
+}
+
 /* ---- uploads -------------------------------------------------------------------- */
 
 static void s_hex_of(const void *data, size_t len, char hex[65])
@@ -313,6 +334,39 @@ Test(gw_http_bus, upload_is_stored_and_named_by_its_hash)
     gh_free(r);
     cr_assert_eq(s_tmp_files(), 0, "nothing left in tmp/");
     free(data);
+}
+
+static bool s_blob_exists(const unsigned char *data, size_t len)
+{
+    char hex[65], path[256];
+    s_hex_of(data, len, hex);
+    snprintf(path, sizeof path, "%s/data/blobs/%.2s/%s", s_gw.dir, hex, hex);
+    return access(path, F_OK) == 0;
+}
+
+/*  422: the actor refused the bytes. A blob this upload created is
+    removed (nothing refers to it); one that was there before stays. */
+Test(gw_http_bus, refused_upload_leaves_nothing)
+{
+    unsigned char data[5000];
+    randombytes_buf(data, sizeof data);
+    gh_req_t put = {.method = "PUT",
+                    .headers = {"Content-Type: audio/flac"},
+                    .upload = data,
+                    .upload_len = sizeof data};
+    gh_res_t *r = gh_request(&s_gw, "/tracks/notaudio/audio", &put);
+    cr_assert_eq(r->status, 422, "%s", r->body);
+    cr_assert_str_eq(gh_json_str(r, "type"), "not_audio");
+    gh_free(r);
+    cr_assert_not(s_blob_exists(data, sizeof data), "the refused upload's blob is gone");
+
+    r = gh_request(&s_gw, "/tracks/t1/audio", &put);
+    cr_assert_eq(r->status, 202, "%s", r->body);
+    gh_free(r);
+    r = gh_request(&s_gw, "/tracks/notaudio/audio", &put);
+    cr_assert_eq(r->status, 422, "%s", r->body);
+    gh_free(r);
+    cr_assert(s_blob_exists(data, sizeof data), "a blob stored before stays");
 }
 
 Test(gw_http_bus, upload_limits_and_types)

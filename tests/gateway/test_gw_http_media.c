@@ -13,6 +13,8 @@
 #define S_OUTSIDE "TOP SECRET: a file outside the media tree"
 #define S_JWT "MUSICBUS_JWT_SECRET=jwt-secret-of-test-gw-http-media-32-bytes"
 #define S_COVER "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+#define S_LINKED "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd"
+#define S_MASTER "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
 
 static gh_gateway_t s_gw;
 static mb_media_key_t s_key;
@@ -52,12 +54,15 @@ static void s_make_tree(void)
     }
     s_put("outside.txt", S_OUTSIDE, strlen(S_OUTSIDE));
     s_put("blobs/hls/outside.txt", S_OUTSIDE, strlen(S_OUTSIDE));
-    s_put("blobs/covers/" S_COVER "-300.jpg", "\xff\xd8\xff\xe0jpeg", 8);
+    s_put("blobs/01/" S_COVER, "\xff\xd8\xff\xe0jpeg", 8);
+    s_put("blobs/fe/" S_MASTER, "fLaC....", 8); /* a master is a blob too */
+    s_put("outside.jpg", "\xff\xd8\xff" S_OUTSIDE, 3 + strlen(S_OUTSIDE));
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
              "cd '%s/data/blobs/hls' && ln -s ../../../outside.txt v1/a128/evil.m4s && "
              "ln -s /etc v1/a128/etc && ln -s ../../../../ v1/up && ln -s ../outside.txt "
-             "v1/a128/sibling.m4s && ln -s v1 v2 && ln -s ../outside.txt v1/master2.m3u8",
+             "v1/a128/sibling.m4s && ln -s v1 v2 && ln -s ../outside.txt v1/master2.m3u8 && "
+             "mkdir -p ../cd && ln -s ../../outside.jpg ../cd/" S_LINKED,
              s_gw.dir);
     cr_assert_eq(system(cmd), 0);
 }
@@ -365,23 +370,36 @@ Test(gw_http_media, no_way_out)
     r = s_get("/media/covers/../outside.txt", NULL);
     cr_assert_eq(r->status, 404);
     gh_free(r);
+    /* A cover blob that is a link to a JPEG outside the store. */
+    r = s_get("/covers/" S_LINKED ".jpg", NULL);
+    cr_assert_eq(r->status, 404, "%s", r->body);
+    cr_assert_null(memmem(r->body, r->body_len, "TOP SECRET", 10));
+    gh_free(r);
 }
 
+/*  Covers are JPEG blobs named by their hash (actors/transcode): public,
+    immutable; a blob that is not a JPEG -- an audio master -- is not
+    served, even to someone who knows its hash. */
 Test(gw_http_media, covers)
 {
-    gh_res_t *r = s_get("/media/covers/" S_COVER "-300.jpg", NULL);
-    cr_assert_eq(r->status, 200, "%s", r->body);
-    cr_assert_str_eq(gh_header(r, "Content-Type"), "image/jpeg");
-    cr_assert_str_eq(gh_header(r, "Cache-Control"), "public, max-age=31536000, immutable");
-    cr_assert_str_eq(gh_header(r, "Access-Control-Allow-Origin"), "*");
-    cr_assert_eq(r->body_len, 8);
-    gh_free(r);
-    const char *missing[] = {"/media/covers/" S_COVER "-64.jpg",
-                             "/media/covers/" S_COVER "-301.jpg", "/media/covers/" S_COVER ".jpg",
-                             "/media/covers/x-300.jpg"};
+    const char *urls[] = {"/covers/" S_COVER ".jpg", "/media/covers/" S_COVER ".jpg"};
+    for (size_t i = 0; i < 2; i++) {
+        gh_res_t *r = s_get(urls[i], NULL);
+        cr_assert_eq(r->status, 200, "%s: %s", urls[i], r->body);
+        cr_assert_str_eq(gh_header(r, "Content-Type"), "image/jpeg");
+        cr_assert_str_eq(gh_header(r, "Cache-Control"), "public, max-age=31536000, immutable");
+        cr_assert_str_eq(gh_header(r, "Access-Control-Allow-Origin"), "*");
+        cr_assert_eq(r->body_len, 8);
+        gh_free(r);
+    }
+    const char *missing[] = {
+        "/covers/" S_MASTER ".jpg", "/covers/" S_COVER "-300.jpg", "/covers/" S_COVER,
+        "/covers/x.jpg",
+        "/covers/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.jpg"};
     for (size_t i = 0; i < sizeof missing / sizeof missing[0]; i++) {
-        r = s_get(missing[i], NULL);
+        gh_res_t *r = s_get(missing[i], NULL);
         cr_assert_eq(r->status, 404, "%s", missing[i]);
+        cr_assert_null(memmem(r->body, r->body_len, "fLaC", 4));
         gh_free(r);
     }
 }
@@ -431,7 +449,7 @@ Test(gw_http_media_start, no_secret_means_503)
     cr_assert_eq(r->status, 503, "%s", r->body);
     cr_assert_str_eq(gh_json_str(r, "type"), "unavailable");
     gh_free(r);
-    r = s_get("/media/covers/" S_COVER "-300.jpg", NULL);
+    r = s_get("/covers/" S_COVER ".jpg", NULL);
     cr_assert_eq(r->status, 200, "covers need no secret");
     gh_free(r);
 }

@@ -40,7 +40,8 @@ Test(gw_media, url_rules)
         "/media/" S_TOKEN "/v1/master.m3u8",
         "/media/" S_TOKEN "/v_1-X/a/b/c.m4s",
         "/media/t/v/x", /* the token's length is the signature's business */
-        "/media/covers/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef-300.jpg",
+        "/media/covers/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.jpg",
+        "/covers/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.jpg",
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
         cr_assert_eq(gw_media_parse(ok[i], &url), 0, "%s", ok[i]);
@@ -66,11 +67,16 @@ Test(gw_media, url_rules)
         "/media/" S_TOKEN "/v1/\xc3\xa9",
         "/media/" S_TOKEN "=/v1/master.m3u8",
         "/media//" S_TOKEN "/v1/master.m3u8",
-        "/media/covers/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef-100.jpg",
-        "/media/covers/0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef-64.jpg",
-        "/media/covers/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef-64.png",
+        "/media/covers/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef-300.jpg",
+        "/media/covers/0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef.jpg",
+        "/media/covers/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.png",
+        "/media/covers/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde.jpg",
         "/media/covers/../hls/x",
         "/media/covers/x/y",
+        "/covers/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.jpg/",
+        "/covers/../0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.jpg",
+        "/covers/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "/covers/",
         "/mediax/" S_TOKEN "/v1/master.m3u8",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
@@ -202,6 +208,23 @@ Test(gw_media, etags_and_dates)
     cr_assert_not(gw_media_parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT x", &t));
     cr_assert_not(gw_media_parse_http_date("Sun, 06 Foo 1994 08:49:37 GMT", &t));
     cr_assert_not(gw_media_parse_http_date(NULL, &t));
+}
+
+Test(gw_media, covers_are_blobs)
+{
+    gw_media_url_t url;
+    const char *hex = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    char text[128], rel[GW_MEDIA_REL_MAX];
+    snprintf(text, sizeof text, "/covers/%s.jpg", hex);
+    cr_assert_eq(gw_media_parse(text, &url), 0);
+    cr_assert_eq(url.kind, GW_MEDIA_COVER);
+    cr_assert_eq(gw_media_cover_rel(&url, rel), 0);
+    cr_assert_eq(strncmp(rel, "01/0123456789abcdef", 19), 0, "%s", rel);
+    cr_assert_eq(strlen(rel), 67);
+    cr_assert_str_eq(gw_media_content_type(url.last), "image/jpeg");
+    snprintf(text, sizeof text, "/media/%s/v1/master.m3u8", S_TOKEN);
+    cr_assert_eq(gw_media_parse(text, &url), 0);
+    cr_assert_eq(gw_media_cover_rel(&url, rel), MB_EINVAL);
 }
 
 Test(gw_media, content_types)

@@ -223,6 +223,26 @@ Test(gw_routes, header_args)
 #undef S_OP
 }
 
+/*  x-timeout-ms: an operation's own deadline. */
+Test(gw_routes, operation_timeout)
+{
+    gw_routes_t *routes =
+        s_load("{\"paths\":{\"/a\":{\"put\":{\"x-service\":\"s\",\"x-op\":\"a\","
+               "\"x-timeout-ms\":30000}},\"/b\":{\"get\":{\"x-service\":\"s\",\"x-op\":\"b\"}}}}");
+    gw_match_t m;
+    cr_assert_eq(gw_routes_match(routes, "PUT", "/a", &m), 0);
+    cr_assert_eq(m.route->timeout_ms, 30000);
+    cr_assert_eq(gw_routes_match(routes, "GET", "/b", &m), 0);
+    cr_assert_eq(m.route->timeout_ms, 0, "the gateway's");
+    gw_routes_destroy(&routes);
+#define S_OP(x) "{\"paths\":{\"/a\":{\"get\":{\"x-service\":\"s\",\"x-op\":\"a\"," x "}}}}"
+    s_expect_error(S_OP("\"x-timeout-ms\":0"), "x-timeout-ms");
+    s_expect_error(S_OP("\"x-timeout-ms\":3600001"), "x-timeout-ms");
+    s_expect_error(S_OP("\"x-timeout-ms\":\"30s\""), "x-timeout-ms");
+    s_expect_error(S_OP("\"x-timeout-ms\":1.5"), "x-timeout-ms");
+#undef S_OP
+}
+
 /*  x-upload: the body goes to the blob store, typed by x-upload's types
     or else by the requestBody's media types. */
 Test(gw_routes, uploads)
