@@ -26,12 +26,12 @@ struct mb_blob_store {
 
 struct mb_blob_writer {
     mb_blob_store_t *store;
-    char *tmp_path;                   /* the temporary file */
-    int fd;                           /* open on it; -1 once closed */
-    uint64_t size;                    /* bytes written */
-    uint64_t limit;                   /* most bytes allowed */
-    bool failed;                      /* a write failed: only destroy is left */
-    crypto_generichash_state hash;    /* BLAKE2b over the bytes so far */
+    char *tmp_path;                /* the temporary file */
+    int fd;                        /* open on it; -1 once closed */
+    uint64_t size;                 /* bytes written */
+    uint64_t limit;                /* most bytes allowed */
+    bool failed;                   /* a write failed: only destroy is left */
+    crypto_generichash_state hash; /* BLAKE2b over the bytes so far */
 };
 
 /* ---- helpers ---------------------------------------------------------- */

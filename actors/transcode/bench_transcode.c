@@ -73,8 +73,7 @@ static char *s_fresh_dir(const char *base, const char *what, int round)
     return dir;
 }
 
-static int s_ours(const char *master, const char *dir, s_run_t *run,
-                  transcode_ladder_result_t *res)
+static int s_ours(const char *master, const char *dir, s_run_t *run, transcode_ladder_result_t *res)
 {
     char why[512];
     transcode_ladder_opts_t opts = {.input = master, .out_dir = dir, .lossless = true};
@@ -269,8 +268,8 @@ int main(int argc, char **argv)
             break;
         printf("round %d: musicbus wall %.2f s cpu %.2f s (%.1fx realtime) | ffmpeg CLI wall "
                "%.2f s cpu %.2f s (%.1fx realtime)\n",
-               r + 1, ours[r].wall, ours[r].cpu, duration / ours[r].wall, cli[r].wall,
-               cli[r].cpu, duration / cli[r].wall);
+               r + 1, ours[r].wall, ours[r].cpu, duration / ours[r].wall, cli[r].wall, cli[r].cpu,
+               duration / cli[r].wall);
         fflush(stdout);
     }
     s_rm_rf(base);

@@ -62,7 +62,7 @@
 
 #define S_DEFAULT_MAX_SIZE (2ull << 30) /* 2 GiB, as the upload route */
 #define S_DEFAULT_TIMEOUT_MS 30000
-#define S_NAME_MAX 200   /* the catalog's limit on names and titles, in bytes here */
+#define S_NAME_MAX 200 /* the catalog's limit on names and titles, in bytes here */
 #define S_ID_MAX 64
 #define S_TAG_MAX 1024
 
@@ -272,8 +272,8 @@ static bool s_unchanged(s_tool_t *t, const char *path, const struct stat *st)
     char master[MB_BLOB_HEX_LEN + 1], track[S_ID_MAX + 1];
     if (sscanf(rec, "%llu %llu %64s %64s", &size, &mtime, master, track) != 4)
         return false;
-    unsigned long long now_mtime =
-        (unsigned long long)st->st_mtim.tv_sec * 1000000000ull + (unsigned long long)st->st_mtim.tv_nsec;
+    unsigned long long now_mtime = (unsigned long long)st->st_mtim.tv_sec * 1000000000ull +
+                                   (unsigned long long)st->st_mtim.tv_nsec;
     return size == (unsigned long long)st->st_size && mtime == now_mtime;
 }
 
@@ -501,22 +501,21 @@ static void s_pack_album(msgpack_packer *pk, const void *arg)
     }
 }
 
-static int s_album(s_tool_t *t, const s_tags_t *tags, const char *artist_id,
-                   char id[S_ID_MAX + 1], char *why, size_t wl)
+static int s_album(s_tool_t *t, const s_tags_t *tags, const char *artist_id, char id[S_ID_MAX + 1],
+                   char *why, size_t wl)
 {
     char key[S_ID_MAX + S_NAME_MAX + 2], norm[S_NAME_MAX + 1];
     s_norm(tags->album, norm, sizeof norm);
     snprintf(key, sizeof key, "%s/%s", artist_id, norm);
     int err = 0;
-    if (s_state_get(t, t->albums, key, id, S_ID_MAX + 1) == 0 &&
-        s_exists(t, "album.get", id, &err))
+    if (s_state_get(t, t->albums, key, id, S_ID_MAX + 1) == 0 && s_exists(t, "album.get", id, &err))
         return 0;
     if (err) {
         snprintf(why, wl, "the catalog did not answer album.get: %s", mb_strerror(err));
         return err;
     }
-    s_album_args_t a = {.title = tags->album, .artist_id = artist_id, .date = tags->date,
-                        .genre = tags->genre};
+    s_album_args_t a = {
+        .title = tags->album, .artist_id = artist_id, .date = tags->date, .genre = tags->genre};
     mb_reply_t rep;
     for (int pass = 0; pass < 2; pass++) {
         int rc = s_call(t, "catalog", "album.create", s_pack_album, &a, &rep);
@@ -693,7 +692,8 @@ static int s_track(s_tool_t *t, const char *path, s_track_args_t *a, char id[S_I
         size_t len;
         /* Only the same album's track is this file's: a song on a
            compilation is another track. */
-        if (m->type == MSGPACK_OBJECT_MAP && mb_obj_str_eq(mb_map_get(m, "album_id"), a->album_id) &&
+        if (m->type == MSGPACK_OBJECT_MAP &&
+            mb_obj_str_eq(mb_map_get(m, "album_id"), a->album_id) &&
             mb_obj_str(mb_map_get(m, "id"), &s, &len) && len <= S_ID_MAX) {
             memcpy(id, s, len);
             id[len] = '\0';
@@ -824,7 +824,9 @@ static int s_file(s_tool_t *t, size_t index)
         rc = s_album(t, &tags, album_artist_id, album_id, why, sizeof why);
     if (rc == 0 && !tags.track)
         tags.track = s_place_in_folder(t, index); /* no track number: its place in the folder */
-    s_track_args_t ta = {.tags = &tags, .artist_id = artist_id, .album_id = album_id,
+    s_track_args_t ta = {.tags = &tags,
+                         .artist_id = artist_id,
+                         .album_id = album_id,
                          .duration_ms = probe.duration_ms};
     if (rc == 0)
         rc = s_track(t, path, &ta, track_id, why, sizeof why);
@@ -838,8 +840,7 @@ static int s_file(s_tool_t *t, size_t index)
     if (rc == 0) {
         s_blob_args_t a = {.id = track_id, .hash = hex, .size = size};
         if ((rc = s_call(t, "transcode", "audio.ingest", s_pack_blob, &a, &rep)) != 0)
-            snprintf(why, sizeof why, "transcode did not answer audio.ingest: %s",
-                     mb_strerror(rc));
+            snprintf(why, sizeof why, "transcode did not answer audio.ingest: %s", mb_strerror(rc));
     }
     if (rc == 0) {
         char version[S_ID_MAX + 1] = "";

@@ -557,12 +557,9 @@ static int s_open(MDB_env *env, void **state)
 }
 
 static const mb_op_t s_ops[] = {
-    {"audio.ingest", s_handle_ingest},
-    {"audio.status", s_handle_status},
-    {"audio.versions", s_handle_versions},
-    {"cover.put", s_handle_cover_put},
-    {"cover.get", s_handle_cover_get},
-    {NULL, NULL},
+    {"audio.ingest", s_handle_ingest},     {"audio.status", s_handle_status},
+    {"audio.versions", s_handle_versions}, {"cover.put", s_handle_cover_put},
+    {"cover.get", s_handle_cover_get},     {NULL, NULL},
 };
 
 static const mb_consumer_def_t s_consumers[] = {

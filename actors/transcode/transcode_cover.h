@@ -14,7 +14,7 @@
 
 #include "mb_blob.h"
 
-#define TRANSCODE_COVER_SIZES 3 /* 64, 300 and 640 px */
+#define TRANSCODE_COVER_SIZES 3                  /* 64, 300 and 640 px */
 #define TRANSCODE_COVER_MAX_PIXELS (8192 * 8192) /* larger sources are refused */
 
 typedef struct {

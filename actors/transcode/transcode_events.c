@@ -155,8 +155,7 @@ int transcode_event_read_uploaded(const msgpack_object *data, transcode_version_
         !s_get_str(data, "format", v->probe.format, sizeof v->probe.format, false) ||
         !s_get_str(data, "codec", v->probe.codec, sizeof v->probe.codec, false) ||
         !s_get_int(data, "sample_rate", 0, 10000000, &rate) ||
-        !s_get_int(data, "channels", 0, 255, &channels) ||
-        !s_get_int(data, "bits", 0, 64, &bits) ||
+        !s_get_int(data, "channels", 0, 255, &channels) || !s_get_int(data, "bits", 0, 64, &bits) ||
         !s_get_int(data, "duration_ms", 0, TRANSCODE_MAX_DURATION_MS, &duration)) {
         *why = "a field of data has the wrong type or is out of range";
         return MB_EINVAL;

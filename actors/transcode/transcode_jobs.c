@@ -34,9 +34,9 @@ struct transcode_jobs {
     transcode_store_t *store;
     mb_blob_store_t *blobs;
     transcode_jobs_opts_t opts;
-    char *hls;             /* <blobs>/hls */
-    transcode_owner_t me;  /* host, pid, start; token per claim */
-    pthread_mutex_t lock;  /* guards kicked and the condition */
+    char *hls;            /* <blobs>/hls */
+    transcode_owner_t me; /* host, pid, start; token per claim */
+    pthread_mutex_t lock; /* guards kicked and the condition */
     pthread_cond_t wake;
     bool kicked;
     atomic_bool stop;
@@ -108,8 +108,8 @@ void transcode_jobs_opts_default(transcode_jobs_opts_t *opts)
     opts->retry_ms = 30000;
 }
 
-transcode_jobs_t *transcode_jobs_new(MDB_env *env, transcode_store_t *store,
-                                     mb_blob_store_t *blobs, const transcode_jobs_opts_t *opts)
+transcode_jobs_t *transcode_jobs_new(MDB_env *env, transcode_store_t *store, mb_blob_store_t *blobs,
+                                     const transcode_jobs_opts_t *opts)
 {
     transcode_jobs_t *self = mb_calloc(1, sizeof *self);
     self->env = env;
@@ -251,8 +251,8 @@ static int s_claim(transcode_jobs_t *self, s_claim_t *claim, transcode_version_t
                 rc = transcode_store_del_job(self->store, txn, version);
             } else {
                 char reason[TRANSCODE_REASON_MAX];
-                snprintf(reason, sizeof reason, "gave up after %u attempts%s%.200s",
-                         job.attempts, v->reason[0] ? ": " : "", v->reason);
+                snprintf(reason, sizeof reason, "gave up after %u attempts%s%.200s", job.attempts,
+                         v->reason[0] ? ": " : "", v->reason);
                 mb_warn(0, "transcode: version %s: %s", version, reason);
                 rc = s_fail_version(self, txn, v, reason);
             }
@@ -329,8 +329,7 @@ static int s_tick(void *arg)
     transcode_job_t job;
     int rc = s_begin_owned(claim, &txn, &job);
     if (rc == MDB_NOTFOUND) {
-        mb_warn(0, "transcode: version %s: the job is no longer ours; stopping it",
-                claim->version);
+        mb_warn(0, "transcode: version %s: the job is no longer ours; stopping it", claim->version);
         return 1;
     }
     if (rc == 0) {
@@ -428,8 +427,8 @@ static int s_finish_failed(s_claim_t *claim, const char *reason, bool final)
         mb_warn(0, "transcode: version %s of track %s failed: %s", v->version, v->track_id, why);
         rc = s_fail_version(self, txn, v, why);
     } else if (rc == 0) {
-        mb_warn(0, "transcode: version %s, attempt %u failed (retrying in %d ms): %s",
-                v->version, job.attempts, self->opts.retry_ms, reason);
+        mb_warn(0, "transcode: version %s, attempt %u failed (retrying in %d ms): %s", v->version,
+                job.attempts, self->opts.retry_ms, reason);
         job.lease_until_ms = s_now_ms() + self->opts.retry_ms;
         memset(&job.owner, 0, sizeof job.owner);
         v->status = TRANSCODE_QUEUED;
@@ -499,8 +498,8 @@ int transcode_jobs_run_one(transcode_jobs_t *self, bool *ran)
             v->attempts);
     s_remove_tmp(self, claim.version, NULL);
     char *tmp = NULL, *master = mb_blob_path(self->blobs, v->master);
-    if (asprintf(&tmp, "%s/%s%s-%016" PRIx64, self->hls, S_TMP_PREFIX, claim.version,
-                 claim.token) < 0)
+    if (asprintf(&tmp, "%s/%s%s-%016" PRIx64, self->hls, S_TMP_PREFIX, claim.version, claim.token) <
+        0)
         abort();
     char why[512] = "";
     transcode_ladder_result_t *res = mb_malloc(sizeof *res);
@@ -527,8 +526,9 @@ int transcode_jobs_run_one(transcode_jobs_t *self, bool *ran)
     if (rc == MDB_NOTFOUND)
         rc = 0; /* lost at the very end: nothing of ours to change */
     if (rc)
-        mb_error(0, "transcode: finishing version %s failed: %s (the lease will run out and "
-                    "the job be done again)",
+        mb_error(0,
+                 "transcode: finishing version %s failed: %s (the lease will run out and "
+                 "the job be done again)",
                  claim.version, mdb_strerror(rc));
     s_rm_rf(tmp); /* gone already when renamed */
     free(tmp);

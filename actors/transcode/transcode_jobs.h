@@ -35,7 +35,7 @@
 #include "mb_blob.h"
 #include "transcode_store.h"
 
-#define TRANSCODE_ENV_JOBS "MUSICBUS_TRANSCODE_JOBS"       /* job threads per process */
+#define TRANSCODE_ENV_JOBS "MUSICBUS_TRANSCODE_JOBS"         /* job threads per process */
 #define TRANSCODE_ENV_LEASE_MS "MUSICBUS_TRANSCODE_LEASE_MS" /* lease length */
 
 typedef struct {
@@ -53,8 +53,8 @@ void transcode_jobs_opts_default(transcode_jobs_opts_t *opts);
 
 /*  Makes a runner for the jobs of `env`, writing renditions under
     <blob store>/hls/. `opts` may be NULL for the defaults. Never NULL. */
-transcode_jobs_t *transcode_jobs_new(MDB_env *env, transcode_store_t *store,
-                                     mb_blob_store_t *blobs, const transcode_jobs_opts_t *opts);
+transcode_jobs_t *transcode_jobs_new(MDB_env *env, transcode_store_t *store, mb_blob_store_t *blobs,
+                                     const transcode_jobs_opts_t *opts);
 
 /*  Stops the threads (the job in hand is abandoned and its lease
     released), frees the runner; nulls *self_p. Safe twice. */

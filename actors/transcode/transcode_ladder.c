@@ -158,7 +158,8 @@ static void s_queue_destroy(s_queue_t *q, bool packets)
 
 /* ---- errors --------------------------------------------------------------- */
 
-static void s_why(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void s_why(char *why, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void s_why(char *why, size_t len, const char *fmt, ...)
 {
     va_list args;
@@ -737,15 +738,15 @@ typedef struct {
     AVFormatContext *fmt;
     int stream;
     AVCodecContext *dec;
-    SwrContext *swr;        /* to 48 kHz stereo float, planar */
-    SwrContext *pack;       /* FLAC encode: planar integer to packed; NULL when packed */
-    AVAudioFifo *fifo;      /* resampled audio waiting for whole AAC frames */
-    uint8_t **scratch;      /* swr output before the fifo */
-    int scratch_cap;        /* samples */
-    int64_t out_pts;        /* resampled samples sent on */
-    int64_t decoded;        /* samples decoded at the master's rate */
+    SwrContext *swr;   /* to 48 kHz stereo float, planar */
+    SwrContext *pack;  /* FLAC encode: planar integer to packed; NULL when packed */
+    AVAudioFifo *fifo; /* resampled audio waiting for whole AAC frames */
+    uint8_t **scratch; /* swr output before the fifo */
+    int scratch_cap;   /* samples */
+    int64_t out_pts;   /* resampled samples sent on */
+    int64_t decoded;   /* samples decoded at the master's rate */
     int64_t packets, damaged;
-    bool configured;        /* the first frame set the format */
+    bool configured; /* the first frame set the format */
     int rate, channels;
     enum AVSampleFormat format;
     enum AVSampleFormat flac_format; /* packed format for the FLAC encoder; NONE: no encode */
@@ -824,7 +825,8 @@ static int s_push_aac(s_ladder_t *ladder, AVFrame *frame)
 /*  Sends whole AAC frames from the fifo (and, at the end, the rest). */
 static int s_drain_fifo(s_input_t *in, s_ladder_t *ladder, bool end)
 {
-    while (av_audio_fifo_size(in->fifo) >= S_AAC_FRAME || (end && av_audio_fifo_size(in->fifo) > 0)) {
+    while (av_audio_fifo_size(in->fifo) >= S_AAC_FRAME ||
+           (end && av_audio_fifo_size(in->fifo) > 0)) {
         int n = av_audio_fifo_size(in->fifo);
         if (n > S_AAC_FRAME)
             n = S_AAC_FRAME;
@@ -860,8 +862,8 @@ static int s_resample(s_input_t *in, s_ladder_t *ladder, const AVFrame *frame)
         if (in->scratch)
             av_freep(&in->scratch[0]);
         av_freep(&in->scratch);
-        if (av_samples_alloc_array_and_samples(&in->scratch, NULL, 2, room, AV_SAMPLE_FMT_FLTP,
-                                               0) < 0)
+        if (av_samples_alloc_array_and_samples(&in->scratch, NULL, 2, room, AV_SAMPLE_FMT_FLTP, 0) <
+            0)
             return MB_EIO;
         in->scratch_cap = room;
     }
@@ -905,7 +907,8 @@ static int s_push_flac(s_input_t *in, s_rung_t *r, const AVFrame *frame)
 /*  The input layout for swr: the decoder's, or the default for its count. */
 static void s_in_layout(const AVFrame *frame, AVChannelLayout *layout)
 {
-    if (frame->ch_layout.order != AV_CHANNEL_ORDER_UNSPEC && av_channel_layout_check(&frame->ch_layout))
+    if (frame->ch_layout.order != AV_CHANNEL_ORDER_UNSPEC &&
+        av_channel_layout_check(&frame->ch_layout))
         av_channel_layout_copy(layout, &frame->ch_layout);
     else
         av_channel_layout_default(layout, frame->ch_layout.nb_channels);
@@ -1003,7 +1006,8 @@ static int s_frame(s_input_t *in, s_ladder_t *ladder, const AVFrame *frame, char
         return MB_EPROTO;
     }
     in->decoded += frame->nb_samples;
-    s_rung_t *flac = in->flac_format != AV_SAMPLE_FMT_NONE ? s_flac_rung(ladder, S_FLAC_ENCODE) : NULL;
+    s_rung_t *flac =
+        in->flac_format != AV_SAMPLE_FMT_NONE ? s_flac_rung(ladder, S_FLAC_ENCODE) : NULL;
     if (flac && (rc = s_push_flac(in, flac, frame)) != 0)
         return rc;
     return s_resample(in, ladder, frame);
@@ -1050,8 +1054,8 @@ static int s_tick(s_input_t *in, const transcode_ladder_opts_t *opts)
         return 0;
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    long elapsed = (now.tv_sec - in->last_tick.tv_sec) * 1000000000L +
-                   (now.tv_nsec - in->last_tick.tv_nsec);
+    long elapsed =
+        (now.tv_sec - in->last_tick.tv_sec) * 1000000000L + (now.tv_nsec - in->last_tick.tv_nsec);
     if (elapsed < S_TICK_NS)
         return 0;
     in->last_tick = now;
@@ -1154,8 +1158,10 @@ static int s_pump(s_input_t *in, s_ladder_t *ladder, char *why, size_t why_len)
         s_why(why, why_len, "the master holds no decodable audio");
         rc = MB_EPROTO;
     }
-    if (rc == 0 && in->damaged > S_MAX_DAMAGED && in->damaged * 100 > in->packets * S_MAX_DAMAGED_PCT) {
-        s_why(why, why_len, "the master is damaged: %" PRId64 " of %" PRId64 " packets do not decode",
+    if (rc == 0 && in->damaged > S_MAX_DAMAGED &&
+        in->damaged * 100 > in->packets * S_MAX_DAMAGED_PCT) {
+        s_why(why, why_len,
+              "the master is damaged: %" PRId64 " of %" PRId64 " packets do not decode",
               in->damaged, in->packets);
         rc = MB_EPROTO;
     }
@@ -1176,8 +1182,9 @@ static int s_check_length(const s_input_t *in, char *why, size_t why_len)
     double declared = (double)st->duration * av_q2d(st->time_base);
     double decoded = (double)in->decoded / in->rate;
     if (decoded + S_TRUNCATED_S < declared) {
-        s_why(why, why_len, "the master is truncated: it decodes to %.1f s of the %.1f s it declares",
-              decoded, declared);
+        s_why(why, why_len,
+              "the master is truncated: it decodes to %.1f s of the %.1f s it declares", decoded,
+              declared);
         return MB_EPROTO;
     }
     return 0;
@@ -1248,8 +1255,8 @@ int transcode_ladder_run(const transcode_ladder_opts_t *opts, transcode_ladder_r
         rc = s_check_length(&in, why, why_len);
     if (rc == 0) {
         transcode_loudness_result(in.meter, &result->loudness);
-        result->gain_db =
-            transcode_loudness_gain(&result->loudness, TRANSCODE_TARGET_LUFS, TRANSCODE_CEILING_DBTP);
+        result->gain_db = transcode_loudness_gain(&result->loudness, TRANSCODE_TARGET_LUFS,
+                                                  TRANSCODE_CEILING_DBTP);
         result->duration_ms = in.decoded * 1000 / in.rate;
         for (size_t i = 0; i < ladder->n_rungs; i++) {
             result->rungs[result->n_rungs++] = ladder->rungs[i].info;

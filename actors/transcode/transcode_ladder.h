@@ -47,16 +47,16 @@
 #include "transcode_loudness.h"
 
 #define TRANSCODE_RUNGS_MAX 5
-#define TRANSCODE_SEGMENT_S 6     /* seconds a segment aims at */
-#define TRANSCODE_RATE 48000      /* sample rate of the AAC rungs */
+#define TRANSCODE_SEGMENT_S 6 /* seconds a segment aims at */
+#define TRANSCODE_RATE 48000  /* sample rate of the AAC rungs */
 #define TRANSCODE_TARGET_LUFS -14.0
 #define TRANSCODE_CEILING_DBTP -1.0 /* true peak never pushed above this by the gain */
 
 typedef struct {
-    char name[8];               /* "a64", "a128", "a192", "a256", "flac": its folder */
-    char codecs[16];            /* RFC 6381: "mp4a.40.2" or "fLaC" */
-    int bitrate;                /* nominal bit/s; 0 for flac */
-    bool free_tier;             /* listed in master-free.m3u8 */
+    char name[8];    /* "a64", "a128", "a192", "a256", "flac": its folder */
+    char codecs[16]; /* RFC 6381: "mp4a.40.2" or "fLaC" */
+    int bitrate;     /* nominal bit/s; 0 for flac */
+    bool free_tier;  /* listed in master-free.m3u8 */
     int sample_rate;
     int channels;
     unsigned segments;

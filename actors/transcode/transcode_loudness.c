@@ -8,14 +8,14 @@
 #include "mb_alloc.h"
 
 #define S_CHANNELS_MAX 2
-#define S_SUB 4800        /* samples in 100 ms: the step of every block */
-#define S_MOMENTARY 4     /* 100 ms steps in a 400 ms gating block */
-#define S_SHORT_TERM 30   /* 100 ms steps in a 3 s short-term block */
-#define S_PHASES 4        /* true peak: oversampling factor */
-#define S_TAPS 12         /* taps per phase */
+#define S_SUB 4800      /* samples in 100 ms: the step of every block */
+#define S_MOMENTARY 4   /* 100 ms steps in a 400 ms gating block */
+#define S_SHORT_TERM 30 /* 100 ms steps in a 3 s short-term block */
+#define S_PHASES 4      /* true peak: oversampling factor */
+#define S_TAPS 12       /* taps per phase */
 #define S_HALF (S_TAPS / 2)
 #define S_HISTORY (S_TAPS - 1)
-#define S_TP_BLOCK 1024   /* samples looked at together for the skip test */
+#define S_TP_BLOCK 1024 /* samples looked at together for the skip test */
 
 /*  A biquad in transposed direct form II. */
 typedef struct {
@@ -35,9 +35,9 @@ struct transcode_loudness {
     float history[S_CHANNELS_MAX][S_HISTORY + S_TP_BLOCK]; /* last samples, then the block */
     size_t history_len;                                    /* valid samples at its start */
     float coef[S_PHASES][S_TAPS];                          /* phase 0 is the sample itself */
-    double gain_bound;   /* largest sum of |coef| of a phase: bounds any interpolated value */
-    double true_peak;    /* linear */
-    double sample_peak;  /* linear */
+    double gain_bound;  /* largest sum of |coef| of a phase: bounds any interpolated value */
+    double true_peak;   /* linear */
+    double sample_peak; /* linear */
 };
 
 /*  BS.1770-4's K-weighting coefficients at 48 kHz. */

@@ -22,7 +22,7 @@
 
 #include <stddef.h>
 
-#define TRANSCODE_LOUDNESS_RATE 48000 /* the only sample rate measured */
+#define TRANSCODE_LOUDNESS_RATE 48000  /* the only sample rate measured */
 #define TRANSCODE_LOUDNESS_FLOOR -70.0 /* LUFS reported for silence (the absolute gate) */
 #define TRANSCODE_PEAK_FLOOR -120.0    /* dBTP reported for digital silence */
 

@@ -11,12 +11,13 @@
 
 #include "mb_error.h"
 
-#define S_PROBE_FRAMES 8      /* frames decoded to prove the audio decodes */
-#define S_TAIL_S 3.0          /* seconds before the announced end read back */
-#define S_TRUNCATED_S 1.0     /* the file ending this much early is truncated */
-#define S_TAIL_PACKETS 10000  /* packets read at most while checking the tail */
+#define S_PROBE_FRAMES 8     /* frames decoded to prove the audio decodes */
+#define S_TAIL_S 3.0         /* seconds before the announced end read back */
+#define S_TRUNCATED_S 1.0    /* the file ending this much early is truncated */
+#define S_TAIL_PACKETS 10000 /* packets read at most while checking the tail */
 
-static void s_why(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void s_why(char *why, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void s_why(char *why, size_t len, const char *fmt, ...)
 {
     va_list args;
@@ -43,8 +44,8 @@ enum AVSampleFormat transcode_lossless_format(const AVCodecContext *dec, enum AV
     const AVCodecDescriptor *d = avcodec_descriptor_get(dec->codec_id);
     if (!d || !(d->props & AV_CODEC_PROP_LOSSLESS))
         return AV_SAMPLE_FMT_NONE;
-    if (dec->ch_layout.nb_channels < 1 || dec->ch_layout.nb_channels > 8 ||
-        dec->sample_rate <= 0 || dec->sample_rate > 655350)
+    if (dec->ch_layout.nb_channels < 1 || dec->ch_layout.nb_channels > 8 || dec->sample_rate <= 0 ||
+        dec->sample_rate > 655350)
         return AV_SAMPLE_FMT_NONE;
     enum AVSampleFormat packed = av_get_packed_sample_fmt(fmt);
     if (packed == AV_SAMPLE_FMT_S16)
@@ -158,8 +159,8 @@ static int s_check_chunks(const char *path, const char *format, char *why, size_
             uint64_t end = (uint64_t)at + 8 + size;
             if (size != 0 && size != 0xffffffffu && end > (uint64_t)file_size) {
                 s_why(why, why_len,
-                      "truncated: its %s chunk announces %u bytes but the file holds %lld",
-                      data_id, size, (long long)((uint64_t)file_size - at - 8));
+                      "truncated: its %s chunk announces %u bytes but the file holds %lld", data_id,
+                      size, (long long)((uint64_t)file_size - at - 8));
                 return MB_EPROTO;
             }
             return 0;
@@ -231,8 +232,9 @@ int transcode_probe(const char *path, transcode_probe_t *info, char *why, size_t
                   av_make_error_string(err, sizeof err, rc));
             return MB_EIO;
         }
-        s_why(why, why_len, "not an audio file this service takes (FLAC, WAV, AIFF, MP3, "
-                            "AAC/M4A, Ogg Vorbis, Opus): %s",
+        s_why(why, why_len,
+              "not an audio file this service takes (FLAC, WAV, AIFF, MP3, "
+              "AAC/M4A, Ogg Vorbis, Opus): %s",
               av_make_error_string(err, sizeof err, rc));
         return MB_EPROTO;
     }
@@ -258,9 +260,10 @@ int transcode_probe(const char *path, transcode_probe_t *info, char *why, size_t
     const AVCodec *codec = NULL;
     int stream = av_find_best_stream(fmt, AVMEDIA_TYPE_AUDIO, -1, -1, &codec, 0);
     if (stream < 0 || !codec) {
-        s_why(why, why_len, stream == AVERROR_DECODER_NOT_FOUND
-                                ? "its audio is in a codec this service cannot decode"
-                                : "the file has no audio stream");
+        s_why(why, why_len,
+              stream == AVERROR_DECODER_NOT_FOUND
+                  ? "its audio is in a codec this service cannot decode"
+                  : "the file has no audio stream");
         rc = MB_EPROTO;
         goto done;
     }

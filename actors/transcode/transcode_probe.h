@@ -24,14 +24,14 @@
 #define TRANSCODE_FORMATS "flac,wav,w64,aiff,mp3,mov,mp4,m4a,aac,ogg"
 
 typedef struct {
-    char format[16];    /* "flac", "wav", "aiff", "mp3", "mp4", "aac", "ogg" */
-    char codec[32];     /* libavcodec's name: "flac", "pcm_s24le", "mp3", "opus"... */
-    int sample_rate;    /* Hz */
+    char format[16]; /* "flac", "wav", "aiff", "mp3", "mp4", "aac", "ogg" */
+    char codec[32];  /* libavcodec's name: "flac", "pcm_s24le", "mp3", "opus"... */
+    int sample_rate; /* Hz */
     int channels;
-    int bits;           /* bits per sample of PCM-like codecs; 0 for lossy ones */
+    int bits; /* bits per sample of PCM-like codecs; 0 for lossy ones */
     int64_t duration_ms;
-    bool lossless;      /* a lossless codec with integer samples FLAC can hold */
-    bool has_cover;     /* an embedded picture (cover art) is present */
+    bool lossless;  /* a lossless codec with integer samples FLAC can hold */
+    bool has_cover; /* an embedded picture (cover art) is present */
 } transcode_probe_t;
 
 /*  Probes the file at `path` into *info. Returns 0; MB_EPROTO when it is

@@ -14,11 +14,11 @@
 static const char *s_status_names[] = {"queued", "running", "ready", "failed"};
 
 struct transcode_store {
-    MDB_dbi versions;       /* version id -> version map */
-    MDB_dbi track_versions; /* DUPSORT: track id -> created ms (8 bytes BE) + version id */
+    MDB_dbi versions;        /* version id -> version map */
+    MDB_dbi track_versions;  /* DUPSORT: track id -> created ms (8 bytes BE) + version id */
     MDB_dbi master_versions; /* DUPSORT: master hex -> version id */
-    MDB_dbi jobs;           /* version id -> job map */
-    MDB_dbi covers;         /* album id -> cover map */
+    MDB_dbi jobs;            /* version id -> job map */
+    MDB_dbi covers;          /* album id -> cover map */
 };
 
 const char *transcode_status_name(transcode_status_t status)
@@ -37,8 +37,7 @@ int transcode_store_open(MDB_env *env, transcode_store_t **store)
     if (rc == 0)
         rc = mdb_dbi_open(txn, "track_versions", MDB_CREATE | MDB_DUPSORT, &self->track_versions);
     if (rc == 0)
-        rc = mdb_dbi_open(txn, "master_versions", MDB_CREATE | MDB_DUPSORT,
-                          &self->master_versions);
+        rc = mdb_dbi_open(txn, "master_versions", MDB_CREATE | MDB_DUPSORT, &self->master_versions);
     if (rc == 0)
         rc = mdb_dbi_open(txn, "jobs", MDB_CREATE, &self->jobs);
     if (rc == 0)
@@ -127,8 +126,8 @@ void transcode_version_pack(msgpack_packer *pk, const transcode_version_t *v)
     s_pack_kv_int(pk, "sample_rate", p->sample_rate);
     s_pack_kv_int(pk, "channels", p->channels);
     s_pack_kv_int(pk, "bits", p->bits);
-    s_pack_kv_int(pk, "duration_ms", v->status == TRANSCODE_READY ? v->result.duration_ms
-                                                                    : p->duration_ms);
+    s_pack_kv_int(pk, "duration_ms",
+                  v->status == TRANSCODE_READY ? v->result.duration_ms : p->duration_ms);
     s_pack_kv_bool(pk, "lossless", p->lossless);
     s_pack_kv_int(pk, "attempts", v->attempts);
     s_pack_kv_str(pk, "created_at", created);
@@ -316,8 +315,8 @@ static void s_track_entry(const transcode_version_t *v, unsigned char out[8 + MB
     memcpy(out + 8, v->version, MB_ID_LEN);
 }
 
-int transcode_store_put_version(transcode_store_t *self, MDB_txn *txn,
-                                const transcode_version_t *v, bool is_new)
+int transcode_store_put_version(transcode_store_t *self, MDB_txn *txn, const transcode_version_t *v,
+                                bool is_new)
 {
     msgpack_sbuffer buf;
     msgpack_sbuffer_init(&buf);
@@ -354,8 +353,7 @@ static int s_del_dup(MDB_txn *txn, MDB_dbi dbi, MDB_val key, MDB_val val)
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-int transcode_store_del_version(transcode_store_t *self, MDB_txn *txn,
-                                const transcode_version_t *v)
+int transcode_store_del_version(transcode_store_t *self, MDB_txn *txn, const transcode_version_t *v)
 {
     unsigned char entry[8 + MB_ID_LEN];
     s_track_entry(v, entry);

@@ -48,15 +48,15 @@ typedef struct {
 typedef struct {
     char host[TRANSCODE_HOST_MAX + 1];
     uint32_t pid;
-    uint64_t start;  /* the process's start time (clock ticks after boot), against pid reuse */
-    uint64_t token;  /* random per claim: two claims of one process differ */
+    uint64_t start; /* the process's start time (clock ticks after boot), against pid reuse */
+    uint64_t token; /* random per claim: two claims of one process differ */
 } transcode_owner_t;
 
 typedef struct {
-    int64_t enqueued_ms;    /* order of the queue */
-    int64_t lease_until_ms; /* 0: free to take; else held until then */
+    int64_t enqueued_ms;     /* order of the queue */
+    int64_t lease_until_ms;  /* 0: free to take; else held until then */
     transcode_owner_t owner; /* meaningful while leased */
-    uint32_t attempts;      /* claims so far */
+    uint32_t attempts;       /* claims so far */
 } transcode_job_t;
 
 typedef struct transcode_store transcode_store_t;
@@ -74,8 +74,8 @@ const char *transcode_status_name(transcode_status_t status);
 
 /*  Writes a version; `is_new` also links it in the track and master
     indexes. */
-int transcode_store_put_version(transcode_store_t *self, MDB_txn *txn,
-                                const transcode_version_t *v, bool is_new);
+int transcode_store_put_version(transcode_store_t *self, MDB_txn *txn, const transcode_version_t *v,
+                                bool is_new);
 
 /*  Reads version `version` into *v. MDB_NOTFOUND when unknown. */
 int transcode_store_get_version(transcode_store_t *self, MDB_txn *txn, const char *version,

@@ -176,8 +176,8 @@ Test(mb_blob, put_file_large_in_many_reads)
 
 Test(mb_blob, names_are_checked)
 {
-    cr_assert(mb_blob_hex_valid("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-                                64));
+    cr_assert(
+        mb_blob_hex_valid("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", 64));
     cr_assert_not(
         mb_blob_hex_valid("0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef", 64));
     cr_assert_not(mb_blob_hex_valid("0123", 4));

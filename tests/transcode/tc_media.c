@@ -540,7 +540,8 @@ int tc_parse_master(const char *path, tc_master_playlist_t *pl, char *why, size_
             pl->independent = true;
             continue;
         }
-        if (sscanf(line, "#EXT-X-STREAM-INF:BANDWIDTH=%llu,AVERAGE-BANDWIDTH=%llu,CODECS=\"%31[^\"]\"%n",
+        if (sscanf(line,
+                   "#EXT-X-STREAM-INF:BANDWIDTH=%llu,AVERAGE-BANDWIDTH=%llu,CODECS=\"%31[^\"]\"%n",
                    &bw, &avg, codecs, &n) == 3 &&
             !line[n]) {
             if (pl->n >= TC_VARIANTS_MAX || bw == 0 || avg == 0)

@@ -227,8 +227,13 @@ static void s_master(tc_gen_t gen, char hex[MB_BLOB_HEX_LEN + 1])
 
 static void s_flac_master(double seconds, char hex[MB_BLOB_HEX_LEN + 1])
 {
-    s_master((tc_gen_t){.format = "flac", .codec = "flac", .rate = 44100, .channels = 2,
-                        .seconds = seconds, .amplitude = 0.1, .noise = true},
+    s_master((tc_gen_t){.format = "flac",
+                        .codec = "flac",
+                        .rate = 44100,
+                        .channels = 2,
+                        .seconds = seconds,
+                        .amplitude = 0.1,
+                        .noise = true},
              hex);
 }
 
@@ -249,8 +254,7 @@ static size_t s_outbox(const char *topic, s_obj_t *last)
     for (MDB_cursor_op op = MDB_FIRST; mdb_cursor_get(cur, &k, &v, op) == 0; op = MDB_NEXT) {
         msgpack_unpacked msg;
         msgpack_unpacked_init(&msg);
-        cr_assert_eq(msgpack_unpack_next(&msg, v.mv_data, v.mv_size, NULL),
-                     MSGPACK_UNPACK_SUCCESS);
+        cr_assert_eq(msgpack_unpack_next(&msg, v.mv_data, v.mv_size, NULL), MSGPACK_UNPACK_SUCCESS);
         if (mb_obj_str_eq(mb_map_get(&msg.data, "topic"), topic)) {
             n++;
             if (last) {
@@ -464,9 +468,10 @@ Test(transcode_actor, bad_arguments_are_400)
     a = (s_ingest_args_t){.track = "t", .hash = "ABC", .size = -1};
     s_call("audio.ingest", s_pack_ingest, &a, &r);
     cr_assert_str_eq(r.field, "blob.hash");
-    a = (s_ingest_args_t){
-        .track = "t", .hash = "00000000000000000000000000000000000000000000000000000000000000ff",
-        .size = -1};
+    a = (s_ingest_args_t){.track = "t",
+                          .hash =
+                              "00000000000000000000000000000000000000000000000000000000000000ff",
+                          .size = -1};
     s_call("audio.ingest", s_pack_ingest, &a, &r);
     cr_assert_eq(r.status, 400);
     cr_assert(strstr(r.message, "no blob"), "%s", r.message);
@@ -582,8 +587,8 @@ Test(transcode_actor, a_worker_killed_mid_job_leaves_nothing_visible_and_the_job
     cr_assert_eq(s_outbox_count(TRANSCODE_TOPIC_READY), 1);
     tc_master_playlist_t pl;
     char why[256];
-    cr_assert_eq(tc_parse_master(s_hls("%s/master.m3u8", version), &pl, why, sizeof why), 0,
-                 "%s", why);
+    cr_assert_eq(tc_parse_master(s_hls("%s/master.m3u8", version), &pl, why, sizeof why), 0, "%s",
+                 why);
     cr_assert_eq(pl.n, 5);
     free(v);
 }

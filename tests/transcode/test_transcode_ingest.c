@@ -107,8 +107,8 @@ static void s_start_stack(void)
     snprintf(log, sizeof log, "%s/stack.log", s_dir);
     mkdir(data, 0755);
     snprintf(ready, sizeof ready, "%s/broker.ready", s_dir);
-    char *bargv[] = {broker, "--bind", "tcp://127.0.0.1:*", "--data", data, "--ready-file", ready,
-                     NULL};
+    char *bargv[] = {broker, "--bind", "tcp://127.0.0.1:*", "--data", data, "--ready-file",
+                     ready,  NULL};
     s_pids[0] = s_spawn(bargv, log);
     s_wait_ready(ready, s_endpoint, sizeof s_endpoint);
     snprintf(ready, sizeof ready, "%s/catalog.ready", s_dir);
@@ -189,19 +189,34 @@ Test(transcode_ingest, usage_a_folder_in_twice)
     mkdir(album, 0755);
     snprintf(cover, sizeof cover, "%s/cover.jpg", s_dir);
     cr_assert_eq(tc_jpeg(cover, 200, 200), 0);
-    const char *tags1[] = {"artist", "Artist One", "album_artist", "Artist One", "album",
-                           "First Album", "title", "Opening", "track", "1/2", "date",
-                           "2001-05-20", "ISRC", "GB-AAA-01-00001", "genre", "Rock", NULL};
+    const char *tags1[] = {"artist",      "Artist One", "album_artist", "Artist One",      "album",
+                           "First Album", "title",      "Opening",      "track",           "1/2",
+                           "date",        "2001-05-20", "ISRC",         "GB-AAA-01-00001", "genre",
+                           "Rock",        NULL};
     const char *tags2[] = {"artist", "Artist One", "album", "First Album", "title", "Second",
-                           "track", "2/2", "date", "2001", NULL};
-    s_write("Artist One - First Album/01.flac",
-            (tc_gen_t){.format = "flac", .codec = "flac", .rate = 44100, .channels = 2,
-                       .seconds = 8, .amplitude = 0.2, .tags = tags1, .cover = cover});
-    s_write("Artist One - First Album/02.mp3",
-            (tc_gen_t){.format = "mp3", .codec = "libmp3lame", .rate = 44100, .channels = 2,
-                       .seconds = 7, .amplitude = 0.2, .bitrate = 192000, .tags = tags2});
-    s_write("untagged.wav", (tc_gen_t){.format = "wav", .codec = "pcm_s16le", .rate = 48000,
-                                       .channels = 2, .seconds = 3, .amplitude = 0.2});
+                           "track",  "2/2",        "date",  "2001",        NULL};
+    s_write("Artist One - First Album/01.flac", (tc_gen_t){.format = "flac",
+                                                           .codec = "flac",
+                                                           .rate = 44100,
+                                                           .channels = 2,
+                                                           .seconds = 8,
+                                                           .amplitude = 0.2,
+                                                           .tags = tags1,
+                                                           .cover = cover});
+    s_write("Artist One - First Album/02.mp3", (tc_gen_t){.format = "mp3",
+                                                          .codec = "libmp3lame",
+                                                          .rate = 44100,
+                                                          .channels = 2,
+                                                          .seconds = 7,
+                                                          .amplitude = 0.2,
+                                                          .bitrate = 192000,
+                                                          .tags = tags2});
+    s_write("untagged.wav", (tc_gen_t){.format = "wav",
+                                       .codec = "pcm_s16le",
+                                       .rate = 48000,
+                                       .channels = 2,
+                                       .seconds = 3,
+                                       .amplitude = 0.2});
     char broken[256];
     snprintf(broken, sizeof broken, "%s/broken.flac", music);
     FILE *f = fopen(broken, "wb");
@@ -243,8 +258,8 @@ Test(transcode_ingest, usage_a_folder_in_twice)
     cr_assert_eq(status, 0, "%s", out);
     cr_assert(strstr(out, "masters: 0 new versions, 0 already there, 3 files unchanged"), "%s",
               out);
-    cr_assert(strstr(out, "catalog: 0 artists, 0 albums, 0 tracks created; 0 tracks updated"),
-              "%s", out);
+    cr_assert(strstr(out, "catalog: 0 artists, 0 albums, 0 tracks created; 0 tracks updated"), "%s",
+              out);
     cr_assert_eq(s_bus("transcode", "audio.versions", "id", track, &rep), 200);
     cr_assert_eq(mb_map_get(rep.body, "versions")->via.array.size, 1);
     mb_reply_release(&rep);

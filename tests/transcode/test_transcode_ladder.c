@@ -6,9 +6,9 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <libavutil/error.h>
 #include <libavutil/log.h>
@@ -138,9 +138,12 @@ static void s_check_decodes(const char *out, const char *name, int64_t master_sa
 Test(transcode_ladder, usage_flac_master_makes_the_whole_ladder)
 {
     /* 20 s of a -20 dBFS 997 Hz sine, CD format. */
-    const char *master = s_master("m.flac", (tc_gen_t){.format = "flac", .codec = "flac",
-                                                       .rate = 44100, .channels = 2,
-                                                       .seconds = 20, .amplitude = 0.1});
+    const char *master = s_master("m.flac", (tc_gen_t){.format = "flac",
+                                                       .codec = "flac",
+                                                       .rate = 44100,
+                                                       .channels = 2,
+                                                       .seconds = 20,
+                                                       .amplitude = 0.1});
     transcode_ladder_result_t res;
     char why[512];
     cr_assert_eq(s_run(master, "out", &res, why, sizeof why), 0, "%s", why);
@@ -159,8 +162,8 @@ Test(transcode_ladder, usage_flac_master_makes_the_whole_ladder)
 
     char perr[512];
     tc_master_playlist_t master_pl, free_pl;
-    cr_assert_eq(tc_parse_master(s_path("out/master.m3u8"), &master_pl, perr, sizeof perr), 0,
-                 "%s", perr);
+    cr_assert_eq(tc_parse_master(s_path("out/master.m3u8"), &master_pl, perr, sizeof perr), 0, "%s",
+                 perr);
     cr_assert(master_pl.independent);
     cr_assert_eq(master_pl.n, 5);
     for (size_t i = 0; i < 5; i++) {
@@ -170,8 +173,7 @@ Test(transcode_ladder, usage_flac_master_makes_the_whole_ladder)
         cr_assert_str_eq(master_pl.codecs[i], i < 4 ? "mp4a.40.2" : "fLaC");
         cr_assert_eq(master_pl.bandwidth[i], res.rungs[i].bandwidth);
         cr_assert_eq(master_pl.average[i], res.rungs[i].average_bandwidth);
-        s_check_rung("out", names[i], 20.0, master_pl.bandwidth[i], master_pl.average[i],
-                     i < 4);
+        s_check_rung("out", names[i], 20.0, master_pl.bandwidth[i], master_pl.average[i], i < 4);
     }
     cr_assert_eq(tc_parse_master(s_path("out/master-free.m3u8"), &free_pl, perr, sizeof perr), 0,
                  "%s", perr);
@@ -195,9 +197,12 @@ Test(transcode_ladder, usage_flac_master_makes_the_whole_ladder)
 
 Test(transcode_ladder, wav_24_bit_is_encoded_to_flac_bit_exact)
 {
-    const char *master = s_master("m24.wav", (tc_gen_t){.format = "wav", .codec = "pcm_s24le",
-                                                        .rate = 96000, .channels = 2,
-                                                        .seconds = 8, .amplitude = 0.3,
+    const char *master = s_master("m24.wav", (tc_gen_t){.format = "wav",
+                                                        .codec = "pcm_s24le",
+                                                        .rate = 96000,
+                                                        .channels = 2,
+                                                        .seconds = 8,
+                                                        .amplitude = 0.3,
                                                         .noise = true});
     transcode_ladder_result_t res;
     char why[512];
@@ -218,9 +223,13 @@ Test(transcode_ladder, wav_24_bit_is_encoded_to_flac_bit_exact)
 
 Test(transcode_ladder, lossy_master_has_no_lossless_rung)
 {
-    const char *master = s_master("m.mp3", (tc_gen_t){.format = "mp3", .codec = "libmp3lame",
-                                                      .rate = 44100, .channels = 2, .seconds = 8,
-                                                      .amplitude = 0.2, .bitrate = 192000});
+    const char *master = s_master("m.mp3", (tc_gen_t){.format = "mp3",
+                                                      .codec = "libmp3lame",
+                                                      .rate = 44100,
+                                                      .channels = 2,
+                                                      .seconds = 8,
+                                                      .amplitude = 0.2,
+                                                      .bitrate = 192000});
     transcode_ladder_result_t res;
     char why[512];
     cr_assert_eq(s_run(master, "out", &res, why, sizeof why), 0, "%s", why);
@@ -234,9 +243,12 @@ Test(transcode_ladder, lossy_master_has_no_lossless_rung)
 
 Test(transcode_ladder, mono_master_gives_stereo_aac_and_mono_flac)
 {
-    const char *master = s_master("mono.flac", (tc_gen_t){.format = "flac", .codec = "flac",
-                                                          .rate = 48000, .channels = 1,
-                                                          .seconds = 7, .amplitude = 0.2});
+    const char *master = s_master("mono.flac", (tc_gen_t){.format = "flac",
+                                                          .codec = "flac",
+                                                          .rate = 48000,
+                                                          .channels = 1,
+                                                          .seconds = 7,
+                                                          .amplitude = 0.2});
     transcode_ladder_result_t res;
     char why[512];
     cr_assert_eq(s_run(master, "out", &res, why, sizeof why), 0, "%s", why);
@@ -247,9 +259,12 @@ Test(transcode_ladder, mono_master_gives_stereo_aac_and_mono_flac)
 
 Test(transcode_ladder, short_master_is_one_segment)
 {
-    const char *master = s_master("short.wav", (tc_gen_t){.format = "wav", .codec = "pcm_s16le",
-                                                          .rate = 44100, .channels = 2,
-                                                          .seconds = 2, .amplitude = 0.2});
+    const char *master = s_master("short.wav", (tc_gen_t){.format = "wav",
+                                                          .codec = "pcm_s16le",
+                                                          .rate = 44100,
+                                                          .channels = 2,
+                                                          .seconds = 2,
+                                                          .amplitude = 0.2});
     transcode_ladder_result_t res;
     char why[512];
     cr_assert_eq(s_run(master, "out", &res, why, sizeof why), 0, "%s", why);
@@ -271,9 +286,12 @@ Test(transcode_ladder, garbage_and_truncated_masters_fail_with_a_reason)
     cr_assert_eq(s_run(garbage, "out1", &res, why, sizeof why), MB_EPROTO);
     cr_assert_neq(why[0], '\0');
 
-    const char *master = s_master("whole.flac", (tc_gen_t){.format = "flac", .codec = "flac",
-                                                           .rate = 44100, .channels = 2,
-                                                           .seconds = 10, .amplitude = 0.2,
+    const char *master = s_master("whole.flac", (tc_gen_t){.format = "flac",
+                                                           .codec = "flac",
+                                                           .rate = 44100,
+                                                           .channels = 2,
+                                                           .seconds = 10,
+                                                           .amplitude = 0.2,
                                                            .noise = true});
     FILE *in = fopen(master, "rb");
     char *cut = s_path("cut.flac");
@@ -299,9 +317,12 @@ static int s_stop_at_once(void *arg)
 
 Test(transcode_ladder, tick_stops_the_job)
 {
-    const char *master = s_master("long.flac", (tc_gen_t){.format = "flac", .codec = "flac",
-                                                          .rate = 44100, .channels = 2,
-                                                          .seconds = 60, .amplitude = 0.2,
+    const char *master = s_master("long.flac", (tc_gen_t){.format = "flac",
+                                                          .codec = "flac",
+                                                          .rate = 44100,
+                                                          .channels = 2,
+                                                          .seconds = 60,
+                                                          .amplitude = 0.2,
                                                           .noise = true});
     int ticks = 0;
     char *dir = s_path("out");

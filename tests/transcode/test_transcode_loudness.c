@@ -28,8 +28,8 @@ static float *s_make(const s_sig_t *sig, double seconds, size_t *n)
     float *x = malloc(*n * sizeof *x);
     for (size_t i = 0; i < *n; i++) {
         double t = (double)i / RATE;
-        double a = sig->switch_s > 0 && fmod(t, 2 * sig->switch_s) >= sig->switch_s ? sig->amp2
-                                                                                     : sig->amp;
+        double a =
+            sig->switch_s > 0 && fmod(t, 2 * sig->switch_s) >= sig->switch_s ? sig->amp2 : sig->amp;
         x[i] = (float)(a * sin(2 * M_PI * sig->freq * t + sig->phase));
     }
     return x;
@@ -62,9 +62,9 @@ static void s_ebur128(const float *x, size_t n, double *i_lufs, double *lra, dou
     char args[256];
     snprintf(args, sizeof args,
              "time_base=1/%d:sample_rate=%d:sample_fmt=fltp:channel_layout=stereo", RATE, RATE);
-    cr_assert_geq(avfilter_graph_create_filter(&src, avfilter_get_by_name("abuffer"), "in", args,
-                                               NULL, g),
-                  0);
+    cr_assert_geq(
+        avfilter_graph_create_filter(&src, avfilter_get_by_name("abuffer"), "in", args, NULL, g),
+        0);
     cr_assert_geq(avfilter_graph_create_filter(&meter, avfilter_get_by_name("ebur128"), "r128",
                                                "metadata=1:peak=true", NULL, g),
                   0);

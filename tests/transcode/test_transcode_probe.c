@@ -115,8 +115,8 @@ Test(transcode_probe, wav_16_and_24_bit)
 {
     s_accepts(s_make("m.wav", (tc_gen_t){.format = "wav", .codec = "pcm_s16le"}), "wav",
               "pcm_s16le", true);
-    const char *p24 = s_make("m24.wav", (tc_gen_t){.format = "wav", .codec = "pcm_s24le",
-                                                   .rate = 96000});
+    const char *p24 =
+        s_make("m24.wav", (tc_gen_t){.format = "wav", .codec = "pcm_s24le", .rate = 96000});
     transcode_probe_t p;
     char why[256];
     cr_assert_eq(transcode_probe(p24, &p, why, sizeof why), 0, "%s", why);
@@ -133,9 +133,9 @@ Test(transcode_probe, aiff)
 
 Test(transcode_probe, mp3)
 {
-    s_accepts(s_make("m.mp3", (tc_gen_t){.format = "mp3", .codec = "libmp3lame",
-                                         .bitrate = 192000}),
-              "mp3", "mp3", false);
+    s_accepts(
+        s_make("m.mp3", (tc_gen_t){.format = "mp3", .codec = "libmp3lame", .bitrate = 192000}),
+        "mp3", "mp3", false);
 }
 
 Test(transcode_probe, aac_in_m4a_and_adts)
