@@ -1279,7 +1279,8 @@ void gw_ws_stop(gw_ws_t *self)
     /* Closing reorders the heap: close from a copy. */
     size_t n = self->n;
     s_conn_t **all = mb_malloc((n ? n : 1) * sizeof *all);
-    memcpy(all, self->heap, n * sizeof *all);
+    if (n) /* heap is NULL until a first WebSocket: memcpy from NULL is UB */
+        memcpy(all, self->heap, n * sizeof *all);
     for (size_t i = 0; i < n; i++)
         s_close(self, all[i], WSLAY_CODE_GOING_AWAY, "going away");
     free(all);
