@@ -26,6 +26,8 @@ const char *mb_strerror(int err)
         return "interrupted";
     case MB_ETOOBIG:
         return "input too large";
+    case MB_ENOTYET:
+        return "not yet: waiting for progress elsewhere";
     default:
         return "unknown error";
     }

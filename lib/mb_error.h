@@ -17,6 +17,7 @@ enum {
     MB_EFULL = -8,     /* storage is full (MDB_MAP_FULL) or a queue is full */
     MB_EINTR = -9,     /* interrupted: the process was asked to stop */
     MB_ETOOBIG = -10,  /* input larger than the limit */
+    MB_ENOTYET = -11,  /* not possible yet: depends on progress elsewhere; retry shortly */
 };
 
 /*  Returns a static English description of `err` (never NULL). */

@@ -30,7 +30,8 @@
 #define S_OUTBOX_BATCH_BYTES (4u << 20) /* ... and bytes, unless one event is larger */
 #define S_CONSUMER_WAIT_MS 1000         /* long poll of mb_consumer_run() */
 #define S_CONSUMER_BATCH 1000           /* default events per fetch */
-#define S_IDLE_OFFSET_MS 5000           /* how often an idle consumer stores how far it scanned */
+#define S_IDLE_OFFSET_MS 500            /* how often an idle consumer stores how far it scanned */
+#define S_NOT_YET_MS 100                /* pause before retrying an event applied "not yet" */
 #define S_BACKOFF_MIN_MS 100
 #define S_BACKOFF_MAX_MS 5000
 #define S_ERROR_MAX 512 /* bytes of error text kept */
@@ -1003,6 +1004,8 @@ static int s_apply_batch(mb_consumer_t *self, const mb_batch_t *batch, size_t *a
         return 0;
     }
     size_t done = 0, bad = 0;
+    uint64_t upto = batch->next; /* the offset this batch stores */
+    bool not_yet = false;
     for (size_t i = 0; rc == 0 && i < batch->count; i++) {
         mb_event_t *ev = &batch->events[i];
         if (ev->seq < next)
@@ -1025,7 +1028,16 @@ static int s_apply_batch(mb_consumer_t *self, const mb_batch_t *batch, size_t *a
             done++;
         } else {
             mdb_txn_abort(child);
-            if (apply_rc == MB_EINVAL) {
+            if (apply_rc == MB_ENOTYET) {
+                /* "Not yet" (the event depends on another group's
+                   progress): keep what was applied before it, stop here
+                   and come back to it shortly. */
+                mb_debug(0, "consumer %s: event %llu not applicable yet: %s", group,
+                         (unsigned long long)ev->seq, self->why[0] ? self->why : "waiting");
+                upto = ev->seq;
+                not_yet = true;
+                break;
+            } else if (apply_rc == MB_EINVAL) {
                 mb_warn(0, "consumer %s: skipped event %llu (%.*s, key '%.*s'): %s", group,
                         (unsigned long long)ev->seq, (int)ev->topic_len, ev->topic,
                         (int)ev->key_len, ev->key, self->why[0] ? self->why : "malformed");
@@ -1041,8 +1053,8 @@ static int s_apply_batch(mb_consumer_t *self, const mb_batch_t *batch, size_t *a
             }
         }
     }
-    if (rc == 0)
-        rc = s_offset_put(txn, self->offsets, group, batch->next, skipped + bad);
+    if (rc == 0 && upto > next)
+        rc = s_offset_put(txn, self->offsets, group, upto, skipped + bad);
     if (rc == 0)
         rc = mdb_txn_commit(txn);
     else
@@ -1055,7 +1067,7 @@ static int s_apply_batch(mb_consumer_t *self, const mb_batch_t *batch, size_t *a
     self->stats.applied += done;
     self->stats.skipped += bad;
     *applied = done;
-    return 0;
+    return not_yet ? MB_ENOTYET : 0;
 }
 
 /*  Stores `next` after empty batches, at most every S_IDLE_OFFSET_MS: a
@@ -1119,7 +1131,7 @@ int mb_consumer_run_once(mb_consumer_t *self, unsigned wait_ms, size_t *applied)
         rc = s_store_idle_offset(self, batch.next);
     if (rc == 0 && batch.next > self->known_next)
         self->known_next = batch.next;
-    if (rc)
+    if (rc && rc != MB_ENOTYET)
         self->stats.failures++;
     mb_batch_release(&batch);
     return rc;
@@ -1157,6 +1169,11 @@ int mb_consumer_run(mb_consumer_t *self)
             break;
         if (rc == MB_ENOTFOUND)
             return rc;
+        if (rc == MB_ENOTYET) {
+            /* An event is not applicable yet; what came before it is. */
+            s_sleep(self, S_NOT_YET_MS);
+            continue;
+        }
         backoff = backoff ? backoff * 2 : S_BACKOFF_MIN_MS;
         if (backoff > S_BACKOFF_MAX_MS)
             backoff = S_BACKOFF_MAX_MS;

@@ -227,6 +227,10 @@ int mb_outbox_count(MDB_env *env, size_t *count);
                  writes are discarded, the reason is logged, the event is
                  counted as skipped and the offset moves past it. A bad
                  event never stops a consumer;
+      MB_ENOTYET not applicable yet (it depends on another group's
+                 progress): its writes are discarded, the events before
+                 it in the batch are kept and the offset stops at it;
+                 it is offered again about 100 ms later;
       any other negative code (an LMDB code too: MDB_MAP_FULL...)
                  a transient failure: the whole batch is rolled back and
                  retried later, with backoff.
@@ -281,8 +285,9 @@ void mb_consumer_destroy(mb_consumer_t **self_p);
     events applied. Returns 0 (also when there was nothing new, or another
     worker applied the batch first), MB_ENOTFOUND for a retention gap
     (logged at error level; the offset is left alone), MB_EINTR when
-    asked to stop during the fetch, the fetch's other errors, a transient
-    apply failure (the handler's code), or MB_EFULL/MB_EDB. */
+    asked to stop during the fetch, the fetch's other errors, MB_ENOTYET
+    when an event was not applicable yet (those before it were applied),
+    a transient apply failure (the handler's code), or MB_EFULL/MB_EDB. */
 int mb_consumer_run_once(mb_consumer_t *self, unsigned wait_ms, size_t *applied);
 
 /*  Runs cycles until asked to stop (mb_consumer_stop(), SIGTERM), backing

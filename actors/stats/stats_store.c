@@ -500,7 +500,7 @@ int stats_store_apply_play(stats_store_t *self, MDB_txn *txn, const mb_event_t *
             return rc;
         if (behind) {
             *why = "waiting for the track and user events before this play";
-            return MB_EAGAIN;
+            return MB_ENOTYET;
         }
     }
 

@@ -150,7 +150,7 @@ static void s_offset(uint64_t *next, uint64_t *skipped)
         rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
     if (rc == 0)
         rc = mdb_dbi_open(txn, "_offsets", 0, &dbi);
-    MDB_val k = {.mv_size = 5, .mv_data = "stats"}, v;
+    MDB_val k = {.mv_size = 11, .mv_data = "stats.plays"}, v; /* the plays group */
     if (rc == 0 && mdb_get(txn, dbi, &k, &v) == 0 && v.mv_size == 16) {
         const unsigned char *b = v.mv_data;
         for (int i = 0; i < 8; i++) {

@@ -12,7 +12,7 @@ Test(mb_error, describes_a_code)
 
 Test(mb_error, every_code_is_distinct_and_known)
 {
-    for (int a = MB_ETOOBIG; a <= MB_OK; a++) {
+    for (int a = MB_ENOTYET; a <= MB_OK; a++) {
         cr_assert_neq(strcmp(mb_strerror(a), "unknown error"), 0, "code %d", a);
         for (int b = a + 1; b <= MB_OK; b++)
             cr_assert_neq(strcmp(mb_strerror(a), mb_strerror(b)), 0, "%d vs %d", a, b);

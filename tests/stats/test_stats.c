@@ -551,7 +551,7 @@ Test(stats, a_play_of_an_unknown_track_waits_until_the_meta_group_is_past_it)
        its artist. */
     cr_assert_eq(
         s_apply_at(20, "play", key, s_play_data("u1", "t1", at, 40000, "client"), NULL, &why),
-        MB_EAGAIN);
+        MB_ENOTYET);
     cr_assert(strstr(why, "waiting"));
     s_meta_offset(15);
     s_track("t1", "Song", "[\"a1\"]", NULL, 200000);
@@ -564,7 +564,7 @@ Test(stats, a_play_of_an_unknown_track_waits_until_the_meta_group_is_past_it)
        the play: counted without artists, no more waiting. */
     cr_assert_eq(s_apply_at(30, "play", "c:u1:x", s_play_data("u1", "ghost", at, 40000, "client"),
                             NULL, NULL),
-                 MB_EAGAIN);
+                 MB_ENOTYET);
     s_meta_offset(31);
     cr_assert_eq(s_apply_at(30, "play", "c:u1:x", s_play_data("u1", "ghost", at, 40000, "client"),
                             NULL, NULL),
