@@ -146,7 +146,8 @@ void stats_date_format(int64_t day, char out[STATS_DATE_LEN + 1])
         y = 0, m = 1, d = 1;
     else if (y > 9999)
         y = 9999, m = 12, d = 31;
-    snprintf(out, STATS_DATE_LEN + 1, "%04d-%02u-%02u", (int)y, m, d);
+    /* m and d are 1..12 and 1..31; "% 100" lets the compiler see they fit. */
+    snprintf(out, STATS_DATE_LEN + 1, "%04d-%02u-%02u", (int)y, m % 100u, d % 100u);
 }
 
 void stats_time_format(int64_t ms, char out[STATS_TIME_MAX + 1])
