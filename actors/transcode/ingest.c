@@ -80,7 +80,7 @@ typedef struct {
     uint64_t rid;
     mb_blob_store_t *blobs;
     MDB_env *env;
-    MDB_dbi files, artists, albums;
+    MDB_dbi files, artists, albums, tracks;
     uint64_t max_size;
     char **paths;
     size_t n_paths, cap_paths;
@@ -286,6 +286,7 @@ static void s_remember_file(s_tool_t *t, const char *path, const struct stat *st
                          (unsigned long long)st->st_mtim.tv_nsec,
                      master, track);
     s_state_put(t, t->files, path, rec, (size_t)n);
+    s_state_put(t, t->tracks, track, path, strlen(path));
 }
 
 /* ---- tags ------------------------------------------------------------------------ */
@@ -697,7 +698,11 @@ static int s_track(s_tool_t *t, const char *path, s_track_args_t *a, char id[S_I
             mb_obj_str(mb_map_get(m, "id"), &s, &len) && len <= S_ID_MAX) {
             memcpy(id, s, len);
             id[len] = '\0';
-            found = true;
+            /* Another file of ours already is that track (two songs with
+               one title on one album): this one is a track of its own. */
+            char owner[4096];
+            found =
+                s_state_get(t, t->tracks, id, owner, sizeof owner) != 0 || strcmp(owner, path) == 0;
         }
     }
     mb_reply_release(&rep);
@@ -998,7 +1003,7 @@ static int s_open_state(s_tool_t *t, const char *data)
     MDB_txn *txn = NULL;
     int rc = mdb_env_create(&t->env);
     if (rc == 0)
-        rc = mdb_env_set_maxdbs(t->env, 4);
+        rc = mdb_env_set_maxdbs(t->env, 5);
     if (rc == 0)
         rc = mdb_env_set_mapsize(t->env, (size_t)256 << 20);
     if (rc == 0)
@@ -1011,6 +1016,8 @@ static int s_open_state(s_tool_t *t, const char *data)
         rc = mdb_dbi_open(txn, "artists", MDB_CREATE, &t->artists);
     if (rc == 0)
         rc = mdb_dbi_open(txn, "albums", MDB_CREATE, &t->albums);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "tracks", MDB_CREATE, &t->tracks);
     if (rc == 0)
         rc = mdb_txn_commit(txn);
     else if (txn)
