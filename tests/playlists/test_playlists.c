@@ -24,7 +24,7 @@
 #include "mb_events.h"
 #include "mb_jwt.h"
 #include "mb_msgpack.h"
-#include "pl_harness.h"
+#include "actor_harness.h"
 #include "playlists.h"
 #include "playlists_items.h"
 #include "playlists_store.h"
@@ -75,7 +75,7 @@ static void s_close_env(void)
 
 static void s_setup(void)
 {
-    pl_tmpdir(s_dir, "test_playlists");
+    th_tmpdir(s_dir, "test_playlists");
     s_def = *playlists_actor_def();
     s_def.map_size = (size_t)512 << 20;
     s_kept = calloc(S_KEPT_MAX, sizeof *s_kept);
@@ -89,7 +89,7 @@ static void s_teardown(void)
     s_kept_n = 0;
     free(s_kept);
     s_close_env();
-    pl_rmdir(s_dir);
+    th_rmdir(s_dir);
 }
 
 TestSuite(playlists, .init = s_setup, .fini = s_teardown);
@@ -117,7 +117,7 @@ static reply_t s_call(const char *user, const char *op, const char *fmt, ...)
         va_start(ap, fmt);
         cr_assert(vasprintf(&text, fmt, ap) >= 0);
         va_end(ap);
-        args = pl_json("%s", text);
+        args = th_json("%s", text);
         free(text);
     }
     msgpack_sbuffer req;
@@ -136,7 +136,7 @@ static reply_t s_call(const char *user, const char *op, const char *fmt, ...)
     }
     if (args) {
         mb_pack_cstr(&pk, "args");
-        pl_pack_json(&pk, args);
+        th_pack_json(&pk, args);
         json_decref(args);
     }
     msgpack_sbuffer out;
@@ -149,7 +149,7 @@ static reply_t s_call(const char *user, const char *op, const char *fmt, ...)
     cr_assert_eq(rep.rid, rid);
     reply_t r = {.status = rep.status};
     if (rep.body)
-        r.body = s_keep(pl_to_json(rep.body));
+        r.body = s_keep(th_to_json(rep.body));
     s_copy(r.code, sizeof r.code, rep.code, rep.code_len);
     s_copy(r.field, sizeof r.field, rep.field, rep.field_len);
     s_copy(r.message, sizeof r.message, rep.message, rep.message_len);
@@ -202,7 +202,7 @@ static int s_apply_json(MDB_txn *txn, const char *topic, const char *key, json_t
     msgpack_sbuffer_init(&buf);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
-    pl_pack_json(&pk, data);
+    th_pack_json(&pk, data);
     json_decref(data);
     msgpack_unpacked msg;
     msgpack_unpacked_init(&msg);
@@ -239,7 +239,7 @@ static void s_tracks(const char *prefix, int n)
     for (int i = 0; i < n; i++) {
         char id[64];
         snprintf(id, sizeof id, "%s%d", prefix, i);
-        json_t *data = pl_json("{\"action\": \"created\", \"id\": \"%s\", \"object\": {\"id\": "
+        json_t *data = th_json("{\"action\": \"created\", \"id\": \"%s\", \"object\": {\"id\": "
                                "\"%s\", \"title\": \"Song %s\", \"artist_ids\": [\"art1\"], "
                                "\"album_id\": \"alb1\", \"duration_ms\": %d, "
                                "\"updated_at\": \"2026-11-28T02:10:00.000Z\"}}",
@@ -284,7 +284,7 @@ static event_t s_outbox_last(void)
     s_copy(e.topic, sizeof e.topic, s, len);
     cr_assert(mb_obj_str(mb_map_get(&msg.data, "key"), &s, &len));
     s_copy(e.key, sizeof e.key, s, len);
-    e.data = s_keep(pl_to_json(mb_map_get(&msg.data, "data")));
+    e.data = s_keep(th_to_json(mb_map_get(&msg.data, "data")));
     msgpack_unpacked_destroy(&msg);
     mdb_cursor_close(cursor);
     mdb_txn_abort(txn);
@@ -1037,7 +1037,7 @@ Test(playlists, catalog_deletes_and_takedowns_make_items_unavailable)
     const char *pid = s_create("owner", true, false);
     s_ok(s_add_range("owner", pid, "t", 0, 3), 201);
     cr_assert_eq(s_apply("catalog.track", "t1",
-                         pl_json("{\"action\": \"deleted\", \"id\": "
+                         th_json("{\"action\": \"deleted\", \"id\": "
                                  "\"t1\", \"object\": null}")),
                  0);
     reply_t r = s_ok(s_call("owner", "playlist.items", "{\"id\": \"%s\"}", pid), 200);
@@ -1057,7 +1057,7 @@ Test(playlists, catalog_deletes_and_takedowns_make_items_unavailable)
     /* A redelivered created after the delete does not bring it back. */
     cr_assert_eq(
         s_apply("catalog.track", "t1",
-                pl_json("{\"action\": \"created\", \"id\": \"t1\", \"object\": {\"title\": "
+                th_json("{\"action\": \"created\", \"id\": \"t1\", \"object\": {\"title\": "
                         "\"Song t1\", \"updated_at\": \"2026-11-28T02:10:00.000Z\"}}")),
         0);
     s_expect_error(s_call("owner", "playlist.items_add",
@@ -1066,7 +1066,7 @@ Test(playlists, catalog_deletes_and_takedowns_make_items_unavailable)
     /* Taken down (available false) and back; stale updates are ignored. */
     cr_assert_eq(
         s_apply("catalog.track", "t2",
-                pl_json("{\"action\": \"updated\", \"id\": \"t2\", \"object\": {\"title\": "
+                th_json("{\"action\": \"updated\", \"id\": \"t2\", \"object\": {\"title\": "
                         "\"Song t2 (remaster)\", \"available\": false, \"updated_at\": "
                         "\"2026-11-28T03:00:00.000Z\"}}")),
         0);
@@ -1076,7 +1076,7 @@ Test(playlists, catalog_deletes_and_takedowns_make_items_unavailable)
     cr_assert_str_eq(s_str(t2, "title"), "Song t2 (remaster)");
     cr_assert_eq(
         s_apply("catalog.track", "t2",
-                pl_json("{\"action\": \"updated\", \"id\": \"t2\", \"object\": {\"title\": "
+                th_json("{\"action\": \"updated\", \"id\": \"t2\", \"object\": {\"title\": "
                         "\"old\", \"updated_at\": \"2026-11-28T02:30:00.000Z\"}}")),
         0);
     r = s_ok(s_call("owner", "playlist.items", "{\"id\": \"%s\", \"offset\": 2}", pid), 200);
@@ -1084,7 +1084,7 @@ Test(playlists, catalog_deletes_and_takedowns_make_items_unavailable)
     cr_assert(json_is_false(json_object_get(t2, "available")), "an older event changes nothing");
     cr_assert_eq(
         s_apply("catalog.track", "t2",
-                pl_json("{\"action\": \"updated\", \"id\": \"t2\", \"object\": {\"title\": "
+                th_json("{\"action\": \"updated\", \"id\": \"t2\", \"object\": {\"title\": "
                         "\"Song t2\", \"available\": true, \"updated_at\": "
                         "\"2026-11-28T04:00:00.000Z\"}}")),
         0);
@@ -1093,7 +1093,7 @@ Test(playlists, catalog_deletes_and_takedowns_make_items_unavailable)
          201);
     /* A delete of a track never seen leaves a tombstone. */
     cr_assert_eq(s_apply("catalog.track", "t9",
-                         pl_json("{\"action\": \"deleted\", \"id\": \"t9\", \"object\": null}")),
+                         th_json("{\"action\": \"deleted\", \"id\": \"t9\", \"object\": null}")),
                  0);
     s_expect_error(s_call("owner", "playlist.items_add",
                           "{\"id\": \"%s\", \"body\": {\"ids\": [\"t9\"]}}", pid),
@@ -1102,22 +1102,22 @@ Test(playlists, catalog_deletes_and_takedowns_make_items_unavailable)
 
 Test(playlists, malformed_catalog_events_are_skipped)
 {
-    cr_assert_eq(s_apply("catalog.track", "x", pl_json("[1, 2]")), MB_EINVAL);
-    cr_assert_eq(s_apply("catalog.track", "x", pl_json("{\"action\": \"created\"}")), MB_EINVAL);
-    cr_assert_eq(s_apply("catalog.track", "x", pl_json("{\"action\": \"created\", \"id\": \"x\"}")),
+    cr_assert_eq(s_apply("catalog.track", "x", th_json("[1, 2]")), MB_EINVAL);
+    cr_assert_eq(s_apply("catalog.track", "x", th_json("{\"action\": \"created\"}")), MB_EINVAL);
+    cr_assert_eq(s_apply("catalog.track", "x", th_json("{\"action\": \"created\", \"id\": \"x\"}")),
                  MB_EINVAL);
     cr_assert_eq(s_apply("catalog.track", "x",
-                         pl_json("{\"action\": \"renamed\", \"id\": \"x\", \"object\": {}}")),
+                         th_json("{\"action\": \"renamed\", \"id\": \"x\", \"object\": {}}")),
                  MB_EINVAL);
     cr_assert_eq(s_apply("catalog.track", "x",
-                         pl_json("{\"action\": \"created\", \"id\": \"x/y\", \"object\": {}}")),
+                         th_json("{\"action\": \"created\", \"id\": \"x/y\", \"object\": {}}")),
                  MB_EINVAL);
     cr_assert_eq(s_apply("catalog.genre", "x",
-                         pl_json("{\"action\": \"created\", \"id\": \"x\", \"object\": {}}")),
+                         th_json("{\"action\": \"created\", \"id\": \"x\", \"object\": {}}")),
                  MB_EINVAL);
     /* Fields of the wrong type are kept as unknown, not refused. */
     cr_assert_eq(s_apply("catalog.track", "x",
-                         pl_json("{\"action\": \"created\", \"id\": \"x\", \"object\": {\"title\": "
+                         th_json("{\"action\": \"created\", \"id\": \"x\", \"object\": {\"title\": "
                                  "5, \"duration_ms\": \"long\"}}")),
                  0);
     const char *pid = s_create("owner", true, false);
@@ -1204,7 +1204,7 @@ Test(playlists, liked_tracks)
     s_expect_error(s_call(NULL, "library.tracks", NULL), 401, "unauthenticated", NULL);
     /* A liked track the catalog deletes stays, unavailable, and can go. */
     cr_assert_eq(s_apply("catalog.track", "t1",
-                         pl_json("{\"action\": \"deleted\", \"id\": \"t1\", \"object\": null}")),
+                         th_json("{\"action\": \"deleted\", \"id\": \"t1\", \"object\": null}")),
                  0);
     r = s_ok(s_call("u", "library.tracks_contains", "{\"ids\": [\"t1\"]}"), 200);
     cr_assert(json_is_true(json_array_get(r.body, 0)));
@@ -1215,12 +1215,12 @@ Test(playlists, saved_albums_and_followed_artists)
 {
     cr_assert_eq(
         s_apply("catalog.album", "al1",
-                pl_json("{\"action\": \"created\", \"id\": \"al1\", \"object\": {\"title\": "
+                th_json("{\"action\": \"created\", \"id\": \"al1\", \"object\": {\"title\": "
                         "\"Album\", \"artist_ids\": [\"ar1\"]}}")),
         0);
     cr_assert_eq(
         s_apply("catalog.artist", "ar1",
-                pl_json("{\"action\": \"created\", \"id\": \"ar1\", \"object\": {\"name\": "
+                th_json("{\"action\": \"created\", \"id\": \"ar1\", \"object\": {\"name\": "
                         "\"Band\"}}")),
         0);
     cr_assert_eq(s_call("u", "library.albums_save", "{\"ids\": [\"al1\"]}").status, 204);
@@ -1413,7 +1413,7 @@ static int s_child_call(const char *op, const char *args_text, char *snap)
     mb_pack_cstr(&pk, "auth");
     mb_jwt_pack_auth(&pk, &claims);
     mb_pack_cstr(&pk, "args");
-    pl_pack_json(&pk, args);
+    th_pack_json(&pk, args);
     json_decref(args);
     mb_actor_dispatch(&s_def, s_env, s_state, req.data, req.size, &out);
     mb_reply_t rep;

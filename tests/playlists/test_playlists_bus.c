@@ -27,7 +27,7 @@
 #include "mb_jwt.h"
 #include "mb_msgpack.h"
 #include "mb_zmq.h"
-#include "pl_harness.h"
+#include "actor_harness.h"
 
 #define S_WORKERS 2
 #define S_ADDS 60
@@ -88,7 +88,7 @@ static void s_up(void)
 {
     const char *bin_dir = getenv("MUSICBUS_BIN_DIR");
     cr_assert(bin_dir, "MUSICBUS_BIN_DIR is not set (run through ctest)");
-    pl_tmpdir(s_dir, "test_playlists_bus");
+    th_tmpdir(s_dir, "test_playlists_bus");
     char broker[PATH_MAX], actor[PATH_MAX], ready[128];
     snprintf(broker, sizeof broker, "%s/musicbus-broker", bin_dir);
     snprintf(actor, sizeof actor, "%s/musicbus-playlists", bin_dir);
@@ -136,7 +136,7 @@ static void s_down(void)
         if (system(cmd) != 0)
             perror("tail");
     }
-    pl_rmdir(s_dir);
+    th_rmdir(s_dir);
     cr_assert_eq(bad, -1, "process %d (0 = broker) did not exit 0 on SIGTERM (wait status %d)", bad,
                  how);
 }
@@ -148,7 +148,7 @@ TestSuite(playlists_bus, .init = s_up, .fini = s_down, .timeout = 120);
 static int s_call(mb_client_t *client, const char *op, const char *args, const char *key, char *out,
                   size_t cap)
 {
-    json_t *j = pl_json("%s", args);
+    json_t *j = th_json("%s", args);
     msgpack_sbuffer req;
     msgpack_sbuffer_init(&req);
     msgpack_packer pk;
@@ -160,7 +160,7 @@ static int s_call(mb_client_t *client, const char *op, const char *args, const c
     mb_pack_cstr(&pk, "auth");
     mb_jwt_pack_auth(&pk, &claims);
     mb_pack_cstr(&pk, "args");
-    pl_pack_json(&pk, j);
+    th_pack_json(&pk, j);
     json_decref(j);
     zmq_msg_t reply;
     int rc = mb_client_call(client, "playlists", req.data, req.size, 5000, &reply);
@@ -188,12 +188,12 @@ Test(playlists_bus, catalog_events_in_outbox_events_out_two_workers)
     cr_assert_not_null(bus);
     const char *track = "{\"action\": \"created\", \"id\": \"trk1\", \"object\": {\"id\": "
                         "\"trk1\", \"title\": \"Over the bus\", \"duration_ms\": 1000}}";
-    json_t *j = pl_json("%s", track);
+    json_t *j = th_json("%s", track);
     msgpack_sbuffer data;
     msgpack_sbuffer_init(&data);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &data, msgpack_sbuffer_write);
-    pl_pack_json(&pk, j);
+    th_pack_json(&pk, j);
     json_decref(j);
     cr_assert_eq(mb_events_publish(bus, "catalog.track", "trk1", data.data, data.size, NULL), 0,
                  "%s", mb_events_error(bus));

@@ -36,7 +36,7 @@
 #include "mb_msgpack.h"
 #include "mb_zmq.h"
 #include "stats.h"
-#include "stats_harness.h"
+#include "actor_harness.h"
 #include "stats_store.h"
 
 extern char **environ;
@@ -134,7 +134,7 @@ static json_t *s_call(mb_client_t *c, const char *service, const char *op, json_
     mb_pack_cstr(&pk, "auth");
     mb_jwt_pack_auth(&pk, &claims);
     mb_pack_cstr(&pk, "args");
-    h_pack_json(&pk, args);
+    th_pack_json(&pk, args);
     json_decref(args);
     zmq_msg_t msg;
     if (mb_client_call(c, service, req.data, req.size, 10000, &msg) != 0)
@@ -143,7 +143,7 @@ static json_t *s_call(mb_client_t *c, const char *service, const char *op, json_
     const char *why;
     if (mb_reply_decode(&rep, zmq_msg_data(&msg), zmq_msg_size(&msg), &why) != 0 || !rep.body)
         s_die("a catalog call was refused");
-    json_t *body = h_to_json(rep.body);
+    json_t *body = th_to_json(rep.body);
     mb_reply_release(&rep);
     zmq_msg_close(&msg);
     msgpack_sbuffer_destroy(&req);
@@ -232,7 +232,7 @@ int main(int argc, char **argv)
     char artist_ids[200][64];
     for (long a = 0; a < 200 && a < tracks; a++) {
         json_t *r = s_call(c, "catalog", "artist.create",
-                           h_json("{\"body\":{\"name\":\"Artist %ld\"}}", a));
+                           th_json("{\"body\":{\"name\":\"Artist %ld\"}}", a));
         snprintf(artist_ids[a], sizeof artist_ids[a], "%s",
                  json_string_value(json_object_get(r, "id")));
         json_decref(r);
@@ -241,13 +241,13 @@ int main(int argc, char **argv)
         if (t % 900 == 0) {
             json_t *r =
                 s_call(c, "catalog", "album.create",
-                       h_json("{\"body\":{\"title\":\"Album %ld\",\"artist_ids\":[\"%s\"]}}", t,
+                       th_json("{\"body\":{\"title\":\"Album %ld\",\"artist_ids\":[\"%s\"]}}", t,
                               artist_ids[0]));
             snprintf(album, sizeof album, "%s", json_string_value(json_object_get(r, "id")));
             json_decref(r);
         }
         json_decref(s_call(c, "catalog", "track.create",
-                           h_json("{\"body\":{\"title\":\"Song %ld\",\"artist_ids\":[\"%s\"],"
+                           th_json("{\"body\":{\"title\":\"Song %ld\",\"artist_ids\":[\"%s\"],"
                                   "\"album_id\":\"%s\",\"track_number\":%ld,\"duration_ms\":%ld}}",
                                   t, artist_ids[t % 200], album, t % 900 + 1, 120000 + t)));
     }

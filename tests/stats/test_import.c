@@ -15,7 +15,7 @@
 #include "mb_error.h"
 #include "mb_msgpack.h"
 #include "stats.h"
-#include "stats_harness.h"
+#include "actor_harness.h"
 #include "stats_import.h"
 #include "stats_store.h"
 #include "stats_time.h"
@@ -96,7 +96,7 @@ static int s_fake_publish(void *ctx, const mb_event_out_t *ev, size_t n, char *w
         cr_assert_eq(used, ev[i].data_len, "data is exactly one object");
         json_t *e = json_object();
         json_object_set_new(e, "key", json_string(ev[i].key));
-        json_object_set_new(e, "data", h_to_json(&msg.data));
+        json_object_set_new(e, "data", th_to_json(&msg.data));
         json_array_append_new(s_fake.events, e);
         msgpack_unpacked_destroy(&msg);
     }
@@ -152,7 +152,7 @@ static json_t *s_report_lines(void)
     json_t *lines = json_array();
     char *text = strndup(s_report_buf ? s_report_buf : "", s_report_len);
     for (char *save, *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
-        json_array_append_new(lines, h_json("%s", line));
+        json_array_append_new(lines, th_json("%s", line));
     free(text);
     return lines;
 }
@@ -449,7 +449,7 @@ Test(import, running_an_import_twice_counts_each_listen_once)
 
     /* ...and the stats consumer, fed every event, counts three plays. */
     char dir[64];
-    h_tmpdir(dir, "test_import");
+    th_tmpdir(dir, "test_import");
     mb_actor_def_t def = *stats_actor_def();
     def.map_size = (size_t)64 << 20;
     MDB_env *env;
@@ -465,7 +465,7 @@ Test(import, running_an_import_twice_counts_each_listen_once)
         msgpack_sbuffer_init(&buf);
         msgpack_packer pk;
         msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
-        h_pack_json(&pk, json_object_get(e, "data"));
+        th_pack_json(&pk, json_object_get(e, "data"));
         msgpack_unpacked msg;
         msgpack_unpacked_init(&msg);
         cr_assert_eq(msgpack_unpack_next(&msg, buf.data, buf.size, NULL), MSGPACK_UNPACK_SUCCESS);
@@ -496,5 +496,5 @@ Test(import, running_an_import_twice_counts_each_listen_once)
     mdb_txn_abort(txn);
     def.close(state);
     mdb_env_close(env);
-    h_rmdir(dir);
+    th_rmdir(dir);
 }

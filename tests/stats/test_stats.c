@@ -19,7 +19,7 @@
 #include "mb_jwt.h"
 #include "mb_msgpack.h"
 #include "stats.h"
-#include "stats_harness.h"
+#include "actor_harness.h"
 #include "stats_store.h"
 #include "stats_time.h"
 
@@ -53,7 +53,7 @@ static json_t *s_keep(json_t *j)
 
 static void s_setup(void)
 {
-    h_tmpdir(s_dir, "test_stats");
+    th_tmpdir(s_dir, "test_stats");
     s_def = *stats_actor_def();
     s_def.map_size = (size_t)256 << 20;
     cr_assert_eq(mb_actor_open_env(&s_def, s_dir, &s_env), 0);
@@ -71,7 +71,7 @@ static void s_teardown(void)
         mdb_env_close(s_env);
         s_env = NULL;
     }
-    h_rmdir(s_dir);
+    th_rmdir(s_dir);
 }
 
 TestSuite(stats, .init = s_setup, .fini = s_teardown);
@@ -99,7 +99,7 @@ static reply_t s_call_as(const char *user, bool admin, const char *op, const cha
         va_start(ap, fmt);
         cr_assert(vasprintf(&text, fmt, ap) >= 0);
         va_end(ap);
-        args = h_json("%s", text);
+        args = th_json("%s", text);
         free(text);
     }
     msgpack_sbuffer req;
@@ -118,7 +118,7 @@ static reply_t s_call_as(const char *user, bool admin, const char *op, const cha
     }
     if (args) {
         mb_pack_cstr(&pk, "args");
-        h_pack_json(&pk, args);
+        th_pack_json(&pk, args);
         json_decref(args);
     }
     msgpack_sbuffer out;
@@ -131,7 +131,7 @@ static reply_t s_call_as(const char *user, bool admin, const char *op, const cha
     cr_assert_eq(rep.rid, rid);
     reply_t r = {.status = rep.status};
     if (rep.body)
-        r.body = s_keep(h_to_json(rep.body));
+        r.body = s_keep(th_to_json(rep.body));
     s_copy(r.code, sizeof r.code, rep.code, rep.code_len);
     s_copy(r.field, sizeof r.field, rep.field, rep.field_len);
     s_copy(r.message, sizeof r.message, rep.message, rep.message_len);
@@ -187,7 +187,7 @@ static int s_apply_at(uint64_t seq, const char *topic, const char *key, json_t *
     msgpack_sbuffer_init(&buf);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
-    h_pack_json(&pk, data);
+    th_pack_json(&pk, data);
     json_decref(data);
     msgpack_unpacked msg;
     msgpack_unpacked_init(&msg);
@@ -238,12 +238,12 @@ static int s_apply(const char *topic, const char *key, json_t *data)
 static void s_track(const char *id, const char *title, const char *artists, const char *isrc,
                     int duration_ms)
 {
-    json_t *t = h_json("{\"id\":\"%s\",\"artist_ids\":%s,\"album_id\":\"al-%s\","
+    json_t *t = th_json("{\"id\":\"%s\",\"artist_ids\":%s,\"album_id\":\"al-%s\","
                        "\"duration_ms\":%d,\"track_number\":1,\"explicit\":false}",
                        id, artists, id, duration_ms);
     json_object_set_new(t, "title", json_string(title));
     json_object_set_new(t, "isrc", isrc ? json_string(isrc) : json_null());
-    json_t *data = h_json("{\"action\":\"created\",\"id\":\"%s\"}", id);
+    json_t *data = th_json("{\"action\":\"created\",\"id\":\"%s\"}", id);
     json_object_set_new(data, "object", t);
     cr_assert_eq(s_apply("catalog.track", id, data), 0);
 }
@@ -254,7 +254,7 @@ static void s_user(const char *id, const char *country)
     if (country)
         snprintf(c, sizeof c, "\"%s\"", country);
     cr_assert_eq(s_apply("users.user", id,
-                         h_json("{\"action\":\"created\",\"id\":\"%s\",\"user\":{\"id\":\"%s\","
+                         th_json("{\"action\":\"created\",\"id\":\"%s\",\"user\":{\"id\":\"%s\","
                                 "\"country\":%s,\"tier\":\"free\",\"roles\":[\"user\"],"
                                 "\"display_name\":\"x\",\"created_at\":\"2026-01-01T00:00:00Z\"}}",
                                 id, id, c)),
@@ -264,7 +264,7 @@ static void s_user(const char *id, const char *country)
 static json_t *s_play_data(const char *user, const char *track, int64_t started_at, int ms,
                            const char *source)
 {
-    return h_json("{\"user\":\"%s\",\"track\":\"%s\",\"started_at\":%lld,\"ms_played\":%d,"
+    return th_json("{\"user\":\"%s\",\"track\":\"%s\",\"started_at\":%lld,\"ms_played\":%d,"
                   "\"context\":{\"type\":\"album\",\"id\":\"al-%s\"},\"source\":\"%s\"}",
                   user, track, (long long)started_at, ms, track, source);
 }
@@ -311,7 +311,7 @@ static size_t s_deliver_outbox(void)
         msgpack_unpacked msg;
         msgpack_unpacked_init(&msg);
         cr_assert_eq(msgpack_unpack_next(&msg, v.mv_data, v.mv_size, NULL), MSGPACK_UNPACK_SUCCESS);
-        json_array_append_new(events, h_to_json(&msg.data));
+        json_array_append_new(events, th_to_json(&msg.data));
         msgpack_unpacked_destroy(&msg);
         n++;
     }
@@ -501,7 +501,7 @@ Test(stats, malformed_events_are_rejected_with_a_reason_and_the_rest_applies)
         char data[512];
         snprintf(data, sizeof data, bad[i].data, (long long)at);
         const char *why = NULL;
-        int rc = s_apply_full(bad[i].topic, bad[i].key, h_json("%s", data), NULL, &why);
+        int rc = s_apply_full(bad[i].topic, bad[i].key, th_json("%s", data), NULL, &why);
         cr_assert_eq(rc, MB_EINVAL, "event %zu (%s) was not refused", i, data);
         cr_assert_not_null(why);
         cr_assert(strstr(why, bad[i].reason), "event %zu: reason '%s' does not mention %s", i, why,
@@ -940,7 +940,7 @@ Test(stats, the_royalty_report_lists_streams_per_track_and_isrc_as_csv)
     s_play("u2", "t3", s_noon(d0 + 2, 0), 29999, id); /* not a stream */
     /* The catalog deleting a track does not take its streams off. */
     cr_assert_eq(s_apply("catalog.track", "t1",
-                         h_json("{\"action\":\"deleted\",\"id\":\"t1\",\"object\":null}")),
+                         th_json("{\"action\":\"deleted\",\"id\":\"t1\",\"object\":null}")),
                  0);
 
     reply_t r = s_ok(s_call_as("admin", true, "royalty.report",
@@ -985,7 +985,7 @@ Test(stats, a_deleted_user_is_erased_and_their_later_plays_ignored)
     s_play("gone", "t1", s_noon(d, 1), 40000, "2");
     s_play("stays", "t1", s_noon(d, 2), 40000, "3");
     cr_assert_eq(s_apply("users.user", "gone",
-                         h_json("{\"action\":\"deleted\",\"id\":\"gone\",\"user\":null}")),
+                         th_json("{\"action\":\"deleted\",\"id\":\"gone\",\"user\":null}")),
                  0);
     reply_t r = s_ok(s_call_as("gone", false, "history.get", NULL), 200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "items")), 0);

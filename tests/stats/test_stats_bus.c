@@ -32,7 +32,7 @@
 #include "mb_jwt.h"
 #include "mb_msgpack.h"
 #include "mb_zmq.h"
-#include "stats_harness.h"
+#include "actor_harness.h"
 #include "stats_time.h"
 
 extern char **environ;
@@ -148,7 +148,7 @@ static void s_teardown(void)
     s_n_procs = 0;
     mb_zmq_shutdown();
     if (!getenv("STATS_TEST_KEEP"))
-        h_rmdir(s_dir);
+        th_rmdir(s_dir);
 }
 
 TestSuite(stats_bus, .fini = s_teardown, .timeout = 120);
@@ -175,7 +175,7 @@ static json_t *s_call(const char *service, const char *op, const char *user, boo
     }
     if (args) {
         mb_pack_cstr(&pk, "args");
-        h_pack_json(&pk, args);
+        th_pack_json(&pk, args);
         json_decref(args);
     }
     json_t *out = NULL;
@@ -191,7 +191,7 @@ static json_t *s_call(const char *service, const char *op, const char *user, boo
             out = json_object();
             json_object_set_new(out, "status", json_integer(rep.status));
             if (rep.body)
-                json_object_set_new(out, "body", h_to_json(rep.body));
+                json_object_set_new(out, "body", th_to_json(rep.body));
             if (rep.code)
                 json_object_set_new(out, "error", json_stringn(rep.code, rep.code_len));
         }
@@ -218,7 +218,7 @@ static json_t *s_wait_plays(const char *track, long long plays)
 {
     int64_t until = s_now_ms() + 10000;
     for (;;) {
-        json_t *r = s_call("stats", "track.stats", "admin", true, h_json("{\"id\":\"%s\"}", track));
+        json_t *r = s_call("stats", "track.stats", "admin", true, th_json("{\"id\":\"%s\"}", track));
         long long now = -1;
         if (s_status(r) == 200)
             now = json_integer_value(
@@ -262,7 +262,7 @@ Test(stats_bus, plays_from_the_importer_and_from_clients_are_counted_once)
         !s_bin("musicbus-stats", stats, sizeof stats) ||
         !s_bin("musicbus-import-listens", importer, sizeof importer))
         cr_skip_test("broker, catalog, stats or importer not built in this build folder");
-    h_tmpdir(s_dir, "test_stats_bus");
+    th_tmpdir(s_dir, "test_stats_bus");
     s_start("broker", broker, true);
     s_start("catalog", catalog, false);
     s_start("stats", stats, false);
@@ -270,23 +270,23 @@ Test(stats_bus, plays_from_the_importer_and_from_clients_are_counted_once)
 
     /* The catalog: two tracks; their catalog.track events reach stats. */
     json_t *r =
-        s_call("catalog", "artist.create", "admin", true, h_json("{\"body\":{\"name\":\"ABBA\"}}"));
+        s_call("catalog", "artist.create", "admin", true, th_json("{\"body\":{\"name\":\"ABBA\"}}"));
     char artist[64], album[64], queen[64], jingle[64];
     snprintf(artist, sizeof artist, "%s", s_id_of(r));
     json_decref(r);
     r = s_call("catalog", "album.create", "admin", true,
-               h_json("{\"body\":{\"title\":\"Arrival\",\"artist_ids\":[\"%s\"]}}", artist));
+               th_json("{\"body\":{\"title\":\"Arrival\",\"artist_ids\":[\"%s\"]}}", artist));
     snprintf(album, sizeof album, "%s", s_id_of(r));
     json_decref(r);
     r = s_call("catalog", "track.create", "admin", true,
-               h_json("{\"body\":{\"title\":\"Dancing Queen\",\"artist_ids\":[\"%s\"],"
+               th_json("{\"body\":{\"title\":\"Dancing Queen\",\"artist_ids\":[\"%s\"],"
                       "\"album_id\":\"%s\",\"track_number\":1,\"duration_ms\":231000,"
                       "\"isrc\":\"SEAYD7601020\"}}",
                       artist, album));
     snprintf(queen, sizeof queen, "%s", s_id_of(r));
     json_decref(r);
     r = s_call("catalog", "track.create", "admin", true,
-               h_json("{\"body\":{\"title\":\"Jingle\",\"artist_ids\":[\"%s\"],"
+               th_json("{\"body\":{\"title\":\"Jingle\",\"artist_ids\":[\"%s\"],"
                       "\"album_id\":\"%s\",\"track_number\":2,\"duration_ms\":20000}}",
                       artist, album));
     snprintf(jingle, sizeof jingle, "%s", s_id_of(r));
@@ -338,7 +338,7 @@ Test(stats_bus, plays_from_the_importer_and_from_clients_are_counted_once)
     stats_time_format(1700003600000LL, started);
     for (int i = 0; i < 2; i++) {
         r = s_call("stats", "play.report", "u1", false,
-                   h_json("{\"body\":{\"track_id\":\"%s\",\"started_at\":\"%s\",\"ms_played\":"
+                   th_json("{\"body\":{\"track_id\":\"%s\",\"started_at\":\"%s\",\"ms_played\":"
                           "100000,\"context\":{\"type\":\"album\",\"id\":\"%s\"},"
                           "\"client_id\":\"phone-1\"}}",
                           queen, started, album));
@@ -359,7 +359,7 @@ Test(stats_bus, plays_from_the_importer_and_from_clients_are_counted_once)
     cr_assert_eq(json_array_size(json_object_get(json_object_get(r, "body"), "items")), 4);
     json_decref(r);
     r = s_call("stats", "charts.top_tracks", NULL, false,
-               h_json("{\"date\":\"2023-11-14\",\"country\":\"SE\"}"));
+               th_json("{\"date\":\"2023-11-14\",\"country\":\"SE\"}"));
     json_t *items = json_object_get(json_object_get(r, "body"), "items");
     cr_assert_eq(json_array_size(items), 1);
     cr_assert_eq(s_get(json_array_get(items, 0), "streams"), 3);
@@ -469,7 +469,7 @@ Test(stats_bus, the_routes_answer_over_http_and_the_royalty_report_is_csv)
         !s_bin("musicbus-stats", stats, sizeof stats) ||
         !s_bin("musicbus-gateway", gateway, sizeof gateway) || !src)
         cr_skip_test("broker, catalog, stats or gateway not built in this build folder");
-    h_tmpdir(s_dir, "test_stats_http");
+    th_tmpdir(s_dir, "test_stats_http");
     s_start("broker", broker, true);
     s_start("catalog", catalog, false);
     s_start("stats", stats, false);
@@ -498,16 +498,16 @@ Test(stats_bus, the_routes_answer_over_http_and_the_royalty_report_is_csv)
     char *user = s_token(key, "u1", false), *admin = s_token(key, "boss", true);
 
     json_t *r =
-        s_call("catalog", "artist.create", "admin", true, h_json("{\"body\":{\"name\":\"ABBA\"}}"));
+        s_call("catalog", "artist.create", "admin", true, th_json("{\"body\":{\"name\":\"ABBA\"}}"));
     char artist[64], album[64], track[64];
     snprintf(artist, sizeof artist, "%s", s_id_of(r));
     json_decref(r);
     r = s_call("catalog", "album.create", "admin", true,
-               h_json("{\"body\":{\"title\":\"Arrival\",\"artist_ids\":[\"%s\"]}}", artist));
+               th_json("{\"body\":{\"title\":\"Arrival\",\"artist_ids\":[\"%s\"]}}", artist));
     snprintf(album, sizeof album, "%s", s_id_of(r));
     json_decref(r);
     r = s_call("catalog", "track.create", "admin", true,
-               h_json("{\"body\":{\"title\":\"Dancing Queen, live\",\"artist_ids\":[\"%s\"],"
+               th_json("{\"body\":{\"title\":\"Dancing Queen, live\",\"artist_ids\":[\"%s\"],"
                       "\"album_id\":\"%s\",\"track_number\":1,\"duration_ms\":231000,"
                       "\"isrc\":\"SEAYD7601020\"}}",
                       artist, album));

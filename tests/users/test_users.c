@@ -8,7 +8,6 @@
     here (MUSICBUS_PWHASH_OPSLIMIT=1, MUSICBUS_PWHASH_MEMLIMIT=8192), except
     in the timing suite. */
 #include <criterion/criterion.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <lmdb.h>
 #include <msgpack.h>
@@ -21,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "actor_harness.h"
 #include "mb_actor.h"
 #include "mb_envelope.h"
 #include "mb_error.h"
@@ -36,14 +36,6 @@
 
 /* ---- harness -------------------------------------------------------------- */
 
-typedef struct {
-    int status;
-    json_t *body;    /* NULL for an error reply; kept until teardown */
-    char code[64];   /* error code, "" for a success */
-    char field[128]; /* error field, "" when none */
-    char message[512];
-} reply_t;
-
 /*  A signed-in client: what login answered, and the auth map the gateway
     would make of its access token. */
 typedef struct {
@@ -52,24 +44,8 @@ typedef struct {
     mb_jwt_claims_t claims;
 } session_t;
 
-#define S_KEPT_MAX 4096
-
-static char s_dir[64];
-static mb_actor_def_t s_def;
-static MDB_env *s_env;
-static void *s_state;
-static uint64_t s_rid;
-static json_t *s_kept[S_KEPT_MAX];
-static size_t s_kept_n;
 static mb_jwt_key_t *s_key;
 static mb_jwt_policy_t s_policy;
-
-static json_t *s_keep(json_t *j)
-{
-    cr_assert(s_kept_n < S_KEPT_MAX);
-    s_kept[s_kept_n++] = j;
-    return j;
-}
 
 static void s_env_for_tests(void)
 {
@@ -87,11 +63,7 @@ static void s_env_for_tests(void)
 
 static void s_open(void)
 {
-    strcpy(s_dir, "/tmp/test_users.XXXXXX");
-    cr_assert_not_null(mkdtemp(s_dir));
-    s_def = *users_actor_def();
-    cr_assert_eq(mb_actor_open_env(&s_def, s_dir, &s_env), 0);
-    cr_assert_eq(s_def.open(s_env, &s_state), 0);
+    th_open(users_actor_def(), "test_users", 0);
     s_key = mb_jwt_key_new(S_SECRET, strlen(S_SECRET));
     mb_jwt_policy_default(&s_policy);
 }
@@ -102,206 +74,37 @@ static void s_setup(void)
     s_open();
 }
 
-static int s_rm(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 static void s_teardown(void)
 {
-    for (size_t i = 0; i < s_kept_n; i++)
-        json_decref(s_kept[i]);
-    s_kept_n = 0;
-    if (s_env) {
-        if (s_state)
-            s_def.close(s_state);
-        mdb_env_close(s_env);
-        s_env = NULL;
-        s_state = NULL;
-    }
+    th_teardown();
     mb_jwt_key_destroy(&s_key);
-    nftw(s_dir, s_rm, 8, FTW_DEPTH | FTW_PHYS);
 }
 
 TestSuite(users, .init = s_setup, .fini = s_teardown);
 
-static void s_pack_json(msgpack_packer *pk, const json_t *j)
-{
-    const char *key;
-    json_t *val;
-    size_t i;
-    switch (json_typeof(j)) {
-    case JSON_OBJECT:
-        msgpack_pack_map(pk, json_object_size(j));
-        json_object_foreach((json_t *)j, key, val)
-        {
-            mb_pack_cstr(pk, key);
-            s_pack_json(pk, val);
-        }
-        break;
-    case JSON_ARRAY:
-        msgpack_pack_array(pk, json_array_size(j));
-        json_array_foreach(j, i, val) s_pack_json(pk, val);
-        break;
-    case JSON_STRING:
-        mb_pack_strn(pk, json_string_value(j), json_string_length(j));
-        break;
-    case JSON_INTEGER:
-        msgpack_pack_int64(pk, json_integer_value(j));
-        break;
-    case JSON_REAL:
-        msgpack_pack_double(pk, json_real_value(j));
-        break;
-    case JSON_TRUE:
-        msgpack_pack_true(pk);
-        break;
-    case JSON_FALSE:
-        msgpack_pack_false(pk);
-        break;
-    case JSON_NULL:
-        msgpack_pack_nil(pk);
-        break;
-    }
-}
-
-static json_t *s_to_json(const msgpack_object *o)
-{
-    json_t *j;
-    switch (o->type) {
-    case MSGPACK_OBJECT_NIL:
-        return json_null();
-    case MSGPACK_OBJECT_BOOLEAN:
-        return json_boolean(o->via.boolean);
-    case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        return json_integer((json_int_t)o->via.u64);
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        return json_integer(o->via.i64);
-    case MSGPACK_OBJECT_STR:
-        return json_stringn(o->via.str.ptr, o->via.str.size);
-    case MSGPACK_OBJECT_ARRAY:
-        j = json_array();
-        for (uint32_t i = 0; i < o->via.array.size; i++)
-            json_array_append_new(j, s_to_json(&o->via.array.ptr[i]));
-        return j;
-    case MSGPACK_OBJECT_MAP:
-        j = json_object();
-        for (uint32_t i = 0; i < o->via.map.size; i++) {
-            const msgpack_object *k = &o->via.map.ptr[i].key;
-            cr_assert_eq(k->type, MSGPACK_OBJECT_STR, "reply map key is not a string");
-            char *key = strndup(k->via.str.ptr, k->via.str.size);
-            json_object_set_new(j, key, s_to_json(&o->via.map.ptr[i].val));
-            free(key);
-        }
-        return j;
-    default:
-        cr_assert_fail("reply holds a msgpack type JSON has not: %d", o->type);
-        return NULL;
-    }
-}
-
-static void s_copy(char *dst, size_t cap, const char *src, size_t len)
-{
-    if (src == NULL)
-        len = 0;
-    if (len >= cap)
-        len = cap - 1;
-    memcpy(dst, src ? src : "", len);
-    dst[len] = '\0';
-}
-
-/*  Dispatches one encoded request and decodes the reply. */
-static reply_t s_dispatch(const void *request, size_t size, uint64_t rid)
-{
-    msgpack_sbuffer out;
-    msgpack_sbuffer_init(&out);
-    mb_actor_dispatch(&s_def, s_env, s_state, request, size, &out);
-    mb_reply_t rep;
-    const char *why = NULL;
-    cr_assert_eq(mb_reply_decode(&rep, out.data, out.size, &why), 0, "reply does not decode: %s",
-                 why);
-    cr_assert_eq(rep.rid, rid);
-    reply_t r = {.status = rep.status};
-    if (rep.body)
-        r.body = s_keep(s_to_json(rep.body));
-    s_copy(r.code, sizeof r.code, rep.code, rep.code_len);
-    s_copy(r.field, sizeof r.field, rep.field, rep.field_len);
-    s_copy(r.message, sizeof r.message, rep.message, rep.message_len);
-    mb_reply_release(&rep);
-    msgpack_sbuffer_destroy(&out);
-    return r;
-}
-
 /*  Calls `op` as `who` (NULL: no auth map; the gateway's auth map of that
     session otherwise) with args given as JSON (printf format; NULL for
     none). */
-static reply_t s_call_as(const session_t *who, const char *op, const char *fmt, ...)
+static th_reply_t s_call_as(const session_t *who, const char *op, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static reply_t s_call_as(const session_t *who, const char *op, const char *fmt, ...)
+static void s_pack_auth(msgpack_packer *pk, const void *who)
+{
+    mb_jwt_pack_auth(pk, &((const session_t *)who)->claims);
+}
+
+static th_reply_t s_call_as(const session_t *who, const char *op, const char *fmt, ...)
 {
     json_t *args = NULL;
     if (fmt) {
-        char *text;
         va_list ap;
         va_start(ap, fmt);
-        cr_assert(vasprintf(&text, fmt, ap) >= 0);
+        args = th_vjson(fmt, ap);
         va_end(ap);
-        json_error_t err;
-        args = json_loads(text, 0, &err);
-        cr_assert_not_null(args, "bad test JSON (%s): %s", err.text, text);
-        free(text);
     }
-    msgpack_sbuffer req;
-    msgpack_sbuffer_init(&req);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &req, msgpack_sbuffer_write);
-    uint64_t rid = ++s_rid;
-    mb_request_pack_head(&pk, op, rid, 1000, (args ? 1 : 0) + (who ? 1 : 0));
-    if (who) {
-        mb_pack_cstr(&pk, "auth");
-        mb_jwt_pack_auth(&pk, &who->claims);
-    }
-    if (args) {
-        mb_pack_cstr(&pk, "args");
-        s_pack_json(&pk, args);
-        json_decref(args);
-    }
-    reply_t r = s_dispatch(req.data, req.size, rid);
-    msgpack_sbuffer_destroy(&req);
-    return r;
+    return th_call_packed(op, args, who ? s_pack_auth : NULL, who);
 }
 
 #define s_call(op, ...) s_call_as(NULL, op, __VA_ARGS__)
-
-static void s_expect_error(reply_t r, int status, const char *code, const char *field)
-{
-    cr_assert_eq(r.status, status, "status %d (%s %s: %s), expected %d %s", r.status, r.code,
-                 r.field, r.message, status, code);
-    cr_assert_str_eq(r.code, code, "code %s (%s), expected %s", r.code, r.message, code);
-    if (field)
-        cr_assert_str_eq(r.field, field, "field '%s' (%s), expected '%s'", r.field, r.message,
-                         field);
-    cr_assert(r.message[0], "an error says what went wrong");
-}
-
-static void s_expect_invalid(reply_t r, const char *field)
-{
-    s_expect_error(r, 400, "invalid", field);
-}
-
-static reply_t s_ok(reply_t r, int status)
-{
-    cr_assert_eq(r.status, status, "status %d (%s %s: %s), expected %d", r.status, r.code, r.field,
-                 r.message, status);
-    return r;
-}
-
-static const char *s_str(const json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    cr_assert_not_null(s, "no string %s", key);
-    return s;
-}
 
 /*  No reply body ever shows a password or its hash. */
 static void s_no_secret(const json_t *user)
@@ -315,24 +118,24 @@ static void s_no_secret(const json_t *user)
 
 static const char *s_signup(const char *email, const char *password)
 {
-    reply_t r = s_ok(s_call("auth.signup",
+    th_reply_t r = th_ok(s_call("auth.signup",
                             "{\"body\":{\"email\":\"%s\",\"password\":\"%s\","
                             "\"display_name\":\"Alice\",\"country\":\"SE\"}}",
                             email, password),
                      201);
     s_no_secret(r.body);
-    return s_str(r.body, "id");
+    return th_str(r.body, "id");
 }
 
 /*  Fills *s from a login or refresh reply and checks its shape. */
-static void s_session_from(reply_t r, session_t *s)
+static void s_session_from(th_reply_t r, session_t *s)
 {
-    s_ok(r, 200);
-    cr_assert_str_eq(s_str(r.body, "token_type"), "Bearer");
+    th_ok(r, 200);
+    cr_assert_str_eq(th_str(r.body, "token_type"), "Bearer");
     cr_assert_eq(json_integer_value(json_object_get(r.body, "expires_in")), 900);
     cr_assert_eq(json_object_size(r.body), 4);
-    snprintf(s->access, sizeof s->access, "%s", s_str(r.body, "access_token"));
-    snprintf(s->refresh, sizeof s->refresh, "%s", s_str(r.body, "refresh_token"));
+    snprintf(s->access, sizeof s->access, "%s", th_str(r.body, "access_token"));
+    snprintf(s->refresh, sizeof s->refresh, "%s", th_str(r.body, "refresh_token"));
     cr_assert_eq(strlen(s->refresh), 43, "32 bytes in base64url");
     const char *why = NULL;
     cr_assert_eq(
@@ -349,7 +152,7 @@ static session_t s_login(const char *email, const char *password)
     return s;
 }
 
-static reply_t s_refresh(const char *token)
+static th_reply_t s_refresh(const char *token)
 {
     return s_call("auth.refresh", "{\"body\":{\"refresh_token\":\"%s\"}}", token);
 }
@@ -369,21 +172,21 @@ static session_t s_as(const char *user, unsigned roles)
 
 Test(users, usage_signup_login_me_refresh_logout)
 {
-    reply_t r =
-        s_ok(s_call("auth.signup",
+    th_reply_t r =
+        th_ok(s_call("auth.signup",
                     "{\"body\":{\"email\":\"  Alice@Example.COM \",\"password\":\"" S_PASSWORD
                     "\",\"display_name\":\"Alice Liddell\",\"country\":\"GB\"}}"),
              201);
-    const char *id = s_str(r.body, "id");
+    const char *id = th_str(r.body, "id");
     cr_assert_eq(strlen(id), 22);
-    cr_assert_str_eq(s_str(r.body, "email"), "alice@example.com", "trimmed and lower-cased");
-    cr_assert_str_eq(s_str(r.body, "display_name"), "Alice Liddell");
-    cr_assert_str_eq(s_str(r.body, "country"), "GB");
-    cr_assert_str_eq(s_str(r.body, "tier"), "free");
+    cr_assert_str_eq(th_str(r.body, "email"), "alice@example.com", "trimmed and lower-cased");
+    cr_assert_str_eq(th_str(r.body, "display_name"), "Alice Liddell");
+    cr_assert_str_eq(th_str(r.body, "country"), "GB");
+    cr_assert_str_eq(th_str(r.body, "tier"), "free");
     json_t *roles = json_object_get(r.body, "roles");
     cr_assert_eq(json_array_size(roles), 1);
     cr_assert_str_eq(json_string_value(json_array_get(roles, 0)), "user");
-    cr_assert_str_eq(s_str(r.body, "created_at"), s_str(r.body, "updated_at"));
+    cr_assert_str_eq(th_str(r.body, "created_at"), th_str(r.body, "updated_at"));
     s_no_secret(r.body);
 
     session_t s = s_login("ALICE@example.com", S_PASSWORD);
@@ -394,7 +197,7 @@ Test(users, usage_signup_login_me_refresh_logout)
     cr_assert_eq(strlen(s.claims.jti), 22);
     cr_assert_eq(s.claims.exp - s.claims.iat, 900, "15 minutes");
 
-    reply_t me = s_ok(s_call_as(&s, "me.get", NULL), 200);
+    th_reply_t me = th_ok(s_call_as(&s, "me.get", NULL), 200);
     r.body = json_deep_copy(r.body);
     cr_assert(json_equal(me.body, r.body), "me.get answers what signup stored");
     json_decref(r.body);
@@ -405,13 +208,13 @@ Test(users, usage_signup_login_me_refresh_logout)
     cr_assert_str_eq(next.claims.sid, s.claims.sid, "same session");
     cr_assert_str_neq(next.claims.jti, s.claims.jti);
 
-    cr_assert(json_is_null(s_ok(s_call_as(&next, "auth.logout", NULL), 204).body));
-    s_expect_error(s_refresh(next.refresh), 401, "invalid_refresh_token", NULL);
+    cr_assert(json_is_null(th_ok(s_call_as(&next, "auth.logout", NULL), 204).body));
+    th_expect_error(s_refresh(next.refresh), 401, "invalid_refresh_token", NULL);
 }
 
 /* ---- signup rules ------------------------------------------------------------------ */
 
-static reply_t s_signup_body(const char *body)
+static th_reply_t s_signup_body(const char *body)
 {
     return s_call("auth.signup", "{\"body\":%s}", body);
 }
@@ -449,35 +252,35 @@ Test(users, signup_email_rules_name_the_field)
                  "{\"email\":%s,\"password\":" S_OK_PASSWORD ",\"display_name\":" S_OK_NAME
                  ",\"country\":" S_OK_COUNTRY "}",
                  bad[i]);
-        reply_t r = s_signup_body(body);
+        th_reply_t r = s_signup_body(body);
         cr_assert_eq(r.status, 400, "email %s accepted", bad[i]);
-        s_expect_invalid(r, "body.email");
+        th_expect_invalid(r, "body.email");
     }
-    s_expect_invalid(s_signup_body("{\"password\":" S_OK_PASSWORD ",\"display_name\":" S_OK_NAME
+    th_expect_invalid(s_signup_body("{\"password\":" S_OK_PASSWORD ",\"display_name\":" S_OK_NAME
                                    ",\"country\":" S_OK_COUNTRY "}"),
                      "body.email");
     /* A local part over 64 bytes. */
     char body[512];
     snprintf(body, sizeof body,
              S_FIELDS("\"%065d@example.com\"", S_OK_PASSWORD, S_OK_NAME, S_OK_COUNTRY), 0);
-    s_expect_invalid(s_signup_body(body), "body.email");
+    th_expect_invalid(s_signup_body(body), "body.email");
     /* Accepted: internationalised and sub-addressed addresses. */
-    s_ok(s_signup_body(S_FIELDS("\"bj\\u00f6rk+music@m\\u00fasica.is\"", S_OK_PASSWORD, S_OK_NAME,
+    th_ok(s_signup_body(S_FIELDS("\"bj\\u00f6rk+music@m\\u00fasica.is\"", S_OK_PASSWORD, S_OK_NAME,
                                 S_OK_COUNTRY)),
          201);
 }
 
 Test(users, signup_password_rules_each_have_a_code)
 {
-    s_expect_invalid(s_signup_body("{\"email\":" S_OK_EMAIL ",\"display_name\":" S_OK_NAME
+    th_expect_invalid(s_signup_body("{\"email\":" S_OK_EMAIL ",\"display_name\":" S_OK_NAME
                                    ",\"country\":" S_OK_COUNTRY "}"),
                      "body.password");
-    s_expect_invalid(s_signup_body(S_FIELDS(S_OK_EMAIL, "1234567890123", S_OK_NAME, S_OK_COUNTRY)),
+    th_expect_invalid(s_signup_body(S_FIELDS(S_OK_EMAIL, "1234567890123", S_OK_NAME, S_OK_COUNTRY)),
                      "body.password");
-    s_expect_error(s_signup_body(S_FIELDS(S_OK_EMAIL, "\"short\"", S_OK_NAME, S_OK_COUNTRY)), 400,
+    th_expect_error(s_signup_body(S_FIELDS(S_OK_EMAIL, "\"short\"", S_OK_NAME, S_OK_COUNTRY)), 400,
                    "password_too_short", "body.password");
     /* 9 characters, 18 bytes: the rule counts characters. */
-    s_expect_error(s_signup_body(S_FIELDS(S_OK_EMAIL,
+    th_expect_error(s_signup_body(S_FIELDS(S_OK_EMAIL,
                                           "\"\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9"
                                           "\\u00e9\\u00e9\\u00e9\"",
                                           S_OK_NAME, S_OK_COUNTRY)),
@@ -490,7 +293,7 @@ Test(users, signup_password_rules_each_have_a_code)
                  "{\"email\":" S_OK_EMAIL ",\"password\":%s,\"display_name\":" S_OK_NAME
                  ",\"country\":" S_OK_COUNTRY "}",
                  common[i]);
-        s_expect_error(s_signup_body(body), 400, "password_too_common", "body.password");
+        th_expect_error(s_signup_body(body), 400, "password_too_common", "body.password");
     }
     char *long_pw = malloc(300);
     memset(long_pw, 'x', 299);
@@ -499,18 +302,18 @@ Test(users, signup_password_rules_each_have_a_code)
     char *body;
     cr_assert(asprintf(&body, S_FIELDS(S_OK_EMAIL, "\"%s\"", S_OK_NAME, S_OK_COUNTRY), long_pw) >
               0);
-    s_expect_error(s_signup_body(body), 400, "password_too_long", "body.password");
+    th_expect_error(s_signup_body(body), 400, "password_too_long", "body.password");
     free(body);
     free(long_pw);
     /* Exactly 10 characters that are not common: fine. */
-    s_ok(s_signup_body(S_FIELDS(S_OK_EMAIL, "\"k7#pQ2!vXz\"", S_OK_NAME, S_OK_COUNTRY)), 201);
+    th_ok(s_signup_body(S_FIELDS(S_OK_EMAIL, "\"k7#pQ2!vXz\"", S_OK_NAME, S_OK_COUNTRY)), 201);
 }
 
 Test(users, signup_name_country_and_shape_rules)
 {
-    s_expect_invalid(s_signup_body(S_FIELDS(S_OK_EMAIL, S_OK_PASSWORD, "\"\"", S_OK_COUNTRY)),
+    th_expect_invalid(s_signup_body(S_FIELDS(S_OK_EMAIL, S_OK_PASSWORD, "\"\"", S_OK_COUNTRY)),
                      "body.display_name");
-    s_expect_invalid(
+    th_expect_invalid(
         s_signup_body(S_FIELDS(S_OK_EMAIL, S_OK_PASSWORD, "\"a\\u0007b\"", S_OK_COUNTRY)),
         "body.display_name");
     char name[160];
@@ -518,32 +321,32 @@ Test(users, signup_name_country_and_shape_rules)
     name[101] = '\0';
     char body[512];
     snprintf(body, sizeof body, S_FIELDS(S_OK_EMAIL, S_OK_PASSWORD, "\"%s\"", S_OK_COUNTRY), name);
-    s_expect_invalid(s_signup_body(body), "body.display_name");
-    s_expect_invalid(s_signup_body("{\"email\":" S_OK_EMAIL ",\"password\":" S_OK_PASSWORD
+    th_expect_invalid(s_signup_body(body), "body.display_name");
+    th_expect_invalid(s_signup_body("{\"email\":" S_OK_EMAIL ",\"password\":" S_OK_PASSWORD
                                    ",\"country\":" S_OK_COUNTRY "}"),
                      "body.display_name");
     const char *countries[] = {"\"se\"", "\"SWE\"", "\"S\"", "\"S1\"", "null", "46"};
     for (size_t i = 0; i < sizeof countries / sizeof countries[0]; i++) {
         snprintf(body, sizeof body, S_FIELDS(S_OK_EMAIL, S_OK_PASSWORD, S_OK_NAME, "%s"),
                  countries[i]);
-        s_expect_invalid(s_signup_body(body), "body.country");
+        th_expect_invalid(s_signup_body(body), "body.country");
     }
-    s_expect_invalid(s_signup_body("{\"email\":" S_OK_EMAIL ",\"password\":" S_OK_PASSWORD
+    th_expect_invalid(s_signup_body("{\"email\":" S_OK_EMAIL ",\"password\":" S_OK_PASSWORD
                                    ",\"display_name\":" S_OK_NAME "}"),
                      "body.country");
-    s_expect_invalid(s_signup_body("{\"email\":" S_OK_EMAIL ",\"password\":" S_OK_PASSWORD
+    th_expect_invalid(s_signup_body("{\"email\":" S_OK_EMAIL ",\"password\":" S_OK_PASSWORD
                                    ",\"display_name\":" S_OK_NAME
                                    ",\"country\":\"SE\",\"roles\":[\"admin\"]}"),
                      "body.roles");
-    s_expect_invalid(s_signup_body("[]"), "body");
-    s_expect_invalid(s_signup_body("\"x\""), "body");
-    s_expect_invalid(s_call("auth.signup", NULL), "body");
+    th_expect_invalid(s_signup_body("[]"), "body");
+    th_expect_invalid(s_signup_body("\"x\""), "body");
+    th_expect_invalid(s_call("auth.signup", NULL), "body");
 }
 
 Test(users, signup_duplicate_email_is_409_whatever_the_case)
 {
     s_signup("bob@example.com", S_PASSWORD);
-    s_expect_error(s_signup_body(S_FIELDS("\" BOB@Example.com\"", "\"another fine password\"",
+    th_expect_error(s_signup_body(S_FIELDS("\" BOB@Example.com\"", "\"another fine password\"",
                                           S_OK_NAME, S_OK_COUNTRY)),
                    409, "email_taken", "body.email");
     session_t s = s_login("bob@example.com", S_PASSWORD);
@@ -555,7 +358,7 @@ Test(users, password_stored_only_as_argon2id)
 {
     s_signup("carol@example.com", "a very particular password");
     char path[128];
-    snprintf(path, sizeof path, "%s/data.mdb", s_dir);
+    snprintf(path, sizeof path, "%s/data.mdb", th_dir);
     FILE *f = fopen(path, "rb");
     cr_assert_not_null(f);
     fseek(f, 0, SEEK_END);
@@ -574,17 +377,17 @@ Test(users, password_stored_only_as_argon2id)
 Test(users, login_failures_all_look_the_same)
 {
     s_signup("dave@example.com", S_PASSWORD);
-    reply_t wrong = s_call("auth.login", "{\"body\":{\"email\":\"dave@example.com\","
+    th_reply_t wrong = s_call("auth.login", "{\"body\":{\"email\":\"dave@example.com\","
                                          "\"password\":\"not the password\"}}");
-    reply_t unknown = s_call("auth.login", "{\"body\":{\"email\":\"nobody@example.com\","
+    th_reply_t unknown = s_call("auth.login", "{\"body\":{\"email\":\"nobody@example.com\","
                                            "\"password\":\"" S_PASSWORD "\"}}");
-    reply_t odd = s_call("auth.login", "{\"body\":{\"email\":\"not an email\","
+    th_reply_t odd = s_call("auth.login", "{\"body\":{\"email\":\"not an email\","
                                        "\"password\":\"" S_PASSWORD "\"}}");
-    reply_t empty = s_call("auth.login", "{\"body\":{\"email\":\"dave@example.com\","
+    th_reply_t empty = s_call("auth.login", "{\"body\":{\"email\":\"dave@example.com\","
                                          "\"password\":\"\"}}");
-    reply_t all[] = {wrong, unknown, odd, empty};
+    th_reply_t all[] = {wrong, unknown, odd, empty};
     for (size_t i = 0; i < 4; i++) {
-        s_expect_error(all[i], 401, "invalid_credentials", "");
+        th_expect_error(all[i], 401, "invalid_credentials", "");
         cr_assert_str_eq(all[i].message, wrong.message);
         cr_assert_null(all[i].body);
     }
@@ -592,17 +395,17 @@ Test(users, login_failures_all_look_the_same)
 
 Test(users, login_bad_input_names_the_field)
 {
-    s_expect_invalid(s_call("auth.login", "{\"body\":{\"password\":\"x\"}}"), "body.email");
-    s_expect_invalid(s_call("auth.login", "{\"body\":{\"email\":\"a@b.c\"}}"), "body.password");
-    s_expect_invalid(s_call("auth.login", "{\"body\":{\"email\":7,\"password\":\"x\"}}"),
+    th_expect_invalid(s_call("auth.login", "{\"body\":{\"password\":\"x\"}}"), "body.email");
+    th_expect_invalid(s_call("auth.login", "{\"body\":{\"email\":\"a@b.c\"}}"), "body.password");
+    th_expect_invalid(s_call("auth.login", "{\"body\":{\"email\":7,\"password\":\"x\"}}"),
                      "body.email");
-    s_expect_invalid(s_call("auth.login", "{\"body\":{\"email\":\"a@b.c\",\"password\":false}}"),
+    th_expect_invalid(s_call("auth.login", "{\"body\":{\"email\":\"a@b.c\",\"password\":false}}"),
                      "body.password");
-    s_expect_invalid(
+    th_expect_invalid(
         s_call("auth.login", "{\"body\":{\"email\":\"a@b.c\",\"password\":\"x\",\"otp\":1}}"),
         "body.otp");
-    s_expect_invalid(s_call("auth.login", "{\"body\":[]}"), "body");
-    s_expect_invalid(s_call("auth.login", NULL), "body");
+    th_expect_invalid(s_call("auth.login", "{\"body\":[]}"), "body");
+    th_expect_invalid(s_call("auth.login", NULL), "body");
 }
 
 Test(users, each_login_is_a_new_session)
@@ -641,10 +444,10 @@ Test(users, reusing_a_rotated_refresh_token_revokes_the_family)
     s_session_from(s_refresh(a1.refresh), &a2);
 
     /* The thief replays the first token: the whole session goes. */
-    s_expect_error(s_refresh(stolen.refresh), 401, "refresh_token_reused", NULL);
-    s_expect_error(s_refresh(a2.refresh), 401, "invalid_refresh_token", NULL);
+    th_expect_error(s_refresh(stolen.refresh), 401, "refresh_token_reused", NULL);
+    th_expect_error(s_refresh(a2.refresh), 401, "invalid_refresh_token", NULL);
     cr_assert(strstr(s_refresh(a2.refresh).message, "revoked"));
-    s_expect_error(s_refresh(a1.refresh), 401, "invalid_refresh_token", NULL);
+    th_expect_error(s_refresh(a1.refresh), 401, "invalid_refresh_token", NULL);
     /* Another sign-in of the same user is another family. */
     session_t o2;
     s_session_from(s_refresh(other.refresh), &o2);
@@ -652,16 +455,16 @@ Test(users, reusing_a_rotated_refresh_token_revokes_the_family)
 
 Test(users, refresh_refuses_bad_tokens)
 {
-    s_expect_invalid(s_refresh("short"), "body.refresh_token");
-    s_expect_invalid(s_refresh("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA+"),
+    th_expect_invalid(s_refresh("short"), "body.refresh_token");
+    th_expect_invalid(s_refresh("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA+"),
                      "body.refresh_token");
-    s_expect_invalid(s_refresh("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB"),
+    th_expect_invalid(s_refresh("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB"),
                      "body.refresh_token");
-    s_expect_invalid(s_call("auth.refresh", "{\"body\":{}}"), "body.refresh_token");
-    s_expect_invalid(s_call("auth.refresh", "{\"body\":{\"refresh_token\":12}}"),
+    th_expect_invalid(s_call("auth.refresh", "{\"body\":{}}"), "body.refresh_token");
+    th_expect_invalid(s_call("auth.refresh", "{\"body\":{\"refresh_token\":12}}"),
                      "body.refresh_token");
     /* Well formed, never issued. */
-    s_expect_error(s_refresh("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), 401,
+    th_expect_error(s_refresh("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), 401,
                    "invalid_refresh_token", NULL);
 }
 
@@ -670,7 +473,7 @@ Test(users, refresh_carries_a_new_tier)
     const char *id = s_signup("hal@example.com", S_PASSWORD);
     session_t s = s_login("hal@example.com", S_PASSWORD);
     session_t admin = s_as("some-admin", MB_ROLE_USER | MB_ROLE_ADMIN);
-    s_ok(s_call_as(&admin, "user.set_tier", "{\"id\":\"%s\",\"body\":{\"tier\":\"premium\"}}", id),
+    th_ok(s_call_as(&admin, "user.set_tier", "{\"id\":\"%s\",\"body\":{\"tier\":\"premium\"}}", id),
          200);
     cr_assert_str_eq(s.claims.tier, "free", "an access token keeps what it said");
     session_t next;
@@ -685,20 +488,20 @@ Test(users, logout_revokes_only_its_session)
     s_signup("ivy@example.com", S_PASSWORD);
     session_t phone = s_login("ivy@example.com", S_PASSWORD);
     session_t laptop = s_login("ivy@example.com", S_PASSWORD);
-    s_ok(s_call_as(&phone, "auth.logout", NULL), 204);
-    s_expect_error(s_refresh(phone.refresh), 401, "invalid_refresh_token", NULL);
+    th_ok(s_call_as(&phone, "auth.logout", NULL), 204);
+    th_expect_error(s_refresh(phone.refresh), 401, "invalid_refresh_token", NULL);
     session_t l2;
     s_session_from(s_refresh(laptop.refresh), &l2);
-    s_ok(s_call_as(&phone, "auth.logout", NULL), 204); /* again: nothing left to do */
+    th_ok(s_call_as(&phone, "auth.logout", NULL), 204); /* again: nothing left to do */
 
     /* Someone else's session id in your auth map changes nothing. */
     session_t mallory = s_as("mallory", MB_ROLE_USER);
     snprintf(mallory.claims.sid, sizeof mallory.claims.sid, "%s", l2.claims.sid);
-    s_ok(s_call_as(&mallory, "auth.logout", NULL), 204);
+    th_ok(s_call_as(&mallory, "auth.logout", NULL), 204);
     session_t l3;
     s_session_from(s_refresh(l2.refresh), &l3);
 
-    s_expect_error(s_call("auth.logout", NULL), 401, "unauthenticated", NULL);
+    th_expect_error(s_call("auth.logout", NULL), 401, "unauthenticated", NULL);
 }
 
 /* ---- me ---------------------------------------------------------------------------------- */
@@ -707,52 +510,52 @@ Test(users, me_update_changes_name_and_country)
 {
     s_signup("jo@example.com", S_PASSWORD);
     session_t s = s_login("jo@example.com", S_PASSWORD);
-    reply_t before = s_ok(s_call_as(&s, "me.get", NULL), 200);
+    th_reply_t before = th_ok(s_call_as(&s, "me.get", NULL), 200);
     usleep(2000);
-    reply_t r =
-        s_ok(s_call_as(&s, "me.update",
+    th_reply_t r =
+        th_ok(s_call_as(&s, "me.update",
                        "{\"body\":{\"display_name\":\"Jo \\u00c5berg\",\"country\":\"NO\"}}"),
              200);
-    cr_assert_str_eq(s_str(r.body, "display_name"), "Jo \xc3\x85"
+    cr_assert_str_eq(th_str(r.body, "display_name"), "Jo \xc3\x85"
                                                     "berg");
-    cr_assert_str_eq(s_str(r.body, "country"), "NO");
-    cr_assert_str_eq(s_str(r.body, "email"), "jo@example.com");
-    cr_assert_str_eq(s_str(r.body, "created_at"), s_str(before.body, "created_at"));
-    cr_assert(strcmp(s_str(r.body, "updated_at"), s_str(before.body, "updated_at")) > 0);
+    cr_assert_str_eq(th_str(r.body, "country"), "NO");
+    cr_assert_str_eq(th_str(r.body, "email"), "jo@example.com");
+    cr_assert_str_eq(th_str(r.body, "created_at"), th_str(before.body, "created_at"));
+    cr_assert(strcmp(th_str(r.body, "updated_at"), th_str(before.body, "updated_at")) > 0);
     s_no_secret(r.body);
-    reply_t got = s_ok(s_call_as(&s, "me.get", NULL), 200);
+    th_reply_t got = th_ok(s_call_as(&s, "me.get", NULL), 200);
     cr_assert(json_equal(got.body, r.body));
 
-    r = s_ok(s_call_as(&s, "me.update", "{\"body\":{\"country\":null}}"), 200);
+    r = th_ok(s_call_as(&s, "me.update", "{\"body\":{\"country\":null}}"), 200);
     cr_assert(json_is_null(json_object_get(r.body, "country")));
-    cr_assert_str_eq(s_str(r.body, "display_name"),
+    cr_assert_str_eq(th_str(r.body, "display_name"),
                      "Jo \xc3\x85"
                      "berg",
                      "kept");
 
-    s_expect_invalid(s_call_as(&s, "me.update", "{\"body\":{\"country\":\"no\"}}"), "body.country");
-    s_expect_invalid(s_call_as(&s, "me.update", "{\"body\":{\"display_name\":\"\"}}"),
+    th_expect_invalid(s_call_as(&s, "me.update", "{\"body\":{\"country\":\"no\"}}"), "body.country");
+    th_expect_invalid(s_call_as(&s, "me.update", "{\"body\":{\"display_name\":\"\"}}"),
                      "body.display_name");
-    s_expect_invalid(s_call_as(&s, "me.update", "{\"body\":{\"display_name\":null}}"),
+    th_expect_invalid(s_call_as(&s, "me.update", "{\"body\":{\"display_name\":null}}"),
                      "body.display_name");
-    s_expect_invalid(s_call_as(&s, "me.update", "{\"body\":{\"email\":\"x@example.com\"}}"),
+    th_expect_invalid(s_call_as(&s, "me.update", "{\"body\":{\"email\":\"x@example.com\"}}"),
                      "body.email");
-    s_expect_invalid(s_call_as(&s, "me.update", "{\"body\":{\"tier\":\"premium\"}}"), "body.tier");
-    s_expect_invalid(s_call_as(&s, "me.update", "{\"body\":{\"roles\":[\"admin\"]}}"),
+    th_expect_invalid(s_call_as(&s, "me.update", "{\"body\":{\"tier\":\"premium\"}}"), "body.tier");
+    th_expect_invalid(s_call_as(&s, "me.update", "{\"body\":{\"roles\":[\"admin\"]}}"),
                      "body.roles");
-    s_expect_invalid(s_call_as(&s, "me.update", "{\"body\":[1]}"), "body");
-    got = s_ok(s_call_as(&s, "me.get", NULL), 200);
-    cr_assert_str_eq(s_str(got.body, "tier"), "free", "refused updates change nothing");
+    th_expect_invalid(s_call_as(&s, "me.update", "{\"body\":[1]}"), "body");
+    got = th_ok(s_call_as(&s, "me.get", NULL), 200);
+    cr_assert_str_eq(th_str(got.body, "tier"), "free", "refused updates change nothing");
 }
 
 Test(users, me_needs_a_user)
 {
-    s_expect_error(s_call("me.get", NULL), 401, "unauthenticated", NULL);
-    s_expect_error(s_call("me.update", "{\"body\":{\"country\":\"SE\"}}"), 401, "unauthenticated",
+    th_expect_error(s_call("me.get", NULL), 401, "unauthenticated", NULL);
+    th_expect_error(s_call("me.update", "{\"body\":{\"country\":\"SE\"}}"), 401, "unauthenticated",
                    NULL);
-    s_expect_error(s_call("me.password", "{\"body\":{}}"), 401, "unauthenticated", NULL);
+    th_expect_error(s_call("me.password", "{\"body\":{}}"), 401, "unauthenticated", NULL);
     session_t ghost = s_as("no-such-user", MB_ROLE_USER);
-    s_expect_error(s_call_as(&ghost, "me.get", NULL), 404, "not_found", NULL);
+    th_expect_error(s_call_as(&ghost, "me.get", NULL), 404, "not_found", NULL);
 }
 
 Test(users, malformed_auth_maps_are_unauthenticated)
@@ -764,18 +567,18 @@ Test(users, malformed_auth_maps_are_unauthenticated)
         msgpack_sbuffer_init(&req);
         msgpack_packer pk;
         msgpack_packer_init(&pk, &req, msgpack_sbuffer_write);
-        uint64_t rid = ++s_rid;
+        uint64_t rid = 9000 + i; /* any rid: the reply must echo it */
         mb_request_pack_head(&pk, "me.get", rid, 0, 1);
         mb_pack_cstr(&pk, "auth");
-        s_pack_json(&pk, auth);
-        reply_t r = s_dispatch(req.data, req.size, rid);
+        th_pack_json(&pk, auth);
+        th_reply_t r = th_dispatch(req.data, req.size, rid);
         cr_assert(r.status == 401 || r.status == 400, "auth %s gave %d", auths[i], r.status);
         if (r.status == 400)
             cr_assert_str_eq(r.code, "bad_request", "only a non-map is refused by the envelope");
         msgpack_sbuffer_destroy(&req);
         json_decref(auth);
     }
-    s_expect_error(s_call("no.such_op", NULL), 404, "unknown_op", NULL);
+    th_expect_error(s_call("no.such_op", NULL), 404, "unknown_op", NULL);
 }
 
 /* ---- password change -------------------------------------------------------------------- */
@@ -786,33 +589,33 @@ Test(users, password_change_revokes_every_session)
     session_t a = s_login("kim@example.com", S_PASSWORD);
     session_t b = s_login("kim@example.com", S_PASSWORD);
 
-    s_expect_error(s_call_as(&a, "me.password",
+    th_expect_error(s_call_as(&a, "me.password",
                              "{\"body\":{\"current_password\":\"wrong one\","
                              "\"new_password\":\"a brand new password\"}}"),
                    403, "wrong_password", "body.current_password");
-    s_expect_error(s_call_as(&a, "me.password",
+    th_expect_error(s_call_as(&a, "me.password",
                              "{\"body\":{\"current_password\":\"" S_PASSWORD "\","
                              "\"new_password\":\"short\"}}"),
                    400, "password_too_short", "body.new_password");
-    s_expect_error(s_call_as(&a, "me.password",
+    th_expect_error(s_call_as(&a, "me.password",
                              "{\"body\":{\"current_password\":\"" S_PASSWORD "\","
                              "\"new_password\":\"password123\"}}"),
                    400, "password_too_common", "body.new_password");
-    s_expect_invalid(s_call_as(&a, "me.password", "{\"body\":{\"new_password\":\"x\"}}"),
+    th_expect_invalid(s_call_as(&a, "me.password", "{\"body\":{\"new_password\":\"x\"}}"),
                      "body.current_password");
-    s_expect_invalid(
+    th_expect_invalid(
         s_call_as(&a, "me.password", "{\"body\":{\"current_password\":\"" S_PASSWORD "\"}}"),
         "body.new_password");
     /* None of the refusals revoked anything. */
     s_session_from(s_refresh(b.refresh), &b);
 
-    s_ok(s_call_as(&a, "me.password",
+    th_ok(s_call_as(&a, "me.password",
                    "{\"body\":{\"current_password\":\"" S_PASSWORD "\","
                    "\"new_password\":\"a brand new password\"}}"),
          204);
-    s_expect_error(s_refresh(a.refresh), 401, "invalid_refresh_token", NULL);
-    s_expect_error(s_refresh(b.refresh), 401, "invalid_refresh_token", NULL);
-    s_expect_error(s_call("auth.login", "{\"body\":{\"email\":\"kim@example.com\","
+    th_expect_error(s_refresh(a.refresh), 401, "invalid_refresh_token", NULL);
+    th_expect_error(s_refresh(b.refresh), 401, "invalid_refresh_token", NULL);
+    th_expect_error(s_call("auth.login", "{\"body\":{\"email\":\"kim@example.com\","
                                         "\"password\":\"" S_PASSWORD "\"}}"),
                    401, "invalid_credentials", NULL);
     session_t c = s_login("kim@example.com", "a brand new password");
@@ -825,37 +628,37 @@ Test(users, set_tier_is_for_admins)
 {
     const char *id = s_signup("lee@example.com", S_PASSWORD);
     session_t lee = s_login("lee@example.com", S_PASSWORD);
-    s_expect_error(
+    th_expect_error(
         s_call_as(&lee, "user.set_tier", "{\"id\":\"%s\",\"body\":{\"tier\":\"premium\"}}", id),
         403, "forbidden", NULL);
-    s_expect_error(s_call("user.set_tier", "{\"id\":\"%s\",\"body\":{\"tier\":\"premium\"}}", id),
+    th_expect_error(s_call("user.set_tier", "{\"id\":\"%s\",\"body\":{\"tier\":\"premium\"}}", id),
                    401, "unauthenticated", NULL);
 
     session_t admin = s_as("the-admin", MB_ROLE_USER | MB_ROLE_ADMIN);
-    reply_t r = s_ok(
+    th_reply_t r = th_ok(
         s_call_as(&admin, "user.set_tier", "{\"id\":\"%s\",\"body\":{\"tier\":\"premium\"}}", id),
         200);
-    cr_assert_str_eq(s_str(r.body, "tier"), "premium");
-    cr_assert_str_eq(s_str(r.body, "id"), id);
+    cr_assert_str_eq(th_str(r.body, "tier"), "premium");
+    cr_assert_str_eq(th_str(r.body, "id"), id);
     s_no_secret(r.body);
-    r = s_ok(s_call_as(&lee, "me.get", NULL), 200);
-    cr_assert_str_eq(s_str(r.body, "tier"), "premium");
-    r = s_ok(s_call_as(&admin, "user.set_tier", "{\"id\":\"%s\",\"body\":{\"tier\":\"free\"}}", id),
+    r = th_ok(s_call_as(&lee, "me.get", NULL), 200);
+    cr_assert_str_eq(th_str(r.body, "tier"), "premium");
+    r = th_ok(s_call_as(&admin, "user.set_tier", "{\"id\":\"%s\",\"body\":{\"tier\":\"free\"}}", id),
              200);
-    cr_assert_str_eq(s_str(r.body, "tier"), "free");
+    cr_assert_str_eq(th_str(r.body, "tier"), "free");
 
-    s_expect_invalid(
+    th_expect_invalid(
         s_call_as(&admin, "user.set_tier", "{\"id\":\"%s\",\"body\":{\"tier\":\"gold\"}}", id),
         "body.tier");
-    s_expect_invalid(s_call_as(&admin, "user.set_tier", "{\"id\":\"%s\",\"body\":{}}", id),
+    th_expect_invalid(s_call_as(&admin, "user.set_tier", "{\"id\":\"%s\",\"body\":{}}", id),
                      "body.tier");
-    s_expect_invalid(s_call_as(&admin, "user.set_tier",
+    th_expect_invalid(s_call_as(&admin, "user.set_tier",
                                "{\"id\":\"%s\",\"body\":{\"tier\":\"free\",\"x\":1}}", id),
                      "body.x");
-    s_expect_invalid(s_call_as(&admin, "user.set_tier", "{\"body\":{\"tier\":\"free\"}}"), "id");
-    s_expect_invalid(s_call_as(&admin, "user.set_tier", "{\"id\":5,\"body\":{\"tier\":\"free\"}}"),
+    th_expect_invalid(s_call_as(&admin, "user.set_tier", "{\"body\":{\"tier\":\"free\"}}"), "id");
+    th_expect_invalid(s_call_as(&admin, "user.set_tier", "{\"id\":5,\"body\":{\"tier\":\"free\"}}"),
                      "id");
-    s_expect_error(
+    th_expect_error(
         s_call_as(&admin, "user.set_tier", "{\"id\":\"nobody\",\"body\":{\"tier\":\"free\"}}"), 404,
         "not_found", NULL);
 }
@@ -867,37 +670,37 @@ Test(users, create_admin_creates_or_promotes)
     users_pwhash_t cheap = {.opslimit = 1, .memlimit = 8192};
     char id[USERS_ID_MAX + 1];
     bool created;
-    cr_assert_eq(users_admin_create(s_env, &cheap, "Root@Example.com", NULL, 0, id, &created),
+    cr_assert_eq(users_admin_create(th_env, &cheap, "Root@Example.com", NULL, 0, id, &created),
                  MB_ENOTFOUND, "no account and no password");
-    cr_assert_eq(users_admin_create(s_env, &cheap, "root@example.com", "short", 5, id, &created),
+    cr_assert_eq(users_admin_create(th_env, &cheap, "root@example.com", "short", 5, id, &created),
                  MB_EINVAL);
-    cr_assert_eq(users_admin_create(s_env, &cheap, "not-an-email", S_PASSWORD, strlen(S_PASSWORD),
+    cr_assert_eq(users_admin_create(th_env, &cheap, "not-an-email", S_PASSWORD, strlen(S_PASSWORD),
                                     id, &created),
                  MB_EINVAL);
-    cr_assert_eq(users_admin_create(s_env, &cheap, " Root@Example.com", S_PASSWORD,
+    cr_assert_eq(users_admin_create(th_env, &cheap, " Root@Example.com", S_PASSWORD,
                                     strlen(S_PASSWORD), id, &created),
                  0);
     cr_assert(created);
     session_t root = s_login("root@example.com", S_PASSWORD);
     cr_assert_str_eq(root.claims.sub, id);
     cr_assert_eq(root.claims.roles, MB_ROLE_USER | MB_ROLE_ADMIN);
-    reply_t me = s_ok(s_call_as(&root, "me.get", NULL), 200);
-    cr_assert_str_eq(s_str(me.body, "display_name"), "root");
+    th_reply_t me = th_ok(s_call_as(&root, "me.get", NULL), 200);
+    cr_assert_str_eq(th_str(me.body, "display_name"), "root");
     cr_assert(json_is_null(json_object_get(me.body, "country")));
 
     /* An existing account is promoted, its password untouched. */
     const char *uid = s_signup("mo@example.com", S_PASSWORD);
     char id2[USERS_ID_MAX + 1];
-    cr_assert_eq(users_admin_create(s_env, &cheap, "MO@example.com", NULL, 0, id2, &created), 0);
+    cr_assert_eq(users_admin_create(th_env, &cheap, "MO@example.com", NULL, 0, id2, &created), 0);
     cr_assert_not(created);
     cr_assert_str_eq(id2, uid);
     session_t mo = s_login("mo@example.com", S_PASSWORD);
     cr_assert_eq(mo.claims.roles, MB_ROLE_USER | MB_ROLE_ADMIN);
-    reply_t r =
-        s_ok(s_call_as(&mo, "user.set_tier", "{\"id\":\"%s\",\"body\":{\"tier\":\"premium\"}}", id),
+    th_reply_t r =
+        th_ok(s_call_as(&mo, "user.set_tier", "{\"id\":\"%s\",\"body\":{\"tier\":\"premium\"}}", id),
              200);
-    cr_assert_str_eq(s_str(r.body, "tier"), "premium");
-    cr_assert_eq(users_admin_create(s_env, &cheap, "mo@example.com", NULL, 0, id2, &created), 0,
+    cr_assert_str_eq(th_str(r.body, "tier"), "premium");
+    cr_assert_eq(users_admin_create(th_env, &cheap, "mo@example.com", NULL, 0, id2, &created), 0,
                  "promoting an admin again is fine");
 }
 
@@ -925,7 +728,7 @@ Test(users, executable_create_admin_and_refusing_to_start)
     }
     /* The executable appends /users to --data, as the actor itself does. */
     char data[80], cmd[1024], out[256];
-    snprintf(data, sizeof data, "%s/data", s_dir);
+    snprintf(data, sizeof data, "%s/data", th_dir);
     snprintf(cmd, sizeof cmd,
              "echo '" S_PASSWORD "' | %s/musicbus-users --create-admin boss@example.com "
              "--data %s 2>/dev/null",
@@ -966,31 +769,26 @@ Test(users, executable_create_admin_and_refusing_to_start)
 Test(users_startup, refuses_without_a_usable_secret)
 {
     s_env_for_tests();
-    strcpy(s_dir, "/tmp/test_users.XXXXXX");
-    cr_assert_not_null(mkdtemp(s_dir));
-    s_def = *users_actor_def();
-    cr_assert_eq(mb_actor_open_env(&s_def, s_dir, &s_env), 0);
+    th_tmpdir(th_dir, "test_users");
+    th_def = *users_actor_def();
+    cr_assert_eq(mb_actor_open_env(&th_def, th_dir, &th_env), 0);
     unsetenv("MUSICBUS_JWT_SECRET");
-    cr_assert_neq(s_def.open(s_env, &s_state), 0);
+    cr_assert_neq(th_def.open(th_env, &th_state), 0);
     setenv("MUSICBUS_JWT_SECRET", "only 31 bytes long, not enough", 1);
-    cr_assert_neq(s_def.open(s_env, &s_state), 0);
-    cr_assert_null(s_state);
+    cr_assert_neq(th_def.open(th_env, &th_state), 0);
+    cr_assert_null(th_state);
 
     char file[96];
-    snprintf(file, sizeof file, "%s/jwt.secret", s_dir);
+    snprintf(file, sizeof file, "%s/jwt.secret", th_dir);
     FILE *f = fopen(file, "w");
     fprintf(f, "%s\n", S_SECRET);
     fclose(f);
     chmod(file, 0600);
     unsetenv("MUSICBUS_JWT_SECRET");
     users_set_jwt_secret_file(file);
-    cr_assert_eq(s_def.open(s_env, &s_state), 0, "--jwt-secret-file");
+    cr_assert_eq(th_def.open(th_env, &th_state), 0, "--jwt-secret-file");
     users_set_jwt_secret_file(NULL);
-    s_def.close(s_state);
-    s_state = NULL;
-    mdb_env_close(s_env);
-    s_env = NULL;
-    nftw(s_dir, s_rm, 8, FTW_DEPTH | FTW_PHYS);
+    th_teardown();
 }
 
 /* ---- lifetimes ------------------------------------------------------------------------------ */
@@ -1008,22 +806,22 @@ TestSuite(users_short, .init = s_setup_short, .fini = s_teardown);
 Test(users_short, expired_sessions_are_refused_then_forgotten)
 {
     s_signup("ned@example.com", S_PASSWORD);
-    reply_t r = s_ok(s_call("auth.login", "{\"body\":{\"email\":\"ned@example.com\","
+    th_reply_t r = th_ok(s_call("auth.login", "{\"body\":{\"email\":\"ned@example.com\","
                                           "\"password\":\"" S_PASSWORD "\"}}"),
                      200);
     cr_assert_eq(json_integer_value(json_object_get(r.body, "expires_in")), 60);
     char old[64];
-    snprintf(old, sizeof old, "%s", s_str(r.body, "refresh_token"));
+    snprintf(old, sizeof old, "%s", th_str(r.body, "refresh_token"));
     usleep(1100 * 1000);
-    reply_t e = s_refresh(old);
-    s_expect_error(e, 401, "invalid_refresh_token", NULL);
+    th_reply_t e = s_refresh(old);
+    th_expect_error(e, 401, "invalid_refresh_token", NULL);
     cr_assert(strstr(e.message, "expired"), "%s", e.message);
     /* The next sign-in sweeps the expired session away entirely. */
-    s_ok(s_call("auth.login", "{\"body\":{\"email\":\"ned@example.com\","
+    th_ok(s_call("auth.login", "{\"body\":{\"email\":\"ned@example.com\","
                               "\"password\":\"" S_PASSWORD "\"}}"),
          200);
     e = s_refresh(old);
-    s_expect_error(e, 401, "invalid_refresh_token", NULL);
+    th_expect_error(e, 401, "invalid_refresh_token", NULL);
     cr_assert(strstr(e.message, "unknown"), "%s", e.message);
 }
 
@@ -1037,7 +835,7 @@ Test(users, sessions_per_user_are_capped)
     session_t s2;
     s_session_from(s_refresh(second.refresh), &s2); /* 50 live: all still good */
     s_login("olga@example.com", S_PASSWORD);        /* the 51st drops the oldest */
-    s_expect_error(s_refresh(first.refresh), 401, "invalid_refresh_token", NULL);
+    th_expect_error(s_refresh(first.refresh), 401, "invalid_refresh_token", NULL);
     s_session_from(s_refresh(s2.refresh), &s2);
 }
 
@@ -1057,10 +855,10 @@ static double s_login_ms(const char *email, const char *password)
 {
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    reply_t r =
+    th_reply_t r =
         s_call("auth.login", "{\"body\":{\"email\":\"%s\",\"password\":\"%s\"}}", email, password);
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    s_expect_error(r, 401, "invalid_credentials", NULL);
+    th_expect_error(r, 401, "invalid_credentials", NULL);
     return (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
 }
 
@@ -1092,51 +890,6 @@ Test(users_timing, unknown_email_takes_as_long_as_a_wrong_password)
 
 /* ---- events ---------------------------------------------------------------------------- */
 
-/*  The newest entry of the outbox ("_outbox", mb_events.h). */
-typedef struct {
-    char topic[MB_TOPIC_MAX + 1];
-    char key[MB_EVENT_KEY_MAX + 1];
-    json_t *data; /* kept until teardown */
-} event_t;
-
-static size_t s_outbox_count(void)
-{
-    size_t n;
-    cr_assert_eq(mb_outbox_count(s_env, &n), 0);
-    return n;
-}
-
-static event_t s_outbox_last(void)
-{
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    MDB_cursor *cursor;
-    MDB_val key, value;
-    cr_assert_eq(mdb_txn_begin(s_env, NULL, MDB_RDONLY, &txn), 0);
-    cr_assert_eq(mdb_dbi_open(txn, "_outbox", 0, &dbi), 0);
-    cr_assert_eq(mdb_cursor_open(txn, dbi, &cursor), 0);
-    cr_assert_eq(mdb_cursor_get(cursor, &key, &value, MDB_LAST), 0, "the outbox is empty");
-    msgpack_unpacked msg;
-    msgpack_unpacked_init(&msg);
-    size_t used = 0;
-    cr_assert_eq(msgpack_unpack_next(&msg, value.mv_data, value.mv_size, &used),
-                 MSGPACK_UNPACK_SUCCESS);
-    event_t e = {.data = NULL};
-    const char *s;
-    size_t len;
-    cr_assert(mb_obj_str(mb_map_get(&msg.data, "topic"), &s, &len));
-    s_copy(e.topic, sizeof e.topic, s, len);
-    cr_assert(mb_obj_str(mb_map_get(&msg.data, "key"), &s, &len));
-    s_copy(e.key, sizeof e.key, s, len);
-    const msgpack_object *data = mb_map_get(&msg.data, "data");
-    cr_assert_not_null(data);
-    e.data = s_keep(s_to_json(data));
-    msgpack_unpacked_destroy(&msg);
-    mdb_cursor_close(cursor);
-    mdb_txn_abort(txn);
-    return e;
-}
-
 /*  Checks that exactly one event was added since the outbox held
     `before`: users.user keyed by `id`, {action, id, user} where user is
     the published part of `answered` (a User as the API answers it), or
@@ -1144,14 +897,14 @@ static event_t s_outbox_last(void)
 static const json_t *s_expect_event(size_t before, const char *id, const char *action,
                                     const json_t *answered)
 {
-    cr_assert_eq(s_outbox_count(), before + 1, "%zu events added, expected 1",
-                 s_outbox_count() - before);
-    event_t e = s_outbox_last();
+    cr_assert_eq(th_outbox_count(), before + 1, "%zu events added, expected 1",
+                 th_outbox_count() - before);
+    th_event_t e = th_outbox_last();
     cr_assert_str_eq(e.topic, "users.user");
     cr_assert_str_eq(e.key, id);
     cr_assert_eq(json_object_size(e.data), 3, "data is {action, id, user}");
-    cr_assert_str_eq(s_str(e.data, "action"), action);
-    cr_assert_str_eq(s_str(e.data, "id"), id);
+    cr_assert_str_eq(th_str(e.data, "action"), action);
+    cr_assert_str_eq(th_str(e.data, "id"), id);
     const json_t *user = json_object_get(e.data, "user");
     if (!answered) {
         cr_assert(json_is_null(user), "a delete carries a nil user");
@@ -1175,52 +928,52 @@ static const json_t *s_expect_event(size_t before, const char *id, const char *a
 
 Test(users, usage_account_changes_are_events)
 {
-    cr_assert_eq(s_outbox_count(), 0);
-    reply_t r = s_ok(s_call("auth.signup",
+    cr_assert_eq(th_outbox_count(), 0);
+    th_reply_t r = th_ok(s_call("auth.signup",
                             "{\"body\":{\"email\":\"ev@example.com\",\"password\":\"" S_PASSWORD
                             "\",\"display_name\":\"Eve\",\"country\":\"FR\"}}"),
                      201);
     char id[64];
-    snprintf(id, sizeof id, "%s", s_str(r.body, "id"));
+    snprintf(id, sizeof id, "%s", th_str(r.body, "id"));
     s_expect_event(0, id, "created", r.body);
 
     /* Signing in, refreshing and signing out change no account. */
     session_t s = s_login("ev@example.com", S_PASSWORD);
     session_t next;
     s_session_from(s_refresh(s.refresh), &next);
-    s_ok(s_call_as(&next, "auth.logout", NULL), 204);
+    th_ok(s_call_as(&next, "auth.logout", NULL), 204);
     s = s_login("ev@example.com", S_PASSWORD);
-    s_ok(s_call_as(&s, "me.get", NULL), 200);
-    cr_assert_eq(s_outbox_count(), 1);
+    th_ok(s_call_as(&s, "me.get", NULL), 200);
+    cr_assert_eq(th_outbox_count(), 1);
 
-    r = s_ok(s_call_as(&s, "me.update", "{\"body\":{\"display_name\":\"Eve B\"}}"), 200);
+    r = th_ok(s_call_as(&s, "me.update", "{\"body\":{\"display_name\":\"Eve B\"}}"), 200);
     s_expect_event(1, id, "updated", r.body);
-    r = s_ok(s_call_as(&s, "me.update", "{\"body\":{\"country\":null}}"), 200);
+    r = th_ok(s_call_as(&s, "me.update", "{\"body\":{\"country\":null}}"), 200);
     const json_t *user = s_expect_event(2, id, "updated", r.body);
     cr_assert(json_is_null(json_object_get(user, "country")));
     /* A PATCH that changes nothing publishes nothing. */
-    s_ok(s_call_as(&s, "me.update", "{\"body\":{\"display_name\":\"Eve B\"}}"), 200);
-    s_ok(s_call_as(&s, "me.update", "{\"body\":{}}"), 200);
-    cr_assert_eq(s_outbox_count(), 3);
+    th_ok(s_call_as(&s, "me.update", "{\"body\":{\"display_name\":\"Eve B\"}}"), 200);
+    th_ok(s_call_as(&s, "me.update", "{\"body\":{}}"), 200);
+    cr_assert_eq(th_outbox_count(), 3);
 
     session_t admin = s_as("the-admin", MB_ROLE_USER | MB_ROLE_ADMIN);
-    r = s_ok(
+    r = th_ok(
         s_call_as(&admin, "user.set_tier", "{\"id\":\"%s\",\"body\":{\"tier\":\"premium\"}}", id),
         200);
     user = s_expect_event(3, id, "tier_changed", r.body);
-    cr_assert_str_eq(s_str(user, "tier"), "premium");
-    s_ok(s_call_as(&admin, "user.set_tier", "{\"id\":\"%s\",\"body\":{\"tier\":\"premium\"}}", id),
+    cr_assert_str_eq(th_str(user, "tier"), "premium");
+    th_ok(s_call_as(&admin, "user.set_tier", "{\"id\":\"%s\",\"body\":{\"tier\":\"premium\"}}", id),
          200);
-    cr_assert_eq(s_outbox_count(), 4, "the same tier again is no change");
+    cr_assert_eq(th_outbox_count(), 4, "the same tier again is no change");
 
     /* A password change is no event: nothing published changed. */
-    s_ok(s_call_as(&s, "me.password",
+    th_ok(s_call_as(&s, "me.password",
                    "{\"body\":{\"current_password\":\"" S_PASSWORD
                    "\",\"new_password\":\"another fine phrase\"}}"),
          204);
-    cr_assert_eq(s_outbox_count(), 4);
+    cr_assert_eq(th_outbox_count(), 4);
 
-    s_ok(s_call_as(&admin, "user.delete", "{\"id\":\"%s\"}", id), 204);
+    th_ok(s_call_as(&admin, "user.delete", "{\"id\":\"%s\"}", id), 204);
     s_expect_event(4, id, "deleted", NULL);
 }
 
@@ -1229,29 +982,29 @@ Test(users, refused_writes_publish_nothing)
     const char *id = s_signup("no@example.com", S_PASSWORD);
     session_t s = s_login("no@example.com", S_PASSWORD);
     session_t admin = s_as("the-admin", MB_ROLE_USER | MB_ROLE_ADMIN);
-    size_t n = s_outbox_count();
-    s_expect_error(s_call("auth.signup",
+    size_t n = th_outbox_count();
+    th_expect_error(s_call("auth.signup",
                           "{\"body\":{\"email\":\"NO@example.com\",\"password\":\"" S_PASSWORD
                           "\",\"display_name\":\"x\",\"country\":\"SE\"}}"),
                    409, "email_taken", "body.email");
-    s_expect_invalid(s_call("auth.signup",
+    th_expect_invalid(s_call("auth.signup",
                             "{\"body\":{\"email\":\"x@example.com\",\"password\":\"" S_PASSWORD
                             "\",\"display_name\":\"x\",\"country\":\"se\"}}"),
                      "body.country");
-    s_expect_invalid(s_call_as(&s, "me.update", "{\"body\":{\"country\":\"xx1\"}}"),
+    th_expect_invalid(s_call_as(&s, "me.update", "{\"body\":{\"country\":\"xx1\"}}"),
                      "body.country");
-    s_expect_error(
+    th_expect_error(
         s_call_as(&s, "user.set_tier", "{\"id\":\"%s\",\"body\":{\"tier\":\"premium\"}}", id), 403,
         "forbidden", NULL);
-    s_expect_invalid(
+    th_expect_invalid(
         s_call_as(&admin, "user.set_tier", "{\"id\":\"%s\",\"body\":{\"tier\":\"gold\"}}", id),
         "body.tier");
-    s_expect_error(s_call_as(&s, "user.delete", "{\"id\":\"%s\"}", id), 403, "forbidden", NULL);
-    s_expect_error(s_call("user.delete", "{\"id\":\"%s\"}", id), 401, "unauthenticated", NULL);
-    s_expect_error(s_call_as(&admin, "user.delete", "{\"id\":\"nobody\"}"), 404, "not_found", NULL);
-    s_expect_invalid(s_call_as(&admin, "user.delete", "{\"id\":7}"), "id");
-    s_expect_invalid(s_call_as(&admin, "user.delete", NULL), "id");
-    cr_assert_eq(s_outbox_count(), n, "a refused write leaves no event");
+    th_expect_error(s_call_as(&s, "user.delete", "{\"id\":\"%s\"}", id), 403, "forbidden", NULL);
+    th_expect_error(s_call("user.delete", "{\"id\":\"%s\"}", id), 401, "unauthenticated", NULL);
+    th_expect_error(s_call_as(&admin, "user.delete", "{\"id\":\"nobody\"}"), 404, "not_found", NULL);
+    th_expect_invalid(s_call_as(&admin, "user.delete", "{\"id\":7}"), "id");
+    th_expect_invalid(s_call_as(&admin, "user.delete", NULL), "id");
+    cr_assert_eq(th_outbox_count(), n, "a refused write leaves no event");
 }
 
 /*  Entries in the users' database `name`. */
@@ -1260,7 +1013,7 @@ static size_t s_entries(const char *name)
     MDB_txn *txn;
     MDB_dbi dbi;
     MDB_stat st;
-    cr_assert_eq(mdb_txn_begin(s_env, NULL, MDB_RDONLY, &txn), 0);
+    cr_assert_eq(mdb_txn_begin(th_env, NULL, MDB_RDONLY, &txn), 0);
     cr_assert_eq(mdb_dbi_open(txn, name, 0, &dbi), 0);
     cr_assert_eq(mdb_stat(txn, dbi, &st), 0);
     mdb_txn_abort(txn);
@@ -1281,7 +1034,7 @@ Test(users, delete_forgets_the_account_and_its_sessions)
     cr_assert_eq(s_entries("refresh"), 4);
 
     session_t admin = s_as("the-admin", MB_ROLE_USER | MB_ROLE_ADMIN);
-    reply_t r = s_ok(s_call_as(&admin, "user.delete", "{\"id\":\"%s\"}", id), 204);
+    th_reply_t r = th_ok(s_call_as(&admin, "user.delete", "{\"id\":\"%s\"}", id), 204);
     cr_assert(json_is_null(r.body));
 
     /* Only the other account's session and token are left. */
@@ -1292,19 +1045,19 @@ Test(users, delete_forgets_the_account_and_its_sessions)
     cr_assert_eq(s_entries("user_sessions"), 1);
     cr_assert_eq(s_entries("session_refresh"), 1);
 
-    s_expect_error(s_call_as(&a, "me.get", NULL), 404, "not_found", NULL);
-    s_expect_error(s_refresh(a.refresh), 401, "invalid_refresh_token", NULL);
-    s_expect_error(s_refresh(rotated.refresh), 401, "invalid_refresh_token", NULL);
-    s_expect_error(s_call("auth.login",
+    th_expect_error(s_call_as(&a, "me.get", NULL), 404, "not_found", NULL);
+    th_expect_error(s_refresh(a.refresh), 401, "invalid_refresh_token", NULL);
+    th_expect_error(s_refresh(rotated.refresh), 401, "invalid_refresh_token", NULL);
+    th_expect_error(s_call("auth.login",
                           "{\"body\":{\"email\":\"gone@example.com\",\"password\":\"" S_PASSWORD
                           "\"}}"),
                    401, "invalid_credentials", NULL);
-    s_expect_error(s_call_as(&admin, "user.delete", "{\"id\":\"%s\"}", id), 404, "not_found", NULL);
+    th_expect_error(s_call_as(&admin, "user.delete", "{\"id\":\"%s\"}", id), 404, "not_found", NULL);
     /* The email is free again; the other account is untouched. */
     const char *again = s_signup("gone@example.com", S_PASSWORD);
     cr_assert_str_neq(again, id);
-    r = s_ok(s_call_as(&kept, "me.get", NULL), 200);
-    cr_assert_str_eq(s_str(r.body, "id"), keep);
+    r = th_ok(s_call_as(&kept, "me.get", NULL), 200);
+    cr_assert_str_eq(th_str(r.body, "id"), keep);
     session_t next;
     s_session_from(s_refresh(kept.refresh), &next);
 }
@@ -1314,21 +1067,21 @@ Test(users, create_admin_publishes_created_then_updated)
     users_pwhash_t cheap = {.opslimit = 1, .memlimit = 8192};
     char id[USERS_ID_MAX + 1];
     bool created;
-    cr_assert_eq(users_admin_create(s_env, &cheap, "root@example.com", S_PASSWORD,
+    cr_assert_eq(users_admin_create(th_env, &cheap, "root@example.com", S_PASSWORD,
                                     strlen(S_PASSWORD), id, &created),
                  0);
     session_t root = s_login("root@example.com", S_PASSWORD);
-    reply_t me = s_ok(s_call_as(&root, "me.get", NULL), 200);
+    th_reply_t me = th_ok(s_call_as(&root, "me.get", NULL), 200);
     const json_t *user = s_expect_event(0, id, "created", me.body);
     cr_assert_eq(json_array_size(json_object_get(user, "roles")), 2);
 
     char uid[64];
     snprintf(uid, sizeof uid, "%s", s_signup("mo@example.com", S_PASSWORD));
-    size_t n = s_outbox_count();
-    cr_assert_eq(users_admin_create(s_env, &cheap, "mo@example.com", NULL, 0, id, &created), 0);
+    size_t n = th_outbox_count();
+    cr_assert_eq(users_admin_create(th_env, &cheap, "mo@example.com", NULL, 0, id, &created), 0);
     session_t mo = s_login("mo@example.com", S_PASSWORD);
-    me = s_ok(s_call_as(&mo, "me.get", NULL), 200);
+    me = th_ok(s_call_as(&mo, "me.get", NULL), 200);
     s_expect_event(n, uid, "updated", me.body);
-    cr_assert_eq(users_admin_create(s_env, &cheap, "mo@example.com", NULL, 0, id, &created), 0);
-    cr_assert_eq(s_outbox_count(), n + 1, "an admin already: no change, no event");
+    cr_assert_eq(users_admin_create(th_env, &cheap, "mo@example.com", NULL, 0, id, &created), 0);
+    cr_assert_eq(th_outbox_count(), n + 1, "an admin already: no change, no event");
 }
