@@ -10,7 +10,7 @@
 #include "mb_envelope.h"
 #include "mb_msgpack.h"
 
-#define S_KEPT_MAX 4096
+#define S_KEPT_MAX 65536 /* the playlists tests keep tens of thousands */
 
 char th_dir[64];
 mb_actor_def_t th_def;

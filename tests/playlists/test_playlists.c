@@ -31,165 +31,72 @@
 
 /* ---- harness ------------------------------------------------------------------- */
 
-typedef struct {
-    int status;
-    json_t *body; /* NULL for an error reply; kept until teardown */
-    char code[64];
-    char field[128];
-    char message[512];
-} reply_t;
-
-#define S_KEPT_MAX 65536
-
-static char s_dir[64];
-static mb_actor_def_t s_def;
-static MDB_env *s_env;
-static void *s_state;
-static uint64_t s_rid;
-static json_t **s_kept;
-static size_t s_kept_n;
-
-static json_t *s_keep(json_t *j)
-{
-    cr_assert(s_kept_n < S_KEPT_MAX);
-    s_kept[s_kept_n++] = j;
-    return j;
-}
-
 static void s_open_env(bool nosync)
 {
-    cr_assert_eq(mb_actor_open_env(&s_def, s_dir, &s_env), 0);
-    cr_assert_eq(s_def.open(s_env, &s_state), 0);
+    cr_assert_eq(mb_actor_open_env(&th_def, th_dir, &th_env), 0);
+    cr_assert_eq(th_def.open(th_env, &th_state), 0);
     if (nosync)
-        cr_assert_eq(mdb_env_set_flags(s_env, MDB_NOSYNC, 1), 0);
+        cr_assert_eq(mdb_env_set_flags(th_env, MDB_NOSYNC, 1), 0);
 }
 
 static void s_close_env(void)
 {
-    if (s_env) {
-        s_def.close(s_state);
-        mdb_env_close(s_env);
-        s_env = NULL;
+    if (th_env) {
+        th_def.close(th_state);
+        mdb_env_close(th_env);
+        th_env = NULL;
     }
 }
 
 static void s_setup(void)
 {
-    th_tmpdir(s_dir, "test_playlists");
-    s_def = *playlists_actor_def();
-    s_def.map_size = (size_t)512 << 20;
-    s_kept = calloc(S_KEPT_MAX, sizeof *s_kept);
+    th_tmpdir(th_dir, "test_playlists");
+    th_def = *playlists_actor_def();
+    th_def.map_size = (size_t)512 << 20;
     s_open_env(true);
 }
 
 static void s_teardown(void)
 {
-    for (size_t i = 0; i < s_kept_n; i++)
-        json_decref(s_kept[i]);
-    s_kept_n = 0;
-    free(s_kept);
-    s_close_env();
-    th_rmdir(s_dir);
+    th_teardown();
 }
 
 TestSuite(playlists, .init = s_setup, .fini = s_teardown);
 
-static void s_copy(char *dst, size_t cap, const char *src, size_t len)
+/*  The auth map the gateway makes for `who`, a user id signed in as a
+    free user. */
+static void s_pack_auth(msgpack_packer *pk, const void *who)
 {
-    if (src == NULL)
-        len = 0;
-    if (len >= cap)
-        len = cap - 1;
-    memcpy(dst, src ? src : "", len);
-    dst[len] = '\0';
+    const char *user = who;
+    mb_jwt_claims_t claims = {.roles = MB_ROLE_USER};
+    snprintf(claims.sub, sizeof claims.sub, "%s", user);
+    snprintf(claims.sid, sizeof claims.sid, "session-of-%s", user);
+    snprintf(claims.tier, sizeof claims.tier, "free");
+    mb_jwt_pack_auth(pk, &claims);
 }
 
 /*  Calls `op` as `user` (NULL: no auth map) with args given as
     printf-formatted JSON (NULL for none). */
-static reply_t s_call(const char *user, const char *op, const char *fmt, ...)
+static th_reply_t s_call(const char *user, const char *op, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static reply_t s_call(const char *user, const char *op, const char *fmt, ...)
+static th_reply_t s_call(const char *user, const char *op, const char *fmt, ...)
 {
     json_t *args = NULL;
     if (fmt) {
-        char *text;
         va_list ap;
         va_start(ap, fmt);
-        cr_assert(vasprintf(&text, fmt, ap) >= 0);
+        args = th_vjson(fmt, ap);
         va_end(ap);
-        args = th_json("%s", text);
-        free(text);
     }
-    msgpack_sbuffer req;
-    msgpack_sbuffer_init(&req);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &req, msgpack_sbuffer_write);
-    uint64_t rid = ++s_rid;
-    mb_request_pack_head(&pk, op, rid, 1000, (user != NULL) + (args != NULL));
-    if (user) {
-        mb_jwt_claims_t claims = {.roles = MB_ROLE_USER};
-        snprintf(claims.sub, sizeof claims.sub, "%s", user);
-        snprintf(claims.sid, sizeof claims.sid, "session-of-%s", user);
-        snprintf(claims.tier, sizeof claims.tier, "free");
-        mb_pack_cstr(&pk, "auth");
-        mb_jwt_pack_auth(&pk, &claims);
-    }
-    if (args) {
-        mb_pack_cstr(&pk, "args");
-        th_pack_json(&pk, args);
-        json_decref(args);
-    }
-    msgpack_sbuffer out;
-    msgpack_sbuffer_init(&out);
-    mb_actor_dispatch(&s_def, s_env, s_state, req.data, req.size, &out);
-    mb_reply_t rep;
-    const char *why = NULL;
-    cr_assert_eq(mb_reply_decode(&rep, out.data, out.size, &why), 0, "reply does not decode: %s",
-                 why);
-    cr_assert_eq(rep.rid, rid);
-    reply_t r = {.status = rep.status};
-    if (rep.body)
-        r.body = s_keep(th_to_json(rep.body));
-    s_copy(r.code, sizeof r.code, rep.code, rep.code_len);
-    s_copy(r.field, sizeof r.field, rep.field, rep.field_len);
-    s_copy(r.message, sizeof r.message, rep.message, rep.message_len);
-    mb_reply_release(&rep);
-    msgpack_sbuffer_destroy(&out);
-    msgpack_sbuffer_destroy(&req);
-    return r;
+    return th_call_packed(op, args, user ? s_pack_auth : NULL, user);
 }
 
-static reply_t s_ok(reply_t r, int status)
+static th_reply_t s_ok(th_reply_t r, int status)
 {
     cr_assert_eq(r.status, status, "status %d (%s: %s, field %s), expected %d", r.status, r.code,
                  r.message, r.field, status);
     cr_assert_not_null(r.body);
     return r;
-}
-
-static void s_expect_error(reply_t r, int status, const char *code, const char *field)
-{
-    cr_assert_eq(r.status, status, "status %d (%s: %s, field %s), expected %d", r.status, r.code,
-                 r.message, r.field, status);
-    cr_assert_str_eq(r.code, code, "code %s (%s)", r.code, r.message);
-    if (field)
-        cr_assert_str_eq(r.field, field, "field '%s' (%s), expected '%s'", r.field, r.message,
-                         field);
-    cr_assert(r.message[0], "an error says what went wrong");
-}
-
-static long long s_int(const json_t *o, const char *key)
-{
-    const json_t *v = json_object_get(o, key);
-    cr_assert(json_is_integer(v), "no integer %s", key);
-    return json_integer_value(v);
-}
-
-static const char *s_str(const json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    cr_assert_not_null(s, "no string %s", key);
-    return s;
 }
 
 /* ---- events ------------------------------------------------------------------------ */
@@ -213,7 +120,7 @@ static int s_apply_json(MDB_txn *txn, const char *topic, const char *key, json_t
                      .key = key,
                      .key_len = key ? strlen(key) : 0,
                      .data = &msg.data};
-    int rc = playlists_apply(txn, &ev, s_state);
+    int rc = playlists_apply(txn, &ev, th_state);
     msgpack_unpacked_destroy(&msg);
     msgpack_sbuffer_destroy(&buf);
     return rc;
@@ -222,7 +129,7 @@ static int s_apply_json(MDB_txn *txn, const char *topic, const char *key, json_t
 static int s_apply(const char *topic, const char *key, json_t *data)
 {
     MDB_txn *txn;
-    cr_assert_eq(mdb_txn_begin(s_env, NULL, 0, &txn), 0);
+    cr_assert_eq(mdb_txn_begin(th_env, NULL, 0, &txn), 0);
     int rc = s_apply_json(txn, topic, key, data);
     if (rc == 0)
         cr_assert_eq(mdb_txn_commit(txn), 0);
@@ -235,7 +142,7 @@ static int s_apply(const char *topic, const char *key, json_t *data)
 static void s_tracks(const char *prefix, int n)
 {
     MDB_txn *txn;
-    cr_assert_eq(mdb_txn_begin(s_env, NULL, 0, &txn), 0);
+    cr_assert_eq(mdb_txn_begin(th_env, NULL, 0, &txn), 0);
     for (int i = 0; i < n; i++) {
         char id[64];
         snprintf(id, sizeof id, "%s%d", prefix, i);
@@ -249,55 +156,13 @@ static void s_tracks(const char *prefix, int n)
     cr_assert_eq(mdb_txn_commit(txn), 0);
 }
 
-typedef struct {
-    char topic[64];
-    char key[128];
-    json_t *data;
-} event_t;
-
-static size_t s_outbox_count(void)
-{
-    size_t n;
-    cr_assert_eq(mb_outbox_count(s_env, &n), 0);
-    return n;
-}
-
-/*  The newest event in the outbox. */
-static event_t s_outbox_last(void)
-{
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    MDB_cursor *cursor;
-    MDB_val key, value;
-    cr_assert_eq(mdb_txn_begin(s_env, NULL, MDB_RDONLY, &txn), 0);
-    cr_assert_eq(mdb_dbi_open(txn, "_outbox", 0, &dbi), 0);
-    cr_assert_eq(mdb_cursor_open(txn, dbi, &cursor), 0);
-    cr_assert_eq(mdb_cursor_get(cursor, &key, &value, MDB_LAST), 0, "the outbox is empty");
-    msgpack_unpacked msg;
-    msgpack_unpacked_init(&msg);
-    cr_assert_eq(msgpack_unpack_next(&msg, value.mv_data, value.mv_size, NULL),
-                 MSGPACK_UNPACK_SUCCESS);
-    event_t e = {.data = NULL};
-    const char *s;
-    size_t len;
-    cr_assert(mb_obj_str(mb_map_get(&msg.data, "topic"), &s, &len));
-    s_copy(e.topic, sizeof e.topic, s, len);
-    cr_assert(mb_obj_str(mb_map_get(&msg.data, "key"), &s, &len));
-    s_copy(e.key, sizeof e.key, s, len);
-    e.data = s_keep(th_to_json(mb_map_get(&msg.data, "data")));
-    msgpack_unpacked_destroy(&msg);
-    mdb_cursor_close(cursor);
-    mdb_txn_abort(txn);
-    return e;
-}
-
 /*  Checks that exactly one event was added since the outbox held
     `before`, on `topic`, and returns it. */
-static event_t s_expect_event(size_t before, const char *topic)
+static th_event_t s_expect_event(size_t before, const char *topic)
 {
-    cr_assert_eq(s_outbox_count(), before + 1, "%zu events added, expected 1",
-                 s_outbox_count() - before);
-    event_t e = s_outbox_last();
+    cr_assert_eq(th_outbox_count(), before + 1, "%zu events added, expected 1",
+                 th_outbox_count() - before);
+    th_event_t e = th_outbox_last();
     cr_assert_str_eq(e.topic, topic);
     return e;
 }
@@ -307,22 +172,22 @@ static event_t s_expect_event(size_t before, const char *topic)
 /*  Creates a playlist of `owner`; returns its id (kept until teardown). */
 static const char *s_create(const char *owner, bool public_, bool collaborative)
 {
-    reply_t r = s_ok(s_call(owner, "playlist.create",
+    th_reply_t r = s_ok(s_call(owner, "playlist.create",
                             "{\"body\": {\"name\": \"Mix of %s\", \"public\": %s, "
                             "\"collaborative\": %s}}",
                             owner, public_ ? "true" : "false", collaborative ? "true" : "false"),
                      201);
-    return s_str(r.body, "id");
+    return th_str(r.body, "id");
 }
 
 static const char *s_snapshot(const char *user, const char *pid)
 {
-    reply_t r = s_ok(s_call(user, "playlist.get", "{\"id\": \"%s\"}", pid), 200);
-    return s_str(r.body, "snapshot_id");
+    th_reply_t r = s_ok(s_call(user, "playlist.get", "{\"id\": \"%s\"}", pid), 200);
+    return th_str(r.body, "snapshot_id");
 }
 
 /*  Adds tracks <prefix><first> .. <prefix><first+n-1> by id at the end. */
-static reply_t s_add_range(const char *user, const char *pid, const char *prefix, int first, int n)
+static th_reply_t s_add_range(const char *user, const char *pid, const char *prefix, int first, int n)
 {
     size_t cap = 64 + (size_t)n * 80;
     char *ids = malloc(cap);
@@ -330,7 +195,7 @@ static reply_t s_add_range(const char *user, const char *pid, const char *prefix
     for (int i = 0; i < n; i++)
         len +=
             (size_t)snprintf(ids + len, cap - len, "%s\"%s%d\"", i ? "," : "", prefix, first + i);
-    reply_t r =
+    th_reply_t r =
         s_call(user, "playlist.items_add", "{\"id\": \"%s\", \"body\": {\"ids\": [%s]}}", pid, ids);
     free(ids);
     return r;
@@ -342,7 +207,7 @@ static char *s_order(const char *user, const char *pid)
     size_t cap = 1 << 20, len = 0;
     char *out = calloc(1, cap);
     for (long long offset = 0;; offset += 100) {
-        reply_t r = s_ok(s_call(user, "playlist.items",
+        th_reply_t r = s_ok(s_call(user, "playlist.items",
                                 "{\"id\": \"%s\", \"limit\": 100, \"offset\": %lld}", pid, offset),
                          200);
         json_t *items = json_object_get(r.body, "items");
@@ -350,7 +215,7 @@ static char *s_order(const char *user, const char *pid)
         json_t *item;
         json_array_foreach(items, i, item)
         {
-            const char *id = s_str(json_object_get(item, "track"), "id");
+            const char *id = th_str(json_object_get(item, "track"), "id");
             len += (size_t)snprintf(out + len, cap - len, "%s%s", len ? " " : "", id);
         }
         if (json_is_null(json_object_get(r.body, "next")))
@@ -371,94 +236,94 @@ static void s_expect_order(const char *pid, const char *expected)
 Test(playlists, create_add_and_read_back)
 {
     s_tracks("t", 5);
-    size_t before = s_outbox_count();
-    reply_t r = s_ok(s_call("owner", "playlist.create",
+    size_t before = th_outbox_count();
+    th_reply_t r = s_ok(s_call("owner", "playlist.create",
                             "{\"body\": {\"name\": \"Road trip\", \"description\": \"loud\"}}"),
                      201);
-    const char *pid = s_str(r.body, "id");
-    cr_assert_str_eq(s_str(r.body, "name"), "Road trip");
-    cr_assert_str_eq(s_str(r.body, "description"), "loud");
-    cr_assert_str_eq(s_str(r.body, "owner"), "owner");
+    const char *pid = th_str(r.body, "id");
+    cr_assert_str_eq(th_str(r.body, "name"), "Road trip");
+    cr_assert_str_eq(th_str(r.body, "description"), "loud");
+    cr_assert_str_eq(th_str(r.body, "owner"), "owner");
     cr_assert(json_is_true(json_object_get(r.body, "public")), "public by default");
     cr_assert(json_is_false(json_object_get(r.body, "collaborative")));
-    cr_assert_eq(s_int(r.body, "followers"), 1, "the owner follows their playlist");
-    cr_assert_eq(s_int(r.body, "items_total"), 0);
-    cr_assert_eq(strlen(s_str(r.body, "snapshot_id")), 16);
+    cr_assert_eq(th_int(r.body, "followers"), 1, "the owner follows their playlist");
+    cr_assert_eq(th_int(r.body, "items_total"), 0);
+    cr_assert_eq(strlen(th_str(r.body, "snapshot_id")), 16);
     cr_assert_eq(json_array_size(json_object_get(r.body, "collaborators")), 0);
-    cr_assert_eq(s_int(json_object_get(r.body, "items"), "total"), 0);
-    event_t e = s_expect_event(before, "playlists.playlist");
+    cr_assert_eq(th_int(json_object_get(r.body, "items"), "total"), 0);
+    th_event_t e = s_expect_event(before, "playlists.playlist");
     cr_assert_str_eq(e.key, pid);
-    cr_assert_str_eq(s_str(e.data, "action"), "created");
-    cr_assert_str_eq(s_str(e.data, "owner"), "owner");
-    cr_assert_str_eq(s_str(e.data, "snapshot_id"), s_str(r.body, "snapshot_id"));
+    cr_assert_str_eq(th_str(e.data, "action"), "created");
+    cr_assert_str_eq(th_str(e.data, "owner"), "owner");
+    cr_assert_str_eq(th_str(e.data, "snapshot_id"), th_str(r.body, "snapshot_id"));
     cr_assert_eq(json_array_size(json_object_get(e.data, "audience")), 1);
 
     /* Add by URI and by id; read the items back with their track info. */
-    const char *snap0 = s_str(r.body, "snapshot_id");
-    before = s_outbox_count();
+    const char *snap0 = th_str(r.body, "snapshot_id");
+    before = th_outbox_count();
     r = s_ok(s_call("owner", "playlist.items_add",
                     "{\"id\": \"%s\", \"body\": {\"uris\": [\"musicbus:track:t0\", "
                     "\"musicbus:track:t1\"]}}",
                     pid),
              201);
-    const char *snap1 = s_str(r.body, "snapshot_id");
+    const char *snap1 = th_str(r.body, "snapshot_id");
     cr_assert_str_neq(snap1, snap0, "every change makes a new snapshot id");
     e = s_expect_event(before, "playlists.playlist");
-    cr_assert_str_eq(s_str(e.data, "action"), "changed");
-    cr_assert_str_eq(s_str(e.data, "change"), "items");
-    cr_assert_str_eq(s_str(e.data, "snapshot_id"), snap1);
-    cr_assert_eq(s_int(e.data, "items_total"), 2);
+    cr_assert_str_eq(th_str(e.data, "action"), "changed");
+    cr_assert_str_eq(th_str(e.data, "change"), "items");
+    cr_assert_str_eq(th_str(e.data, "snapshot_id"), snap1);
+    cr_assert_eq(th_int(e.data, "items_total"), 2);
 
     r = s_ok(s_call("owner", "playlist.items", "{\"id\": \"%s\"}", pid), 200);
-    cr_assert_eq(s_int(r.body, "total"), 2);
-    cr_assert_eq(s_int(r.body, "limit"), 20);
+    cr_assert_eq(th_int(r.body, "total"), 2);
+    cr_assert_eq(th_int(r.body, "limit"), 20);
     cr_assert(json_is_null(json_object_get(r.body, "next")));
     json_t *item = json_array_get(json_object_get(r.body, "items"), 1);
-    cr_assert_str_eq(s_str(item, "added_by"), "owner");
-    cr_assert_eq(strlen(s_str(item, "added_at")), 24);
+    cr_assert_str_eq(th_str(item, "added_by"), "owner");
+    cr_assert_eq(strlen(th_str(item, "added_at")), 24);
     json_t *track = json_object_get(item, "track");
-    cr_assert_str_eq(s_str(track, "id"), "t1");
-    cr_assert_str_eq(s_str(track, "uri"), "musicbus:track:t1");
-    cr_assert_str_eq(s_str(track, "title"), "Song t1");
-    cr_assert_eq(s_int(track, "duration_ms"), 180001);
-    cr_assert_str_eq(s_str(track, "album_id"), "alb1");
+    cr_assert_str_eq(th_str(track, "id"), "t1");
+    cr_assert_str_eq(th_str(track, "uri"), "musicbus:track:t1");
+    cr_assert_str_eq(th_str(track, "title"), "Song t1");
+    cr_assert_eq(th_int(track, "duration_ms"), 180001);
+    cr_assert_str_eq(th_str(track, "album_id"), "alb1");
     cr_assert(json_is_true(json_object_get(track, "available")));
 
     r = s_ok(s_call("owner", "playlist.get", "{\"id\": \"%s\"}", pid), 200);
-    cr_assert_eq(s_int(r.body, "items_total"), 2);
-    cr_assert_str_eq(s_str(r.body, "snapshot_id"), snap1);
+    cr_assert_eq(th_int(r.body, "items_total"), 2);
+    cr_assert_str_eq(th_str(r.body, "snapshot_id"), snap1);
     cr_assert_eq(json_array_size(json_object_get(json_object_get(r.body, "items"), "items")), 2);
 }
 
 Test(playlists, create_refuses_bad_bodies)
 {
-    s_expect_error(s_call(NULL, "playlist.create", "{\"body\": {\"name\": \"x\"}}"), 401,
+    th_expect_error(s_call(NULL, "playlist.create", "{\"body\": {\"name\": \"x\"}}"), 401,
                    "unauthenticated", NULL);
-    s_expect_error(s_call("bad user!", "playlist.create", "{\"body\": {\"name\": \"x\"}}"), 401,
+    th_expect_error(s_call("bad user!", "playlist.create", "{\"body\": {\"name\": \"x\"}}"), 401,
                    "unauthenticated", NULL);
-    s_expect_error(s_call("u", "playlist.create", NULL), 400, "invalid", "body");
-    s_expect_error(s_call("u", "playlist.create", "{\"body\": []}"), 400, "invalid", "body");
-    s_expect_error(s_call("u", "playlist.create", "{\"body\": {}}"), 400, "invalid", "body.name");
-    s_expect_error(s_call("u", "playlist.create", "{\"body\": {\"name\": \"\"}}"), 400, "invalid",
+    th_expect_error(s_call("u", "playlist.create", NULL), 400, "invalid", "body");
+    th_expect_error(s_call("u", "playlist.create", "{\"body\": []}"), 400, "invalid", "body");
+    th_expect_error(s_call("u", "playlist.create", "{\"body\": {}}"), 400, "invalid", "body.name");
+    th_expect_error(s_call("u", "playlist.create", "{\"body\": {\"name\": \"\"}}"), 400, "invalid",
                    "body.name");
     char name[120];
     memset(name, 'n', 101);
     name[101] = '\0';
-    s_expect_error(s_call("u", "playlist.create", "{\"body\": {\"name\": \"%s\"}}", name), 400,
+    th_expect_error(s_call("u", "playlist.create", "{\"body\": {\"name\": \"%s\"}}", name), 400,
                    "invalid", "body.name");
     name[100] = '\0';
     s_ok(s_call("u", "playlist.create", "{\"body\": {\"name\": \"%s\"}}", name), 201);
-    s_expect_error(s_call("u", "playlist.create", "{\"body\": {\"name\": \"a\\u0001b\"}}"), 400,
+    th_expect_error(s_call("u", "playlist.create", "{\"body\": {\"name\": \"a\\u0001b\"}}"), 400,
                    "invalid", "body.name");
-    s_expect_error(s_call("u", "playlist.create", "{\"body\": {\"name\": \"x\", \"public\": 1}}"),
+    th_expect_error(s_call("u", "playlist.create", "{\"body\": {\"name\": \"x\", \"public\": 1}}"),
                    400, "invalid", "body.public");
-    s_expect_error(
+    th_expect_error(
         s_call("u", "playlist.create", "{\"body\": {\"name\": \"x\", \"collaborative\": \"y\"}}"),
         400, "invalid", "body.collaborative");
-    s_expect_error(
+    th_expect_error(
         s_call("u", "playlist.create", "{\"body\": {\"name\": \"x\", \"description\": 5}}"), 400,
         "invalid", "body.description");
-    s_expect_error(s_call("u", "playlist.create", "{\"body\": {\"name\": \"x\", \"color\": 5}}"),
+    th_expect_error(s_call("u", "playlist.create", "{\"body\": {\"name\": \"x\", \"color\": 5}}"),
                    400, "invalid", "body.color");
     s_ok(s_call("u", "playlist.create", "{\"body\": {\"name\": \"Zoë ♫\", \"description\": null}}"),
          201);
@@ -466,15 +331,15 @@ Test(playlists, create_refuses_bad_bodies)
 
 Test(playlists, unknown_and_malformed_ids)
 {
-    s_expect_error(s_call("u", "playlist.get", "{\"id\": \"nope\"}"), 404, "not_found", NULL);
-    s_expect_error(s_call("u", "playlist.items", "{\"id\": \"nope\"}"), 404, "not_found", NULL);
-    s_expect_error(
+    th_expect_error(s_call("u", "playlist.get", "{\"id\": \"nope\"}"), 404, "not_found", NULL);
+    th_expect_error(s_call("u", "playlist.items", "{\"id\": \"nope\"}"), 404, "not_found", NULL);
+    th_expect_error(
         s_call("u", "playlist.items_add", "{\"id\": \"nope\", \"body\": {\"ids\": [\"t0\"]}}"), 404,
         "not_found", NULL);
-    s_expect_error(s_call("u", "playlist.get", "{\"id\": \"a/b\"}"), 400, "invalid", "id");
-    s_expect_error(s_call("u", "playlist.get", "{\"id\": 5}"), 400, "invalid", "id");
-    s_expect_error(s_call("u", "playlist.get", NULL), 400, "invalid", "id");
-    s_expect_error(s_call("u", "playlist.nothing", NULL), 404, "unknown_op", NULL);
+    th_expect_error(s_call("u", "playlist.get", "{\"id\": \"a/b\"}"), 400, "invalid", "id");
+    th_expect_error(s_call("u", "playlist.get", "{\"id\": 5}"), 400, "invalid", "id");
+    th_expect_error(s_call("u", "playlist.get", NULL), 400, "invalid", "id");
+    th_expect_error(s_call("u", "playlist.nothing", NULL), 404, "unknown_op", NULL);
 }
 
 Test(playlists, private_playlists_are_for_owner_and_collaborators)
@@ -482,12 +347,12 @@ Test(playlists, private_playlists_are_for_owner_and_collaborators)
     s_tracks("t", 3);
     const char *pid = s_create("owner", false, false);
     s_ok(s_call("owner", "playlist.get", "{\"id\": \"%s\"}", pid), 200);
-    s_expect_error(s_call("eve", "playlist.get", "{\"id\": \"%s\"}", pid), 403, "forbidden", NULL);
-    s_expect_error(s_call("eve", "playlist.items", "{\"id\": \"%s\"}", pid), 403, "forbidden",
+    th_expect_error(s_call("eve", "playlist.get", "{\"id\": \"%s\"}", pid), 403, "forbidden", NULL);
+    th_expect_error(s_call("eve", "playlist.items", "{\"id\": \"%s\"}", pid), 403, "forbidden",
                    NULL);
-    s_expect_error(s_call("eve", "playlist.follow", "{\"id\": \"%s\"}", pid), 403, "forbidden",
+    th_expect_error(s_call("eve", "playlist.follow", "{\"id\": \"%s\"}", pid), 403, "forbidden",
                    NULL);
-    s_expect_error(
+    th_expect_error(
         s_call("eve", "playlist.items_add", "{\"id\": \"%s\", \"body\": {\"ids\": [\"t0\"]}}", pid),
         403, "forbidden", NULL);
 
@@ -496,7 +361,7 @@ Test(playlists, private_playlists_are_for_owner_and_collaborators)
     s_ok(s_call("owner", "playlist.collaborators_add",
                 "{\"id\": \"%s\", \"body\": {\"user_ids\": [\"bob\"]}}", pid),
          200);
-    s_expect_error(s_call("bob", "playlist.get", "{\"id\": \"%s\"}", pid), 403, "forbidden", NULL);
+    th_expect_error(s_call("bob", "playlist.get", "{\"id\": \"%s\"}", pid), 403, "forbidden", NULL);
     s_ok(s_call("owner", "playlist.update", "{\"id\": \"%s\", \"body\": {\"collaborative\": true}}",
                 pid),
          200);
@@ -504,13 +369,13 @@ Test(playlists, private_playlists_are_for_owner_and_collaborators)
     s_ok(
         s_call("bob", "playlist.items_add", "{\"id\": \"%s\", \"body\": {\"ids\": [\"t1\"]}}", pid),
         201);
-    s_expect_error(s_call("eve", "playlist.get", "{\"id\": \"%s\"}", pid), 403, "forbidden", NULL);
+    th_expect_error(s_call("eve", "playlist.get", "{\"id\": \"%s\"}", pid), 403, "forbidden", NULL);
 
     /* Private playlists do not show in other users' listings. */
-    reply_t r = s_ok(s_call("eve", "playlists.of_user", "{\"id\": \"owner\"}"), 200);
-    cr_assert_eq(s_int(r.body, "total"), 0);
+    th_reply_t r = s_ok(s_call("eve", "playlists.of_user", "{\"id\": \"owner\"}"), 200);
+    cr_assert_eq(th_int(r.body, "total"), 0);
     r = s_ok(s_call("owner", "playlists.mine", NULL), 200);
-    cr_assert_eq(s_int(r.body, "total"), 1);
+    cr_assert_eq(th_int(r.body, "total"), 1);
 }
 
 Test(playlists, public_playlists_are_read_and_followed_by_anyone)
@@ -522,36 +387,36 @@ Test(playlists, public_playlists_are_read_and_followed_by_anyone)
          201);
     s_ok(s_call("eve", "playlist.get", "{\"id\": \"%s\"}", pid), 200);
     s_ok(s_call("eve", "playlist.items", "{\"id\": \"%s\"}", pid), 200);
-    s_expect_error(
+    th_expect_error(
         s_call("eve", "playlist.items_add", "{\"id\": \"%s\", \"body\": {\"ids\": [\"t1\"]}}", pid),
         403, "forbidden", NULL);
-    s_expect_error(
+    th_expect_error(
         s_call("eve", "playlist.update", "{\"id\": \"%s\", \"body\": {\"name\": \"x\"}}", pid), 403,
         "forbidden", NULL);
 
-    size_t before = s_outbox_count();
-    reply_t r = s_call("eve", "playlist.follow", "{\"id\": \"%s\"}", pid);
+    size_t before = th_outbox_count();
+    th_reply_t r = s_call("eve", "playlist.follow", "{\"id\": \"%s\"}", pid);
     cr_assert_eq(r.status, 204);
-    event_t e = s_expect_event(before, "playlists.follow");
-    cr_assert_str_eq(s_str(e.data, "action"), "followed");
-    cr_assert_str_eq(s_str(e.data, "user"), "eve");
-    cr_assert_str_eq(s_str(e.data, "playlist"), pid);
+    th_event_t e = s_expect_event(before, "playlists.follow");
+    cr_assert_str_eq(th_str(e.data, "action"), "followed");
+    cr_assert_str_eq(th_str(e.data, "user"), "eve");
+    cr_assert_str_eq(th_str(e.data, "playlist"), pid);
     cr_assert_eq(s_call("eve", "playlist.follow", "{\"id\": \"%s\"}", pid).status, 204);
-    cr_assert_eq(s_outbox_count(), before + 1, "following again changes nothing");
+    cr_assert_eq(th_outbox_count(), before + 1, "following again changes nothing");
     r = s_ok(s_call("eve", "playlist.get", "{\"id\": \"%s\"}", pid), 200);
-    cr_assert_eq(s_int(r.body, "followers"), 2);
+    cr_assert_eq(th_int(r.body, "followers"), 2);
     r = s_ok(s_call("eve", "playlists.mine", NULL), 200);
-    cr_assert_eq(s_int(r.body, "total"), 1);
-    cr_assert_str_eq(s_str(json_array_get(json_object_get(r.body, "items"), 0), "id"), pid);
+    cr_assert_eq(th_int(r.body, "total"), 1);
+    cr_assert_str_eq(th_str(json_array_get(json_object_get(r.body, "items"), 0), "id"), pid);
 
     /* DELETE by someone else than the owner unfollows. */
     cr_assert_eq(s_call("eve", "playlist.delete", "{\"id\": \"%s\"}", pid).status, 204);
     r = s_ok(s_call("eve", "playlists.mine", NULL), 200);
-    cr_assert_eq(s_int(r.body, "total"), 0);
+    cr_assert_eq(th_int(r.body, "total"), 0);
     s_ok(s_call("owner", "playlist.get", "{\"id\": \"%s\"}", pid), 200);
     cr_assert_eq(s_call("eve", "playlist.follow", "{\"id\": \"%s\"}", pid).status, 204);
     cr_assert_eq(s_call("eve", "playlist.unfollow", "{\"id\": \"%s\"}", pid).status, 204);
-    s_expect_error(s_call("owner", "playlist.unfollow", "{\"id\": \"%s\"}", pid), 409, "conflict",
+    th_expect_error(s_call("owner", "playlist.unfollow", "{\"id\": \"%s\"}", pid), 409, "conflict",
                    NULL);
 
     /* Made private: gone from the follower's listing and unreadable. */
@@ -559,8 +424,8 @@ Test(playlists, public_playlists_are_read_and_followed_by_anyone)
     s_ok(s_call("owner", "playlist.update", "{\"id\": \"%s\", \"body\": {\"public\": false}}", pid),
          200);
     r = s_ok(s_call("eve", "playlists.mine", NULL), 200);
-    cr_assert_eq(s_int(r.body, "total"), 0);
-    s_expect_error(s_call("eve", "playlist.get", "{\"id\": \"%s\"}", pid), 403, "forbidden", NULL);
+    cr_assert_eq(th_int(r.body, "total"), 0);
+    th_expect_error(s_call("eve", "playlist.get", "{\"id\": \"%s\"}", pid), 403, "forbidden", NULL);
     cr_assert_eq(s_call("eve", "playlist.unfollow", "{\"id\": \"%s\"}", pid).status, 204,
                  "a follower may always stop following");
 }
@@ -569,27 +434,27 @@ Test(playlists, collaborators)
 {
     s_tracks("t", 3);
     const char *pid = s_create("owner", false, true);
-    size_t before = s_outbox_count();
-    reply_t r = s_ok(s_call("owner", "playlist.collaborators_add",
+    size_t before = th_outbox_count();
+    th_reply_t r = s_ok(s_call("owner", "playlist.collaborators_add",
                             "{\"id\": \"%s\", \"body\": {\"user_ids\": [\"bob\", \"cat\", "
                             "\"bob\"]}}",
                             pid),
                      200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "collaborators")), 2);
-    event_t e = s_expect_event(before, "playlists.playlist");
-    cr_assert_str_eq(s_str(e.data, "change"), "collaborators");
+    th_event_t e = s_expect_event(before, "playlists.playlist");
+    cr_assert_str_eq(th_str(e.data, "change"), "collaborators");
     cr_assert_eq(json_array_size(json_object_get(e.data, "audience")), 3);
 
-    s_expect_error(s_call("owner", "playlist.collaborators_add",
+    th_expect_error(s_call("owner", "playlist.collaborators_add",
                           "{\"id\": \"%s\", \"body\": {\"user_ids\": [\"owner\"]}}", pid),
                    400, "invalid", "body.user_ids[0]");
-    s_expect_error(s_call("bob", "playlist.collaborators_add",
+    th_expect_error(s_call("bob", "playlist.collaborators_add",
                           "{\"id\": \"%s\", \"body\": {\"user_ids\": [\"dan\"]}}", pid),
                    403, "forbidden", NULL);
-    s_expect_error(s_call("owner", "playlist.collaborators_add",
+    th_expect_error(s_call("owner", "playlist.collaborators_add",
                           "{\"id\": \"%s\", \"body\": {\"user_ids\": []}}", pid),
                    400, "invalid", "body.user_ids");
-    s_expect_error(s_call("owner", "playlist.collaborators_add",
+    th_expect_error(s_call("owner", "playlist.collaborators_add",
                           "{\"id\": \"%s\", \"body\": {\"ids\": [\"x\"]}}", pid),
                    400, "invalid", "body.ids");
 
@@ -598,8 +463,8 @@ Test(playlists, collaborators)
         s_call("bob", "playlist.items_add", "{\"id\": \"%s\", \"body\": {\"ids\": [\"t2\"]}}", pid),
         201);
     r = s_ok(s_call("owner", "playlist.items", "{\"id\": \"%s\"}", pid), 200);
-    cr_assert_str_eq(s_str(json_array_get(json_object_get(r.body, "items"), 0), "added_by"), "bob");
-    s_expect_error(
+    cr_assert_str_eq(th_str(json_array_get(json_object_get(r.body, "items"), 0), "added_by"), "bob");
+    th_expect_error(
         s_call("bob", "playlist.update", "{\"id\": \"%s\", \"body\": {\"name\": \"x\"}}", pid), 403,
         "forbidden", NULL);
     /* DELETE by a collaborator only unfollows: the playlist stays. */
@@ -607,26 +472,26 @@ Test(playlists, collaborators)
     s_ok(s_call("owner", "playlist.get", "{\"id\": \"%s\"}", pid), 200);
 
     /* Bob removes only himself; Cat cannot remove Bob. */
-    s_expect_error(s_call("cat", "playlist.collaborators_remove",
+    th_expect_error(s_call("cat", "playlist.collaborators_remove",
                           "{\"id\": \"%s\", \"body\": {\"user_ids\": [\"bob\"]}}", pid),
                    403, "forbidden", NULL);
     r = s_ok(s_call("bob", "playlist.collaborators_remove",
                     "{\"id\": \"%s\", \"body\": {\"user_ids\": [\"bob\"]}}", pid),
              200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "collaborators")), 1);
-    s_expect_error(
+    th_expect_error(
         s_call("bob", "playlist.items_add", "{\"id\": \"%s\", \"body\": {\"ids\": [\"t2\"]}}", pid),
         403, "forbidden", NULL);
     /* Turning collaborative off takes Cat's rights away, and tells Cat. */
-    before = s_outbox_count();
+    before = th_outbox_count();
     s_ok(s_call("owner", "playlist.update",
                 "{\"id\": \"%s\", \"body\": {\"collaborative\": false}}", pid),
          200);
     e = s_expect_event(before, "playlists.playlist");
-    cr_assert_str_eq(s_str(e.data, "change"), "details");
+    cr_assert_str_eq(th_str(e.data, "change"), "details");
     json_t *aud = json_object_get(e.data, "audience");
     cr_assert_eq(json_array_size(aud), 2, "the owner and the collaborator who lost access");
-    s_expect_error(s_call("cat", "playlist.items", "{\"id\": \"%s\"}", pid), 403, "forbidden",
+    th_expect_error(s_call("cat", "playlist.items", "{\"id\": \"%s\"}", pid), 403, "forbidden",
                    NULL);
 }
 
@@ -647,7 +512,7 @@ Test(playlists, order_positions_and_duplicates)
                 "{\"id\": \"%s\", \"body\": {\"ids\": [\"t5\"], \"position\": 6}}", pid),
          201);
     s_expect_order(pid, "t5 t0 t3 t4 t1 t2 t5");
-    s_expect_error(s_call("owner", "playlist.items_add",
+    th_expect_error(s_call("owner", "playlist.items_add",
                           "{\"id\": \"%s\", \"body\": {\"ids\": [\"t5\"], \"position\": 8}}", pid),
                    400, "invalid", "body.position");
 
@@ -664,31 +529,31 @@ Test(playlists, order_positions_and_duplicates)
                 pid),
          200);
     s_expect_order(pid, "t5 t0 t3 t4 t1 t2 t5 t0");
-    s_expect_error(s_call("owner", "playlist.items_remove",
+    th_expect_error(s_call("owner", "playlist.items_remove",
                           "{\"id\": \"%s\", \"body\": {\"tracks\": [{\"id\": \"t0\", "
                           "\"positions\": [2]}]}}",
                           pid),
                    400, "invalid", "body.tracks[0].positions[0]");
-    s_expect_error(s_call("owner", "playlist.items_remove",
+    th_expect_error(s_call("owner", "playlist.items_remove",
                           "{\"id\": \"%s\", \"body\": {\"tracks\": [{\"id\": \"t0\", "
                           "\"positions\": [1, 8]}]}}",
                           pid),
                    400, "invalid", "body.tracks[0].positions[1]");
     s_expect_order(pid, "t5 t0 t3 t4 t1 t2 t5 t0");
-    reply_t r = s_ok(s_call("owner", "playlist.items_remove",
+    th_reply_t r = s_ok(s_call("owner", "playlist.items_remove",
                             "{\"id\": \"%s\", \"body\": {\"tracks\": [{\"uri\": "
                             "\"musicbus:track:t5\"}, {\"id\": \"t3\", \"positions\": [2]}]}}",
                             pid),
                      200);
     s_expect_order(pid, "t0 t4 t1 t2 t0");
     /* Removing what is not there makes no new version. */
-    const char *snap = s_str(r.body, "snapshot_id");
-    size_t before = s_outbox_count();
+    const char *snap = th_str(r.body, "snapshot_id");
+    size_t before = th_outbox_count();
     r = s_ok(s_call("owner", "playlist.items_remove",
                     "{\"id\": \"%s\", \"body\": {\"tracks\": [{\"id\": \"t5\"}]}}", pid),
              200);
-    cr_assert_str_eq(s_str(r.body, "snapshot_id"), snap);
-    cr_assert_eq(s_outbox_count(), before);
+    cr_assert_str_eq(th_str(r.body, "snapshot_id"), snap);
+    cr_assert_eq(th_outbox_count(), before);
 }
 
 Test(playlists, reorder_ranges)
@@ -714,27 +579,27 @@ Test(playlists, reorder_ranges)
     /* insert_before within [range_start, range_start + length]: nothing
        moves and the snapshot stays. */
     const char *snap = s_snapshot("owner", pid);
-    reply_t r = s_ok(REORDER(2, 2, 2), 200);
-    cr_assert_str_eq(s_str(r.body, "snapshot_id"), snap);
+    th_reply_t r = s_ok(REORDER(2, 2, 2), 200);
+    cr_assert_str_eq(th_str(r.body, "snapshot_id"), snap);
     r = s_ok(REORDER(2, 4, 2), 200);
-    cr_assert_str_eq(s_str(r.body, "snapshot_id"), snap);
+    cr_assert_str_eq(th_str(r.body, "snapshot_id"), snap);
     s_expect_order(pid, "t5 t2 t0 t1 t3 t4");
 
-    s_expect_error(REORDER(6, 0, 1), 400, "invalid", "body.range_start");
-    s_expect_error(REORDER(5, 0, 2), 400, "invalid", "body.range_length");
-    s_expect_error(REORDER(0, 7, 1), 400, "invalid", "body.insert_before");
-    s_expect_error(REORDER(0, 2, 0), 400, "invalid", "body.range_length");
-    s_expect_error(s_call("owner", "playlist.items_reorder",
+    th_expect_error(REORDER(6, 0, 1), 400, "invalid", "body.range_start");
+    th_expect_error(REORDER(5, 0, 2), 400, "invalid", "body.range_length");
+    th_expect_error(REORDER(0, 7, 1), 400, "invalid", "body.insert_before");
+    th_expect_error(REORDER(0, 2, 0), 400, "invalid", "body.range_length");
+    th_expect_error(s_call("owner", "playlist.items_reorder",
                           "{\"id\": \"%s\", \"body\": {\"insert_before\": 1}}", pid),
                    400, "invalid", "body.range_start");
-    s_expect_error(s_call("owner", "playlist.items_reorder",
+    th_expect_error(s_call("owner", "playlist.items_reorder",
                           "{\"id\": \"%s\", \"body\": {\"range_start\": 1}}", pid),
                    400, "invalid", "body.insert_before");
-    s_expect_error(s_call("owner", "playlist.items_reorder",
+    th_expect_error(s_call("owner", "playlist.items_reorder",
                           "{\"id\": \"%s\", \"body\": {\"range_start\": -1, \"insert_before\": 0}}",
                           pid),
                    400, "invalid", "body.range_start");
-    s_expect_error(s_call("owner", "playlist.items_reorder",
+    th_expect_error(s_call("owner", "playlist.items_reorder",
                           "{\"id\": \"%s\", \"body\": {\"range_start\": 0, \"insert_before\": 1, "
                           "\"snapshot_id\": \"x\"}}",
                           pid),
@@ -743,7 +608,7 @@ Test(playlists, reorder_ranges)
     /* An empty playlist has nothing to move. */
     const char *empty = s_create("owner", true, false);
     snprintf(args, sizeof args, call, empty, 0, 0, 1);
-    s_expect_error(s_call("owner", "playlist.items_reorder", "%s", args), 400, "invalid",
+    th_expect_error(s_call("owner", "playlist.items_reorder", "%s", args), 400, "invalid",
                    "body.range_start");
 #undef REORDER
 }
@@ -768,21 +633,21 @@ Test(playlists, malformed_item_bodies)
         {"{\"ids\": [\"t0\"], \"where\": 0}", "body.where"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        s_expect_error(
+        th_expect_error(
             s_call("owner", "playlist.items_add", "{\"id\": \"%s\", \"body\": %s}", pid, bad[i][0]),
             400, "invalid", bad[i][1]);
     /* More than 100 at once. */
     s_tracks("m", 101);
-    s_expect_error(s_add_range("owner", pid, "m", 0, 101), 400, "invalid", "body.ids");
+    th_expect_error(s_add_range("owner", pid, "m", 0, 101), 400, "invalid", "body.ids");
     /* An unknown track is refused by its index in the list. */
-    s_expect_error(
+    th_expect_error(
         s_call("owner", "playlist.items_add",
                "{\"id\": \"%s\", \"body\": {\"uris\": [\"musicbus:track:t0\", "
                "\"musicbus:track:t1\", \"musicbus:track:t2\", \"musicbus:track:nope\"]}}",
                pid),
         400, "invalid", "body.uris[3]");
-    reply_t r = s_ok(s_call("owner", "playlist.get", "{\"id\": \"%s\"}", pid), 200);
-    cr_assert_eq(s_int(r.body, "items_total"), 0, "a refused add adds nothing");
+    th_reply_t r = s_ok(s_call("owner", "playlist.get", "{\"id\": \"%s\"}", pid), 200);
+    cr_assert_eq(th_int(r.body, "items_total"), 0, "a refused add adds nothing");
 
     const char *bad_remove[][2] = {
         {"{}", "body.tracks"},
@@ -798,14 +663,14 @@ Test(playlists, malformed_item_bodies)
         {"{\"tracks\": [{\"id\": \"t0\"}], \"snapshot_id\": \"x\"}", "body.snapshot_id"},
     };
     for (size_t i = 0; i < sizeof bad_remove / sizeof bad_remove[0]; i++)
-        s_expect_error(s_call("owner", "playlist.items_remove", "{\"id\": \"%s\", \"body\": %s}",
+        th_expect_error(s_call("owner", "playlist.items_remove", "{\"id\": \"%s\", \"body\": %s}",
                               pid, bad_remove[i][0]),
                        400, "invalid", bad_remove[i][1]);
-    s_expect_error(s_call("owner", "playlist.items", "{\"id\": \"%s\", \"limit\": 101}", pid), 400,
+    th_expect_error(s_call("owner", "playlist.items", "{\"id\": \"%s\", \"limit\": 101}", pid), 400,
                    "invalid", "limit");
-    s_expect_error(s_call("owner", "playlist.items", "{\"id\": \"%s\", \"limit\": 0}", pid), 400,
+    th_expect_error(s_call("owner", "playlist.items", "{\"id\": \"%s\", \"limit\": 0}", pid), 400,
                    "invalid", "limit");
-    s_expect_error(s_call("owner", "playlist.items", "{\"id\": \"%s\", \"offset\": -1}", pid), 400,
+    th_expect_error(s_call("owner", "playlist.items", "{\"id\": \"%s\", \"offset\": -1}", pid), 400,
                    "invalid", "offset");
     s_ok(s_call("owner", "playlist.items", "{\"id\": \"%s\", \"limit\": 100}", pid), 200);
 }
@@ -819,12 +684,12 @@ Test(playlists, ten_thousand_items_exactly)
     for (int i = 0; i < 99; i++)
         s_ok(s_add_range("owner", pid, "t", 0, 100), 201);
     s_ok(s_add_range("owner", pid, "t", 0, 99), 201);
-    s_expect_error(s_add_range("owner", pid, "t", 0, 2), 409, "playlist_full", "body.ids");
+    th_expect_error(s_add_range("owner", pid, "t", 0, 2), 409, "playlist_full", "body.ids");
     s_ok(s_add_range("owner", pid, "t", 99, 1), 201);
-    reply_t r = s_ok(s_call("owner", "playlist.get", "{\"id\": \"%s\"}", pid), 200);
-    cr_assert_eq(s_int(r.body, "items_total"), 10000);
-    s_expect_error(s_add_range("owner", pid, "t", 0, 1), 409, "playlist_full", "body.ids");
-    s_expect_error(s_call("owner", "playlist.items_add",
+    th_reply_t r = s_ok(s_call("owner", "playlist.get", "{\"id\": \"%s\"}", pid), 200);
+    cr_assert_eq(th_int(r.body, "items_total"), 10000);
+    th_expect_error(s_add_range("owner", pid, "t", 0, 1), 409, "playlist_full", "body.ids");
+    th_expect_error(s_call("owner", "playlist.items_add",
                           "{\"id\": \"%s\", \"body\": {\"ids\": [\"t0\"], \"position\": 0}}", pid),
                    409, "playlist_full", NULL);
 
@@ -833,13 +698,13 @@ Test(playlists, ten_thousand_items_exactly)
                     pid),
              200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "items")), 50);
-    cr_assert_eq(s_int(r.body, "total"), 10000);
+    cr_assert_eq(th_int(r.body, "total"), 10000);
     cr_assert(json_is_null(json_object_get(r.body, "next")));
     char prev[128];
     snprintf(prev, sizeof prev, "/v1/playlists/%s/items?offset=9850&limit=100", pid);
-    cr_assert_str_eq(s_str(r.body, "previous"), prev);
+    cr_assert_str_eq(th_str(r.body, "previous"), prev);
     cr_assert_str_eq(
-        s_str(json_object_get(json_array_get(json_object_get(r.body, "items"), 49), "track"), "id"),
+        th_str(json_object_get(json_array_get(json_object_get(r.body, "items"), 49), "track"), "id"),
         "t99");
     r = s_ok(s_call("owner", "playlist.items", "{\"id\": \"%s\", \"offset\": 10000}", pid), 200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "items")), 0);
@@ -859,7 +724,7 @@ Test(playlists, ten_thousand_items_exactly)
                 "{\"id\": \"%s\", \"body\": {\"tracks\": [{\"id\": \"t7\"}]}}", pid),
          200);
     r = s_ok(s_call("owner", "playlist.get", "{\"id\": \"%s\"}", pid), 200);
-    cr_assert_eq(s_int(r.body, "items_total"), 9900);
+    cr_assert_eq(th_int(r.body, "items_total"), 9900);
     s_ok(s_add_range("owner", pid, "t", 0, 100), 201);
     /* A reorder of half the playlist across many chunks. */
     s_ok(s_call("owner", "playlist.items_reorder",
@@ -871,7 +736,7 @@ Test(playlists, ten_thousand_items_exactly)
         s_call("owner", "playlist.items", "{\"id\": \"%s\", \"offset\": 5000, \"limit\": 1}", pid),
         200);
     cr_assert_str_eq(
-        s_str(json_object_get(json_array_get(json_object_get(r.body, "items"), 0), "track"), "id"),
+        th_str(json_object_get(json_array_get(json_object_get(r.body, "items"), 0), "track"), "id"),
         "t0");
 }
 
@@ -887,35 +752,35 @@ Test(playlists, if_match_and_stale_snapshots)
     snprintf(seen, sizeof seen, "%s", s_snapshot("owner", pid));
     cr_assert_str_eq(s_snapshot("bob", pid), seen);
     /* ...Bob writes first, so Owner's write on the old version is refused. */
-    reply_t r = s_ok(s_call("bob", "playlist.items_add",
+    th_reply_t r = s_ok(s_call("bob", "playlist.items_add",
                             "{\"id\": \"%s\", \"if_match\": \"%s\", \"body\": {\"ids\": [\"t0\"]}}",
                             pid, seen),
                      201);
     char now[32];
-    snprintf(now, sizeof now, "%s", s_str(r.body, "snapshot_id"));
-    size_t before = s_outbox_count();
-    s_expect_error(s_call("owner", "playlist.items_add",
+    snprintf(now, sizeof now, "%s", th_str(r.body, "snapshot_id"));
+    size_t before = th_outbox_count();
+    th_expect_error(s_call("owner", "playlist.items_add",
                           "{\"id\": \"%s\", \"if_match\": \"%s\", \"body\": {\"ids\": [\"t1\"]}}",
                           pid, seen),
                    412, "precondition_failed", NULL);
-    s_expect_error(s_call("owner", "playlist.items_reorder",
+    th_expect_error(s_call("owner", "playlist.items_reorder",
                           "{\"id\": \"%s\", \"if_match\": \"%s\", \"body\": {\"range_start\": 0, "
                           "\"insert_before\": 1}}",
                           pid, seen),
                    412, "precondition_failed", NULL);
-    s_expect_error(s_call("owner", "playlist.items_remove",
+    th_expect_error(s_call("owner", "playlist.items_remove",
                           "{\"id\": \"%s\", \"if_match\": \"%s\", \"body\": {\"tracks\": "
                           "[{\"id\": \"t0\"}]}}",
                           pid, seen),
                    412, "precondition_failed", NULL);
-    s_expect_error(s_call("owner", "playlist.update",
+    th_expect_error(s_call("owner", "playlist.update",
                           "{\"id\": \"%s\", \"if_match\": \"%s\", \"body\": {\"name\": \"n\"}}",
                           pid, seen),
                    412, "precondition_failed", NULL);
-    s_expect_error(
+    th_expect_error(
         s_call("owner", "playlist.delete", "{\"id\": \"%s\", \"if_match\": \"%s\"}", pid, seen),
         412, "precondition_failed", NULL);
-    cr_assert_eq(s_outbox_count(), before, "a refused write publishes nothing");
+    cr_assert_eq(th_outbox_count(), before, "a refused write publishes nothing");
     s_expect_order(pid, "t0");
     /* Without If-Match a write applies to the latest version. */
     s_ok(s_call("owner", "playlist.items_add", "{\"id\": \"%s\", \"body\": {\"ids\": [\"t1\"]}}",
@@ -927,14 +792,14 @@ Test(playlists, if_match_and_stale_snapshots)
                     "{\"id\": \"%s\", \"if_match\": \"\\\"%s\\\"\", \"body\": {\"ids\": [\"t2\"]}}",
                     pid, now),
              201);
-    snprintf(now, sizeof now, "%s", s_str(r.body, "snapshot_id"));
+    snprintf(now, sizeof now, "%s", th_str(r.body, "snapshot_id"));
     r = s_ok(s_call("owner", "playlist.items_add",
                     "{\"id\": \"%s\", \"if_match\": \"\\\"zzz\\\", \\\"%s\\\"\", \"body\": "
                     "{\"ids\": [\"t3\"]}}",
                     pid, now),
              201);
-    snprintf(now, sizeof now, "%s", s_str(r.body, "snapshot_id"));
-    s_expect_error(s_call("owner", "playlist.items_add",
+    snprintf(now, sizeof now, "%s", th_str(r.body, "snapshot_id"));
+    th_expect_error(s_call("owner", "playlist.items_add",
                           "{\"id\": \"%s\", \"if_match\": \"W/\\\"%s\\\"\", \"body\": {\"ids\": "
                           "[\"t3\"]}}",
                           pid, now),
@@ -942,7 +807,7 @@ Test(playlists, if_match_and_stale_snapshots)
     s_ok(s_call("owner", "playlist.items_add",
                 "{\"id\": \"%s\", \"if_match\": \"*\", \"body\": {\"ids\": [\"t3\"]}}", pid),
          201);
-    s_expect_error(s_call("owner", "playlist.items_add",
+    th_expect_error(s_call("owner", "playlist.items_add",
                           "{\"id\": \"%s\", \"if_match\": 5, \"body\": {\"ids\": [\"t3\"]}}", pid),
                    400, "invalid", "if_match");
     s_expect_order(pid, "t0 t1 t2 t3 t3");
@@ -958,43 +823,43 @@ Test(playlists, patch_and_delete)
     cr_assert_eq(s_call("eve", "playlist.follow", "{\"id\": \"%s\"}", pid).status, 204);
     char snap[32];
     snprintf(snap, sizeof snap, "%s", s_snapshot("owner", pid));
-    size_t before = s_outbox_count();
+    size_t before = th_outbox_count();
     /* The same values change nothing: no new snapshot, no event. */
-    reply_t r = s_ok(s_call("owner", "playlist.update",
+    th_reply_t r = s_ok(s_call("owner", "playlist.update",
                             "{\"id\": \"%s\", \"body\": {\"name\": \"Mix of owner\", \"public\": "
                             "true}}",
                             pid),
                      200);
-    cr_assert_str_eq(s_str(r.body, "snapshot_id"), snap);
-    cr_assert_eq(s_outbox_count(), before);
+    cr_assert_str_eq(th_str(r.body, "snapshot_id"), snap);
+    cr_assert_eq(th_outbox_count(), before);
     r = s_ok(s_call("owner", "playlist.update",
                     "{\"id\": \"%s\", \"if_match\": \"%s\", \"body\": {\"name\": \"New\", "
                     "\"description\": \"d\"}}",
                     pid, snap),
              200);
-    cr_assert_str_eq(s_str(r.body, "name"), "New");
-    cr_assert_str_neq(s_str(r.body, "snapshot_id"), snap);
-    event_t e = s_expect_event(before, "playlists.playlist");
-    cr_assert_str_eq(s_str(e.data, "change"), "details");
-    cr_assert_str_eq(s_str(e.data, "name"), "New");
+    cr_assert_str_eq(th_str(r.body, "name"), "New");
+    cr_assert_str_neq(th_str(r.body, "snapshot_id"), snap);
+    th_event_t e = s_expect_event(before, "playlists.playlist");
+    cr_assert_str_eq(th_str(e.data, "change"), "details");
+    cr_assert_str_eq(th_str(e.data, "name"), "New");
     r = s_ok(s_call("owner", "playlist.update",
                     "{\"id\": \"%s\", \"body\": {\"description\": null}}", pid),
              200);
     cr_assert(json_is_null(json_object_get(r.body, "description")));
-    s_expect_error(
+    th_expect_error(
         s_call("owner", "playlist.update", "{\"id\": \"%s\", \"body\": {\"name\": 1}}", pid), 400,
         "invalid", "body.name");
 
-    before = s_outbox_count();
+    before = th_outbox_count();
     cr_assert_eq(s_call("owner", "playlist.delete", "{\"id\": \"%s\"}", pid).status, 204);
     e = s_expect_event(before, "playlists.playlist");
-    cr_assert_str_eq(s_str(e.data, "action"), "deleted");
-    s_expect_error(s_call("owner", "playlist.get", "{\"id\": \"%s\"}", pid), 404, "not_found",
+    cr_assert_str_eq(th_str(e.data, "action"), "deleted");
+    th_expect_error(s_call("owner", "playlist.get", "{\"id\": \"%s\"}", pid), 404, "not_found",
                    NULL);
     r = s_ok(s_call("eve", "playlists.mine", NULL), 200);
-    cr_assert_eq(s_int(r.body, "total"), 0, "followers' lists lose a deleted playlist");
+    cr_assert_eq(th_int(r.body, "total"), 0, "followers' lists lose a deleted playlist");
     r = s_ok(s_call("owner", "playlists.mine", NULL), 200);
-    cr_assert_eq(s_int(r.body, "total"), 0);
+    cr_assert_eq(th_int(r.body, "total"), 0);
 }
 
 Test(playlists, listings_newest_first_and_paged)
@@ -1004,31 +869,31 @@ Test(playlists, listings_newest_first_and_paged)
         ids[i] = s_create("owner", i != 2, false);
         usleep(2000); /* distinct follow times */
     }
-    reply_t r = s_ok(s_call("owner", "playlists.mine", "{\"limit\": 2}"), 200);
-    cr_assert_eq(s_int(r.body, "total"), 5);
+    th_reply_t r = s_ok(s_call("owner", "playlists.mine", "{\"limit\": 2}"), 200);
+    cr_assert_eq(th_int(r.body, "total"), 5);
     json_t *items = json_object_get(r.body, "items");
     cr_assert_eq(json_array_size(items), 2);
-    cr_assert_str_eq(s_str(json_array_get(items, 0), "id"), ids[4]);
-    cr_assert_str_eq(s_str(json_array_get(items, 1), "id"), ids[3]);
-    cr_assert_str_eq(s_str(r.body, "next"), "/v1/me/playlists?offset=2&limit=2");
+    cr_assert_str_eq(th_str(json_array_get(items, 0), "id"), ids[4]);
+    cr_assert_str_eq(th_str(json_array_get(items, 1), "id"), ids[3]);
+    cr_assert_str_eq(th_str(r.body, "next"), "/v1/me/playlists?offset=2&limit=2");
     cr_assert(json_is_null(json_object_get(r.body, "previous")));
     r = s_ok(s_call("owner", "playlists.mine", "{\"limit\": 2, \"offset\": 4}"), 200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "items")), 1);
-    cr_assert_str_eq(s_str(json_array_get(json_object_get(r.body, "items"), 0), "id"), ids[0]);
-    cr_assert_str_eq(s_str(r.body, "previous"), "/v1/me/playlists?offset=2&limit=2");
+    cr_assert_str_eq(th_str(json_array_get(json_object_get(r.body, "items"), 0), "id"), ids[0]);
+    cr_assert_str_eq(th_str(r.body, "previous"), "/v1/me/playlists?offset=2&limit=2");
 
     /* Others see only the public ones; the owner sees all of them there too. */
     r = s_ok(s_call("eve", "playlists.of_user", "{\"id\": \"owner\"}"), 200);
-    cr_assert_eq(s_int(r.body, "total"), 4);
+    cr_assert_eq(th_int(r.body, "total"), 4);
     items = json_object_get(r.body, "items");
     for (size_t i = 0; i < json_array_size(items); i++)
-        cr_assert_str_neq(s_str(json_array_get(items, i), "id"), ids[2]);
+        cr_assert_str_neq(th_str(json_array_get(items, i), "id"), ids[2]);
     r = s_ok(s_call("owner", "playlists.of_user", "{\"id\": \"owner\", \"limit\": 50}"), 200);
-    cr_assert_eq(s_int(r.body, "total"), 5);
-    s_expect_error(s_call("owner", "playlists.mine", "{\"limit\": 51}"), 400, "invalid", "limit");
-    s_expect_error(s_call(NULL, "playlists.mine", NULL), 401, "unauthenticated", NULL);
+    cr_assert_eq(th_int(r.body, "total"), 5);
+    th_expect_error(s_call("owner", "playlists.mine", "{\"limit\": 51}"), 400, "invalid", "limit");
+    th_expect_error(s_call(NULL, "playlists.mine", NULL), 401, "unauthenticated", NULL);
     r = s_ok(s_call("eve", "playlists.of_user", "{\"id\": \"nobody\"}"), 200);
-    cr_assert_eq(s_int(r.body, "total"), 0);
+    cr_assert_eq(th_int(r.body, "total"), 0);
 }
 
 Test(playlists, catalog_deletes_and_takedowns_make_items_unavailable)
@@ -1040,16 +905,16 @@ Test(playlists, catalog_deletes_and_takedowns_make_items_unavailable)
                          th_json("{\"action\": \"deleted\", \"id\": "
                                  "\"t1\", \"object\": null}")),
                  0);
-    reply_t r = s_ok(s_call("owner", "playlist.items", "{\"id\": \"%s\"}", pid), 200);
+    th_reply_t r = s_ok(s_call("owner", "playlist.items", "{\"id\": \"%s\"}", pid), 200);
     json_t *items = json_object_get(r.body, "items");
     cr_assert_eq(json_array_size(items), 3, "the item stays");
     json_t *t1 = json_object_get(json_array_get(items, 1), "track");
-    cr_assert_str_eq(s_str(t1, "id"), "t1");
+    cr_assert_str_eq(th_str(t1, "id"), "t1");
     cr_assert(json_is_false(json_object_get(t1, "available")));
-    cr_assert_str_eq(s_str(t1, "title"), "Song t1", "what was known is kept");
+    cr_assert_str_eq(th_str(t1, "title"), "Song t1", "what was known is kept");
     cr_assert(json_is_true(
         json_object_get(json_object_get(json_array_get(items, 0), "track"), "available")));
-    s_expect_error(s_call("owner", "playlist.items_add",
+    th_expect_error(s_call("owner", "playlist.items_add",
                           "{\"id\": \"%s\", \"body\": {\"uris\": [\"musicbus:track:t0\", "
                           "\"musicbus:track:t1\"]}}",
                           pid),
@@ -1060,7 +925,7 @@ Test(playlists, catalog_deletes_and_takedowns_make_items_unavailable)
                 th_json("{\"action\": \"created\", \"id\": \"t1\", \"object\": {\"title\": "
                         "\"Song t1\", \"updated_at\": \"2026-11-28T02:10:00.000Z\"}}")),
         0);
-    s_expect_error(s_call("owner", "playlist.items_add",
+    th_expect_error(s_call("owner", "playlist.items_add",
                           "{\"id\": \"%s\", \"body\": {\"ids\": [\"t1\"]}}", pid),
                    400, "invalid", "body.ids[0]");
     /* Taken down (available false) and back; stale updates are ignored. */
@@ -1073,7 +938,7 @@ Test(playlists, catalog_deletes_and_takedowns_make_items_unavailable)
     r = s_ok(s_call("owner", "playlist.items", "{\"id\": \"%s\", \"offset\": 2}", pid), 200);
     json_t *t2 = json_object_get(json_array_get(json_object_get(r.body, "items"), 0), "track");
     cr_assert(json_is_false(json_object_get(t2, "available")));
-    cr_assert_str_eq(s_str(t2, "title"), "Song t2 (remaster)");
+    cr_assert_str_eq(th_str(t2, "title"), "Song t2 (remaster)");
     cr_assert_eq(
         s_apply("catalog.track", "t2",
                 th_json("{\"action\": \"updated\", \"id\": \"t2\", \"object\": {\"title\": "
@@ -1095,7 +960,7 @@ Test(playlists, catalog_deletes_and_takedowns_make_items_unavailable)
     cr_assert_eq(s_apply("catalog.track", "t9",
                          th_json("{\"action\": \"deleted\", \"id\": \"t9\", \"object\": null}")),
                  0);
-    s_expect_error(s_call("owner", "playlist.items_add",
+    th_expect_error(s_call("owner", "playlist.items_add",
                           "{\"id\": \"%s\", \"body\": {\"ids\": [\"t9\"]}}", pid),
                    400, "invalid", "body.ids[0]");
 }
@@ -1124,7 +989,7 @@ Test(playlists, malformed_catalog_events_are_skipped)
     s_ok(s_call("owner", "playlist.items_add", "{\"id\": \"%s\", \"body\": {\"ids\": [\"x\"]}}",
                 pid),
          201);
-    reply_t r = s_ok(s_call("owner", "playlist.items", "{\"id\": \"%s\"}", pid), 200);
+    th_reply_t r = s_ok(s_call("owner", "playlist.items", "{\"id\": \"%s\"}", pid), 200);
     json_t *t = json_object_get(json_array_get(json_object_get(r.body, "items"), 0), "track");
     cr_assert(json_is_null(json_object_get(t, "title")));
     cr_assert(json_is_null(json_object_get(t, "duration_ms")));
@@ -1136,13 +1001,13 @@ Test(playlists, malformed_catalog_events_are_skipped)
 Test(playlists, liked_tracks)
 {
     s_tracks("t", 60);
-    size_t before = s_outbox_count();
+    size_t before = th_outbox_count();
     cr_assert_eq(s_call("u", "library.tracks_save", "{\"ids\": [\"t0\", \"t1\", \"t2\"]}").status,
                  204);
-    event_t e = s_expect_event(before, "playlists.library");
+    th_event_t e = s_expect_event(before, "playlists.library");
     cr_assert_str_eq(e.key, "u");
-    cr_assert_str_eq(s_str(e.data, "kind"), "tracks");
-    cr_assert_str_eq(s_str(e.data, "action"), "added");
+    cr_assert_str_eq(th_str(e.data, "kind"), "tracks");
+    cr_assert_str_eq(th_str(e.data, "action"), "added");
     cr_assert_eq(json_array_size(json_object_get(e.data, "ids")), 3);
     usleep(2000);
     /* Saving again changes only what is new. */
@@ -1152,18 +1017,18 @@ Test(playlists, liked_tracks)
     cr_assert_eq(json_array_size(json_object_get(e.data, "ids")), 1);
     cr_assert_str_eq(json_string_value(json_array_get(json_object_get(e.data, "ids"), 0)), "t3");
     cr_assert_eq(s_call("u", "library.tracks_save", "{\"ids\": [\"t3\"]}").status, 204);
-    cr_assert_eq(s_outbox_count(), before + 2, "nothing new, no event");
+    cr_assert_eq(th_outbox_count(), before + 2, "nothing new, no event");
 
-    reply_t r = s_ok(s_call("u", "library.tracks", "{\"limit\": 3}"), 200);
-    cr_assert_eq(s_int(r.body, "total"), 4);
+    th_reply_t r = s_ok(s_call("u", "library.tracks", "{\"limit\": 3}"), 200);
+    cr_assert_eq(th_int(r.body, "total"), 4);
     json_t *items = json_object_get(r.body, "items");
     const char *want[] = {"t3", "t0", "t1"}; /* newest first; one batch in the order given */
     for (int i = 0; i < 3; i++) {
         json_t *item = json_array_get(items, (size_t)i);
-        cr_assert_str_eq(s_str(json_object_get(item, "track"), "id"), want[i]);
-        cr_assert_eq(strlen(s_str(item, "added_at")), 24);
+        cr_assert_str_eq(th_str(json_object_get(item, "track"), "id"), want[i]);
+        cr_assert_eq(strlen(th_str(item, "added_at")), 24);
     }
-    cr_assert_str_eq(s_str(r.body, "next"), "/v1/me/tracks?offset=3&limit=3");
+    cr_assert_str_eq(th_str(r.body, "next"), "/v1/me/tracks?offset=3&limit=3");
     r = s_ok(s_call("u", "library.tracks_contains", "{\"ids\": [\"t0\", \"t9\", \"t3\"]}"), 200);
     cr_assert(json_is_true(json_array_get(r.body, 0)));
     cr_assert(json_is_false(json_array_get(r.body, 1)));
@@ -1172,36 +1037,36 @@ Test(playlists, liked_tracks)
     cr_assert(json_is_false(json_array_get(r.body, 0)), "libraries are per user");
 
     cr_assert_eq(s_call("u", "library.tracks_remove", "{\"ids\": [\"t0\", \"t9\"]}").status, 204);
-    e = s_outbox_last();
-    cr_assert_str_eq(s_str(e.data, "action"), "removed");
+    e = th_outbox_last();
+    cr_assert_str_eq(th_str(e.data, "action"), "removed");
     cr_assert_eq(json_array_size(json_object_get(e.data, "ids")), 1);
     r = s_ok(s_call("u", "library.tracks", NULL), 200);
-    cr_assert_eq(s_int(r.body, "total"), 3);
+    cr_assert_eq(th_int(r.body, "total"), 3);
 
     /* Batches: 1..50 ids; unknown tracks are refused by index. */
     char ids[2048];
     size_t len = 0;
     for (int i = 0; i < 51; i++)
         len += (size_t)snprintf(ids + len, sizeof ids - len, "%s\"t%d\"", i ? "," : "", i);
-    s_expect_error(s_call("u", "library.tracks_save", "{\"ids\": [%s]}", ids), 400, "invalid",
+    th_expect_error(s_call("u", "library.tracks_save", "{\"ids\": [%s]}", ids), 400, "invalid",
                    "ids");
-    s_expect_error(s_call("u", "library.tracks_contains", "{\"ids\": [%s]}", ids), 400, "invalid",
+    th_expect_error(s_call("u", "library.tracks_contains", "{\"ids\": [%s]}", ids), 400, "invalid",
                    "ids");
     ids[len - 6] = '\0'; /* drop ,"t50" */
     cr_assert_eq(s_call("u", "library.tracks_save", "{\"ids\": [%s]}", ids).status, 204);
     r = s_ok(s_call("u", "library.tracks", "{\"limit\": 50}"), 200);
-    cr_assert_eq(s_int(r.body, "total"), 50);
-    s_expect_error(s_call("u", "library.tracks_save", "{\"ids\": []}"), 400, "invalid", "ids");
-    s_expect_error(s_call("u", "library.tracks_save", NULL), 400, "invalid", "ids");
-    s_expect_error(s_call("u", "library.tracks_save", "{\"ids\": [\"t1\", \"zz\"]}"), 400,
+    cr_assert_eq(th_int(r.body, "total"), 50);
+    th_expect_error(s_call("u", "library.tracks_save", "{\"ids\": []}"), 400, "invalid", "ids");
+    th_expect_error(s_call("u", "library.tracks_save", NULL), 400, "invalid", "ids");
+    th_expect_error(s_call("u", "library.tracks_save", "{\"ids\": [\"t1\", \"zz\"]}"), 400,
                    "invalid", "ids[1]");
-    s_expect_error(s_call("u", "library.tracks_save", "{\"body\": {\"ids\": [\"t1\", \"zz\"]}}"),
+    th_expect_error(s_call("u", "library.tracks_save", "{\"body\": {\"ids\": [\"t1\", \"zz\"]}}"),
                    400, "invalid", "body.ids[1]");
-    s_expect_error(s_call("u", "library.tracks_save", "{\"ids\": [\"a b\"]}"), 400, "invalid",
+    th_expect_error(s_call("u", "library.tracks_save", "{\"ids\": [\"a b\"]}"), 400, "invalid",
                    "ids[0]");
-    s_expect_error(s_call("u", "library.tracks_save", "{\"body\": {\"ids\": [\"t1\"], \"x\": 1}}"),
+    th_expect_error(s_call("u", "library.tracks_save", "{\"body\": {\"ids\": [\"t1\"], \"x\": 1}}"),
                    400, "invalid", "body");
-    s_expect_error(s_call(NULL, "library.tracks", NULL), 401, "unauthenticated", NULL);
+    th_expect_error(s_call(NULL, "library.tracks", NULL), 401, "unauthenticated", NULL);
     /* A liked track the catalog deletes stays, unavailable, and can go. */
     cr_assert_eq(s_apply("catalog.track", "t1",
                          th_json("{\"action\": \"deleted\", \"id\": \"t1\", \"object\": null}")),
@@ -1224,28 +1089,28 @@ Test(playlists, saved_albums_and_followed_artists)
                         "\"Band\"}}")),
         0);
     cr_assert_eq(s_call("u", "library.albums_save", "{\"ids\": [\"al1\"]}").status, 204);
-    s_expect_error(s_call("u", "library.albums_save", "{\"ids\": [\"ar1\"]}"), 400, "invalid",
+    th_expect_error(s_call("u", "library.albums_save", "{\"ids\": [\"ar1\"]}"), 400, "invalid",
                    "ids[0]");
-    reply_t r = s_ok(s_call("u", "library.albums", NULL), 200);
+    th_reply_t r = s_ok(s_call("u", "library.albums", NULL), 200);
     json_t *album = json_object_get(json_array_get(json_object_get(r.body, "items"), 0), "album");
-    cr_assert_str_eq(s_str(album, "title"), "Album");
+    cr_assert_str_eq(th_str(album, "title"), "Album");
     cr_assert_eq(json_array_size(json_object_get(album, "artist_ids")), 1);
     r = s_ok(s_call("u", "library.albums_contains", "{\"ids\": [\"al1\"]}"), 200);
     cr_assert(json_is_true(json_array_get(r.body, 0)));
 
-    size_t before = s_outbox_count();
+    size_t before = th_outbox_count();
     cr_assert_eq(
         s_call("u", "library.following_add", "{\"type\": \"artist\", \"ids\": [\"ar1\"]}").status,
         204);
-    event_t e = s_expect_event(before, "playlists.library");
-    cr_assert_str_eq(s_str(e.data, "kind"), "artists");
-    s_expect_error(s_call("u", "library.following_add", "{\"ids\": [\"ar1\"]}"), 400, "invalid",
+    th_event_t e = s_expect_event(before, "playlists.library");
+    cr_assert_str_eq(th_str(e.data, "kind"), "artists");
+    th_expect_error(s_call("u", "library.following_add", "{\"ids\": [\"ar1\"]}"), 400, "invalid",
                    "type");
-    s_expect_error(s_call("u", "library.following", "{\"type\": \"user\"}"), 400, "invalid",
+    th_expect_error(s_call("u", "library.following", "{\"type\": \"user\"}"), 400, "invalid",
                    "type");
     r = s_ok(s_call("u", "library.following", "{\"type\": \"artist\"}"), 200);
     json_t *artist = json_object_get(json_array_get(json_object_get(r.body, "items"), 0), "artist");
-    cr_assert_str_eq(s_str(artist, "name"), "Band");
+    cr_assert_str_eq(th_str(artist, "name"), "Band");
     cr_assert(json_is_true(json_object_get(artist, "available")));
     r = s_ok(s_call("u", "library.following_contains",
                     "{\"type\": \"artist\", \"ids\": [\"ar1\", \"al1\"]}"),
@@ -1257,7 +1122,7 @@ Test(playlists, saved_albums_and_followed_artists)
             .status,
         204);
     r = s_ok(s_call("u", "library.following", "{\"type\": \"artist\"}"), 200);
-    cr_assert_eq(s_int(r.body, "total"), 0);
+    cr_assert_eq(th_int(r.body, "total"), 0);
     cr_assert(json_is_null(json_object_get(r.body, "next")));
 }
 
@@ -1269,7 +1134,7 @@ Test(playlists, saved_albums_and_followed_artists)
     against a plain array. */
 Test(playlists, random_edits_match_a_model)
 {
-    playlists_store_set_chunk_max(s_state, 4);
+    playlists_store_set_chunk_max(th_state, 4);
     s_tracks("t", 12);
     const char *pid = s_create("owner", true, false);
     int model[400], n = 0;
@@ -1407,7 +1272,7 @@ static int s_child_call(const char *op, const char *args_text, char *snap)
     msgpack_sbuffer_init(&out);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &req, msgpack_sbuffer_write);
-    mb_request_pack_head(&pk, op, ++s_rid, 1000, 2);
+    mb_request_pack_head(&pk, op, 1, 1000, 2); /* a child process: any rid */
     mb_jwt_claims_t claims = {.roles = MB_ROLE_USER};
     snprintf(claims.sub, sizeof claims.sub, "owner");
     mb_pack_cstr(&pk, "auth");
@@ -1415,7 +1280,7 @@ static int s_child_call(const char *op, const char *args_text, char *snap)
     mb_pack_cstr(&pk, "args");
     th_pack_json(&pk, args);
     json_decref(args);
-    mb_actor_dispatch(&s_def, s_env, s_state, req.data, req.size, &out);
+    mb_actor_dispatch(&th_def, th_env, th_state, req.data, req.size, &out);
     mb_reply_t rep;
     const char *why, *sid;
     size_t len;
@@ -1439,7 +1304,7 @@ static int s_child_call(const char *op, const char *args_text, char *snap)
     landed; writes the 412 count to `fd`. */
 static void s_writer(const char *pid, const char *prefix, int n, bool if_match, int fd)
 {
-    if (mb_actor_open_env(&s_def, s_dir, &s_env) != 0 || s_def.open(s_env, &s_state) != 0)
+    if (mb_actor_open_env(&th_def, th_dir, &th_env) != 0 || th_def.open(th_env, &th_state) != 0)
         _exit(2);
     int refused = 0;
     for (int i = 0; i < n; i++) {
@@ -1466,8 +1331,8 @@ static void s_writer(const char *pid, const char *prefix, int n, bool if_match, 
     }
     if (write(fd, &refused, sizeof refused) != sizeof refused)
         _exit(5);
-    s_def.close(s_state);
-    mdb_env_close(s_env);
+    th_def.close(th_state);
+    mdb_env_close(th_env);
     _exit(0);
 }
 
@@ -1528,8 +1393,8 @@ Test(playlists, two_writers_racing_lose_nothing)
     int refused = s_race(pid, 150, false);
     cr_assert_eq(refused, 0);
     s_expect_interleaving(pid, 150, 300);
-    reply_t r = s_ok(s_call("owner", "playlist.get", "{\"id\": \"%s\"}", pid), 200);
-    cr_assert_eq(s_int(r.body, "items_total"), 300);
+    th_reply_t r = s_ok(s_call("owner", "playlist.get", "{\"id\": \"%s\"}", pid), 200);
+    cr_assert_eq(th_int(r.body, "items_total"), 300);
 }
 
 Test(playlists, two_writers_with_if_match_retry_until_they_land)
