@@ -25,153 +25,65 @@
 
 /* ---- harness ------------------------------------------------------------------- */
 
-typedef struct {
-    int status;
-    json_t *body; /* NULL for an error reply; kept until teardown */
-    char code[64];
-    char field[128];
-    char message[512];
-} reply_t;
-
-#define S_KEPT_MAX 8192
-
-static char s_dir[64];
-static mb_actor_def_t s_def;
-static MDB_env *s_env;
-static void *s_state;
-static uint64_t s_rid;
-static json_t *s_kept[S_KEPT_MAX];
-static size_t s_kept_n;
 static int64_t s_today; /* days since the epoch, now */
-
-static json_t *s_keep(json_t *j)
-{
-    cr_assert(s_kept_n < S_KEPT_MAX);
-    s_kept[s_kept_n++] = j;
-    return j;
-}
 
 static void s_setup(void)
 {
-    th_tmpdir(s_dir, "test_stats");
-    s_def = *stats_actor_def();
-    s_def.map_size = (size_t)256 << 20;
-    cr_assert_eq(mb_actor_open_env(&s_def, s_dir, &s_env), 0);
-    cr_assert_eq(s_def.open(s_env, &s_state), 0);
+    th_tmpdir(th_dir, "test_stats");
+    th_def = *stats_actor_def();
+    th_def.map_size = (size_t)256 << 20;
+    cr_assert_eq(mb_actor_open_env(&th_def, th_dir, &th_env), 0);
+    cr_assert_eq(th_def.open(th_env, &th_state), 0);
     s_today = stats_day_of(stats_now_ms());
 }
 
 static void s_teardown(void)
 {
-    for (size_t i = 0; i < s_kept_n; i++)
-        json_decref(s_kept[i]);
-    s_kept_n = 0;
-    if (s_env) {
-        s_def.close(s_state);
-        mdb_env_close(s_env);
-        s_env = NULL;
-    }
-    th_rmdir(s_dir);
+    th_teardown();
 }
 
 TestSuite(stats, .init = s_setup, .fini = s_teardown);
 
-static void s_copy(char *dst, size_t cap, const char *src, size_t len)
+/*  Who calls: the auth map the gateway makes for a user signed in as a
+    free user, an admin when `admin`. */
+typedef struct {
+    const char *user;
+    bool admin;
+} s_who_t;
+
+static void s_pack_auth(msgpack_packer *pk, const void *arg)
 {
-    if (src == NULL)
-        len = 0;
-    if (len >= cap)
-        len = cap - 1;
-    memcpy(dst, src ? src : "", len);
-    dst[len] = '\0';
+    const s_who_t *who = arg;
+    mb_jwt_claims_t claims = {.roles = MB_ROLE_USER | (who->admin ? MB_ROLE_ADMIN : 0)};
+    snprintf(claims.sub, sizeof claims.sub, "%s", who->user);
+    snprintf(claims.sid, sizeof claims.sid, "session-of-%s", who->user);
+    snprintf(claims.tier, sizeof claims.tier, "free");
+    mb_jwt_pack_auth(pk, &claims);
 }
 
 /*  Calls `op` as `user` (NULL: no auth map), an admin when `admin`, with
     args given as printf-formatted JSON (NULL for none). */
-static reply_t s_call_as(const char *user, bool admin, const char *op, const char *fmt, ...)
+static th_reply_t s_call_as(const char *user, bool admin, const char *op, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-static reply_t s_call_as(const char *user, bool admin, const char *op, const char *fmt, ...)
+static th_reply_t s_call_as(const char *user, bool admin, const char *op, const char *fmt, ...)
 {
     json_t *args = NULL;
     if (fmt) {
-        char *text;
         va_list ap;
         va_start(ap, fmt);
-        cr_assert(vasprintf(&text, fmt, ap) >= 0);
+        args = th_vjson(fmt, ap);
         va_end(ap);
-        args = th_json("%s", text);
-        free(text);
     }
-    msgpack_sbuffer req;
-    msgpack_sbuffer_init(&req);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &req, msgpack_sbuffer_write);
-    uint64_t rid = ++s_rid;
-    mb_request_pack_head(&pk, op, rid, 1000, (user != NULL) + (args != NULL));
-    if (user) {
-        mb_jwt_claims_t claims = {.roles = MB_ROLE_USER | (admin ? MB_ROLE_ADMIN : 0)};
-        snprintf(claims.sub, sizeof claims.sub, "%s", user);
-        snprintf(claims.sid, sizeof claims.sid, "session-of-%s", user);
-        snprintf(claims.tier, sizeof claims.tier, "free");
-        mb_pack_cstr(&pk, "auth");
-        mb_jwt_pack_auth(&pk, &claims);
-    }
-    if (args) {
-        mb_pack_cstr(&pk, "args");
-        th_pack_json(&pk, args);
-        json_decref(args);
-    }
-    msgpack_sbuffer out;
-    msgpack_sbuffer_init(&out);
-    mb_actor_dispatch(&s_def, s_env, s_state, req.data, req.size, &out);
-    mb_reply_t rep;
-    const char *why = NULL;
-    cr_assert_eq(mb_reply_decode(&rep, out.data, out.size, &why), 0, "reply does not decode: %s",
-                 why);
-    cr_assert_eq(rep.rid, rid);
-    reply_t r = {.status = rep.status};
-    if (rep.body)
-        r.body = s_keep(th_to_json(rep.body));
-    s_copy(r.code, sizeof r.code, rep.code, rep.code_len);
-    s_copy(r.field, sizeof r.field, rep.field, rep.field_len);
-    s_copy(r.message, sizeof r.message, rep.message, rep.message_len);
-    mb_reply_release(&rep);
-    msgpack_sbuffer_destroy(&out);
-    msgpack_sbuffer_destroy(&req);
-    return r;
+    s_who_t who = {user, admin};
+    return th_call_packed(op, args, user ? s_pack_auth : NULL, &who);
 }
 
-static reply_t s_ok(reply_t r, int status)
+static th_reply_t s_ok(th_reply_t r, int status)
 {
     cr_assert_eq(r.status, status, "status %d (%s: %s, field %s), expected %d", r.status, r.code,
                  r.message, r.field, status);
     cr_assert_not_null(r.body);
     return r;
-}
-
-static void s_expect_error(reply_t r, int status, const char *code, const char *field)
-{
-    cr_assert_eq(r.status, status, "status %d (%s: %s), expected %d", r.status, r.code, r.message,
-                 status);
-    cr_assert_str_eq(r.code, code, "code %s (%s)", r.code, r.message);
-    if (field)
-        cr_assert_str_eq(r.field, field, "field '%s' (%s), expected '%s'", r.field, r.message,
-                         field);
-    cr_assert(r.message[0], "an error says what went wrong");
-}
-
-static long long s_int(const json_t *o, const char *key)
-{
-    const json_t *v = json_object_get(o, key);
-    cr_assert(json_is_integer(v), "no integer %s", key);
-    return json_integer_value(v);
-}
-
-static const char *s_str(const json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    cr_assert_not_null(s, "no string %s", key);
-    return s;
 }
 
 /* ---- events -------------------------------------------------------------------- */
@@ -193,7 +105,7 @@ static int s_apply_at(uint64_t seq, const char *topic, const char *key, json_t *
     msgpack_unpacked_init(&msg);
     cr_assert_eq(msgpack_unpack_next(&msg, buf.data, buf.size, NULL), MSGPACK_UNPACK_SUCCESS);
     MDB_txn *txn;
-    cr_assert_eq(mdb_txn_begin(s_env, NULL, 0, &txn), 0);
+    cr_assert_eq(mdb_txn_begin(th_env, NULL, 0, &txn), 0);
     stats_outcome_t ignored;
     const char *ignored_why;
     mb_event_t ev = {.seq = seq,
@@ -202,15 +114,15 @@ static int s_apply_at(uint64_t seq, const char *topic, const char *key, json_t *
                      .key = key,
                      .key_len = key ? strlen(key) : 0,
                      .data = &msg.data};
-    int rc = stats_store_apply(s_state, txn, &ev, outcome ? outcome : &ignored,
+    int rc = stats_store_apply(th_state, txn, &ev, outcome ? outcome : &ignored,
                                why ? why : &ignored_why);
     /* ...and the runtime's entry point agrees with it. */
     MDB_txn *child;
-    cr_assert_eq(mdb_txn_begin(s_env, txn, 0, &child), 0);
+    cr_assert_eq(mdb_txn_begin(th_env, txn, 0, &child), 0);
     if (rc == 0 || rc == MB_EINVAL) {
         /* Applying again inside a child of the same transaction must be a
            duplicate (plays) or the same result; then throw the child away. */
-        int again = stats_apply(child, &ev, s_state);
+        int again = stats_apply(child, &ev, th_state);
         cr_assert_eq(again, rc, "stats_apply %d, stats_store_apply %d", again, rc);
     }
     mdb_txn_abort(child);
@@ -300,7 +212,7 @@ static size_t s_deliver_outbox(void)
 {
     MDB_txn *txn;
     MDB_dbi outbox;
-    cr_assert_eq(mdb_txn_begin(s_env, NULL, 0, &txn), 0);
+    cr_assert_eq(mdb_txn_begin(th_env, NULL, 0, &txn), 0);
     cr_assert_eq(mdb_dbi_open(txn, "_outbox", 0, &outbox), 0);
     MDB_cursor *cur;
     cr_assert_eq(mdb_cursor_open(txn, outbox, &cur), 0);
@@ -323,7 +235,7 @@ static size_t s_deliver_outbox(void)
     json_array_foreach(events, i, e)
     {
         const char *why = NULL;
-        int rc = s_apply_full(s_str(e, "topic"), s_str(e, "key"),
+        int rc = s_apply_full(th_str(e, "topic"), th_str(e, "key"),
                               json_incref(json_object_get(e, "data")), NULL, &why);
         cr_assert_eq(rc, 0, "the outbox held an event the consumer refuses: %s", why);
     }
@@ -339,14 +251,14 @@ Test(stats, a_reported_play_goes_through_the_outbox_and_is_counted)
     s_user("u1", "SE");
     char started[STATS_TIME_MAX + 1];
     stats_time_format(s_noon(s_today - 1, 0), started);
-    reply_t r =
+    th_reply_t r =
         s_ok(s_call_as("u1", false, "play.report",
                        "{\"body\":{\"track_id\":\"t1\",\"started_at\":\"%s\","
                        "\"ms_played\":45000,\"context\":{\"type\":\"album\",\"id\":\"al1\"},"
                        "\"client_id\":\"0f6c-1\"}}",
                        started),
              202);
-    cr_assert_str_eq(s_str(r.body, "id"), "0f6c-1");
+    cr_assert_str_eq(th_str(r.body, "id"), "0f6c-1");
     cr_assert(json_is_true(json_object_get(r.body, "counted_as_stream")));
     /* Nothing is counted until the event comes back from the bus. */
     r = s_ok(s_call_as("u1", false, "history.get", NULL), 200);
@@ -357,14 +269,14 @@ Test(stats, a_reported_play_goes_through_the_outbox_and_is_counted)
     json_t *items = json_object_get(r.body, "items");
     cr_assert_eq(json_array_size(items), 1);
     json_t *it = json_array_get(items, 0);
-    cr_assert_str_eq(s_str(it, "track_id"), "t1");
-    cr_assert_str_eq(s_str(it, "played_at"), started);
-    cr_assert_eq(s_int(it, "ms_played"), 45000);
+    cr_assert_str_eq(th_str(it, "track_id"), "t1");
+    cr_assert_str_eq(th_str(it, "played_at"), started);
+    cr_assert_eq(th_int(it, "ms_played"), 45000);
     cr_assert(json_is_true(json_object_get(it, "counted_as_stream")));
-    cr_assert_str_eq(s_str(json_object_get(it, "context"), "type"), "album");
-    cr_assert_str_eq(s_str(json_object_get(it, "context"), "id"), "al1");
-    cr_assert_str_eq(s_str(it, "source"), "client");
-    cr_assert_str_eq(s_str(json_object_get(it, "track"), "title"), "Song");
+    cr_assert_str_eq(th_str(json_object_get(it, "context"), "type"), "album");
+    cr_assert_str_eq(th_str(json_object_get(it, "context"), "id"), "al1");
+    cr_assert_str_eq(th_str(it, "source"), "client");
+    cr_assert_str_eq(th_str(json_object_get(it, "track"), "title"), "Song");
     cr_assert(json_is_null(json_object_get(r.body, "cursor")));
 
     char date[STATS_DATE_LEN + 1];
@@ -373,7 +285,7 @@ Test(stats, a_reported_play_goes_through_the_outbox_and_is_counted)
         s_call_as(NULL, false, "charts.top_tracks", "{\"date\":\"%s\",\"country\":\"SE\"}", date),
         200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "items")), 1);
-    cr_assert_eq(s_int(json_array_get(json_object_get(r.body, "items"), 0), "streams"), 1);
+    cr_assert_eq(th_int(json_array_get(json_object_get(r.body, "items"), 0), "streams"), 1);
 }
 
 /* ---- the consumer ------------------------------------------------------------------- */
@@ -397,14 +309,14 @@ Test(stats, a_play_counts_as_a_stream_from_30_seconds_on)
     cr_assert_eq(s_play("u3", "t1", s_noon(day, 2), 0, "p3"), STATS_APPLIED);
     json_t *st = s_track_stats("t1", day, 1);
     json_t *d = json_array_get(json_object_get(st, "days"), 0);
-    cr_assert_eq(s_int(d, "streams"), 1);
-    cr_assert_eq(s_int(d, "plays"), 3);
-    cr_assert_eq(s_int(d, "listeners"), 1, "listeners are users who streamed it");
+    cr_assert_eq(th_int(d, "streams"), 1);
+    cr_assert_eq(th_int(d, "plays"), 3);
+    cr_assert_eq(th_int(d, "listeners"), 1, "listeners are users who streamed it");
     json_t *all = json_object_get(st, "all_time");
-    cr_assert_eq(s_int(all, "streams"), 1);
-    cr_assert_eq(s_int(all, "plays"), 3);
+    cr_assert_eq(th_int(all, "streams"), 1);
+    cr_assert_eq(th_int(all, "plays"), 3);
     /* Every play is in the history; only streams make top lists. */
-    reply_t r = s_ok(s_call_as("u1", false, "history.get", NULL), 200);
+    th_reply_t r = s_ok(s_call_as("u1", false, "history.get", NULL), 200);
     json_t *it = json_array_get(json_object_get(r.body, "items"), 0);
     cr_assert(json_is_false(json_object_get(it, "counted_as_stream")));
     r = s_ok(s_call_as("u1", false, "top.tracks", "{\"range\":\"all\"}"), 200);
@@ -432,13 +344,13 @@ Test(stats, a_play_delivered_twice_counts_once)
         cr_assert_eq(out, i == 0 ? STATS_APPLIED : STATS_DUPLICATE);
     }
     json_t *st = s_track_stats("t1", s_today - 1, 1);
-    cr_assert_eq(s_int(json_array_get(json_object_get(st, "days"), 0), "streams"), 2);
-    reply_t r = s_ok(s_call_as("u1", false, "top.artists", "{\"range\":\"4w\"}"), 200);
+    cr_assert_eq(th_int(json_array_get(json_object_get(st, "days"), 0), "streams"), 2);
+    th_reply_t r = s_ok(s_call_as("u1", false, "top.artists", "{\"range\":\"4w\"}"), 200);
     json_t *items = json_object_get(r.body, "items");
     cr_assert_eq(json_array_size(items), 2);
-    cr_assert_eq(s_int(json_array_get(items, 0), "streams"), 2);
-    cr_assert_str_eq(s_str(json_array_get(items, 0), "artist_id"), "a1");
-    cr_assert_str_eq(s_str(json_array_get(items, 1), "artist_id"), "a2");
+    cr_assert_eq(th_int(json_array_get(items, 0), "streams"), 2);
+    cr_assert_str_eq(th_str(json_array_get(items, 0), "artist_id"), "a1");
+    cr_assert_str_eq(th_str(json_array_get(items, 1), "artist_id"), "a2");
 }
 
 Test(stats, malformed_events_are_rejected_with_a_reason_and_the_rest_applies)
@@ -510,8 +422,8 @@ Test(stats, malformed_events_are_rejected_with_a_reason_and_the_rest_applies)
     /* None of them counted anything, and the consumer goes on. */
     cr_assert_eq(s_play("u1", "t1", at, 40000, "good"), STATS_APPLIED);
     json_t *st = s_track_stats("t1", s_today - 1, 1);
-    cr_assert_eq(s_int(json_object_get(st, "all_time"), "plays"), 1);
-    s_expect_error(s_call_as("admin", true, "track.stats", "{\"id\":\"t9\"}"), 404, "not_found",
+    cr_assert_eq(th_int(json_object_get(st, "all_time"), "plays"), 1);
+    th_expect_error(s_call_as("admin", true, "track.stats", "{\"id\":\"t9\"}"), 404, "not_found",
                    NULL);
 }
 
@@ -521,8 +433,8 @@ Test(stats, a_play_of_a_track_the_catalog_never_announced_counts_without_artists
     cr_assert_eq(s_play("u1", "ghost", at, 40000, "p"), STATS_APPLIED);
     json_t *st = s_track_stats("ghost", s_today - 1, 1);
     cr_assert(json_is_null(json_object_get(st, "track")));
-    cr_assert_eq(s_int(json_object_get(st, "all_time"), "streams"), 1);
-    reply_t r = s_ok(s_call_as("u1", false, "top.artists", NULL), 200);
+    cr_assert_eq(th_int(json_object_get(st, "all_time"), "streams"), 1);
+    th_reply_t r = s_ok(s_call_as("u1", false, "top.artists", NULL), 200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "items")), 0);
 }
 
@@ -531,7 +443,7 @@ static void s_meta_offset(uint64_t next)
 {
     MDB_txn *txn;
     MDB_dbi offsets;
-    cr_assert_eq(mdb_txn_begin(s_env, NULL, 0, &txn), 0);
+    cr_assert_eq(mdb_txn_begin(th_env, NULL, 0, &txn), 0);
     cr_assert_eq(mdb_dbi_open(txn, "_offsets", 0, &offsets), 0);
     uint8_t v[16] = {0};
     stats_put_u64(v, next);
@@ -558,8 +470,8 @@ Test(stats, a_play_of_an_unknown_track_waits_until_the_meta_group_is_past_it)
     s_user("u1", "SE");
     cr_assert_eq(
         s_apply_at(20, "play", key, s_play_data("u1", "t1", at, 40000, "client"), NULL, NULL), 0);
-    reply_t r = s_ok(s_call_as("u1", false, "top.artists", NULL), 200);
-    cr_assert_str_eq(s_str(json_array_get(json_object_get(r.body, "items"), 0), "artist_id"), "a1");
+    th_reply_t r = s_ok(s_call_as("u1", false, "top.artists", NULL), 200);
+    cr_assert_str_eq(th_str(json_array_get(json_object_get(r.body, "items"), 0), "artist_id"), "a1");
     /* A track no event before the play named, once the meta group is past
        the play: counted without artists, no more waiting. */
     cr_assert_eq(s_apply_at(30, "play", "c:u1:x", s_play_data("u1", "ghost", at, 40000, "client"),
@@ -577,7 +489,7 @@ Test(stats, a_play_of_an_unknown_track_waits_until_the_meta_group_is_past_it)
 
 /* ---- play.report --------------------------------------------------------------------- */
 
-static reply_t s_report(const char *user, const char *body)
+static th_reply_t s_report(const char *user, const char *body)
 {
     return s_call_as(user, false, "play.report", "{\"body\":%s}", body);
 }
@@ -589,12 +501,12 @@ Test(stats, a_retried_report_is_answered_the_same_and_makes_one_event)
                        "\"ms_played\":12000,\"context\":{\"type\":\"search\"},"
                        "\"client_id\":\"retry-me\"}";
     for (int i = 0; i < 3; i++) {
-        reply_t r = s_ok(s_report("u1", body), 202);
+        th_reply_t r = s_ok(s_report("u1", body), 202);
         cr_assert(json_is_false(json_object_get(r.body, "counted_as_stream")));
-        cr_assert_str_eq(s_str(r.body, "id"), "retry-me");
+        cr_assert_str_eq(th_str(r.body, "id"), "retry-me");
     }
     /* The same client id for another play is a client bug: refused. */
-    s_expect_error(s_report("u1", "{\"track_id\":\"t1\",\"started_at\":\"2026-01-10T10:00:00Z\","
+    th_expect_error(s_report("u1", "{\"track_id\":\"t1\",\"started_at\":\"2026-01-10T10:00:00Z\","
                                   "\"ms_played\":12000,\"context\":{\"type\":\"search\"},"
                                   "\"client_id\":\"retry-me\"}"),
                    409, "conflict", "body.client_id");
@@ -602,10 +514,10 @@ Test(stats, a_retried_report_is_answered_the_same_and_makes_one_event)
     s_ok(s_report("u2", body), 202);
     cr_assert_eq(s_deliver_outbox(), 2);
     json_t *st = s_track_stats("t1", stats_days_from_civil(2026, 1, 10), 1);
-    cr_assert_eq(s_int(json_object_get(st, "all_time"), "plays"), 2);
+    cr_assert_eq(th_int(json_object_get(st, "all_time"), "plays"), 2);
     /* started_at kept its offset: 10:00+01:00 is 09:00Z. */
-    reply_t r = s_ok(s_call_as("u1", false, "history.get", NULL), 200);
-    cr_assert_str_eq(s_str(json_array_get(json_object_get(r.body, "items"), 0), "played_at"),
+    th_reply_t r = s_ok(s_call_as("u1", false, "history.get", NULL), 200);
+    cr_assert_str_eq(th_str(json_array_get(json_object_get(r.body, "items"), 0), "played_at"),
                      "2026-01-10T09:00:00.000Z");
 }
 
@@ -615,15 +527,15 @@ Test(stats, a_report_is_checked_field_by_field)
     const char *ok_ctx = "\"context\":{\"type\":\"radio\"}";
     static char body[1024];
 #define S_BODY(...) (snprintf(body, sizeof body, __VA_ARGS__), body)
-    s_expect_error(s_call_as(NULL, false, "play.report", "{\"body\":{}}"), 401, "unauthenticated",
+    th_expect_error(s_call_as(NULL, false, "play.report", "{\"body\":{}}"), 401, "unauthenticated",
                    NULL);
-    s_expect_error(s_report("u1", "[]"), 400, "invalid", "body");
-    s_expect_error(
+    th_expect_error(s_report("u1", "[]"), 400, "invalid", "body");
+    th_expect_error(
         s_report("u1", S_BODY("{\"track_id\":\"t1\",\"started_at\":\"2026-01-01T00:00:00Z\","
                               "\"ms_played\":1,%s,\"client_id\":\"c\",\"extra\":1}",
                               ok_ctx)),
         400, "invalid", "body.extra");
-    s_expect_error(
+    th_expect_error(
         s_report("u1", S_BODY("{\"track_id\":\"a:b\",\"started_at\":\"2026-01-01T00:00:00Z\","
                               "\"ms_played\":1,%s,\"client_id\":\"c\"}",
                               ok_ctx)),
@@ -633,34 +545,34 @@ Test(stats, a_report_is_checked_field_by_field)
                                             "\"1999-12-31T23:59:59Z\"", "\"2999-01-01T00:00:00Z\"",
                                             "\"2026-01-01T24:00:00Z\""};
     for (size_t i = 0; i < sizeof bad_times / sizeof *bad_times; i++)
-        s_expect_error(s_report("u1", S_BODY("{\"track_id\":\"t1\",\"started_at\":%s,"
+        th_expect_error(s_report("u1", S_BODY("{\"track_id\":\"t1\",\"started_at\":%s,"
                                              "\"ms_played\":1,%s,\"client_id\":\"c\"}",
                                              bad_times[i], ok_ctx)),
                        400, "invalid", "body.started_at");
-    s_expect_error(
+    th_expect_error(
         s_report("u1", S_BODY("{\"track_id\":\"t1\",\"started_at\":\"2026-01-01T00:00:00Z\","
                               "\"ms_played\":86400001,%s,\"client_id\":\"c\"}",
                               ok_ctx)),
         400, "invalid", "body.ms_played");
-    s_expect_error(s_report("u1", "{\"track_id\":\"t1\",\"started_at\":\"2026-01-01T00:00:00Z\","
+    th_expect_error(s_report("u1", "{\"track_id\":\"t1\",\"started_at\":\"2026-01-01T00:00:00Z\","
                                   "\"ms_played\":1,\"context\":{\"type\":\"party\"},"
                                   "\"client_id\":\"c\"}"),
                    400, "invalid", "body.context.type");
-    s_expect_error(s_report("u1", "{\"track_id\":\"t1\",\"started_at\":\"2026-01-01T00:00:00Z\","
+    th_expect_error(s_report("u1", "{\"track_id\":\"t1\",\"started_at\":\"2026-01-01T00:00:00Z\","
                                   "\"ms_played\":1,\"context\":{\"type\":\"album\",\"id\":\"\"},"
                                   "\"client_id\":\"c\"}"),
                    400, "invalid", "body.context.id");
-    s_expect_error(
+    th_expect_error(
         s_report("u1", S_BODY("{\"track_id\":\"t1\",\"started_at\":\"2026-01-01T00:00:00Z\","
                               "\"ms_played\":1,%s,\"client_id\":\"has space\"}",
                               ok_ctx)),
         400, "invalid", "body.client_id");
-    s_expect_error(
+    th_expect_error(
         s_report("u1", S_BODY("{\"track_id\":\"t1\",\"started_at\":\"2026-01-01T00:00:00Z\","
                               "\"ms_played\":1,%s,\"client_id\":\"%065d\"}",
                               ok_ctx, 0)),
         400, "invalid", "body.client_id");
-    s_expect_error(
+    th_expect_error(
         s_report("u1", S_BODY("{\"track_id\":\"nope\",\"started_at\":\"2026-01-01T00:00:00Z\","
                               "\"ms_played\":1,%s,\"client_id\":\"c\"}",
                               ok_ctx)),
@@ -693,7 +605,7 @@ Test(stats, history_pages_newest_first_with_a_cursor)
     char cursor[256] = "";
     size_t seen = 0, pages = 0;
     for (;;) {
-        reply_t r = cursor[0] ? s_call_as("u1", false, "history.get",
+        th_reply_t r = cursor[0] ? s_call_as("u1", false, "history.get",
                                           "{\"limit\":20,\"cursor\":\"%s\"}", cursor)
                               : s_call_as("u1", false, "history.get", "{\"limit\":20}");
         s_ok(r, 200);
@@ -704,7 +616,7 @@ Test(stats, history_pages_newest_first_with_a_cursor)
         json_array_foreach(items, i, it)
         {
             int64_t at;
-            const char *s = s_str(it, "played_at");
+            const char *s = th_str(it, "played_at");
             cr_assert(stats_time_parse(s, strlen(s), &at));
             cr_assert_leq(at, prev, "newest first");
             prev = at;
@@ -717,17 +629,17 @@ Test(stats, history_pages_newest_first_with_a_cursor)
         }
         cr_assert_eq(json_array_size(items), 20);
         snprintf(cursor, sizeof cursor, "%s", json_string_value(c));
-        cr_assert(strstr(s_str(r.body, "next"), cursor));
+        cr_assert(strstr(th_str(r.body, "next"), cursor));
     }
     cr_assert_eq(seen, 45, "every play once, none of another user");
     cr_assert_eq(pages, 3);
-    s_expect_error(s_call_as("u1", false, "history.get", "{\"cursor\":\"zz\"}"), 400, "invalid",
+    th_expect_error(s_call_as("u1", false, "history.get", "{\"cursor\":\"zz\"}"), 400, "invalid",
                    "cursor");
-    s_expect_error(s_call_as("u1", false, "history.get", "{\"limit\":51}"), 400, "invalid",
+    th_expect_error(s_call_as("u1", false, "history.get", "{\"limit\":51}"), 400, "invalid",
                    "limit");
-    s_expect_error(s_call_as(NULL, false, "history.get", NULL), 401, "unauthenticated", NULL);
+    th_expect_error(s_call_as(NULL, false, "history.get", NULL), 401, "unauthenticated", NULL);
     /* Another user's first page holds only theirs. */
-    reply_t r = s_ok(s_call_as("u2", false, "history.get", NULL), 200);
+    th_reply_t r = s_ok(s_call_as("u2", false, "history.get", NULL), 200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "items")), 1);
 }
 
@@ -762,34 +674,34 @@ Test(stats, top_lists_cover_4_weeks_6_months_or_all_time)
         {"all", {"old", "spring", "recent"}, {11, 6, 3}},
     };
     for (size_t w = 0; w < 3; w++) {
-        reply_t r =
+        th_reply_t r =
             s_ok(s_call_as("u1", false, "top.tracks", "{\"range\":\"%s\"}", want[w].range), 200);
         json_t *items = json_object_get(r.body, "items");
-        cr_assert_str_eq(s_str(r.body, "range"), want[w].range);
+        cr_assert_str_eq(th_str(r.body, "range"), want[w].range);
         size_t expect = 0;
         while (expect < 3 && want[w].order[expect])
             expect++;
         cr_assert_eq(json_array_size(items), expect, "range %s", want[w].range);
         for (size_t i = 0; i < expect; i++) {
             json_t *it = json_array_get(items, i);
-            cr_assert_str_eq(s_str(it, "track_id"), want[w].order[i]);
-            cr_assert_eq(s_int(it, "streams"), want[w].streams[i]);
-            cr_assert_eq(s_int(it, "rank"), (long long)i + 1);
-            cr_assert_str_eq(s_str(json_object_get(it, "track"), "id"), want[w].order[i]);
+            cr_assert_str_eq(th_str(it, "track_id"), want[w].order[i]);
+            cr_assert_eq(th_int(it, "streams"), want[w].streams[i]);
+            cr_assert_eq(th_int(it, "rank"), (long long)i + 1);
+            cr_assert_str_eq(th_str(json_object_get(it, "track"), "id"), want[w].order[i]);
         }
     }
     /* Artists: a1 is on "recent" and "old". Default range is 4w. */
-    reply_t r = s_ok(s_call_as("u1", false, "top.artists", "{\"range\":\"all\",\"limit\":2}"), 200);
+    th_reply_t r = s_ok(s_call_as("u1", false, "top.artists", "{\"range\":\"all\",\"limit\":2}"), 200);
     json_t *items = json_object_get(r.body, "items");
     cr_assert_eq(json_array_size(items), 2);
-    cr_assert_eq(s_int(r.body, "total"), 3);
-    cr_assert_str_eq(s_str(json_array_get(items, 0), "artist_id"), "a1");
-    cr_assert_eq(s_int(json_array_get(items, 0), "streams"), 14);
-    cr_assert_str_eq(s_str(json_array_get(items, 1), "artist_id"), "a3");
+    cr_assert_eq(th_int(r.body, "total"), 3);
+    cr_assert_str_eq(th_str(json_array_get(items, 0), "artist_id"), "a1");
+    cr_assert_eq(th_int(json_array_get(items, 0), "streams"), 14);
+    cr_assert_str_eq(th_str(json_array_get(items, 1), "artist_id"), "a3");
     r = s_ok(s_call_as("u1", false, "top.artists", NULL), 200);
-    cr_assert_str_eq(s_str(r.body, "range"), "4w");
+    cr_assert_str_eq(th_str(r.body, "range"), "4w");
     cr_assert_eq(json_array_size(json_object_get(r.body, "items")), 1);
-    s_expect_error(s_call_as("u1", false, "top.tracks", "{\"range\":\"1y\"}"), 400, "invalid",
+    th_expect_error(s_call_as("u1", false, "top.tracks", "{\"range\":\"1y\"}"), 400, "invalid",
                    "range");
     /* Someone else's top list is empty. */
     r = s_ok(s_call_as("u2", false, "top.tracks", "{\"range\":\"all\"}"), 200);
@@ -818,34 +730,34 @@ Test(stats, charts_are_global_or_per_country_over_a_window_of_days)
     char date[STATS_DATE_LEN + 1];
     s_date(d, date);
 
-    reply_t r = s_ok(s_call_as(NULL, false, "charts.top_tracks", "{\"date\":\"%s\"}", date), 200);
+    th_reply_t r = s_ok(s_call_as(NULL, false, "charts.top_tracks", "{\"date\":\"%s\"}", date), 200);
     json_t *items = json_object_get(r.body, "items");
     cr_assert(json_is_null(json_object_get(r.body, "country")));
-    cr_assert_eq(s_int(r.body, "days"), 1);
+    cr_assert_eq(th_int(r.body, "days"), 1);
     cr_assert_eq(json_array_size(items), 2);
-    cr_assert_str_eq(s_str(json_array_get(items, 0), "track_id"), "hit");
-    cr_assert_eq(s_int(json_array_get(items, 0), "streams"), 3);
-    cr_assert_eq(s_int(json_array_get(items, 1), "streams"), 2);
+    cr_assert_str_eq(th_str(json_array_get(items, 0), "track_id"), "hit");
+    cr_assert_eq(th_int(json_array_get(items, 0), "streams"), 3);
+    cr_assert_eq(th_int(json_array_get(items, 1), "streams"), 2);
 
     r = s_ok(
         s_call_as(NULL, false, "charts.top_tracks", "{\"date\":\"%s\",\"country\":\"SE\"}", date),
         200);
     items = json_object_get(r.body, "items");
-    cr_assert_str_eq(s_str(r.body, "country"), "SE");
+    cr_assert_str_eq(th_str(r.body, "country"), "SE");
     cr_assert_eq(json_array_size(items), 2);
-    cr_assert_str_eq(s_str(json_array_get(items, 0), "track_id"), "local");
-    cr_assert_eq(s_int(json_array_get(items, 0), "streams"), 2);
-    cr_assert_eq(s_int(json_array_get(items, 1), "streams"), 1);
+    cr_assert_str_eq(th_str(json_array_get(items, 0), "track_id"), "local");
+    cr_assert_eq(th_int(json_array_get(items, 0), "streams"), 2);
+    cr_assert_eq(th_int(json_array_get(items, 1), "streams"), 1);
 
     r = s_ok(s_call_as(NULL, false, "charts.top_tracks",
                        "{\"date\":\"%s\",\"days\":2,\"country\":\"US\"}", date),
              200);
     items = json_object_get(r.body, "items");
     cr_assert_eq(json_array_size(items), 1);
-    cr_assert_eq(s_int(json_array_get(items, 0), "streams"), 2);
+    cr_assert_eq(th_int(json_array_get(items, 0), "streams"), 2);
     char from[STATS_DATE_LEN + 1];
     s_date(d - 1, from);
-    cr_assert_str_eq(s_str(r.body, "from"), from);
+    cr_assert_str_eq(th_str(r.body, "from"), from);
 
     /* A user who moves counts for the new country from then on. */
     s_user("joe", "SE");
@@ -853,16 +765,16 @@ Test(stats, charts_are_global_or_per_country_over_a_window_of_days)
     r = s_ok(
         s_call_as(NULL, false, "charts.top_tracks", "{\"date\":\"%s\",\"country\":\"SE\"}", date),
         200);
-    cr_assert_eq(s_int(json_array_get(json_object_get(r.body, "items"), 0), "streams"), 3);
+    cr_assert_eq(th_int(json_array_get(json_object_get(r.body, "items"), 0), "streams"), 3);
 
     /* Default: yesterday, the last whole day. */
     r = s_ok(s_call_as(NULL, false, "charts.top_tracks", NULL), 200);
-    cr_assert_str_eq(s_str(r.body, "date"), date);
-    s_expect_error(s_call_as(NULL, false, "charts.top_tracks", "{\"country\":\"se\"}"), 400,
+    cr_assert_str_eq(th_str(r.body, "date"), date);
+    th_expect_error(s_call_as(NULL, false, "charts.top_tracks", "{\"country\":\"se\"}"), 400,
                    "invalid", "country");
-    s_expect_error(s_call_as(NULL, false, "charts.top_tracks", "{\"date\":\"2026-13-01\"}"), 400,
+    th_expect_error(s_call_as(NULL, false, "charts.top_tracks", "{\"date\":\"2026-13-01\"}"), 400,
                    "invalid", "date");
-    s_expect_error(s_call_as(NULL, false, "charts.top_tracks", "{\"days\":367}"), 400, "invalid",
+    th_expect_error(s_call_as(NULL, false, "charts.top_tracks", "{\"days\":367}"), 400, "invalid",
                    "days");
 }
 
@@ -885,30 +797,30 @@ Test(stats, track_stats_give_streams_and_exact_unique_listeners_per_day)
     cr_assert_eq(json_array_size(days), 3);
     char date[STATS_DATE_LEN + 1];
     s_date(d, date);
-    cr_assert_str_eq(s_str(json_array_get(days, 0), "date"), date);
-    cr_assert_eq(s_int(json_array_get(days, 0), "streams"), 3);
-    cr_assert_eq(s_int(json_array_get(days, 0), "listeners"), 2);
-    cr_assert_eq(s_int(json_array_get(days, 1), "streams"), 2);
-    cr_assert_eq(s_int(json_array_get(days, 1), "listeners"), 2);
-    cr_assert_eq(s_int(json_array_get(days, 2), "streams"), 0);
+    cr_assert_str_eq(th_str(json_array_get(days, 0), "date"), date);
+    cr_assert_eq(th_int(json_array_get(days, 0), "streams"), 3);
+    cr_assert_eq(th_int(json_array_get(days, 0), "listeners"), 2);
+    cr_assert_eq(th_int(json_array_get(days, 1), "streams"), 2);
+    cr_assert_eq(th_int(json_array_get(days, 1), "listeners"), 2);
+    cr_assert_eq(th_int(json_array_get(days, 2), "streams"), 0);
     json_t *period = json_object_get(st, "period");
-    cr_assert_eq(s_int(period, "streams"), 5);
-    cr_assert_eq(s_int(period, "listeners"), 3, "u1 on two days is one listener");
+    cr_assert_eq(th_int(period, "streams"), 5);
+    cr_assert_eq(th_int(period, "listeners"), 3, "u1 on two days is one listener");
     json_t *all = json_object_get(st, "all_time");
-    cr_assert_eq(s_int(all, "streams"), 6);
-    cr_assert_eq(s_int(all, "listeners"), 4);
+    cr_assert_eq(th_int(all, "streams"), 6);
+    cr_assert_eq(th_int(all, "listeners"), 4);
     char first[STATS_TIME_MAX + 1], last[STATS_TIME_MAX + 1];
     stats_time_format(s_noon(d - 30, 0), first);
     stats_time_format(s_noon(d + 1, 1), last);
-    cr_assert_str_eq(s_str(all, "first_played_at"), first);
-    cr_assert_str_eq(s_str(all, "last_played_at"), last);
-    cr_assert_str_eq(s_str(st, "from"), date);
+    cr_assert_str_eq(th_str(all, "first_played_at"), first);
+    cr_assert_str_eq(th_str(all, "last_played_at"), last);
+    cr_assert_str_eq(th_str(st, "from"), date);
 
-    s_expect_error(s_call_as("u1", false, "track.stats", "{\"id\":\"t1\"}"), 403, "forbidden",
+    th_expect_error(s_call_as("u1", false, "track.stats", "{\"id\":\"t1\"}"), 403, "forbidden",
                    NULL);
-    s_expect_error(s_call_as(NULL, false, "track.stats", "{\"id\":\"t1\"}"), 401, "unauthenticated",
+    th_expect_error(s_call_as(NULL, false, "track.stats", "{\"id\":\"t1\"}"), 401, "unauthenticated",
                    NULL);
-    s_expect_error(s_call_as("admin", true, "track.stats", "{\"id\":\"nope\"}"), 404, "not_found",
+    th_expect_error(s_call_as("admin", true, "track.stats", "{\"id\":\"nope\"}"), 404, "not_found",
                    NULL);
     /* A track the catalog announced but nobody played: zeros. */
     s_track("t2", "Quiet", "[\"a1\"]", NULL, 1000);
@@ -943,32 +855,32 @@ Test(stats, the_royalty_report_lists_streams_per_track_and_isrc_as_csv)
                          th_json("{\"action\":\"deleted\",\"id\":\"t1\",\"object\":null}")),
                  0);
 
-    reply_t r = s_ok(s_call_as("admin", true, "royalty.report",
+    th_reply_t r = s_ok(s_call_as("admin", true, "royalty.report",
                                "{\"from\":\"2026-03-01\",\"to\":\"2026-03-31\"}"),
                      200);
-    cr_assert_str_eq(s_str(r.body, "content_type"), "text/csv");
-    cr_assert_str_eq(s_str(r.body, "filename"), "royalties-2026-03-01-2026-03-31.csv");
-    cr_assert_eq(s_int(r.body, "rows"), 2);
-    cr_assert_eq(s_int(r.body, "total_streams"), 4);
-    cr_assert_str_eq(s_str(r.body, "csv"), "track_id,isrc,title,artist_ids,streams\r\n"
+    cr_assert_str_eq(th_str(r.body, "content_type"), "text/csv");
+    cr_assert_str_eq(th_str(r.body, "filename"), "royalties-2026-03-01-2026-03-31.csv");
+    cr_assert_eq(th_int(r.body, "rows"), 2);
+    cr_assert_eq(th_int(r.body, "total_streams"), 4);
+    cr_assert_str_eq(th_str(r.body, "csv"), "track_id,isrc,title,artist_ids,streams\r\n"
                                            "t2,USXYZ2600002,\"Comma, \"\"quoted\"\"\",a1;a2,3\r\n"
                                            "t1,SEABC2600001,Plain,a1,1\r\n");
 
     r = s_ok(s_call_as("admin", true, "royalty.report",
                        "{\"from\":\"2026-04-01\",\"to\":\"2026-04-30\"}"),
              200);
-    cr_assert_str_eq(s_str(r.body, "csv"), "track_id,isrc,title,artist_ids,streams\r\n"
+    cr_assert_str_eq(th_str(r.body, "csv"), "track_id,isrc,title,artist_ids,streams\r\n"
                                            "t3,,No ISRC,a3,1\r\n");
-    s_expect_error(
+    th_expect_error(
         s_call_as("u1", false, "royalty.report", "{\"from\":\"2026-03-01\",\"to\":\"2026-03-31\"}"),
         403, "forbidden", NULL);
-    s_expect_error(s_call_as("admin", true, "royalty.report",
+    th_expect_error(s_call_as("admin", true, "royalty.report",
                              "{\"from\":\"2026-03-31\",\"to\":\"2026-03-01\"}"),
                    400, "invalid", "to");
-    s_expect_error(s_call_as("admin", true, "royalty.report",
+    th_expect_error(s_call_as("admin", true, "royalty.report",
                              "{\"from\":\"2025-01-01\",\"to\":\"2026-03-01\"}"),
                    400, "invalid", "to");
-    s_expect_error(s_call_as("admin", true, "royalty.report", "{\"to\":\"2026-03-01\"}"), 400,
+    th_expect_error(s_call_as("admin", true, "royalty.report", "{\"to\":\"2026-03-01\"}"), 400,
                    "invalid", "from");
 }
 
@@ -987,7 +899,7 @@ Test(stats, a_deleted_user_is_erased_and_their_later_plays_ignored)
     cr_assert_eq(s_apply("users.user", "gone",
                          th_json("{\"action\":\"deleted\",\"id\":\"gone\",\"user\":null}")),
                  0);
-    reply_t r = s_ok(s_call_as("gone", false, "history.get", NULL), 200);
+    th_reply_t r = s_ok(s_call_as("gone", false, "history.get", NULL), 200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "items")), 0);
     r = s_ok(s_call_as("gone", false, "top.tracks", "{\"range\":\"all\"}"), 200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "items")), 0);
@@ -995,9 +907,9 @@ Test(stats, a_deleted_user_is_erased_and_their_later_plays_ignored)
     cr_assert_eq(json_array_size(json_object_get(r.body, "items")), 1);
     /* Streams stay (they name no one); the listener sets forget the user. */
     json_t *st = s_track_stats("t1", d, 1);
-    cr_assert_eq(s_int(json_array_get(json_object_get(st, "days"), 0), "streams"), 3);
-    cr_assert_eq(s_int(json_array_get(json_object_get(st, "days"), 0), "listeners"), 1);
-    cr_assert_eq(s_int(json_object_get(st, "all_time"), "listeners"), 1);
+    cr_assert_eq(th_int(json_array_get(json_object_get(st, "days"), 0), "streams"), 3);
+    cr_assert_eq(th_int(json_array_get(json_object_get(st, "days"), 0), "listeners"), 1);
+    cr_assert_eq(th_int(json_object_get(st, "all_time"), "listeners"), 1);
     /* A late delivery of the erased user's play keeps nothing. */
     cr_assert_eq(s_play("gone", "t1", s_noon(d, 0), 40000, "1"), STATS_IGNORED);
     cr_assert_eq(s_play("gone", "t1", s_noon(d, 5), 40000, "9"), STATS_IGNORED);
@@ -1007,13 +919,13 @@ Test(stats, a_deleted_user_is_erased_and_their_later_plays_ignored)
 
 Test(stats, unknown_ops_and_empty_stores_answer_cleanly)
 {
-    s_expect_error(s_call_as("u1", false, "play.delete", NULL), 404, "unknown_op", NULL);
-    reply_t r = s_ok(s_call_as("u1", false, "top.tracks", NULL), 200);
+    th_expect_error(s_call_as("u1", false, "play.delete", NULL), 404, "unknown_op", NULL);
+    th_reply_t r = s_ok(s_call_as("u1", false, "top.tracks", NULL), 200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "items")), 0);
     r = s_ok(s_call_as(NULL, false, "charts.top_tracks", NULL), 200);
     cr_assert_eq(json_array_size(json_object_get(r.body, "items")), 0);
     r = s_ok(s_call_as("admin", true, "royalty.report",
                        "{\"from\":\"2026-01-01\",\"to\":\"2026-01-01\"}"),
              200);
-    cr_assert_str_eq(s_str(r.body, "csv"), "track_id,isrc,title,artist_ids,streams\r\n");
+    cr_assert_str_eq(th_str(r.body, "csv"), "track_id,isrc,title,artist_ids,streams\r\n");
 }
