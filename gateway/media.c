@@ -411,8 +411,12 @@ void gw_media_http_date(int64_t t, char out[GW_MEDIA_HTTP_DATE_MAX])
     static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
     static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    snprintf(out, GW_MEDIA_HTTP_DATE_MAX, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday],
-             tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    /* The remainders change nothing for a real date; they let the compiler
+       see every field fits, at any optimisation level. */
+    snprintf(out, GW_MEDIA_HTTP_DATE_MAX, "%s, %02u %s %04u %02u:%02u:%02u GMT",
+             days[(unsigned)tm.tm_wday % 7u], (unsigned)tm.tm_mday % 100u,
+             months[(unsigned)tm.tm_mon % 12u], (unsigned)(tm.tm_year + 1900) % 10000u,
+             (unsigned)tm.tm_hour % 100u, (unsigned)tm.tm_min % 100u, (unsigned)tm.tm_sec % 100u);
 }
 
 bool gw_media_parse_http_date(const char *text, int64_t *t)
