@@ -35,8 +35,8 @@
 #include "transcode_probe.h"
 
 #define S_AAC_FRAME 1024      /* samples per AAC-LC frame */
-#define S_QUEUE_CAP 128       /* frames per rung queue: 2.7 s of audio */
-#define S_QUEUE_BATCH 16      /* a waiting consumer is woken once this many are queued */
+#define S_QUEUE_CAP 256       /* frames per rung queue: 5.5 s of audio */
+#define S_QUEUE_BATCH 32      /* a waiting consumer is woken once this many are queued */
 #define S_MAX_DAMAGED 16      /* damaged packets tolerated before the ratio applies... */
 #define S_MAX_DAMAGED_PCT 1   /* ...then at most this percentage of all packets */
 #define S_TRUNCATED_S 1.0     /* decoding this much short of the declared length fails */
@@ -729,6 +729,10 @@ static int s_rung_start(s_rung_t *r)
         return MB_EIO;
     }
     r->started = true;
+    /* Named after the rung, so top -H and perf tell them apart. */
+    char name[16];
+    snprintf(name, sizeof name, "tc-%s", r->info.name);
+    pthread_setname_np(r->thread, name);
     return 0;
 }
 

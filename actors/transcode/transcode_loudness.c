@@ -127,16 +127,34 @@ static void s_energy(transcode_loudness_t *self, const float *const *planes, siz
         size_t take = S_SUB - self->sub_fill;
         if (take > n - i)
             take = n - i;
-        for (int c = 0; c < self->channels; c++) {
-            s_biquad_t shelf = self->shelf[c], high = self->high[c];
+        if (self->channels == 2) {
+            /* Both channels in one loop: two independent recursions the
+               CPU can overlap (each alone is bound by its latency). */
+            s_biquad_t s0 = self->shelf[0], h0 = self->high[0];
+            s_biquad_t s1 = self->shelf[1], h1 = self->high[1];
+            const float *x0 = planes[0] + i, *x1 = planes[1] + i;
+            double e0 = 0, e1 = 0;
+            for (size_t j = 0; j < take; j++) {
+                double y0 = s_biquad(&h0, s_biquad(&s0, x0[j]));
+                double y1 = s_biquad(&h1, s_biquad(&s1, x1[j]));
+                e0 += y0 * y0;
+                e1 += y1 * y1;
+            }
+            self->shelf[0] = s0;
+            self->high[0] = h0;
+            self->shelf[1] = s1;
+            self->high[1] = h1;
+            self->sub_energy += e0 + e1;
+        } else {
+            s_biquad_t shelf = self->shelf[0], high = self->high[0];
             double e = 0;
-            const float *x = planes[c] + i;
+            const float *x = planes[0] + i;
             for (size_t j = 0; j < take; j++) {
                 double y = s_biquad(&high, s_biquad(&shelf, x[j]));
                 e += y * y;
             }
-            self->shelf[c] = shelf;
-            self->high[c] = high;
+            self->shelf[0] = shelf;
+            self->high[0] = high;
             self->sub_energy += e;
         }
         self->sub_fill += take;
