@@ -1,6 +1,8 @@
 /*  catalog_audio — see catalog_audio.h. */
 #include "catalog_audio.h"
 
+#include "mb_utf8.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -297,7 +299,7 @@ static catalog_str_t s_reason(catalog_str_t reason)
         while (reason.len > 0 && ((unsigned char)reason.ptr[reason.len] & 0xc0) == 0x80)
             reason.len--;
     }
-    if (!catalog_utf8_chars(reason.ptr, reason.len, &chars))
+    if (!mb_utf8_chars(reason.ptr, reason.len, &chars))
         return (catalog_str_t){S_BAD_REASON, strlen(S_BAD_REASON)};
     return reason;
 }
@@ -328,7 +330,7 @@ int catalog_audio_event_read(const char *topic, size_t topic_len, const msgpack_
     }
     if (!mb_obj_str(mb_map_get(data, "track_id"), &ev->track_id.ptr, &ev->track_id.len) ||
         ev->track_id.len == 0 || ev->track_id.len > CATALOG_ID_MAX ||
-        !catalog_utf8_chars(ev->track_id.ptr, ev->track_id.len, &chars)) {
+        !mb_utf8_chars(ev->track_id.ptr, ev->track_id.len, &chars)) {
         *why = "data.track_id must be an id (1..64 bytes of UTF-8)";
         return MB_EINVAL;
     }

@@ -196,8 +196,6 @@ size_t catalog_match_normalise(const char *s, size_t len, char *out);
 /*  True when `s` is YYYY, YYYY-MM or YYYY-MM-DD naming a real date. */
 bool catalog_date_valid(const char *s, size_t len);
 
-/*  True when `s` is valid UTF-8; sets *chars to its count of code points. */
-bool catalog_utf8_chars(const char *s, size_t len, size_t *chars);
 
 /*  Reads a string argument that must be an id (1..CATALOG_ID_MAX bytes,
     valid UTF-8) into *out. Returns true, or false after answering `call`

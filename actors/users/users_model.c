@@ -9,6 +9,7 @@
 
 #include "mb_jwt.h"
 #include "mb_msgpack.h"
+#include "mb_utf8.h"
 
 /*  Longest field path we name in an error ("body.display_name", or an
     unknown key cut short). */
@@ -71,46 +72,6 @@ static bool s_unknown_field(mb_call_t *call, const msgpack_object *key)
 
 /* ---- text rules ------------------------------------------------------------- */
 
-bool users_utf8_chars(const char *s, size_t len, size_t *chars)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t count = 0;
-    size_t i = 0;
-    while (i < len) {
-        unsigned c = p[i];
-        size_t extra;
-        uint32_t cp;
-        if (c < 0x80) {
-            extra = 0;
-            cp = c;
-        } else if (c >= 0xc2 && c <= 0xdf) {
-            extra = 1;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            extra = 2;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            extra = 3;
-            cp = c & 0x07;
-        } else
-            return false;
-        if (len - i - 1 < extra)
-            return false;
-        for (size_t k = 1; k <= extra; k++) {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (p[i + k] & 0x3f);
-        }
-        /* Overlong forms, UTF-16 surrogates and values past Unicode. */
-        if ((extra == 2 && cp < 0x800) || (extra == 3 && cp < 0x10000) || cp > 0x10ffff ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += extra + 1;
-        count++;
-    }
-    *chars = count;
-    return true;
-}
 
 static bool s_blank(char c)
 {
@@ -143,7 +104,7 @@ bool users_email_normalise(const char *s, size_t len, char out[USERS_EMAIL_MAX +
     while (len > 0 && s_blank(s[len - 1]))
         len--;
     size_t chars;
-    if (len == 0 || len > USERS_EMAIL_MAX || !users_utf8_chars(s, len, &chars))
+    if (len == 0 || len > USERS_EMAIL_MAX || !mb_utf8_chars(s, len, &chars))
         return false;
     const char *at = NULL;
     for (size_t i = 0; i < len; i++) {
@@ -179,7 +140,7 @@ bool users_email_normalise(const char *s, size_t len, char out[USERS_EMAIL_MAX +
 const char *users_password_policy(const char *s, size_t len, const char **message)
 {
     size_t chars;
-    if (!users_utf8_chars(s, len, &chars)) {
+    if (!mb_utf8_chars(s, len, &chars)) {
         *message = "password must be valid UTF-8 text";
         return "invalid";
     }
@@ -220,7 +181,7 @@ static bool s_country_valid(users_str_t c)
 static bool s_name_valid(users_str_t n)
 {
     size_t chars;
-    if (!users_utf8_chars(n.ptr, n.len, &chars) || chars == 0 || chars > USERS_NAME_MAX)
+    if (!mb_utf8_chars(n.ptr, n.len, &chars) || chars == 0 || chars > USERS_NAME_MAX)
         return false;
     for (size_t i = 0; i < n.len; i++)
         if ((unsigned char)n.ptr[i] < 0x20 || n.ptr[i] == 0x7f)

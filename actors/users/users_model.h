@@ -74,8 +74,6 @@ bool users_email_normalise(const char *s, size_t len, char out[USERS_EMAIL_MAX +
     *message to a static English sentence. */
 const char *users_password_policy(const char *s, size_t len, const char **message);
 
-/*  True when `s` is valid UTF-8; sets *chars to its count of code points. */
-bool users_utf8_chars(const char *s, size_t len, size_t *chars);
 
 /*  True for "free" and "premium". */
 bool users_tier_valid(const char *s, size_t len);
