@@ -50,13 +50,16 @@ struct it_stack {
     unsigned seq;                    /* makes every ready file name unique */
     char secret_file[PATH_MAX + 16]; /* data_dir/jwt.secret */
     char secret[2 * S_SECRET_BYTES + 1];
+    char media_secret_file[PATH_MAX + 16]; /* data_dir/media.secret */
     char *token;        /* what it_call() sends; owned, may be NULL */
     char admin_id[128]; /* of it_stack_admin_login()'s admin; "" before */
 };
 
-static const char *s_kind_names[] = {"broker", "catalog", "users", "stats", "gateway"};
-static const char *s_kind_exes[] = {"musicbus-broker", "musicbus-catalog", "musicbus-users",
-                                    "musicbus-stats", "musicbus-gateway"};
+static const char *s_kind_names[] = {"broker",    "catalog",   "users",  "stats",
+                                     "playlists", "transcode", "gateway"};
+static const char *s_kind_exes[] = {"musicbus-broker",    "musicbus-catalog",   "musicbus-users",
+                                    "musicbus-stats",     "musicbus-playlists", "musicbus-transcode",
+                                    "musicbus-gateway"};
 
 static void s_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void s_say(const char *fmt, ...)
@@ -292,15 +295,18 @@ static int s_start(it_stack_t *self, it_kind_t kind, const char *bind, bool wait
     }
     char exe[PATH_MAX + 64], ready[PATH_MAX + 64], num1[32], num2[32], num3[32];
     char rate_default[128], rate_signin[128], secret_env[PATH_MAX + 64];
+    char media_env[PATH_MAX + 64];
     snprintf(exe, sizeof exe, "%s/%s", self->bin_dir, s_kind_exes[kind]);
     snprintf(ready, sizeof ready, "%s/run/%s-%u.ready", self->data_dir, s_kind_names[kind],
              ++self->seq);
     snprintf(num1, sizeof num1, "%d", IT_HEARTBEAT_MS);
     snprintf(num2, sizeof num2, "%d", self->opts.liveness > 0 ? self->opts.liveness : IT_LIVENESS);
     snprintf(secret_env, sizeof secret_env, "%s=%s", MB_JWT_ENV_SECRET_FILE, self->secret_file);
+    snprintf(media_env, sizeof media_env, "MUSICBUS_MEDIA_SECRET_FILE=%s",
+             self->media_secret_file);
     char *argv[24];
-    char *env[4 + 16] = {NULL};
-    int argc = 0;
+    char *env[4 + 16 + 1] = {NULL};
+    int argc = 0, envc = 0;
     argv[argc++] = exe;
     switch (kind) {
     case IT_BROKER:
@@ -317,18 +323,21 @@ static int s_start(it_stack_t *self, it_kind_t kind, const char *bind, bool wait
     case IT_CATALOG:
     case IT_USERS:
     case IT_STATS:
+    case IT_PLAYLISTS:
+    case IT_TRANSCODE:
         argv[argc++] = "--bus";
         argv[argc++] = self->endpoint;
         argv[argc++] = "--data";
         argv[argc++] = self->data_dir;
         if (kind == IT_USERS) {
-            env[0] = secret_env;
-            env[1] = "MUSICBUS_PWHASH_OPSLIMIT=1";
-            env[2] = "MUSICBUS_PWHASH_MEMLIMIT=8192";
+            env[envc++] = secret_env;
+            env[envc++] = "MUSICBUS_PWHASH_OPSLIMIT=1";
+            env[envc++] = "MUSICBUS_PWHASH_MEMLIMIT=8192";
+        } else if (kind == IT_CATALOG) {
+            env[envc++] = media_env;
         }
-        for (size_t i = 0, k = kind == IT_USERS ? 3 : 0;
-             self->opts.worker_env && self->opts.worker_env[i] && i < 16; i++)
-            env[k++] = (char *)self->opts.worker_env[i];
+        for (size_t i = 0; self->opts.worker_env && self->opts.worker_env[i] && i < 16; i++)
+            env[envc++] = (char *)self->opts.worker_env[i];
         break;
     case IT_GATEWAY:
         argv[argc++] = "--http";
@@ -350,7 +359,8 @@ static int s_start(it_stack_t *self, it_kind_t kind, const char *bind, bool wait
         argv[argc++] = rate_signin;
         argv[argc++] = "--rate-slots";
         argv[argc++] = S_RATE_SLOTS;
-        env[0] = secret_env;
+        env[envc++] = secret_env;
+        env[envc++] = media_env;
         break;
     }
     if (kind != IT_GATEWAY) {
@@ -429,9 +439,11 @@ int it_stack_start_all(it_stack_t *self, const it_stack_opts_t *opts)
     self->http_addr[0] = '\0';
     if (it_stack_start(self, IT_BROKER, NULL) < 0)
         return -1;
-    static const it_kind_t workers[] = {IT_CATALOG, IT_USERS, IT_STATS};
-    const int counts[] = {opts->catalogs, opts->users, opts->stats};
-    for (size_t k = 0; k < 3; k++)
+    static const it_kind_t workers[] = {IT_CATALOG, IT_USERS, IT_STATS, IT_PLAYLISTS,
+                                        IT_TRANSCODE};
+    const int counts[] = {opts->catalogs, opts->users, opts->stats, opts->playlists,
+                          opts->transcodes};
+    for (size_t k = 0; k < sizeof workers / sizeof workers[0]; k++)
         for (int i = 0; i < counts[k]; i++)
             if (it_stack_start(self, workers[k], NULL) < 0)
                 return -1;
@@ -444,9 +456,11 @@ int it_stack_start_all(it_stack_t *self, const it_stack_opts_t *opts)
     return 0;
 }
 
-/* Writes a fresh random secret (hex) into the data folder, readable by
-   its owner only. */
-static int s_make_secret(it_stack_t *self)
+/* Writes a fresh random secret (hex) into data_dir/name, readable by its
+   owner only; the hex text goes to `hex` (2 * S_SECRET_BYTES + 1) and the
+   file's path to `path`. */
+static int s_make_secret(it_stack_t *self, const char *name, char *hex, char *path,
+                         size_t path_size)
 {
     unsigned char raw[S_SECRET_BYTES];
     int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
@@ -458,12 +472,12 @@ static int s_make_secret(it_stack_t *self)
     }
     close(fd);
     for (size_t i = 0; i < sizeof raw; i++)
-        snprintf(self->secret + 2 * i, 3, "%02x", raw[i]);
-    snprintf(self->secret_file, sizeof self->secret_file, "%s/jwt.secret", self->data_dir);
-    fd = open(self->secret_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    size_t len = strlen(self->secret);
-    if (fd < 0 || write(fd, self->secret, len) != (ssize_t)len) {
-        s_say("%s: %s", self->secret_file, strerror(errno));
+        snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+    snprintf(path, path_size, "%s/%s", self->data_dir, name);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    size_t len = strlen(hex);
+    if (fd < 0 || write(fd, hex, len) != (ssize_t)len) {
+        s_say("%s: %s", path, strerror(errno));
         if (fd >= 0)
             close(fd);
         return -1;
@@ -500,7 +514,12 @@ it_stack_t *it_stack_new(const it_stack_opts_t *opts)
     snprintf(run, sizeof run, "%s/run", self->data_dir);
     mkdir(run, 0700);
     s_say("stack in %s", self->data_dir);
-    if (s_make_secret(self) != 0 || it_stack_start_all(self, NULL) != 0) {
+    char media_secret[2 * S_SECRET_BYTES + 1];
+    if (s_make_secret(self, "jwt.secret", self->secret, self->secret_file,
+                      sizeof self->secret_file) != 0 ||
+        s_make_secret(self, "media.secret", media_secret, self->media_secret_file,
+                      sizeof self->media_secret_file) != 0 ||
+        it_stack_start_all(self, NULL) != 0) {
         it_stack_destroy(&self);
         return NULL;
     }
@@ -540,7 +559,8 @@ int it_stack_stop(it_stack_t *self, int proc, long timeout_ms)
 
 int it_stack_stop_all(it_stack_t *self)
 {
-    static const it_kind_t order[] = {IT_GATEWAY, IT_STATS, IT_USERS, IT_CATALOG, IT_BROKER};
+    static const it_kind_t order[] = {IT_GATEWAY, IT_TRANSCODE, IT_PLAYLISTS, IT_STATS,
+                                      IT_USERS,   IT_CATALOG,   IT_BROKER};
     int bad = 0;
     for (size_t k = 0; k < sizeof order / sizeof order[0]; k++) {
         /* SIGTERM every process of the kind first, then wait: they stop

@@ -50,12 +50,22 @@
 #define IT_ADMIN_EMAIL "admin@musicbus.test"
 #define IT_ADMIN_PASSWORD "it-admin-pass-7Qx"
 
-typedef enum { IT_BROKER, IT_CATALOG, IT_USERS, IT_STATS, IT_GATEWAY } it_kind_t;
+typedef enum {
+    IT_BROKER,
+    IT_CATALOG,
+    IT_USERS,
+    IT_STATS,
+    IT_PLAYLISTS,
+    IT_TRANSCODE,
+    IT_GATEWAY
+} it_kind_t;
 
 typedef struct {
     int catalogs;                  /* catalog workers to start */
     int users;                     /* users workers to start */
     int stats;                     /* stats workers to start */
+    int playlists;                 /* playlists workers to start */
+    int transcodes;                /* transcode workers to start */
     bool no_gateway;               /* leave the gateway out */
     int gateway_timeout_ms;        /* the gateway's --timeout; 0 for its default */
     int broker_timeout_ms;         /* the broker's --timeout; 0 for its default */
@@ -69,8 +79,8 @@ typedef struct {
 typedef struct it_stack it_stack_t;
 
 /*  Makes a data folder under $TMPDIR with a signing secret in it, starts
-    the broker, then the catalog, users and stats workers, then the
-    gateway, and waits until each wrote its ready file and, when there
+    the broker, then the catalog, users, stats, playlists and transcode
+    workers, then the gateway, and waits until each wrote its ready file and, when there
     are catalog workers and a gateway, until the catalog answers through
     the gateway. `opts` NULL means one catalog and one users worker, no
     stats worker, and the defaults. Returns NULL when something did not
@@ -79,7 +89,8 @@ typedef struct it_stack it_stack_t;
     Environment of the processes: the test's, less every MUSICBUS_*
     variable but MUSICBUS_LOG_LEVEL (a developer's shell must not change
     what a test runs), plus, for users and gateway,
-    MUSICBUS_JWT_SECRET_FILE, and for users a cheap Argon2id
+    MUSICBUS_JWT_SECRET_FILE, for catalog and gateway
+    MUSICBUS_MEDIA_SECRET_FILE (media URLs), and for users a cheap Argon2id
     (MUSICBUS_PWHASH_OPSLIMIT=1, MUSICBUS_PWHASH_MEMLIMIT=8192). */
 it_stack_t *it_stack_new(const it_stack_opts_t *opts);
 
