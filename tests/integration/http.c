@@ -133,7 +133,7 @@ static s_transfer_t *s_transfer_new(it_http_res_t *res, const char *method, cons
     curl_easy_setopt(e, CURLOPT_PROXY, "");
     if (strcmp(method, "HEAD") == 0)
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-    else if (strcmp(method, "GET") != 0)
+    else if (strcmp(method, "GET") != 0 || body) /* a GET with a body stays a GET */
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
     if (body) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);

