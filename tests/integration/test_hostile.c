@@ -13,7 +13,14 @@
     process is still running and the objects made first still read back.
 
     Data kept safe: requests that a client may legitimately send without a
-    body (DELETE of a real object, logout) go to unknown ids only. */
+    body (DELETE of a real object, logout) go to unknown ids only.
+
+    The same on the bus, for batch jobs that bypass the gateway: every op
+    schemas/bus.md lists (its `## service` tables) and every x-op of
+    openapi.json gets undecodable bytes, envelopes without args or auth,
+    and each argument in turn replaced by a value of every msgpack type
+    and absurd sizes, with an admin's auth map. Each must answer (never
+    `unknown_op`: the document and the code agree) with a status below 500. */
 #include <criterion/criterion.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,6 +28,10 @@
 #include <string.h>
 
 #include "it.h"
+#include "mb_client.h"
+#include "mb_envelope.h"
+#include "mb_error.h"
+#include "mb_msgpack.h"
 
 /* Answers awaited per request: long enough for a loaded CI machine. */
 #define S_TIMEOUT_MS 15000
@@ -404,6 +415,320 @@ static void s_sweep(const char *bearer, bool bodies)
     }
 }
 
+/* ---- the bus ------------------------------------------------------------------ */
+
+/* Replies awaited per bus request. */
+#define S_BUS_TIMEOUT_MS 15000
+
+typedef struct {
+    char service[32];
+    char op[MB_OP_MAX + 1];
+    char args[16][32]; /* argument names the documents give */
+    int nargs;
+    const json_t *body_schema; /* of the JSON body, from openapi.json; NULL if none */
+} s_bus_op_t;
+
+#define S_BUS_OPS_MAX 256
+
+static s_bus_op_t s_bus_ops[S_BUS_OPS_MAX];
+static int s_nbus_ops;
+static int s_bus_requests;
+
+static s_bus_op_t *s_bus_op(const char *service, const char *op)
+{
+    for (int i = 0; i < s_nbus_ops; i++)
+        if (!strcmp(s_bus_ops[i].service, service) && !strcmp(s_bus_ops[i].op, op))
+            return &s_bus_ops[i];
+    cr_assert_lt(s_nbus_ops, S_BUS_OPS_MAX);
+    s_bus_op_t *o = &s_bus_ops[s_nbus_ops++];
+    memset(o, 0, sizeof *o);
+    snprintf(o->service, sizeof o->service, "%s", service);
+    snprintf(o->op, sizeof o->op, "%s", op);
+    return o;
+}
+
+static void s_bus_op_arg(s_bus_op_t *o, const char *name, size_t len)
+{
+    if (len == 0 || len >= sizeof o->args[0] || o->nargs == 16)
+        return;
+    for (int i = 0; i < o->nargs; i++)
+        if (strlen(o->args[i]) == len && !strncmp(o->args[i], name, len))
+            return;
+    memcpy(o->args[o->nargs], name, len);
+    o->args[o->nargs++][len] = '\0';
+}
+
+/* The ops of schemas/bus.md: under "## <service>", rows "| `op` | args |
+   reply |", the args being the `backquoted` names of the second cell. */
+static void s_load_bus_md(void)
+{
+    char file[4096], line[4096], service[32] = "";
+    snprintf(file, sizeof file, "%s/schemas/bus.md", getenv("MUSICBUS_SOURCE_DIR"));
+    FILE *f = fopen(file, "r");
+    cr_assert(f, "%s", file);
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "## ", 3)) {
+            if (sscanf(line + 3, "%31[a-z_-]", service) != 1)
+                service[0] = '\0';
+            continue;
+        }
+        char op[MB_OP_MAX + 1];
+        if (!service[0] || sscanf(line, "| `%64[a-z_.]` |", op) != 1)
+            continue;
+        s_bus_op_t *o = s_bus_op(service, op);
+        const char *cell = strchr(line + 2, '|');
+        const char *end = cell ? strchr(cell + 1, '|') : NULL;
+        for (const char *p = cell; p && end && p < end;) {
+            const char *open = memchr(p, '`', (size_t)(end - p));
+            if (!open)
+                break;
+            const char *close = memchr(open + 1, '`', (size_t)(end - open - 1));
+            if (!close)
+                break;
+            s_bus_op_arg(o, open + 1, (size_t)(close - open - 1));
+            p = close + 1;
+        }
+    }
+    fclose(f);
+}
+
+/* The bus ops of openapi.json, with their parameters and "body". */
+static void s_load_openapi_ops(void)
+{
+    const char *path;
+    const json_t *item;
+    json_object_foreach(json_object_get(s_api, "paths"), path, item)
+    {
+        const char *method;
+        const json_t *op;
+        json_object_foreach((json_t *)item, method, op)
+        {
+            const char *service = json_string_value(json_object_get(op, "x-service"));
+            const char *name = json_string_value(json_object_get(op, "x-op"));
+            if (!service || !name || !strcmp(service, "gateway"))
+                continue;
+            s_bus_op_t *o = s_bus_op(service, name);
+            size_t i;
+            const json_t *param;
+            json_array_foreach(json_object_get(op, "parameters"), i, param)
+            {
+                const char *pname = json_string_value(json_object_get(s_deref(param), "name"));
+                if (pname)
+                    s_bus_op_arg(o, pname, strlen(pname));
+            }
+            if (s_body_schema(op) || json_object_get(op, "x-upload"))
+                s_bus_op_arg(o, "body", 4);
+            if (s_body_schema(op))
+                o->body_schema = s_body_schema(op);
+        }
+    }
+}
+
+/* The hostile value whose whole request is refused before its rid is read. */
+#define S_BAD_EXT 12
+
+/* Packs hostile value number `which` (false when there are no more). */
+static bool s_pack_bad(msgpack_packer *pk, int which)
+{
+    static char huge[70000];
+    switch (which) {
+    case 0: msgpack_pack_int(pk, 7); return true;
+    case 1: msgpack_pack_int64(pk, -1); return true;
+    case 2: msgpack_pack_uint64(pk, UINT64_MAX); return true;
+    case 3: msgpack_pack_double(pk, -1.5e308); return true;
+    case 4: msgpack_pack_nil(pk); return true;
+    case 5: msgpack_pack_true(pk); return true;
+    case 6: mb_pack_cstr(pk, ""); return true;
+    case 7:
+        memset(huge, 'x', sizeof huge);
+        mb_pack_strn(pk, huge, sizeof huge);
+        return true;
+    case 8: mb_pack_strn(pk, "\xff\xfe\x00z", 4); return true;
+    case 9:
+        msgpack_pack_bin(pk, 3);
+        msgpack_pack_bin_body(pk, "abc", 3);
+        return true;
+    case 10:
+        msgpack_pack_array(pk, 2);
+        msgpack_pack_int(pk, 1);
+        mb_pack_cstr(pk, "x");
+        return true;
+    case 11:
+        msgpack_pack_map(pk, 1);
+        msgpack_pack_int(pk, 1); /* a key that is not a string */
+        msgpack_pack_map(pk, 0);
+        return true;
+    case S_BAD_EXT: /* no msgpack scan of musicbus takes ext types: the rid is lost too */
+        msgpack_pack_ext(pk, 1, 5);
+        msgpack_pack_ext_body(pk, "hello", 5);
+        return true;
+    case 13: /* an array of 1000 strings: more than any list takes */
+        msgpack_pack_array(pk, 1000);
+        for (int i = 0; i < 1000; i++)
+            mb_pack_cstr(pk, "ZZZZZZZZZZZZZZZZZZZZZZ");
+        return true;
+    default: return false;
+    }
+}
+
+/* Packs a JSON value as the gateway would put it on the bus. */
+static void s_pack_json(msgpack_packer *pk, const json_t *value)
+{
+    switch (json_typeof(value)) {
+    case JSON_OBJECT: {
+        msgpack_pack_map(pk, (uint32_t)json_object_size(value));
+        const char *key;
+        const json_t *member;
+        json_object_foreach((json_t *)value, key, member)
+        {
+            mb_pack_cstr(pk, key);
+            s_pack_json(pk, member);
+        }
+        break;
+    }
+    case JSON_ARRAY: {
+        msgpack_pack_array(pk, (uint32_t)json_array_size(value));
+        size_t i;
+        const json_t *member;
+        json_array_foreach(value, i, member) s_pack_json(pk, member);
+        break;
+    }
+    case JSON_STRING:
+        mb_pack_strn(pk, json_string_value(value), json_string_length(value));
+        break;
+    case JSON_INTEGER: msgpack_pack_int64(pk, json_integer_value(value)); break;
+    case JSON_REAL: msgpack_pack_double(pk, json_real_value(value)); break;
+    case JSON_TRUE: msgpack_pack_true(pk); break;
+    case JSON_FALSE: msgpack_pack_false(pk); break;
+    case JSON_NULL: msgpack_pack_nil(pk); break;
+    }
+}
+
+/* Sends one request body to `service` and checks the reply. */
+static void s_bus_check(mb_client_t *client, const s_bus_op_t *o, const msgpack_sbuffer *request,
+                        uint64_t rid, const char *what)
+{
+    zmq_msg_t reply;
+    s_bus_requests++;
+    int rc = mb_client_call(client, o->service, request->data, request->size, S_BUS_TIMEOUT_MS,
+                            &reply);
+    cr_assert_eq(rc, 0, "%s %s (%s): no reply: %s", o->service, o->op, what, mb_strerror(rc));
+    mb_reply_t rep;
+    const char *why = NULL;
+    rc = mb_reply_decode(&rep, zmq_msg_data(&reply), zmq_msg_size(&reply), &why);
+    cr_assert_eq(rc, 0, "%s %s (%s): the reply does not decode: %s", o->service, o->op, what,
+                 why ? why : "");
+    if (rid) /* an undecodable request gets rid 0 */
+        cr_assert_eq(rep.rid, rid, "%s %s (%s): rid %llu for %llu", o->service, o->op, what,
+                     (unsigned long long)rep.rid, (unsigned long long)rid);
+    cr_assert_lt(rep.status, 500, "%s %s (%s): status %d %.*s: %.*s", o->service, o->op, what,
+                 rep.status, (int)rep.code_len, rep.code ? rep.code : "", (int)rep.message_len,
+                 rep.message ? rep.message : "");
+    cr_assert(!(rep.status == 404 && rep.code && rep.code_len == 10 &&
+                !memcmp(rep.code, "unknown_op", 10)),
+              "%s has no op %s, which the documents list", o->service, o->op);
+    mb_reply_release(&rep);
+    zmq_msg_close(&reply);
+}
+
+/* Packs the head of a request for `o` with an admin's auth and, when
+   `with_args`, an "args" key whose value the caller packs next. */
+static void s_bus_head(msgpack_packer *pk, const s_bus_op_t *o, uint64_t rid, bool with_args)
+{
+    mb_request_pack_head(pk, o->op, rid, S_BUS_TIMEOUT_MS, with_args ? 2 : 1);
+    mb_pack_cstr(pk, "auth");
+    msgpack_pack_map(pk, 4);
+    mb_pack_cstr(pk, "user");
+    mb_pack_cstr(pk, it_stack_admin_id(s_stack));
+    mb_pack_cstr(pk, "sid");
+    mb_pack_cstr(pk, "hostile-session");
+    mb_pack_cstr(pk, "tier");
+    mb_pack_cstr(pk, "premium");
+    mb_pack_cstr(pk, "roles");
+    msgpack_pack_array(pk, 2);
+    mb_pack_cstr(pk, "user");
+    mb_pack_cstr(pk, "admin");
+    if (with_args)
+        mb_pack_cstr(pk, "args");
+}
+
+static void s_bus_sweep_op(mb_client_t *client, const s_bus_op_t *o, uint64_t *rid)
+{
+    msgpack_sbuffer request;
+    msgpack_sbuffer_init(&request);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &request, msgpack_sbuffer_write);
+
+    /* Not an envelope at all. */
+    static const char *const junk[] = {"", "\xc1", "\x85", "\xdd\xff\xff\xff\xff",
+                                       "\xdb\xff\xff\xff\xff", "GET / HTTP/1.1\r\n"};
+    for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
+        msgpack_sbuffer_clear(&request);
+        if (junk[i][0]) /* an empty write would memcpy from NULL */
+            msgpack_sbuffer_write(&request, junk[i], strlen(junk[i]));
+        s_bus_check(client, o, &request, 0, "junk bytes");
+    }
+    /* No args, no auth. */
+    msgpack_sbuffer_clear(&request);
+    mb_request_pack_head(&pk, o->op, ++*rid, S_BUS_TIMEOUT_MS, 0);
+    s_bus_check(client, o, &request, *rid, "no args, no auth");
+    /* args of the wrong type, then each argument wrong in turn. */
+    for (int which = 0;; which++) {
+        msgpack_sbuffer_clear(&request);
+        s_bus_head(&pk, o, ++*rid, true);
+        if (!s_pack_bad(&pk, which))
+            break;
+        s_bus_check(client, o, &request, which == S_BAD_EXT ? 0 : *rid, "args of the wrong type");
+    }
+    for (int a = 0; a < o->nargs; a++) {
+        for (int which = 0;; which++) {
+            msgpack_sbuffer_clear(&request);
+            s_bus_head(&pk, o, ++*rid, true);
+            msgpack_pack_map(&pk, 1);
+            mb_pack_cstr(&pk, o->args[a]);
+            if (!s_pack_bad(&pk, which))
+                break;
+            char what[96];
+            snprintf(what, sizeof what, "args.%s = hostile value %d", o->args[a], which);
+            s_bus_check(client, o, &request, which == S_BAD_EXT ? 0 : *rid, what);
+        }
+    }
+    /* A body made from the schema, one property at a time hostile: what a
+       batch job that skips the gateway's validation may send. */
+    json_t *base = o->body_schema ? s_sample(o->body_schema, 0) : NULL;
+    const char *key;
+    const json_t *property;
+    json_object_foreach(json_object_get(o->body_schema, "properties"), key, property)
+    {
+        for (int which = 0;; which++) {
+            json_t *rest = json_is_object(base) ? json_deep_copy(base) : json_object();
+            json_object_del(rest, key);
+            msgpack_sbuffer_clear(&request);
+            s_bus_head(&pk, o, ++*rid, true);
+            msgpack_pack_map(&pk, 1);
+            mb_pack_cstr(&pk, "body");
+            msgpack_pack_map(&pk, (uint32_t)json_object_size(rest) + 1);
+            const char *k;
+            const json_t *v;
+            json_object_foreach(rest, k, v)
+            {
+                mb_pack_cstr(&pk, k);
+                s_pack_json(&pk, v);
+            }
+            mb_pack_cstr(&pk, key);
+            bool more = s_pack_bad(&pk, which);
+            json_decref(rest);
+            if (!more)
+                break;
+            char what[96];
+            snprintf(what, sizeof what, "args.body.%s = hostile value %d", key, which);
+            s_bus_check(client, o, &request, which == S_BAD_EXT ? 0 : *rid, what);
+        }
+    }
+    json_decref(base);
+    msgpack_sbuffer_destroy(&request);
+}
+
 /* ---- the stack ---------------------------------------------------------------- */
 
 static char *s_created_id(const char *path, json_t *body)
@@ -501,6 +826,24 @@ Test(hostile, every_route_without_or_with_a_forged_token)
         s_sweep(forged[i], false);
     fprintf(stderr, "hostile: %d requests without a valid token: %d 2xx, %d 4xx\n", s_requests,
             s_status_seen[2], s_status_seen[4]);
+    s_assert_all_running();
+    s_assert_objects_intact();
+}
+
+Test(hostile, every_bus_op_survives_bad_arguments)
+{
+    s_load_bus_md();
+    int documented = s_nbus_ops;
+    s_load_openapi_ops();
+    cr_assert_gt(documented, 0, "schemas/bus.md lists no op");
+    mb_client_t *client = mb_client_new(it_stack_endpoint(s_stack));
+    cr_assert(client);
+    uint64_t rid = 1000;
+    for (int i = 0; i < s_nbus_ops; i++)
+        s_bus_sweep_op(client, &s_bus_ops[i], &rid);
+    mb_client_destroy(&client);
+    fprintf(stderr, "hostile: %d bus ops (%d from bus.md), %d requests, every one answered below 500\n",
+            s_nbus_ops, documented, s_bus_requests);
     s_assert_all_running();
     s_assert_objects_intact();
 }
