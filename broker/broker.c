@@ -29,6 +29,8 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -45,6 +47,7 @@
 #include "mb_error.h"
 #include "mb_log.h"
 #include "mb_signal.h"
+#include "mb_worker.h" /* MB_WORKER_OPT_COMPACT */
 #include "mb_zmq.h"
 #include "mdp.h"
 
@@ -163,6 +166,8 @@ struct worker_t {
     int64_t expiry;                  /* presumed dead when silent until then (monotonic ms) */
     int64_t sent_at;                 /* when we last sent it anything, for heartbeats */
     int64_t replied_at;              /* when its last reply came */
+    bool compact;                    /* said READY with MB_WORKER_OPT_COMPACT: one-frame
+                                        requests go as [REQUEST][client][body] */
     worker_t *load_prev, *load_next; /* its bucket in service->load[n_held] */
     worker_t *prev, *next;           /* the broker's list of workers */
     size_t identity_len;
@@ -177,6 +182,7 @@ typedef struct {
     uint64_t overloaded;   /* requests answered with overloaded (queue full, too many services) */
     uint64_t dropped;      /* replies not delivered: client gone, or late from a worker */
     uint64_t protocol_errors; /* malformed or out-of-order messages from peers */
+    uint64_t bus_requests;    /* requests for the service "bus" (not logged: bus.c counts) */
 } broker_stats_t;
 
 typedef struct {
@@ -831,10 +837,23 @@ static void s_worker_delete(broker_t *self, worker_t *worker, bool disconnect)
 }
 
 /*  Sends REQUEST [id]["" ]["MDPW01"][0x02][client]["" ][body...] with
-    copies of the request's frames, which it keeps for a re-dispatch.
+    copies of the request's frames, which it keeps for a re-dispatch; to a
+    worker that asked for compact framing, [id][0x02][client][body] when
+    the body is one frame (always, from musicbus clients).
     Returns 0, or -1 when the worker is unreachable. */
 static int s_worker_send_request(broker_t *self, worker_t *worker, request_t *request)
 {
+    if (worker->compact && request->n_body == 1) {
+        /* Compact framing (mb_worker.h): [id][REQUEST][client][body]. */
+        static const unsigned char command = MDPW_REQUEST;
+        if (zmq_send(self->router, worker->identity, worker->identity_len, S_MORE) < 0)
+            return -1;
+        zmq_send(self->router, &command, 1, S_MORE);
+        s_send_copy(self, &request->client, S_MORE);
+        s_send_copy(self, &request->body, S_LAST);
+        worker->sent_at = self->now;
+        return 0;
+    }
     if (s_send_command(self, worker->identity, worker->identity_len, MDPW_REQUEST, true) != 0)
         return -1;
     s_send_copy(self, &request->client, S_MORE);
@@ -925,6 +944,7 @@ static void s_handle_client(broker_t *self, zmq_msg_t *frames, size_t n)
         return;
     }
     if (s_is_bus(name, name_len)) {
+        self->stats.bus_requests++;
         bus_request(self->bus, &frames[0], &frames[4], n - 4, self->now);
         return;
     }
@@ -974,7 +994,10 @@ static void s_worker_fail(broker_t *self, worker_t *worker, zmq_msg_t *identity,
 /*  READY [service] from a peer not yet known as a worker. */
 static void s_handle_ready(broker_t *self, zmq_msg_t *frames, size_t n)
 {
-    if (n != 5) {
+    /* RFC 7's READY has one service frame; musicbus workers add an option
+       frame asking for compact framing (mb_worker.h). */
+    bool compact = n == 6 && mb_zmq_msg_eq(&frames[5], MB_WORKER_OPT_COMPACT);
+    if (n != 5 && !compact) {
         s_worker_fail(self, NULL, &frames[0], "READY without exactly one service frame");
         return;
     }
@@ -1000,26 +1023,26 @@ static void s_handle_ready(broker_t *self, zmq_msg_t *frames, size_t n)
         return;
     }
     worker_t *worker = s_worker_new(self, &frames[0], service);
+    worker->compact = compact;
     char hex[65];
-    mb_info(0, "worker %s ready for %s (%zu now)",
-            s_hex(worker->identity, worker->identity_len, hex), service->name, service->n_workers);
+    mb_info(0, "worker %s ready for %s (%zu now%s)",
+            s_hex(worker->identity, worker->identity_len, hex), service->name, service->n_workers,
+            compact ? ", compact framing" : "");
     s_service_dispatch(self, service);
 }
 
-/*  REPLY [client]["" ][body...] from a known worker. */
-static void s_handle_reply(broker_t *self, worker_t *worker, zmq_msg_t *frames, size_t n)
+/*  REPLY from a known worker: `client` is the address it names, body[0..
+    n_body) the body frames (moved on to the client). frames[0] is its id. */
+static void s_handle_reply(broker_t *self, worker_t *worker, zmq_msg_t *frames, zmq_msg_t *client,
+                           zmq_msg_t *body, size_t n_body)
 {
-    if (n < 6 || !s_msg_is_empty(&frames[5])) {
-        s_worker_fail(self, worker, &frames[0], "REPLY without client address and delimiter");
-        return;
-    }
     service_t *service = worker->service;
     /* An MDP worker answers in the order it reads, so this is the oldest
        held request, unless the worker answers out of order; searching by
        client address keeps those right as long as each client's requests
        are answered in order. */
     request_t *request = worker->held_head;
-    while (request && !s_msg_eq_bytes(&frames[4], zmq_msg_data(&request->client),
+    while (request && !s_msg_eq_bytes(client, zmq_msg_data(&request->client),
                                       zmq_msg_size(&request->client)))
         request = request->next;
     if (!request) {
@@ -1038,11 +1061,10 @@ static void s_handle_reply(broker_t *self, worker_t *worker, zmq_msg_t *frames, 
         s_service_dispatch(self, service);
         return;
     }
-    size_t n_body = n - 6;
     if (s_send_client_head(self, &request->client, service->name, service->name_len, n_body > 0) ==
         0) {
-        for (size_t i = 6; i < n; i++)
-            s_send_move(self, &frames[i], i + 1 < n ? S_MORE : S_LAST);
+        for (size_t i = 0; i < n_body; i++)
+            s_send_move(self, &body[i], i + 1 < n_body ? S_MORE : S_LAST);
         self->stats.replies++;
     }
     s_request_destroy(self, request);
@@ -1068,8 +1090,10 @@ static void s_handle_worker(broker_t *self, zmq_msg_t *frames, size_t n)
             s_handle_ready(self, frames, n);
         break;
     case MDPW_REPLY:
-        if (worker)
-            s_handle_reply(self, worker, frames, n);
+        if (worker && (n < 6 || !s_msg_is_empty(&frames[5])))
+            s_worker_fail(self, worker, &frames[0], "REPLY without client address and delimiter");
+        else if (worker)
+            s_handle_reply(self, worker, frames, &frames[4], &frames[6], n - 6);
         else {
             /* A worker we forgot (expired, or before a broker restart):
                its request went elsewhere. DISCONNECT makes it start over. */
@@ -1099,10 +1123,37 @@ static void s_handle_worker(broker_t *self, zmq_msg_t *frames, size_t n)
     }
 }
 
+/*  Compact worker message [worker][command][...] (mb_worker.h): only
+    REPLY [client][body...], only from a worker that asked for it. */
+static void s_handle_compact(broker_t *self, zmq_msg_t *frames, size_t n)
+{
+    worker_t *worker = s_worker_lookup(self, &frames[0]);
+    unsigned char command = *(unsigned char *)zmq_msg_data(&frames[1]);
+    if (command != MDPW_REPLY || n < 3 || (worker && !worker->compact)) {
+        s_worker_fail(self, worker, &frames[0], "malformed or unexpected compact message");
+        return;
+    }
+    if (!worker) {
+        /* As a classic REPLY from a worker we forgot: DISCONNECT. */
+        self->stats.dropped++;
+        s_send_command(self, zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]), MDPW_DISCONNECT,
+                       false);
+        return;
+    }
+    worker->expiry = self->now + (int64_t)self->heartbeat_ms * self->liveness;
+    s_handle_reply(self, worker, frames, &frames[2], &frames[3], n - 3);
+}
+
 static void s_handle_message(broker_t *self, zmq_msg_t *frames, size_t n, bool truncated)
 {
     if (truncated) {
         s_protocol_error(self, &frames[0], "message with too many frames");
+        return;
+    }
+    /* An RFC 7 message starts with an empty frame; a one-byte one is a
+       musicbus worker's compact message. */
+    if (n >= 2 && zmq_msg_size(&frames[1]) == 1) {
+        s_handle_compact(self, frames, n);
         return;
     }
     if (n < 3 || !s_msg_is_empty(&frames[1])) {
@@ -1351,15 +1402,18 @@ static void s_broker_destroy(broker_t **self_p)
     The loop */
 
 /*  Receives one whole message into frames[] without waiting. Returns the
-    number of frames, 0 when none is waiting, -1 on a socket error. Frames
+    number of frames, 0 when none is waiting, -1 on a socket error (errno
+    set). Frames
     beyond BROKER_MAX_FRAMES are discarded and *truncated set. */
 static int s_recv_message(broker_t *self, zmq_msg_t *frames, bool *truncated)
 {
     *truncated = false;
     zmq_msg_init(&frames[0]);
     if (zmq_msg_recv(&frames[0], self->router, ZMQ_DONTWAIT) < 0) {
+        int err = errno;
         zmq_msg_close(&frames[0]);
-        return errno == EAGAIN ? 0 : -1;
+        errno = err;
+        return err == EAGAIN ? 0 : -1;
     }
     int n = 1;
     bool more = zmq_msg_more(&frames[0]);
@@ -1385,39 +1439,55 @@ static int s_recv_message(broker_t *self, zmq_msg_t *frames, bool *truncated)
     return n;
 }
 
-/*  True when a message is waiting on the ROUTER (ZMQ_EVENTS also runs
-    libzmq's pending commands, which is what makes it current). */
-static bool s_readable(broker_t *self)
+/*  Returns the ZMQ_FD of a socket, or -1. */
+static int s_socket_fd(void *socket)
 {
-    int events = 0;
-    size_t size = sizeof events;
-    return zmq_getsockopt(self->router, ZMQ_EVENTS, &events, &size) == 0 && (events & ZMQ_POLLIN);
+    int fd = -1;
+    size_t size = sizeof fd;
+    return zmq_getsockopt(socket, ZMQ_FD, &fd, &size) == 0 ? fd : -1;
 }
 
+/*  The loop reads every message waiting, runs the timers, and sleeps in
+    poll() on the sockets' ZMQ_FDs only when a read found the ROUTER
+    empty with no send since. Those fds are edge-triggered: libzmq signals
+    one when a command arrives for its socket while none was pending, and
+    a receive that finds nothing takes in every pending command, so after
+    it the next message is sure to signal. A send may take in such a
+    command too (libzmq processes commands on sends now and then), and
+    then a message would wait unannounced: so after anything that may have
+    sent (timers, the bus's replies, a publish on the bus's socket) the
+    loop reads once more before sleeping. Compared with zmq_poll(), which
+    asks ZMQ_EVENTS of every socket before and after every sleep, this
+    saves about ten system calls per wake-up, which under load is what the
+    broker's main thread spends most of its time on. */
 static int s_broker_run(broker_t *self)
 {
     zmq_msg_t frames[BROKER_MAX_FRAMES];
-    zmq_pollitem_t items[2] = {{self->router, 0, ZMQ_POLLIN, 0},
-                               {bus_socket(self->bus), 0, ZMQ_POLLIN, 0}};
-    bool drained = true; /* the last batch ended because nothing was waiting */
+    struct pollfd fds[2] = {{.fd = s_socket_fd(self->router), .events = POLLIN},
+                            {.fd = s_socket_fd(bus_socket(self->bus)), .events = POLLIN}};
+    if (fds[0].fd < 0 || fds[1].fd < 0) {
+        mb_error(0, "cannot get the sockets' fds: %s", zmq_strerror(errno));
+        return -1;
+    }
+    bool bus_due = true; /* the bus's socket may hold commits no fd will announce */
     while (!mb_signal_stop_requested()) {
-        /* Under load a batch ends at its cap with more waiting, or more
-           came while the timers ran: go straight back to reading instead
-           of paying for zmq_poll()'s system calls. */
-        if (drained && !s_readable(self) && zmq_poll(items, 2, s_poll_timeout(self)) < 0 &&
-            errno != EINTR) {
-            mb_error(0, "zmq_poll failed: %s", zmq_strerror(errno));
-            return -1;
-        }
         self->now = s_clock_ms();
-        /* Commits first: their publishers and the fetches they wake. */
-        bus_process(self->bus);
-        drained = false;
+        if (bus_due) {
+            /* Commits first: their publishers and the fetches they wake. */
+            bus_process(self->bus);
+            bus_due = false;
+        }
+        uint64_t published = self->stats.bus_requests;
+        bool drained = false; /* the batch ended because nothing was waiting */
         for (int handled = 0; handled < BROKER_RECV_BATCH; handled++) {
             bool truncated;
             int n = s_recv_message(self, frames, &truncated);
             if (n <= 0) {
-                drained = true; /* nothing waiting; EINTR and errors go back to zmq_poll */
+                if (n < 0 && errno != EINTR) {
+                    mb_error(0, "receive failed: %s", zmq_strerror(errno));
+                    return -1;
+                }
+                drained = n == 0; /* EINTR: the loop top looks at the stop flag */
                 break;
             }
             s_handle_message(self, frames, (size_t)n, truncated);
@@ -1426,11 +1496,21 @@ static int s_broker_run(broker_t *self)
             if ((handled & 63) == 63)
                 self->now = s_clock_ms();
         }
-        s_expire_requests(self);
-        bus_expire(self->bus, self->now);
+        /* A bus request sends on the bus's socket: read it before sleeping. */
+        bus_due = self->stats.bus_requests != published;
+        bool quiet = drained && !bus_due;
+        if (self->heap_len > 0 && self->heap[0]->deadline <= self->now) {
+            s_expire_requests(self);
+            quiet = false;
+        }
+        if (bus_next_deadline(self->bus) <= self->now) {
+            bus_expire(self->bus, self->now);
+            quiet = false;
+        }
         if (self->now >= self->sweep_at) {
             s_sweep(self);
             self->sweep_at = self->now + self->heartbeat_ms;
+            quiet = false;
         }
         if (self->now >= self->stats_at) {
             if (s_stats_moved(self))
@@ -1438,6 +1518,16 @@ static int s_broker_run(broker_t *self)
             self->proto_logged = 0;
             self->stats_at = self->now + BROKER_STATS_INTERVAL_MS;
         }
+        /* Under load a batch ends at its cap with more waiting: go straight
+           back to reading. */
+        if (!quiet)
+            continue;
+        long timeout = s_poll_timeout(self);
+        if (poll(fds, 2, timeout > INT_MAX ? INT_MAX : (int)timeout) < 0 && errno != EINTR) {
+            mb_error(0, "poll failed: %s", strerror(errno));
+            return -1;
+        }
+        bus_due = (fds[1].revents & POLLIN) != 0;
     }
     return 0;
 }

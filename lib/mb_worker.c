@@ -2,6 +2,8 @@
 #include "mb_worker.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <poll.h>
 #include <msgpack.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -35,6 +37,8 @@ struct mb_worker {
     unsigned long reconnects;  /* times the connection was remade */
     bool rejected;             /* the last connection ended by DISCONNECT with
                                   nothing else from the broker since */
+    bool compact;              /* this connection's broker sent a compact REQUEST:
+                                  reply compactly (see mb_worker.h) */
 };
 
 static int64_t s_now_ms(void)
@@ -68,6 +72,25 @@ static int s_send_command(mb_worker_t *self, uint8_t command, const void *extra,
     return rc;
 }
 
+/*  READY [service] [MB_WORKER_OPT_COMPACT]: RFC 7's READY with the option
+    frame after the service name (brokers that do not know it read the
+    service frame only). */
+static int s_send_ready(mb_worker_t *self)
+{
+    uint8_t command = MDPW_READY;
+    int rc = mb_zmq_send(self->socket, "", 0, true, ZMQ_DONTWAIT);
+    if (!rc)
+        rc = mb_zmq_send(self->socket, MDPW_WORKER, strlen(MDPW_WORKER), true, ZMQ_DONTWAIT);
+    if (!rc)
+        rc = mb_zmq_send(self->socket, &command, 1, true, ZMQ_DONTWAIT);
+    if (!rc)
+        rc = mb_zmq_send(self->socket, self->service, strlen(self->service), true, ZMQ_DONTWAIT);
+    if (!rc)
+        rc = mb_zmq_send(self->socket, MB_WORKER_OPT_COMPACT, strlen(MB_WORKER_OPT_COMPACT), false,
+                         ZMQ_DONTWAIT);
+    return rc;
+}
+
 static int s_connect(mb_worker_t *self)
 {
     self->socket = zmq_socket(mb_zmq_context(), ZMQ_DEALER);
@@ -85,7 +108,8 @@ static int s_connect(mb_worker_t *self)
     }
     /* Without IMMEDIATE the READY waits in the pipe until the connection
        is made, so it is the first thing the broker sees from us. */
-    s_send_command(self, MDPW_READY, self->service, strlen(self->service), true);
+    s_send_ready(self);
+    self->compact = false; /* until this broker sends a compact REQUEST */
     int64_t now = s_now_ms();
     self->heartbeat_at = now + self->opts.heartbeat_ms;
     self->broker_expires_at = now + (int64_t)self->opts.heartbeat_ms * self->opts.liveness;
@@ -188,11 +212,21 @@ static int s_reconnect(mb_worker_t *self, bool wait)
     return s_connect(self);
 }
 
-/*  Sends [empty][MDPW01][REPLY][client][empty][body]. */
+/*  Sends [empty][MDPW01][REPLY][client][empty][body], or the compact
+    [REPLY][client][body] to a broker that sent compact REQUESTs. */
 static int s_send_reply(mb_worker_t *self, zmq_msg_t *client, const void *data, size_t size)
 {
-    int rc = mb_zmq_send(self->socket, "", 0, true, ZMQ_DONTWAIT);
     uint8_t command = MDPW_REPLY;
+    if (self->compact) {
+        int rc = mb_zmq_send(self->socket, &command, 1, true, ZMQ_DONTWAIT);
+        if (!rc)
+            rc = mb_zmq_send(self->socket, zmq_msg_data(client), zmq_msg_size(client), true,
+                             ZMQ_DONTWAIT);
+        if (!rc)
+            rc = mb_zmq_send(self->socket, data, size, false, ZMQ_DONTWAIT);
+        return rc;
+    }
+    int rc = mb_zmq_send(self->socket, "", 0, true, ZMQ_DONTWAIT);
     if (!rc)
         rc = mb_zmq_send(self->socket, MDPW_WORKER, strlen(MDPW_WORKER), true, ZMQ_DONTWAIT);
     if (!rc)
@@ -231,22 +265,69 @@ static bool s_recv_frame(void *socket, zmq_msg_t *frame, bool more)
     return (zmq_msg_more(frame) != 0) == more;
 }
 
-enum { S_NOTHING, S_REQUEST, S_DISCONNECTED };
+enum { S_EMPTY, S_NOTHING, S_REQUEST, S_DISCONNECTED, S_FAILED };
 
-/*  Reads one message from the broker. Returns S_REQUEST with *body set
-    and reply_to kept, S_DISCONNECTED on DISCONNECT, else S_NOTHING. */
+/*  The rest of a compact REQUEST, [client][body], after its command frame
+    (see mb_worker.h). Returns S_REQUEST with *body set and reply_to kept,
+    else S_NOTHING (malformed: dropped, or answered when it has a client). */
+static int s_read_compact_request(mb_worker_t *self, zmq_msg_t *body)
+{
+    /* Only a broker that read our READY option sends these: it accepts us,
+       and wants compact replies. */
+    self->backoff_ms = self->opts.reconnect_min_ms;
+    self->rejected = false;
+    self->compact = true;
+    zmq_msg_t client;
+    if (!s_recv_frame(self->socket, &client, true)) {
+        zmq_msg_close(&client);
+        mb_zmq_drain_message(self->socket);
+        mb_warn(0, "worker: dropped a compact REQUEST without a client address");
+        return S_NOTHING;
+    }
+    if (!s_recv_frame(self->socket, body, false)) {
+        zmq_msg_close(body);
+        mb_zmq_drain_message(self->socket);
+        s_reply_bad_request(self, &client, "request body must be exactly one frame");
+        zmq_msg_close(&client);
+        return S_NOTHING;
+    }
+    zmq_msg_init(&self->reply_to);
+    zmq_msg_move(&self->reply_to, &client);
+    zmq_msg_close(&client);
+    self->have_reply_to = true;
+    return S_REQUEST;
+}
+
+/*  Reads one message from the broker without waiting. Returns S_REQUEST
+    with *body set and reply_to kept, S_DISCONNECTED on DISCONNECT,
+    S_EMPTY when no message was waiting (libzmq has then taken in every
+    command pending for the socket, so its ZMQ_FD will signal the next
+    one), S_FAILED when libzmq fails for good (the context was
+    terminated), else S_NOTHING (a heartbeat, a message dropped, or a
+    signal). */
 static int s_read_message(mb_worker_t *self, zmq_msg_t *body)
 {
     zmq_msg_t frame;
     zmq_msg_init(&frame);
     if (zmq_msg_recv(&frame, self->socket, ZMQ_DONTWAIT) < 0) {
+        int err = errno;
         zmq_msg_close(&frame);
-        return S_NOTHING;
+        if (err == EAGAIN)
+            return S_EMPTY;
+        if (err == EINTR)
+            return S_NOTHING; /* the loop top looks at the stop flag */
+        mb_error(0, "worker: receive failed: %s", zmq_strerror(err));
+        return S_FAILED;
     }
     /* Any message from the broker shows it is alive (RFC 7). */
     int64_t now = s_now_ms();
     self->broker_expires_at = now + (int64_t)self->opts.heartbeat_ms * self->opts.liveness;
 
+    if (zmq_msg_more(&frame) && zmq_msg_size(&frame) == 1 &&
+        *(uint8_t *)zmq_msg_data(&frame) == MDPW_REQUEST) {
+        zmq_msg_close(&frame);
+        return s_read_compact_request(self, body);
+    }
     bool ok = zmq_msg_more(&frame) && zmq_msg_size(&frame) == 0;
     zmq_msg_close(&frame);
     if (ok) {
@@ -323,6 +404,28 @@ static int s_read_message(mb_worker_t *self, zmq_msg_t *body)
     return S_REQUEST;
 }
 
+/*  Waits up to `timeout_ms` for the socket's ZMQ_FD to signal. Only
+    called right after a receive found nothing waiting and with no send
+    since (a send may take in the command that announces a message, and
+    the fd would then stay quiet), which is the one state in which the
+    fd's edge is sure to come. Returns 0 (signalled, timed out or
+    interrupted: the caller reads and looks at its timers again) or MB_EIO. */
+static int s_wait(mb_worker_t *self, long timeout_ms)
+{
+    int fd = -1;
+    size_t fd_size = sizeof fd;
+    if (zmq_getsockopt(self->socket, ZMQ_FD, &fd, &fd_size) != 0) {
+        mb_error(0, "worker: cannot get the socket's fd: %s", zmq_strerror(errno));
+        return MB_EIO;
+    }
+    struct pollfd item = {.fd = fd, .events = POLLIN};
+    if (poll(&item, 1, timeout_ms > INT_MAX ? INT_MAX : (int)timeout_ms) < 0 && errno != EINTR) {
+        mb_error(0, "worker: poll failed: %s", strerror(errno));
+        return MB_EIO;
+    }
+    return 0;
+}
+
 int mb_worker_recv(mb_worker_t *self, zmq_msg_t *body)
 {
     if (self->have_reply_to) {
@@ -335,35 +438,26 @@ int mb_worker_recv(mb_worker_t *self, zmq_msg_t *body)
         if (!self->socket && s_reconnect(self, true) != 0)
             continue; /* connect only fails for a bad endpoint: keep backing off */
 
-        int64_t now = s_now_ms();
-        int64_t wake = self->heartbeat_at < self->broker_expires_at ? self->heartbeat_at
-                                                                    : self->broker_expires_at;
-        long timeout = wake > now ? (long)(wake - now) : 0;
-        zmq_pollitem_t item = {.socket = self->socket, .events = ZMQ_POLLIN};
-        int rc = zmq_poll(&item, 1, timeout);
-        if (rc < 0) {
-            if (errno == EINTR)
-                continue; /* a signal: the loop top looks at the stop flag */
-            mb_error(0, "worker: zmq_poll failed: %s", zmq_strerror(errno));
+        /* Read first: with the broker's credit, requests are often waiting
+           already, and a poll before each would cost system calls for
+           nothing. Only an empty socket makes us wait. */
+        int got = s_read_message(self, body);
+        if (got == S_REQUEST)
+            return 0;
+        if (got == S_FAILED)
             return MB_EIO;
+        if (got == S_DISCONNECTED) {
+            /* Reconnect at once (a restarted broker forgot us), unless
+               the broker keeps refusing: then back off, or a broker
+               answering every READY with DISCONNECT makes a hot loop. */
+            mb_info(0, "worker: broker sent DISCONNECT; reconnecting%s",
+                    self->rejected ? " after a backoff" : "");
+            bool wait = self->rejected;
+            self->rejected = true;
+            s_reconnect(self, wait);
+            continue;
         }
-        if (item.revents & ZMQ_POLLIN) {
-            int got = s_read_message(self, body);
-            if (got == S_REQUEST)
-                return 0;
-            if (got == S_DISCONNECTED) {
-                /* Reconnect at once (a restarted broker forgot us), unless
-                   the broker keeps refusing: then back off, or a broker
-                   answering every READY with DISCONNECT makes a hot loop. */
-                mb_info(0, "worker: broker sent DISCONNECT; reconnecting%s",
-                        self->rejected ? " after a backoff" : "");
-                bool wait = self->rejected;
-                self->rejected = true;
-                s_reconnect(self, wait);
-                continue;
-            }
-        }
-        now = s_now_ms();
+        int64_t now = s_now_ms();
         if (now >= self->broker_expires_at) {
             mb_warn(0, "worker: broker silent for %d ms; reconnecting in %d ms",
                     self->opts.heartbeat_ms * self->opts.liveness, self->backoff_ms);
@@ -373,7 +467,14 @@ int mb_worker_recv(mb_worker_t *self, zmq_msg_t *body)
         if (now >= self->heartbeat_at) {
             s_send_command(self, MDPW_HEARTBEAT, NULL, 0, false);
             self->heartbeat_at = now + self->opts.heartbeat_ms;
+            continue; /* a send since the last read: read again before waiting */
         }
+        if (got != S_EMPTY)
+            continue; /* a heartbeat or a dropped message: there may be more */
+        int64_t wake = self->heartbeat_at < self->broker_expires_at ? self->heartbeat_at
+                                                                    : self->broker_expires_at;
+        if (s_wait(self, (long)(wake - now)) != 0)
+            return MB_EIO;
     }
 }
 

@@ -23,6 +23,9 @@
 #include <stddef.h>
 #include <zmq.h>
 
+/*  The READY option frame that asks for compact framing. */
+#define MB_WORKER_OPT_COMPACT "mb:compact"
+
 typedef struct mb_worker mb_worker_t;
 
 typedef struct {

@@ -1293,3 +1293,66 @@ Test(broker, sends_nothing_more_to_a_worker_stuck_on_a_slow_request)
     zmq_close(quick.socket);
     s_finish();
 }
+
+/*  Compact framing (lib/mb_worker.h): a worker whose READY carries the
+    option frame gets one-frame requests as [REQUEST][client][body] and may
+    answer [REPLY][client][body]; bodies of several frames still go in RFC
+    7's form; a classic worker next to it sees only RFC 7 frames; a compact
+    message from a worker that did not ask for it is a protocol error. */
+Test(broker, speaks_compact_framing_only_to_workers_that_ask)
+{
+    s_start_broker(NULL);
+    void *client = s_socket(ZMQ_DEALER);
+    worker_t compact = {s_socket(ZMQ_DEALER), 0, 0};
+    unsigned char ready = MDPW_READY, request = MDPW_REQUEST, reply = MDPW_REPLY;
+    s_send(compact.socket, 5, S(""), S(MDPW_WORKER), B(&ready, 1), S("echo"), S("mb:compact"));
+    s_wait_service(client, "echo");
+
+    body_t req = s_request("echo.say", 7, 0);
+    s_client_send(client, "echo", req.data, req.size);
+    msg_t got;
+    cr_assert(s_recv(compact.socket, 2000, &got), "compact REQUEST");
+    cr_assert_eq(got.n, 3, "[REQUEST][client][body], got %zu frames", got.n);
+    cr_assert(s_frame_is(&got, 0, B(&request, 1)));
+    cr_assert(s_frame_is(&got, 2, req.data, req.size));
+    body_t rep = s_reply(7, "hi");
+    s_send(compact.socket, 3, B(&reply, 1), B(got.data[1], got.size[1]), B(rep.data, rep.size));
+    msg_t back;
+    cr_assert(s_client_recv(client, 2000, "echo", &back));
+    cr_assert_eq(back.n, 4);
+    cr_assert(s_frame_is(&back, 3, rep.data, rep.size));
+
+    /* A classic REPLY from the same worker is fine too. */
+    s_client_send(client, "echo", req.data, req.size);
+    cr_assert(s_recv(compact.socket, 2000, &got));
+    cr_assert_eq(got.n, 3);
+    s_send(compact.socket, 6, S(""), S(MDPW_WORKER), B(&reply, 1), B(got.data[1], got.size[1]),
+           S(""), B(rep.data, rep.size));
+    cr_assert(s_client_recv(client, 2000, "echo", &back));
+    cr_assert(s_frame_is(&back, 3, rep.data, rep.size));
+
+    /* Bodies of two frames go in RFC 7's form. */
+    s_send(client, 5, S(""), S(MDPC_CLIENT), S("echo"), S("one"), S("two"));
+    cr_assert(s_recv(compact.socket, 2000, &got));
+    cr_assert_eq(got.n, 7);
+    cr_assert(s_frame_is(&got, 0, S("")));
+    cr_assert(s_frame_is(&got, 2, B(&request, 1)));
+    s_send(compact.socket, 3, B(&reply, 1), B(got.data[3], got.size[3]), S("ok"));
+    cr_assert(s_client_recv(client, 2000, "echo", &back));
+    cr_assert(s_frame_is(&back, 3, S("ok")));
+
+    /* A classic worker of another service gets RFC 7 frames, and its
+       compact reply is a protocol error: DISCONNECT. */
+    worker_t classic = s_worker_new("other", 0);
+    s_wait_service(client, "other");
+    s_client_send(client, "other", req.data, req.size);
+    s_worker_expect_request(&classic, 2000, &got);
+    cr_assert_eq(got.n, 6);
+    s_send(classic.socket, 3, B(&reply, 1), B(got.data[3], got.size[3]), B(rep.data, rep.size));
+    cr_assert_eq(s_worker_recv(&classic, 2000, &got), MDPW_DISCONNECT);
+
+    zmq_close(client);
+    zmq_close(compact.socket);
+    zmq_close(classic.socket);
+    s_finish();
+}

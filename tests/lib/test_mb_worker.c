@@ -104,8 +104,10 @@ Test(mb_worker, usage)
     /* The worker says READY with its service name. */
     tr_msg_t ready;
     cr_assert(s_recv_command(broker, &ready, MDPW_READY, 2000), "READY");
-    s_assert_worker_frame(&ready, MDPW_READY, 5);
+    s_assert_worker_frame(&ready, MDPW_READY, 6);
     cr_assert(tr_frame_is(&ready, 4, "echo", 4));
+    cr_assert(tr_frame_is(&ready, 5, MB_WORKER_OPT_COMPACT, strlen(MB_WORKER_OPT_COMPACT)),
+              "the compact-framing option, which RFC 7 brokers ignore");
 
     /* REQUEST: [id][empty][MDPW01][0x02][client][empty][body] */
     TR_SEND_TO(broker, &ready, "", MDPW_WORKER, "\x02", "client-1", "", "hello");
@@ -121,6 +123,60 @@ Test(mb_worker, usage)
     cr_assert_eq(atomic_load(&echo.handled), 1);
     tr_free(&ready);
     tr_free(&reply);
+    zmq_close(broker);
+    mb_zmq_shutdown();
+}
+
+/*  Compact framing (mb_worker.h): a broker that sends [REQUEST][client]
+    [body] is answered [REPLY][client][body]; classic REQUESTs from it are
+    still understood. */
+static bool s_recv_compact(void *broker, tr_msg_t *msg, int timeout_ms)
+{
+    for (;;) {
+        if (!tr_recv(broker, msg, timeout_ms))
+            return false;
+        if (msg->size[1] != 0 || !tr_frame_is(msg, 3, "\x04", 1))
+            return true;
+        tr_free(msg); /* a HEARTBEAT */
+    }
+}
+
+Test(mb_worker, answers_compact_requests_compactly)
+{
+    char endpoint[256];
+    void *broker = tr_bind(endpoint, sizeof endpoint);
+    echo_t echo;
+    s_echo_start(&echo, endpoint, 1000, 3, 100);
+    tr_msg_t ready;
+    cr_assert(s_recv_command(broker, &ready, MDPW_READY, 2000), "READY");
+
+    TR_SEND_TO(broker, &ready, "\x02", "client-1", "hello");
+    tr_msg_t reply;
+    cr_assert(s_recv_compact(broker, &reply, 2000), "compact REPLY");
+    cr_assert_eq(reply.count, 4, "[id][REPLY][client][body], got %d frames", reply.count);
+    cr_assert(tr_frame_is(&reply, 1, "\x03", 1));
+    cr_assert(tr_frame_is(&reply, 2, "client-1", 8));
+    cr_assert(tr_frame_is(&reply, 3, "echo:hello", 10));
+    tr_free(&reply);
+
+    /* A classic REQUEST is still read; the reply stays compact. */
+    TR_SEND_TO(broker, &ready, "", MDPW_WORKER, "\x02", "client-2", "", "again");
+    cr_assert(s_recv_compact(broker, &reply, 2000));
+    cr_assert_eq(reply.count, 4);
+    cr_assert(tr_frame_is(&reply, 2, "client-2", 8));
+    cr_assert(tr_frame_is(&reply, 3, "echo:again", 10));
+    tr_free(&reply);
+
+    /* A compact REQUEST of two body frames is answered with a 400. */
+    TR_SEND_TO(broker, &ready, "\x02", "client-3", "one", "two");
+    cr_assert(s_recv_compact(broker, &reply, 2000));
+    cr_assert_eq(reply.count, 4);
+    cr_assert(tr_frame_is(&reply, 2, "client-3", 8));
+    tr_free(&reply);
+
+    s_echo_stop(&echo);
+    cr_assert_eq(atomic_load(&echo.handled), 2);
+    tr_free(&ready);
     zmq_close(broker);
     mb_zmq_shutdown();
 }
