@@ -88,7 +88,9 @@ function startInPage(url) {
   const audio = document.getElementById('audio');
   const E = Hls.Events;
   const st = (window.st = { parsed: false, levels: [], frags: [], switched: [], errors: [] });
-  const hls = (window.hls = new Hls({ enableWorker: true }));
+  // No automatic start: the level is chosen below, so ABR never moves the
+  // player on its own (on loopback its estimate would soon pick FLAC).
+  const hls = (window.hls = new Hls({ enableWorker: true, autoStartLoad: false }));
   const now = () => performance.now();
   hls.on(E.MANIFEST_PARSED, (_, d) => {
     st.levels = d.levels.map((l) => ({
@@ -96,6 +98,12 @@ function startInPage(url) {
       bitrate: l.bitrate,
       codecs: l.audioCodec ?? l.attrs?.CODECS ?? null,
     }));
+    // Start on the highest AAC level, as a listener on a good line would,
+    // in manual mode (setting currentLevel turns ABR off).
+    const aac = st.levels.map((l, i) => [l, i]).filter(([l]) => /mp4a/.test(l.codecs ?? ''));
+    st.start = aac.length ? aac[aac.length - 1][1] : 0;
+    hls.currentLevel = st.start;
+    hls.startLoad();
     st.parsed = true;
   });
   hls.on(E.FRAG_LOADED, (_, d) => {
@@ -176,6 +184,12 @@ async function listen(who) {
   // FLAC it never changes the type back (README.md), so AAC -> FLAC -> AAC
   // fails in the player, not in what the gateway serves.
   const current = await page.evaluate(() => window.hls.currentLevel);
+  const start = await page.evaluate(() => window.st.start);
+  const before = await page.evaluate(() => window.st.switched.map((s) => s.level));
+  say(`${who.name}: started on level ${start} (${obs.levels[start]?.rung}), ABR off; ` +
+      `LEVEL_SWITCHED so far: ${before.join(',')}`);
+  check(current === start && before.every((l) => l === start),
+    `${who.name}: the player stayed on its start level until told otherwise`);
   const low = current === 0 ? 1 : 0;
   const flacLevel = obs.levels.findIndex((l) => l.rung === 'flac');
   const top = flacLevel >= 0 ? flacLevel : obs.levels.length - 1;

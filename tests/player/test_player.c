@@ -16,10 +16,10 @@
     build folder's copy of this folder with `npm ci` (PLAYER_DIR). */
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,7 +194,8 @@ static void s_start_stack(void)
     s_random_hex(hex, 32);
     snprintf(s_media_env, sizeof s_media_env, "MUSICBUS_MEDIA_SECRET=%s", hex);
     const char *worker_env[] = {s_media_env, NULL};
-    it_stack_opts_t opts = {.catalogs = 1, .users = 1, .no_gateway = true, .worker_env = worker_env};
+    it_stack_opts_t opts = {
+        .catalogs = 1, .users = 1, .no_gateway = true, .worker_env = worker_env};
     s_stack = it_stack_new(&opts);
     cr_assert_not_null(s_stack, "the stack did not start");
     s_clean_env();
@@ -205,9 +206,18 @@ static void s_start_stack(void)
 
     snprintf(exe, sizeof exe, "%s/musicbus-transcode", s_bin);
     snprintf(ready, sizeof ready, "%s/run/player-transcode.ready", data);
-    char *targv[] = {exe,  "--bus",       (char *)it_stack_endpoint(s_stack),
-                     "--data", (char *)data, "--heartbeat", "100", "--liveness", "3",
-                     "--ready-file", ready, NULL};
+    char *targv[] = {exe,
+                     "--bus",
+                     (char *)it_stack_endpoint(s_stack),
+                     "--data",
+                     (char *)data,
+                     "--heartbeat",
+                     "100",
+                     "--liveness",
+                     "3",
+                     "--ready-file",
+                     ready,
+                     NULL};
     s_transcode = it_spawn_env(targv, NULL, NULL, NULL);
     cr_assert_gt(s_transcode, 0);
     s_wait_ready(s_transcode, "musicbus-transcode", ready, line, sizeof line);
@@ -216,9 +226,20 @@ static void s_start_stack(void)
     snprintf(exe, sizeof exe, "%s/musicbus-gateway", s_bin);
     snprintf(ready, sizeof ready, "%s/run/player-gateway.ready", data);
     char rate_default[] = "default=" IT_RATE_GENEROUS, rate_signin[] = "signin=" IT_RATE_GENEROUS;
-    char *gargv[] = {exe,           "--http", "127.0.0.1:0", "--bus",      (char *)it_stack_endpoint(s_stack),
-                     "--data",      (char *)data, "--rate",  rate_default, "--rate",
-                     rate_signin,   "--ready-file", ready,   NULL};
+    char *gargv[] = {exe,
+                     "--http",
+                     "127.0.0.1:0",
+                     "--bus",
+                     (char *)it_stack_endpoint(s_stack),
+                     "--data",
+                     (char *)data,
+                     "--rate",
+                     rate_default,
+                     "--rate",
+                     rate_signin,
+                     "--ready-file",
+                     ready,
+                     NULL};
     char *genv[] = {s_jwt_env, s_media_env, NULL};
     s_gateway = it_spawn_env(gargv, genv, NULL, NULL);
     cr_assert_gt(s_gateway, 0);
@@ -238,8 +259,10 @@ static void s_start_stack(void)
         it_http_res_release(&res);
         if (last == 404)
             break;
-        cr_assert_lt(it_now_ms(), deadline, "the catalog did not answer through the gateway "
-                     "(last status %ld)", last);
+        cr_assert_lt(it_now_ms(), deadline,
+                     "the catalog did not answer through the gateway "
+                     "(last status %ld)",
+                     last);
         s_sleep_ms(50);
     }
 }
@@ -250,16 +273,19 @@ static void s_setup(void)
     cr_assert_not_null(bin, "MUSICBUS_BIN_DIR is not set (run the tests through ctest)");
     snprintf(s_bin, sizeof s_bin, "%s", bin);
     if (!s_which("node", s_node, sizeof s_node))
-        cr_skip_test("node is not installed: the player test is skipped (scripts/test installs it)");
+        cr_skip_test(
+            "node is not installed: the player test is skipped (scripts/test installs it)");
     s_chromium = getenv("PLAYER_CHROMIUM") ? getenv("PLAYER_CHROMIUM") : "/usr/bin/chromium";
     if (access(s_chromium, X_OK) != 0)
         cr_skip_test("%s is not installed: the player test is skipped (scripts/test installs "
-                     "Debian's chromium)", s_chromium);
+                     "Debian's chromium)",
+                     s_chromium);
     struct stat st;
     if (stat(PLAYER_DIR "/node_modules/hls.js/package.json", &st) != 0 ||
         stat(PLAYER_DIR "/node_modules/playwright-core/package.json", &st) != 0) {
         s_say("npm ci in %s", PLAYER_DIR);
-        int rc = system("npm ci --prefix '" PLAYER_DIR "' --no-audit --no-fund --loglevel=error >&2");
+        int rc =
+            system("npm ci --prefix '" PLAYER_DIR "' --no-audit --no-fund --loglevel=error >&2");
         cr_assert_eq(rc, 0, "npm ci failed in %s (is the npm registry reachable?)", PLAYER_DIR);
     }
     s_start_stack();
@@ -299,8 +325,14 @@ static char *s_track(const char *admin)
                                 "track_number", 1, "duration_ms", (int)(S_TRACK_S * 1000)));
     char master[4200];
     snprintf(master, sizeof master, "%s/master.flac", it_stack_data_dir(s_stack));
-    tc_gen_t gen = {.format = "flac", .codec = "flac", .rate = 44100, .channels = 2,
-                    .seconds = S_TRACK_S, .amplitude = 0.25, .freq = 440, .noise = true};
+    tc_gen_t gen = {.format = "flac",
+                    .codec = "flac",
+                    .rate = 44100,
+                    .channels = 2,
+                    .seconds = S_TRACK_S,
+                    .amplitude = 0.25,
+                    .freq = 440,
+                    .noise = true};
     cr_assert_eq(tc_generate(master, &gen), 0, "could not write %s", master);
     FILE *f = fopen(master, "rb");
     cr_assert_not_null(f);
@@ -520,8 +552,8 @@ static void s_assert_listener(json_t *l, const s_rung_t *rungs, size_t nrungs)
     json_array_foreach(levels, i, level)
     {
         const char *rung = it_json_str(level, "rung");
-        cr_assert(rung && s_has_rung(rungs, nrungs, rung), "%s: level %zu (%s) is no rung of the master",
-                  who, i, rung ? rung : "?");
+        cr_assert(rung && s_has_rung(rungs, nrungs, rung),
+                  "%s: level %zu (%s) is no rung of the master", who, i, rung ? rung : "?");
     }
     double played = json_real_value(json_object_get(l, "played_s"));
     cr_assert_gt(played, 3.0, "%s: currentTime only reached %.2f s", who, played);
