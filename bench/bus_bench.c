@@ -35,6 +35,7 @@
       bus_bench --serve-worker ENDPOINT   one MDP echo worker */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
@@ -197,6 +198,15 @@ static void s_stop_child(pid_t pid)
     fprintf(stderr, "bus_bench: pid %d ignored SIGTERM, killing it\n", (int) pid);
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
+}
+
+static int s_remove(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void) st;
+    (void) flag;
+    (void) ftw;
+    remove(path);
+    return 0;
 }
 
 /*  Copies the last lines of `log` to stderr, to explain a failure. */
@@ -713,11 +723,13 @@ int main(int argc, char **argv)
     zmq_setsockopt(dealer, ZMQ_LINGER, &zero, sizeof zero);
     zmq_connect(dealer, echo_endpoint);
 
-    char *broker_argv[8 + S_MAX_LIST] = {broker_path,  "--bind",        "tcp://127.0.0.1:*",
-                                         "--ready-file", broker_ready,    "--queue-limit",
-                                         S_QUEUE_LIMIT};
+    /* The broker's event log goes in our temporary folder: the default
+       (./var) may be locked by a broker someone else runs there. */
+    char *broker_argv[10 + S_MAX_LIST] = {broker_path,   "--bind",       "tcp://127.0.0.1:*",
+                                          "--ready-file", broker_ready,   "--queue-limit",
+                                          S_QUEUE_LIMIT,  "--data",       tmpdir};
     for (int i = 0; i < n_broker_args; i++)
-        broker_argv[7 + i] = broker_args[i];
+        broker_argv[9 + i] = broker_args[i];
     broker_pid = s_spawn(broker_argv, broker_log);
     if (broker_pid < 0 ||
         s_wait_ready(broker_ready, broker_pid, pool.endpoint, sizeof pool.endpoint) != 0) {
@@ -836,9 +848,6 @@ done:
     s_stop_child(echo_pid);
     msgpack_sbuffer_destroy(&bench.buf);
     mb_zmq_shutdown();
-    const char *files[] = {echo_ready, broker_ready, echo_log, broker_log, worker_log};
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
-        unlink(files[i]);
-    rmdir(tmpdir);
+    nftw(tmpdir, s_remove, 8, FTW_DEPTH | FTW_PHYS); /* logs, ready files, event log */
     return rc;
 }
