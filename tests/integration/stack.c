@@ -344,6 +344,8 @@ static int s_start(it_stack_t *self, it_kind_t kind, const char *bind, bool wait
         argv[argc++] = "127.0.0.1:0";
         argv[argc++] = "--bus";
         argv[argc++] = self->endpoint;
+        argv[argc++] = "--data"; /* the blob store: uploads and media */
+        argv[argc++] = self->data_dir;
         if (self->opts.gateway_timeout_ms > 0) {
             snprintf(num3, sizeof num3, "%d", self->opts.gateway_timeout_ms);
             argv[argc++] = "--timeout";

@@ -5,18 +5,16 @@
     signed master playlist of a premium and of a free listener: levels,
     currentTime, forced rung switches. See README.md.
 
-    The stack comes from tests/integration's harness (it_harness) with its
-    catalog and users workers; transcode and gateway are started here with
-    it_spawn_env() because the harness has no transcode kind and starts its
-    gateway without --data and without a media secret (README.md says what
-    the harness would need to start them itself).
+    The stack comes from tests/integration's harness (it_harness): broker,
+    catalog, users, transcode and gateway, sharing the stack's signing and
+    media secrets.
 
-    Skips, saying so, when node or Chromium is missing (scripts/test
-    installs both). The first run puts hls.js and playwright-core into the
-    build folder's copy of this folder with `npm ci` (PLAYER_DIR). */
+    Fails, saying what to install, when node or Chromium is missing
+    (scripts/test installs both). The first run puts hls.js and
+    playwright-core into the build folder's copy of this folder with
+    `npm ci` (PLAYER_DIR). */
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -40,11 +38,7 @@
 #define S_RUNGS_MAX 16
 
 static it_stack_t *s_stack;
-static pid_t s_transcode, s_gateway;
-static char s_bin[4096];
-static char s_origin[300];     /* http://127.0.0.1:PORT of our gateway */
-static char s_media_env[128];  /* MUSICBUS_MEDIA_SECRET=<64 hex> */
-static char s_jwt_env[4200];   /* MUSICBUS_JWT_SECRET_FILE=<the stack's> */
+static char s_origin[300];     /* http://127.0.0.1:PORT of the gateway */
 static char s_node[4096];      /* node, found on PATH */
 static const char *s_chromium; /* PLAYER_CHROMIUM or /usr/bin/chromium */
 
@@ -81,205 +75,20 @@ static bool s_which(const char *name, char *out, size_t cap)
     return found;
 }
 
-/*  The first line of a ready file, once it is there; fails the test when
-    the process exits first or timeout_ms pass. */
-static void s_wait_ready(pid_t pid, const char *what, const char *path, char *out, size_t cap)
-{
-    long deadline = it_now_ms() + IT_START_TIMEOUT_MS;
-    for (;;) {
-        FILE *f = fopen(path, "r");
-        if (f) {
-            bool ok = fgets(out, (int)cap, f) != NULL;
-            fclose(f);
-            out[strcspn(out, "\r\n")] = '\0';
-            if (ok && out[0])
-                return;
-        }
-        int status;
-        if (waitpid(pid, &status, WNOHANG) == pid) {
-            if (pid == s_gateway)
-                s_gateway = 0;
-            if (pid == s_transcode)
-                s_transcode = 0;
-            cr_assert_fail("%s exited (status 0x%x) before writing %s", what, status, path);
-        }
-        cr_assert_lt(it_now_ms(), deadline, "%s wrote no %s within %d ms", what, path,
-                     IT_START_TIMEOUT_MS);
-        s_sleep_ms(20);
-    }
-}
-
-/*  SIGTERM, SIGKILL after IT_STOP_TIMEOUT_MS; says how it ended. */
-static void s_stop(pid_t *pid_p, const char *what)
-{
-    pid_t pid = *pid_p;
-    if (pid <= 0)
-        return;
-    *pid_p = 0;
-    kill(pid, SIGTERM);
-    long deadline = it_now_ms() + IT_STOP_TIMEOUT_MS;
-    int status = 0;
-    while (waitpid(pid, &status, WNOHANG) == 0) {
-        if (it_now_ms() > deadline) {
-            s_say("%s %d did not stop on SIGTERM: SIGKILL", what, (int)pid);
-            kill(-pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            break;
-        }
-        s_sleep_ms(20);
-    }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        s_say("%s %d ended with status 0x%x", what, (int)pid, status);
-}
-
-/*  Random hex: the media secret of this stack. */
-static void s_random_hex(char *out, size_t nbytes)
-{
-    unsigned char raw[64];
-    cr_assert_leq(nbytes, sizeof raw);
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    cr_assert_geq(fd, 0);
-    cr_assert_eq(read(fd, raw, nbytes), (ssize_t)nbytes);
-    close(fd);
-    for (size_t i = 0; i < nbytes; i++)
-        sprintf(out + 2 * i, "%02x", raw[i]);
-}
-
-/*  Drops MUSICBUS_* from our environment (the log level and the harness's
-    MUSICBUS_TEST_KEEP stay), as the harness does for its own processes:
-    it_spawn_env() passes our environment on, and a developer's shell must
-    not change what the test runs. */
-static void s_clean_env(void)
-{
-    extern char **environ;
-    for (bool again = true; again;) {
-        again = false;
-        for (char **e = environ; *e; e++) {
-            if (strncmp(*e, "MUSICBUS_", 9) != 0 || strncmp(*e, "MUSICBUS_LOG_LEVEL=", 19) == 0 ||
-                strncmp(*e, "MUSICBUS_TEST_KEEP=", 19) == 0)
-                continue;
-            char name[256];
-            snprintf(name, sizeof name, "%.*s", (int)strcspn(*e, "="), *e);
-            unsetenv(name);
-            again = true; /* environ changed under us: start over */
-            break;
-        }
-    }
-}
-
-/*  `method path` on our gateway with a JSON body (borrowed, may be NULL)
-    and `bearer` (may be NULL); asserts the status. Returns the parsed
-    body (caller decrefs), or NULL. */
+/*  it_call_as() with a borrowed body (may be NULL). */
 static json_t *s_call(const char *bearer, const char *method, const char *path, json_t *body,
                       long expect)
 {
-    char url[2048];
-    snprintf(url, sizeof url, "%s%s", s_origin, path);
-    it_http_res_t res;
-    it_http_json_as(&res, bearer, method, url, body);
-    cr_assert_eq(res.status, expect, "%s %s: %ld, expected %ld: %s%s", method, path, res.status,
-                 expect, res.body, res.error);
-    if (expect >= 400)
-        it_assert_problem(&res, expect, path);
-    json_t *doc = res.json ? json_incref(res.json) : NULL;
-    it_http_res_release(&res);
-    return doc;
-}
-
-static void s_start_stack(void)
-{
-    /* Catalog and gateway share the media secret (they sign and check the
-       URLs); users gets it too, as worker_env goes to every worker. */
-    char hex[65];
-    s_random_hex(hex, 32);
-    snprintf(s_media_env, sizeof s_media_env, "MUSICBUS_MEDIA_SECRET=%s", hex);
-    const char *worker_env[] = {s_media_env, NULL};
-    it_stack_opts_t opts = {
-        .catalogs = 1, .users = 1, .no_gateway = true, .worker_env = worker_env};
-    s_stack = it_stack_new(&opts);
-    cr_assert_not_null(s_stack, "the stack did not start");
-    s_clean_env();
-    snprintf(s_jwt_env, sizeof s_jwt_env, "MUSICBUS_JWT_SECRET_FILE=%s",
-             it_stack_secret_file(s_stack));
-    const char *data = it_stack_data_dir(s_stack);
-    char exe[4200], ready[4200], line[256];
-
-    snprintf(exe, sizeof exe, "%s/musicbus-transcode", s_bin);
-    snprintf(ready, sizeof ready, "%s/run/player-transcode.ready", data);
-    char *targv[] = {exe,
-                     "--bus",
-                     (char *)it_stack_endpoint(s_stack),
-                     "--data",
-                     (char *)data,
-                     "--heartbeat",
-                     "100",
-                     "--liveness",
-                     "3",
-                     "--ready-file",
-                     ready,
-                     NULL};
-    s_transcode = it_spawn_env(targv, NULL, NULL, NULL);
-    cr_assert_gt(s_transcode, 0);
-    s_wait_ready(s_transcode, "musicbus-transcode", ready, line, sizeof line);
-    s_say("transcode %d is ready", (int)s_transcode);
-
-    snprintf(exe, sizeof exe, "%s/musicbus-gateway", s_bin);
-    snprintf(ready, sizeof ready, "%s/run/player-gateway.ready", data);
-    char rate_default[] = "default=" IT_RATE_GENEROUS, rate_signin[] = "signin=" IT_RATE_GENEROUS;
-    char *gargv[] = {exe,
-                     "--http",
-                     "127.0.0.1:0",
-                     "--bus",
-                     (char *)it_stack_endpoint(s_stack),
-                     "--data",
-                     (char *)data,
-                     "--rate",
-                     rate_default,
-                     "--rate",
-                     rate_signin,
-                     "--ready-file",
-                     ready,
-                     NULL};
-    char *genv[] = {s_jwt_env, s_media_env, NULL};
-    s_gateway = it_spawn_env(gargv, genv, NULL, NULL);
-    cr_assert_gt(s_gateway, 0);
-    s_wait_ready(s_gateway, "musicbus-gateway", ready, line, sizeof line);
-    snprintf(s_origin, sizeof s_origin, "http://%s", line);
-    s_say("gateway %d listens on %s", (int)s_gateway, s_origin);
-
-    /* Ready files say connected, not that the broker has routed a call
-       through yet: wait until the catalog answers through the gateway. */
-    char url[400];
-    snprintf(url, sizeof url, "%s/v1/artists/player-probe", s_origin);
-    long deadline = it_now_ms() + IT_START_TIMEOUT_MS, last = 0;
-    for (;;) {
-        it_http_res_t res;
-        it_http(&res, "GET", url, NULL, NULL, 0, 2000);
-        last = res.status;
-        it_http_res_release(&res);
-        if (last == 404)
-            break;
-        cr_assert_lt(it_now_ms(), deadline,
-                     "the catalog did not answer through the gateway "
-                     "(last status %ld)",
-                     last);
-        s_sleep_ms(50);
-    }
+    return it_call_as(s_stack, bearer, method, path, body ? json_incref(body) : NULL, expect);
 }
 
 static void s_setup(void)
 {
-    const char *bin = getenv("MUSICBUS_BIN_DIR");
-    cr_assert_not_null(bin, "MUSICBUS_BIN_DIR is not set (run the tests through ctest)");
-    snprintf(s_bin, sizeof s_bin, "%s", bin);
-    if (!s_which("node", s_node, sizeof s_node))
-        cr_skip_test(
-            "node is not installed: the player test is skipped (scripts/test installs it)");
+    cr_assert(s_which("node", s_node, sizeof s_node),
+              "node is not installed (scripts/test installs it)");
     s_chromium = getenv("PLAYER_CHROMIUM") ? getenv("PLAYER_CHROMIUM") : "/usr/bin/chromium";
-    if (access(s_chromium, X_OK) != 0)
-        cr_skip_test("%s is not installed: the player test is skipped (scripts/test installs "
-                     "Debian's chromium)",
-                     s_chromium);
+    cr_assert_eq(access(s_chromium, X_OK), 0,
+                 "%s is not installed (scripts/test installs Debian's chromium)", s_chromium);
     struct stat st;
     if (stat(PLAYER_DIR "/node_modules/hls.js/package.json", &st) != 0 ||
         stat(PLAYER_DIR "/node_modules/playwright-core/package.json", &st) != 0) {
@@ -288,13 +97,16 @@ static void s_setup(void)
             system("npm ci --prefix '" PLAYER_DIR "' --no-audit --no-fund --loglevel=error >&2");
         cr_assert_eq(rc, 0, "npm ci failed in %s (is the npm registry reachable?)", PLAYER_DIR);
     }
-    s_start_stack();
+    it_stack_opts_t opts = {.catalogs = 1, .users = 1, .transcodes = 1};
+    s_stack = it_stack_new(&opts);
+    cr_assert_not_null(s_stack, "the stack did not start");
+    char *origin = it_stack_url(s_stack, "");
+    snprintf(s_origin, sizeof s_origin, "%s", origin);
+    free(origin);
 }
 
 static void s_teardown(void)
 {
-    s_stop(&s_gateway, "musicbus-gateway");
-    s_stop(&s_transcode, "musicbus-transcode");
     it_stack_destroy(&s_stack);
 }
 
