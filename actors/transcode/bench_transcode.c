@@ -27,6 +27,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <libavformat/avformat.h>
+#include <libavutil/md5.h>
+
 #include "mb_error.h"
 #include "transcode_ladder.h"
 
@@ -175,6 +178,63 @@ static int s_cli(const char *ffmpeg, const char *master, const char *dir, bool f
     return 0;
 }
 
+/*  MD5 of the data of every packet of `dir/rung/index.m3u8`, in order
+    (timestamps and containers aside); false when it cannot be read. */
+static bool s_packets_md5(const char *dir, const char *rung, uint8_t md5[16], long *packets)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s/index.m3u8", dir, rung);
+    AVFormatContext *fmt = NULL;
+    if (avformat_open_input(&fmt, path, NULL, NULL) < 0)
+        return false;
+    struct AVMD5 *ctx = av_md5_alloc();
+    av_md5_init(ctx);
+    AVPacket *pkt = av_packet_alloc();
+    *packets = 0;
+    while (av_read_frame(fmt, pkt) >= 0) {
+        av_md5_update(ctx, pkt->data, pkt->size);
+        (*packets)++;
+        av_packet_unref(pkt);
+    }
+    av_md5_final(ctx, md5);
+    av_free(ctx);
+    av_packet_free(&pkt);
+    avformat_close_input(&fmt);
+    return *packets > 0;
+}
+
+/*  Prints whether both ladders' AAC rungs hold the same packets. */
+static void s_compare(const char *ours, const char *cli)
+{
+    const char *rungs[] = {"a64", "a128", "a192", "a256"};
+    int same = 0;
+    for (int i = 0; i < 4; i++) {
+        uint8_t a[16], b[16];
+        long na = 0, nb = 0;
+        bool ok = s_packets_md5(ours, rungs[i], a, &na) && s_packets_md5(cli, rungs[i], b, &nb);
+        if (ok && na == nb && !memcmp(a, b, sizeof a))
+            same++;
+        else
+            printf("AAC rung %s: packets differ from the CLI's (%ld against %ld)\n", rungs[i], na,
+                   nb);
+    }
+    if (same == 4)
+        printf("AAC packets: the same bytes as the CLI's in all 4 rungs\n");
+}
+
+static void s_load(const char *when)
+{
+    char line[128] = "";
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (!fgets(line, sizeof line, f))
+            line[0] = '\0';
+        fclose(f);
+    }
+    line[strcspn(line, "\n")] = '\0';
+    printf("load average %s: %s\n", when, line);
+}
+
 static int s_cmp(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -241,13 +301,17 @@ int main(int argc, char **argv)
     int rc = 0;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     printf("master %s, %ld cores\n", master, cores);
+    s_load("before");
+    av_log_set_level(AV_LOG_ERROR);
     for (int r = 0; r < rounds && rc == 0; r++) {
         char *dir = s_fresh_dir(base, "ours", r);
         rc = s_ours(master, dir, &ours[r], &res);
-        s_rm_rf(dir);
-        free(dir);
-        if (rc)
+        char *ours_dir = dir;
+        if (rc) {
+            s_rm_rf(ours_dir);
+            free(ours_dir);
             break;
+        }
         duration = (double)res.duration_ms / 1000.0;
         if (r == 0) {
             printf("duration %.1f s; loudness %.2f LUFS, true peak %.2f dBTP, LRA %.2f LU, gain "
@@ -262,6 +326,10 @@ int main(int argc, char **argv)
         }
         dir = s_fresh_dir(base, "cli", r);
         rc = s_cli(ffmpeg, master, dir, res.lossless, res.flac_copied, loudness, &cli[r]);
+        if (rc == 0 && r == 0)
+            s_compare(ours_dir, dir);
+        s_rm_rf(ours_dir);
+        free(ours_dir);
         s_rm_rf(dir);
         free(dir);
         if (rc)
@@ -275,6 +343,7 @@ int main(int argc, char **argv)
     s_rm_rf(base);
     if (rc)
         return 1;
+    s_load("after");
     double ow = s_median(ours, rounds, false), oc = s_median(ours, rounds, true);
     double cw = s_median(cli, rounds, false), cc = s_median(cli, rounds, true);
     printf("median of %d: musicbus wall %.2f s, cpu %.2f s, %.1fx realtime | ffmpeg CLI wall "

@@ -164,39 +164,84 @@ static void s_energy(transcode_loudness_t *self, const float *const *planes, siz
     }
 }
 
+/*  The largest |y| of the interpolated points between x[m] and x[m+1]
+    for the `S_TP_CHUNK` positions m = first .. first + S_TP_CHUNK - 1 (all
+    three fractional phases), or `best` when none is larger. Each output
+    sums its taps in the same order as a plain loop would; the loops run
+    over the positions so the compiler can vectorise them. */
+#define S_TP_CHUNK 32
+
+/*  max written so that the compiler can vectorise it (maxps); fmaxf's NaN
+    rules keep loops scalar. */
+static inline float s_maxf(float a, float b)
+{
+    return a > b ? a : b;
+}
+static double s_peak_chunk(const transcode_loudness_t *self, const float *x, size_t first,
+                           double best)
+{
+    const float *w = x + first - S_HALF + 1;
+    for (int p = 1; p < S_PHASES; p++) {
+        float y[S_TP_CHUNK] = {0};
+        for (int k = 0; k < S_TAPS; k++) {
+            float c = self->coef[p][k];
+            for (int j = 0; j < S_TP_CHUNK; j++)
+                y[j] += c * w[k + j];
+        }
+        float top = 0;
+        for (int j = 0; j < S_TP_CHUNK; j++)
+            top = s_maxf(fabsf(y[j]), top);
+        if (top > best)
+            best = top;
+    }
+    return best;
+}
+
 /*  True peak of one channel's block at history[c][0 .. history_len + n). */
 static void s_peak_block(transcode_loudness_t *self, int c, size_t n)
 {
     float *x = self->history[c];
     size_t len = self->history_len + n;
     float peak = 0;
-    for (size_t i = self->history_len; i < len; i++) {
-        float a = fabsf(x[i]);
-        if (a > peak)
-            peak = a;
-    }
+    for (size_t i = self->history_len; i < len; i++)
+        peak = s_maxf(fabsf(x[i]), peak);
     if (peak > self->sample_peak)
         self->sample_peak = peak;
-    float window_peak = peak;
-    for (size_t i = 0; i < self->history_len; i++)
-        if (fabsf(x[i]) > window_peak)
-            window_peak = fabsf(x[i]);
-    /* No interpolated value near this block can beat the peak so far. */
-    if (window_peak * self->gain_bound > self->true_peak) {
-        /* Points between x[m] and x[m+1] need x[m - S_HALF + 1 .. m + S_HALF]. */
-        double best = self->true_peak;
-        for (size_t m = S_HALF - 1; m + S_HALF < len; m++) {
-            const float *w = x + m - S_HALF + 1;
-            for (int p = 1; p < S_PHASES; p++) {
-                float y = 0;
+    /* Points between x[m] and x[m+1] need x[m - S_HALF + 1 .. m + S_HALF].
+       A run of positions whose inputs are all small cannot beat the peak
+       so far (|y| <= max |x| * gain_bound): only the runs near a loud
+       sample are oversampled, so true peak costs little on most audio. */
+    double best = self->true_peak;
+    size_t m = S_HALF - 1;
+    while (m + S_HALF < len) {
+        size_t last = m + S_TP_CHUNK - 1; /* of the chunk's positions */
+        if (last + S_HALF >= len) {
+            /* Fewer than a chunk left: one plain pass over what is whole. */
+            const float *w0 = x + m - S_HALF + 1;
+            for (; m + S_HALF < len; m++, w0++) {
+                float in_max = 0;
                 for (int k = 0; k < S_TAPS; k++)
-                    y += self->coef[p][k] * w[k];
-                if (fabsf(y) > best)
-                    best = fabsf(y);
+                    in_max = s_maxf(fabsf(w0[k]), in_max);
+                if (in_max * self->gain_bound <= best)
+                    continue;
+                for (int p = 1; p < S_PHASES; p++) {
+                    float y = 0;
+                    for (int k = 0; k < S_TAPS; k++)
+                        y += self->coef[p][k] * w0[k];
+                    if (fabsf(y) > best)
+                        best = fabsf(y);
+                }
             }
+            break;
         }
-        self->true_peak = best;
+        float in_max = 0;
+        for (size_t i = m - S_HALF + 1; i <= last + S_HALF; i++)
+            in_max = s_maxf(fabsf(x[i]), in_max);
+        if (in_max * self->gain_bound > best)
+            best = s_peak_chunk(self, x, m, best);
+        m += S_TP_CHUNK;
     }
+    self->true_peak = best;
     if (peak > self->true_peak)
         self->true_peak = peak;
     /* Keep the last samples for the next block's first points. */

@@ -11,10 +11,12 @@
     Why not libavfilter's ebur128: its true-peak path resamples the whole
     stream to 192 kHz through libswresample, about 1.1 s of CPU per
     3-minute track here, a sizeable part of the ladder's budget. This
-    meter skips the oversampling of any 1024-sample stretch that cannot
-    beat the peak found so far (its sample peak times the filter's gain
-    bound), so true peak costs little once a loud passage was seen. The
-    tests compare it with ebur128 on the same audio.
+    meter oversamples with its own polyphase FIR and skips every run of 32
+    points whose input samples cannot beat the peak found so far (their
+    largest magnitude times the filter's gain bound): the result is the
+    same as oversampling everything, at a fraction of the cost once a
+    loud passage was seen. The tests compare it with ebur128 on the same
+    audio, and with every point computed.
 
     One meter belongs to one thread. */
 #ifndef TRANSCODE_LOUDNESS_H

@@ -142,6 +142,63 @@ Test(transcode_loudness, true_peak_between_samples)
     free(x);
 }
 
+/*  The meter's interpolation filter written plainly: phase p/4 of a
+    Hann-windowed sinc over 12 samples, each phase scaled to unity gain at
+    DC; every point between every pair of samples, none skipped. */
+static double s_brute_true_peak(const float *x, size_t n)
+{
+    float coef[4][12];
+    for (int p = 1; p < 4; p++) {
+        double sum = 0;
+        for (int k = 0; k < 12; k++) {
+            double t = (double)(k - 5) - (double)p / 4;
+            double sinc = sin(M_PI * t) / (M_PI * t);
+            coef[p][k] = (float)(sinc * (0.5 + 0.5 * cos(M_PI * t / 6)));
+            sum += coef[p][k];
+        }
+        for (int k = 0; k < 12; k++)
+            coef[p][k] = (float)(coef[p][k] / sum);
+    }
+    double best = 0;
+    for (size_t i = 0; i < n; i++)
+        best = fmax(best, fabs(x[i]));
+    for (size_t m = 5; m + 6 < n; m++)
+        for (int p = 1; p < 4; p++) {
+            float y = 0;
+            for (int k = 0; k < 12; k++)
+                y += coef[p][k] * x[m - 5 + k];
+            best = fmax(best, fabs(y));
+        }
+    return 20 * log10(best);
+}
+
+Test(transcode_loudness, true_peak_skips_nothing_that_counts)
+{
+    /* Quiet noise with short inter-sample peaks (fs/4 at 45 degrees), each
+       louder than the one before, placed on and around the edges of the
+       meter's 1024-sample blocks and 32-point runs, where the skipping
+       could go wrong. */
+    size_t n = 48000 * 3;
+    float *x = malloc(n * sizeof *x);
+    unsigned seed = 12345;
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1103515245u + 12345u;
+        x[i] = (float)(((double)(seed >> 8 & 0xffff) / 65536.0 - 0.5) * 0.02);
+    }
+    const size_t at[] = {5, 31, 32, 1017, 1023, 1024, 1030, 2047, 4096 + 27, 9000, 47999, 70001,
+                         100000 - 11, 120000 + 3};
+    double amp = 0.1;
+    for (size_t b = 0; b < sizeof at / sizeof at[0]; b++, amp *= 1.13)
+        for (size_t j = 0; j < 6 && at[b] + j < n; j++)
+            x[at[b] + j] = (float)(amp * sin(M_PI / 2 * (double)j + M_PI / 4));
+    transcode_loudness_result_t r;
+    s_measure(x, n, &r);
+    double want = s_brute_true_peak(x, n);
+    cr_assert(fabs(r.true_peak_dbtp - want) < 1e-4, "true peak %.6f, every point %.6f",
+              r.true_peak_dbtp, want);
+    free(x);
+}
+
 Test(transcode_loudness, gain_never_clips)
 {
     /* A loud track: the gain is a cut to -14 LUFS. A quiet one with a
