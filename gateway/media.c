@@ -11,11 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <microhttpd.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "mb_alloc.h"
+#include "mb_config.h"
 #include "mb_error.h"
 #include "mb_log.h"
 
@@ -161,6 +164,71 @@ uint64_t gw_media_token_expiry(const char *token, size_t len)
     for (int i = 0; i < 8; i++)
         t = t << 8 | raw[i];
     return t;
+}
+
+/* ---- grants ---------------------------------------------------------------- */
+
+/*  A player fetches every segment of a track with one URL prefix, so the
+    same grant comes back every few seconds: verifying it (base64, HMAC)
+    was the biggest user-space cost of a segment. A grant verified once
+    verifies the same way until it expires, so the last few are kept,
+    whole (token, version and key), and a token is compared in constant
+    time: a near miss must not tell how near. Refusals are not kept. */
+#define S_GRANTS 32 /* a power of two */
+
+typedef struct {
+    const mb_media_key_t *key;
+    unsigned char key_bytes[MB_MEDIA_KEY_BYTES]; /* the key may change at one address */
+    char token[MB_MEDIA_TOKEN_MAX];
+    size_t token_len; /* 0: free slot */
+    char version[S_VERSION_MAX];
+    size_t version_len;
+    uint64_t expires;
+    mb_media_entitlement_t entitlement;
+} s_grant_t;
+
+/*  Per thread: the gateway verifies in its loop thread only, and nothing
+    needs a lock. */
+static _Thread_local s_grant_t s_grants[S_GRANTS];
+
+static size_t s_grant_slot(const char *token, size_t len)
+{
+    /* The token's last characters are the MAC's: uniform, and chosen by
+       whoever holds the key, not by the client. */
+    uint64_t h = 1469598103934665603u;
+    for (size_t i = len > 8 ? len - 8 : 0; i < len; i++)
+        h = (h ^ (unsigned char)token[i]) * 1099511628211u;
+    return (size_t)(h >> 32) & (S_GRANTS - 1);
+}
+
+int gw_media_verify(const mb_media_key_t *key, const char *token, size_t len, const char *version,
+                    size_t version_len, uint64_t now, mb_media_entitlement_t *entitlement)
+{
+    if (!token || len == 0 || len >= MB_MEDIA_TOKEN_MAX || !version || version_len == 0 ||
+        version_len > S_VERSION_MAX)
+        return mb_media_verify(key, token, len, version, version_len, now, entitlement);
+    s_grant_t *g = &s_grants[s_grant_slot(token, len)];
+    if (g->token_len == len && g->key == key && g->version_len == version_len &&
+        !memcmp(g->version, version, version_len) &&
+        !memcmp(g->key_bytes, key->key, sizeof g->key_bytes) &&
+        sodium_memcmp(g->token, token, len) == 0) {
+        if (now >= g->expires)
+            return MB_ETIMEDOUT;
+        *entitlement = g->entitlement;
+        return 0;
+    }
+    int rc = mb_media_verify(key, token, len, version, version_len, now, entitlement);
+    if (rc == 0) {
+        g->key = key;
+        memcpy(g->key_bytes, key->key, sizeof g->key_bytes);
+        memcpy(g->token, token, len);
+        g->token_len = len;
+        memcpy(g->version, version, version_len);
+        g->version_len = version_len;
+        g->expires = gw_media_token_expiry(token, len);
+        g->entitlement = *entitlement;
+    }
+    return rc;
 }
 
 /* ---- opening files --------------------------------------------------------- */
@@ -372,9 +440,25 @@ gw_range_t gw_media_range(const char *h, uint64_t size, uint64_t *offset, uint64
 
 void gw_media_etag(const struct stat *st, char out[GW_MEDIA_ETAG_MAX])
 {
+    /* Responses for one file follow each other: the last one is kept. */
+    static _Thread_local struct {
+        ino_t ino;
+        off_t size;
+        struct timespec mtim;
+        char etag[GW_MEDIA_ETAG_MAX];
+    } last;
+    if (last.etag[0] && last.ino == st->st_ino && last.size == st->st_size &&
+        last.mtim.tv_sec == st->st_mtim.tv_sec && last.mtim.tv_nsec == st->st_mtim.tv_nsec) {
+        memcpy(out, last.etag, GW_MEDIA_ETAG_MAX);
+        return;
+    }
     uint64_t mtime_ns = (uint64_t)st->st_mtim.tv_sec * 1000000000u + (uint64_t)st->st_mtim.tv_nsec;
     snprintf(out, GW_MEDIA_ETAG_MAX, "\"%" PRIx64 "-%" PRIx64 "-%" PRIx64 "\"",
              (uint64_t)st->st_ino, (uint64_t)st->st_size, mtime_ns);
+    last.ino = st->st_ino;
+    last.size = st->st_size;
+    last.mtim = st->st_mtim;
+    memcpy(last.etag, out, GW_MEDIA_ETAG_MAX);
 }
 
 bool gw_media_etag_listed(const char *h, const char *etag)
@@ -404,6 +488,14 @@ bool gw_media_etag_listed(const char *h, const char *etag)
 
 void gw_media_http_date(int64_t t, char out[GW_MEDIA_HTTP_DATE_MAX])
 {
+    static _Thread_local struct {
+        int64_t t;
+        char date[GW_MEDIA_HTTP_DATE_MAX];
+    } last;
+    if (last.date[0] && last.t == t) {
+        memcpy(out, last.date, GW_MEDIA_HTTP_DATE_MAX);
+        return;
+    }
     time_t tt = (time_t)t;
     struct tm tm;
     gmtime_r(&tt, &tm);
@@ -417,6 +509,8 @@ void gw_media_http_date(int64_t t, char out[GW_MEDIA_HTTP_DATE_MAX])
              days[(unsigned)tm.tm_wday % 7u], (unsigned)tm.tm_mday % 100u,
              months[(unsigned)tm.tm_mon % 12u], (unsigned)(tm.tm_year + 1900) % 10000u,
              (unsigned)tm.tm_hour % 100u, (unsigned)tm.tm_min % 100u, (unsigned)tm.tm_sec % 100u);
+    last.t = t;
+    memcpy(last.date, out, GW_MEDIA_HTTP_DATE_MAX);
 }
 
 bool gw_media_parse_http_date(const char *text, int64_t *t)
@@ -493,4 +587,215 @@ bool gw_media_is_jpeg(int fd)
 bool gw_media_is_playlist(const char *name)
 {
     return !strcmp(s_ext(name), "m3u8");
+}
+
+/* ---- response bodies ------------------------------------------------------- */
+
+/*  Why a mapping and not sendfile: libmicrohttpd 0.9.75 sends the headers
+    of a response built on a file descriptor on their own and pushes them
+    (a TCP segment and a wake-up of the client for ~400 bytes), then the
+    body with sendfile in 128 KiB pieces, one loop turn each, with three
+    setsockopt calls around. A response built on a buffer goes out with
+    one sendmsg, headers and body together. The kernel copies the body
+    from the mapping, which costs less than what it saves up to a few
+    MiB (bench/README.md, media_bench).
+
+    Mapping and unmapping cost tens of microseconds on a virtual machine
+    (page tables, TLB flushes, more than the rest of the request), so one
+    mapping of a file serves every response in flight for it, and lingers
+    GW_MEDIA_IDLE_MS after the last one (GW_MEDIA_IDLE_MAX bytes of such
+    at most, least recently released unmapped first): a popular segment
+    is mapped once while players fetch it. What lingers is dropped on the
+    next call after it expired, or by gw_media_trim().
+
+    The mapped bytes are read by the kernel only (sendmsg); MHD does not
+    read them for plain HTTP. Files under a version and blobs are never
+    rewritten or truncated in place (a new version is a new folder, a
+    blob a new name), so the mapping cannot lose its pages. If one were
+    truncated anyway, sendmsg would fail with EFAULT and MHD close that
+    connection; nothing in the gateway touches the pages to fault.
+
+    MHD calls the free callbacks from MHD_run() or MHD_destroy_response()
+    in the gateway's one loop thread: the table needs no lock. */
+
+typedef struct s_map {
+    struct s_map *next; /* in its bucket */
+    struct s_map *idle_prev, *idle_next; /* in the idle list while refs == 0 */
+    dev_t dev;          /* the file: the ETag's inputs and the device */
+    ino_t ino;
+    off_t size;
+    struct timespec mtim;
+    void *base; /* the whole file, read-only */
+    size_t len;
+    size_t bucket;
+    unsigned refs;    /* responses using it */
+    bool idle;        /* in the idle list (refs == 0 and released once) */
+    int64_t idle_ms;  /* when refs fell to 0 */
+} s_map_t;
+
+#define S_MAP_BUCKETS 64
+static s_map_t *s_maps[S_MAP_BUCKETS];
+static s_map_t *s_idle_head, *s_idle_tail; /* most recently released first */
+static size_t s_mapped;                    /* bytes mapped, all files */
+static size_t s_idle_bytes;                /* of which no response uses */
+static size_t s_n_maps;
+
+static int64_t s_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static size_t s_map_max(void)
+{
+    static long max = -1;
+    if (max < 0)
+        max = mb_config_env_long(GW_MEDIA_ENV_MAP_MAX, GW_MEDIA_MAP_MAX, 0, GW_MEDIA_MAPPED_MAX);
+    return (size_t)max;
+}
+
+static size_t s_bucket(const struct stat *st)
+{
+    uint64_t h = ((uint64_t)st->st_ino ^ ((uint64_t)st->st_dev << 32)) * 0x9e3779b97f4a7c15u;
+    return (size_t)(h >> 58); /* 6 bits: S_MAP_BUCKETS */
+}
+
+static void s_idle_unlink(s_map_t *m)
+{
+    if (m->idle_prev)
+        m->idle_prev->idle_next = m->idle_next;
+    else
+        s_idle_head = m->idle_next;
+    if (m->idle_next)
+        m->idle_next->idle_prev = m->idle_prev;
+    else
+        s_idle_tail = m->idle_prev;
+    m->idle_prev = m->idle_next = NULL;
+    m->idle = false;
+    s_idle_bytes -= m->len;
+}
+
+/*  Unmaps an idle mapping. */
+static void s_map_drop(s_map_t *m)
+{
+    s_idle_unlink(m);
+    s_map_t **p = &s_maps[m->bucket];
+    while (*p != m)
+        p = &(*p)->next;
+    *p = m->next;
+    munmap(m->base, m->len);
+    s_mapped -= m->len;
+    s_n_maps--;
+    free(m);
+}
+
+/*  Unmaps idle mappings released before `before_ms`, oldest first. */
+static void s_expire(int64_t before_ms)
+{
+    while (s_idle_tail && s_idle_tail->idle_ms < before_ms)
+        s_map_drop(s_idle_tail);
+}
+
+static s_map_t *s_map_find(const struct stat *st)
+{
+    for (s_map_t *m = s_maps[s_bucket(st)]; m; m = m->next)
+        if (m->ino == st->st_ino && m->dev == st->st_dev && m->size == st->st_size &&
+            m->mtim.tv_sec == st->st_mtim.tv_sec && m->mtim.tv_nsec == st->st_mtim.tv_nsec)
+            return m;
+    return NULL;
+}
+
+/*  Maps file fd, which `st` describes, and lists it. NULL when it would
+    pass the budget or mmap fails (the caller sends with sendfile). */
+static s_map_t *s_map_new(int fd, const struct stat *st)
+{
+    size_t len = (size_t)st->st_size;
+    while (len > GW_MEDIA_MAPPED_MAX - s_mapped && s_idle_tail)
+        s_map_drop(s_idle_tail);
+    if (len > GW_MEDIA_MAPPED_MAX - s_mapped)
+        return NULL;
+    void *base = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED)
+        return NULL;
+    s_map_t *m = mb_calloc(1, sizeof *m);
+    m->dev = st->st_dev;
+    m->ino = st->st_ino;
+    m->size = st->st_size;
+    m->mtim = st->st_mtim;
+    m->base = base;
+    m->len = len;
+    m->bucket = s_bucket(st);
+    m->next = s_maps[m->bucket];
+    s_maps[m->bucket] = m;
+    s_mapped += len;
+    s_n_maps++;
+    return m;
+}
+
+static void s_map_use(s_map_t *m)
+{
+    if (m->refs++ == 0 && m->idle)
+        s_idle_unlink(m);
+}
+
+/*  MHD's free callback: a response using the mapping is gone. The
+    mapping lingers a little for the next request of the file. */
+static void s_map_release(void *cls)
+{
+    s_map_t *m = cls;
+    if (--m->refs > 0)
+        return;
+    m->idle = true;
+    m->idle_ms = s_now_ms();
+    m->idle_prev = NULL;
+    m->idle_next = s_idle_head;
+    if (s_idle_head)
+        s_idle_head->idle_prev = m;
+    else
+        s_idle_tail = m;
+    s_idle_head = m;
+    s_idle_bytes += m->len;
+    while (s_idle_bytes > GW_MEDIA_IDLE_MAX)
+        s_map_drop(s_idle_tail);
+}
+
+struct MHD_Response *gw_media_body(int fd, const struct stat *st, uint64_t offset,
+                                   uint64_t length)
+{
+    s_expire(s_now_ms() - GW_MEDIA_IDLE_MS);
+    uint64_t size = (uint64_t)st->st_size;
+    if (length > 0 && offset < size && length <= size - offset && size <= s_map_max()) {
+        s_map_t *m = s_map_find(st);
+        if (!m)
+            m = s_map_new(fd, st);
+        if (m) {
+            s_map_use(m);
+            struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback_cls(
+                (size_t)length, (char *)m->base + offset, s_map_release, m);
+            if (resp) {
+                close(fd);
+                return resp;
+            }
+            s_map_release(m);
+        }
+    }
+    /* Empty, too big, past the budget, or mmap failed: sendfile needs no
+       address space. MHD closes fd with the response. */
+    struct MHD_Response *resp = MHD_create_response_from_fd_at_offset64(length, fd, offset);
+    if (!resp)
+        close(fd);
+    return resp;
+}
+
+void gw_media_trim(void)
+{
+    s_expire(INT64_MAX);
+}
+
+size_t gw_media_mapped(size_t *n_files)
+{
+    if (n_files)
+        *n_files = s_n_maps;
+    return s_mapped;
 }

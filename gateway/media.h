@@ -1,7 +1,7 @@
 /*  media — what the gateway needs to serve /media/ itself: URL rules,
     entitlement, opening files safely under the data folder, Range,
-    ETag and the content types. No MHD here (gateway.c builds the
-    responses), so each rule is tested on its own.
+    ETag and the content types, each tested on its own, and the bodies of
+    the responses (gateway.c builds the rest of them).
 
         /media/<token>/<version>/<path>     HLS under a signed grant
         /covers/<hash>.jpg                  cover images, public
@@ -80,6 +80,13 @@ int gw_media_cover_rel(const gw_media_url_t *url, char *rel);
     and so are audio masters: a hash alone must not fetch a master. */
 bool gw_media_is_jpeg(int fd);
 
+/*  mb_media_verify(), same arguments and results, remembering the last
+    grants it accepted (each until it expires) so that the segments of
+    one track cost one HMAC. Tokens are compared in constant time. Per
+    thread; no lock. */
+int gw_media_verify(const mb_media_key_t *key, const char *token, size_t len, const char *version,
+                    size_t version_len, uint64_t now, mb_media_entitlement_t *entitlement);
+
 /*  Reads the expiry (Unix seconds) of a token that mb_media_verify()
     accepted (its first 8 bytes, mb_media.h). Returns 0 for anything
     else. */
@@ -134,6 +141,40 @@ bool gw_media_parse_http_date(const char *text, int64_t *t);
     application/vnd.apple.mpegurl, .m4s/.mp4/.m4a audio/mp4, .jpg image/jpeg,
     ... application/octet-stream for the rest. Static. */
 const char *gw_media_content_type(const char *name);
+
+/* ---- response bodies (MHD) ---- */
+
+struct MHD_Response;
+
+/*  Files up to this size are sent from a read-only mapping, headers and
+    body in one sendmsg; bigger ones with sendfile. The environment
+    variable overrides it (bytes; 0: always sendfile), for measuring. */
+#define GW_MEDIA_ENV_MAP_MAX "MUSICBUS_MEDIA_MAP_MAX"
+#define GW_MEDIA_MAP_MAX (4 * 1024 * 1024)
+/*  Bytes mapped at once, all files: past it, sendfile. */
+#define GW_MEDIA_MAPPED_MAX (256 * 1024 * 1024)
+/*  A mapping no response uses any more is kept this long for the next
+    request of its file, and this many bytes of such at most: what the
+    gateway keeps resident for it when idle. */
+#define GW_MEDIA_IDLE_MS 2000
+#define GW_MEDIA_IDLE_MAX (2 * 1024 * 1024)
+
+/*  The body of a 200 or 206: `length` bytes from `offset` of the regular
+    file fd that `st` describes (gw_media_open()'s). Takes fd: it is
+    closed now or with the response. Responses in flight for one file
+    share one mapping of it, kept GW_MEDIA_IDLE_MS after the last is
+    freed (media.c says why). Call from the thread that runs MHD.
+    Returns NULL, fd closed, when MHD cannot build the response. */
+struct MHD_Response *gw_media_body(int fd, const struct stat *st, uint64_t offset,
+                                   uint64_t length);
+
+/*  Unmaps every mapping no response uses (an idle gateway keeps nothing
+    resident for media). */
+void gw_media_trim(void);
+
+/*  Bytes mapped now, and in *n_files (when not NULL) how many files:
+    both 0 once every response is freed and gw_media_trim() ran. */
+size_t gw_media_mapped(size_t *n_files);
 
 /*  True for playlists (.m3u8), which are cached briefly; the rest
     (segments, init, covers) are immutable. */

@@ -7,6 +7,7 @@
 
 #include "gw_harness.h"
 #include "mb_media.h"
+#include "media.h"
 
 #define S_SECRET "media-secret-for-test-gw-http-media-0123456789"
 #define S_SEGMENT_SIZE 200000
@@ -311,6 +312,79 @@ Test(gw_http_media, etag_and_304)
     snprintf(ims, sizeof ims, "If-Modified-Since: %s", "Sun, 06 Nov 2094 08:49:37 GMT");
     r = s_get(url, ims);
     cr_assert_eq(r->status, 304);
+    gh_free(r);
+}
+
+/*  Bodies of every size the ladder makes, each byte right: segments go
+    from a mapping shared by the requests of one file, a file bigger than
+    GW_MEDIA_MAP_MAX and an empty one by sendfile; a file replaced (a
+    new inode under the same name) is served anew. */
+Test(gw_http_media, bodies)
+{
+    size_t big_len = GW_MEDIA_MAP_MAX + 4097;
+    unsigned char *big = malloc(big_len);
+    cr_assert_not_null(big);
+    randombytes_buf(big, big_len);
+    s_put("blobs/hls/v1/flac/seg-big.m4s", big, big_len);
+    s_put("blobs/hls/v1/flac/seg-empty.m4s", "", 0);
+    char url[512];
+    snprintf(url, sizeof url, "%s", s_url("v1", MB_MEDIA_PREMIUM, 3600, "flac/seg-big.m4s"));
+    gh_res_t *r = s_get(url, NULL);
+    cr_assert_eq(r->status, 200, "%s", r->body);
+    cr_assert_eq(r->body_len, big_len);
+    cr_assert_eq(memcmp(r->body, big, big_len), 0);
+    gh_free(r);
+    r = s_get(url, "Range: bytes=4095-8194");
+    cr_assert_eq(r->status, 206);
+    cr_assert_eq(r->body_len, 4100);
+    cr_assert_eq(memcmp(r->body, big + 4095, 4100), 0);
+    gh_free(r);
+    free(big);
+
+    snprintf(url, sizeof url, "%s", s_url("v1", MB_MEDIA_PREMIUM, 3600, "flac/seg-empty.m4s"));
+    r = s_get(url, NULL);
+    cr_assert_eq(r->status, 200, "%s", r->body);
+    cr_assert_eq(r->body_len, 0);
+    cr_assert_str_eq(gh_header(r, "Content-Length"), "0");
+    gh_free(r);
+
+    /* One grant, many requests of one segment, ranges at odd offsets. */
+    snprintf(url, sizeof url, "%s", s_url("v1", MB_MEDIA_PREMIUM, 3600, "a192/seg-00001.m4s"));
+    for (int i = 0; i < 20; i++) {
+        char range[64];
+        unsigned off = (unsigned)i * 9973u % S_SEGMENT_SIZE;
+        snprintf(range, sizeof range, "Range: bytes=%u-%u", off, off + 999);
+        r = s_get(url, i % 2 ? range : NULL);
+        cr_assert_eq(r->status, i % 2 ? 206 : 200);
+        if (i % 2) {
+            size_t want = off + 1000 <= S_SEGMENT_SIZE ? 1000 : S_SEGMENT_SIZE - off;
+            cr_assert_eq(r->body_len, want);
+            cr_assert_eq(memcmp(r->body, s_segment + off, want), 0, "range at %u", off);
+        } else {
+            cr_assert_eq(r->body_len, S_SEGMENT_SIZE);
+            cr_assert_eq(memcmp(r->body, s_segment, S_SEGMENT_SIZE), 0);
+        }
+        gh_free(r);
+    }
+
+    /* Replaced under the same name: the new bytes and a new ETag. */
+    r = s_get(url, NULL);
+    char etag[128];
+    snprintf(etag, sizeof etag, "%.100s", gh_header(r, "ETag"));
+    gh_free(r);
+    char path[512], tmp[520];
+    snprintf(path, sizeof path, "%s/data/blobs/hls/v1/a192/seg-00001.m4s", s_gw.dir);
+    snprintf(tmp, sizeof tmp, "%s.new", path);
+    FILE *f = fopen(tmp, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite("replaced", 1, 8, f), 8);
+    fclose(f);
+    cr_assert_eq(rename(tmp, path), 0);
+    r = s_get(url, NULL);
+    cr_assert_eq(r->status, 200);
+    cr_assert_eq(r->body_len, 8);
+    cr_assert_eq(memcmp(r->body, "replaced", 8), 0);
+    cr_assert_str_neq(gh_header(r, "ETag"), etag);
     gh_free(r);
 }
 

@@ -1,8 +1,12 @@
 /*  media: the rules of /media/ URLs, entitlement, opening files without
-    following links, Range, ETag and dates, each on its own. The whole
-    thing over HTTP is test_gw_http_media.c. */
+    following links, Range, ETag and dates, remembered grants and shared
+    mappings, each on its own. The whole thing over HTTP is
+    test_gw_http_media.c. */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <microhttpd.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,4 +300,206 @@ Test(gw_media, open_follows_no_link)
     gw_media_root_destroy(&r);
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);
     cr_assert_eq(system(cmd), 0);
+}
+
+/*  Remembered grants answer exactly what mb_media_verify() answers: the
+    same grant for the same version under the same key, until it expires;
+    anything else is checked afresh. */
+Test(gw_media, remembered_grants)
+{
+    cr_assert_geq(sodium_init(), 0);
+    mb_media_key_t key, other;
+    randombytes_buf(key.key, sizeof key.key);
+    randombytes_buf(other.key, sizeof other.key);
+    uint64_t now = 1800000000;
+    char token[MB_MEDIA_TOKEN_MAX], premium[MB_MEDIA_TOKEN_MAX];
+    cr_assert_eq(mb_media_sign(&key, "v1", now + 10, MB_MEDIA_FREE, token), 0);
+    cr_assert_eq(mb_media_sign(&key, "v1", now + 10, MB_MEDIA_PREMIUM, premium), 0);
+    size_t len = strlen(token);
+    mb_media_entitlement_t ent = 0;
+    for (int i = 0; i < 3; i++) { /* the first checks, the others remember */
+        cr_assert_eq(gw_media_verify(&key, token, len, "v1", 2, now, &ent), 0);
+        cr_assert_eq(ent, MB_MEDIA_FREE);
+        cr_assert_eq(gw_media_verify(&key, premium, len, "v1", 2, now, &ent), 0);
+        cr_assert_eq(ent, MB_MEDIA_PREMIUM);
+    }
+    cr_assert_eq(gw_media_verify(&key, token, len, "v2", 2, now, &ent), MB_EINVAL, "other version");
+    cr_assert_eq(gw_media_verify(&key, token, len, "v", 1, now, &ent), MB_EINVAL);
+    cr_assert_eq(gw_media_verify(&other, token, len, "v1", 2, now, &ent), MB_EINVAL, "other key");
+    cr_assert_eq(gw_media_verify(&key, token, len - 1, "v1", 2, now, &ent), MB_EINVAL);
+    char tampered[MB_MEDIA_TOKEN_MAX];
+    memcpy(tampered, token, len + 1);
+    tampered[20] = tampered[20] == 'A' ? 'B' : 'A'; /* in the MAC, same slot */
+    cr_assert_eq(gw_media_verify(&key, tampered, len, "v1", 2, now, &ent), MB_EINVAL);
+    /* The same key struct given new bytes: nothing remembered holds. */
+    mb_media_key_t changed = key;
+    cr_assert_eq(gw_media_verify(&changed, token, len, "v1", 2, now, &ent), 0);
+    randombytes_buf(changed.key, sizeof changed.key);
+    cr_assert_eq(gw_media_verify(&changed, token, len, "v1", 2, now, &ent), MB_EINVAL);
+    /* Expiry is checked on every call. */
+    cr_assert_eq(gw_media_verify(&key, token, len, "v1", 2, now + 9, &ent), 0);
+    cr_assert_eq(gw_media_verify(&key, token, len, "v1", 2, now + 10, &ent), MB_ETIMEDOUT);
+    cr_assert_eq(gw_media_verify(&key, token, len, "v1", 2, now + 10, &ent), MB_ETIMEDOUT);
+    /* An expired grant is not remembered as good. */
+    char old[MB_MEDIA_TOKEN_MAX];
+    cr_assert_eq(mb_media_sign(&key, "v1", now - 1, MB_MEDIA_PREMIUM, old), 0);
+    cr_assert_eq(gw_media_verify(&key, old, len, "v1", 2, now, &ent), MB_ETIMEDOUT);
+    cr_assert_eq(gw_media_verify(&key, old, len, "v1", 2, now - 2, &ent), 0);
+    cr_assert_eq(gw_media_verify(&key, NULL, 0, "v1", 2, now, &ent), MB_EINVAL);
+    cr_assert_eq(gw_media_verify(&key, token, len, NULL, 0, now, &ent), MB_EINVAL);
+}
+
+/*  A file of `size` bytes (byte i is i * 7) in `dir`; opened, *st set. */
+static int s_file(const char *dir, const char *name, size_t size, struct stat *st)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    for (size_t i = 0; i < size; i++)
+        fputc((int)(i * 7 & 0xff), f);
+    fclose(f);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(fstat(fd, st), 0);
+    return fd;
+}
+
+static bool s_closed(int fd)
+{
+    return fcntl(fd, F_GETFD) == -1 && errno == EBADF;
+}
+
+/*  Bodies: one mapping per file, shared by the responses in flight,
+    kept a little after the last, dropped by trim; empty files and
+    files past GW_MEDIA_MAP_MAX go by sendfile. */
+Test(gw_media, bodies_share_one_mapping)
+{
+    char dir[] = "/tmp/test_gw_media_body.XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    gw_media_trim();
+    size_t n;
+    cr_assert_eq(gw_media_mapped(&n), 0);
+    cr_assert_eq(n, 0);
+
+    struct stat st;
+    int fd = s_file(dir, "seg.m4s", 200000, &st);
+    struct MHD_Response *whole = gw_media_body(fd, &st, 0, 200000);
+    cr_assert_not_null(whole);
+    cr_assert(s_closed(fd), "the mapping keeps the file; the descriptor goes now");
+    cr_assert_eq(gw_media_mapped(&n), 200000);
+    cr_assert_eq(n, 1);
+    /* The same file again (another descriptor), a range of it: shared. */
+    fd = open(dir, O_RDONLY | O_DIRECTORY);
+    int fd2 = openat(fd, "seg.m4s", O_RDONLY | O_CLOEXEC);
+    close(fd);
+    struct stat st2;
+    cr_assert_eq(fstat(fd2, &st2), 0);
+    struct MHD_Response *range = gw_media_body(fd2, &st2, 4097, 1000);
+    cr_assert_not_null(range);
+    cr_assert_eq(gw_media_mapped(&n), 200000);
+    cr_assert_eq(n, 1);
+    /* Another file: its own mapping. */
+    struct stat st3;
+    int fd3 = s_file(dir, "seg2.m4s", 5000, &st3);
+    struct MHD_Response *other = gw_media_body(fd3, &st3, 0, 5000);
+    cr_assert_eq(gw_media_mapped(&n), 205000);
+    cr_assert_eq(n, 2);
+
+    MHD_destroy_response(whole);
+    MHD_destroy_response(range);
+    MHD_destroy_response(other);
+    cr_assert_eq(gw_media_mapped(&n), 205000, "idle mappings linger for the next request");
+    /* The next request of the file finds it mapped. */
+    fd = open(dir, O_RDONLY | O_DIRECTORY);
+    fd2 = openat(fd, "seg.m4s", O_RDONLY | O_CLOEXEC);
+    close(fd);
+    whole = gw_media_body(fd2, &st, 0, 200000);
+    cr_assert_eq(gw_media_mapped(&n), 205000);
+    cr_assert_eq(n, 2);
+    gw_media_trim();
+    cr_assert_eq(gw_media_mapped(&n), 200000, "trim leaves what a response uses");
+    cr_assert_eq(n, 1);
+    MHD_destroy_response(whole);
+    gw_media_trim();
+    cr_assert_eq(gw_media_mapped(&n), 0);
+    cr_assert_eq(n, 0);
+
+    /* A file rewritten in place (it never is) is a new mapping: the key
+       is the ETag's (inode, size, mtime). */
+    fd = s_file(dir, "seg.m4s", 100000, &st2);
+    whole = gw_media_body(fd, &st2, 0, 100000);
+    cr_assert_eq(gw_media_mapped(&n), 100000);
+    MHD_destroy_response(whole);
+
+    /* Empty, or bigger than GW_MEDIA_MAP_MAX: sendfile, nothing mapped. */
+    gw_media_trim();
+    fd = s_file(dir, "empty.m4s", 0, &st);
+    struct MHD_Response *empty = gw_media_body(fd, &st, 0, 0);
+    cr_assert_not_null(empty);
+    cr_assert_eq(gw_media_mapped(NULL), 0);
+    MHD_destroy_response(empty);
+    cr_assert(s_closed(fd), "MHD closed it with the response");
+    fd = s_file(dir, "big.flac", GW_MEDIA_MAP_MAX + 1, &st);
+    struct MHD_Response *big = gw_media_body(fd, &st, 0, (uint64_t)st.st_size);
+    cr_assert_not_null(big);
+    cr_assert_eq(gw_media_mapped(NULL), 0);
+    MHD_destroy_response(big);
+    cr_assert(s_closed(fd));
+
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+/*  What no response uses is kept up to GW_MEDIA_IDLE_MAX bytes, the
+    least recently released dropped first. */
+Test(gw_media, idle_mappings_are_bounded)
+{
+    char dir[] = "/tmp/test_gw_media_idle.XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    gw_media_trim();
+    size_t third = GW_MEDIA_IDLE_MAX / 3 + 1;
+    struct MHD_Response *resp[4];
+    struct stat st[4];
+    for (int i = 0; i < 4; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "f%d", i);
+        int fd = s_file(dir, name, third, &st[i]);
+        resp[i] = gw_media_body(fd, &st[i], 0, third);
+        cr_assert_not_null(resp[i]);
+    }
+    size_t n;
+    cr_assert_eq(gw_media_mapped(&n), 4 * third, "in use: all mapped");
+    for (int i = 0; i < 4; i++)
+        MHD_destroy_response(resp[i]);
+    cr_assert_eq(gw_media_mapped(&n), 2 * third);
+    cr_assert_eq(n, 2);
+    gw_media_trim();
+    cr_assert_eq(gw_media_mapped(&n), 0);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+/*  The ETag and the date are remembered for the last file: a different
+    file or date must not get the remembered one. */
+Test(gw_media, remembered_etags_and_dates)
+{
+    struct stat a = {.st_ino = 1, .st_size = 2}, b = a;
+    b.st_mtim.tv_nsec = 1;
+    char e1[GW_MEDIA_ETAG_MAX], e2[GW_MEDIA_ETAG_MAX], e3[GW_MEDIA_ETAG_MAX];
+    gw_media_etag(&a, e1);
+    gw_media_etag(&b, e2);
+    gw_media_etag(&a, e3);
+    cr_assert_str_eq(e1, "\"1-2-0\"");
+    cr_assert_str_eq(e2, "\"1-2-1\"");
+    cr_assert_str_eq(e3, e1);
+    char d1[GW_MEDIA_HTTP_DATE_MAX], d2[GW_MEDIA_HTTP_DATE_MAX];
+    gw_media_http_date(0, d1);
+    gw_media_http_date(1, d2);
+    cr_assert_str_eq(d1, "Thu, 01 Jan 1970 00:00:00 GMT");
+    cr_assert_str_eq(d2, "Thu, 01 Jan 1970 00:00:01 GMT");
+    gw_media_http_date(0, d2);
+    cr_assert_str_eq(d2, d1);
 }
