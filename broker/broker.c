@@ -167,7 +167,11 @@ struct worker_t {
     int64_t sent_at;                 /* when we last sent it anything, for heartbeats */
     int64_t replied_at;              /* when its last reply came */
     bool compact;                    /* said READY with MB_WORKER_OPT_COMPACT: one-frame
-                                        requests go as [REQUEST][client][body] */
+                                        requests go as [REQUEST][client][body]... */
+    request_t *unsent;               /* compact worker: the first of the held requests
+                                        (the newest ones) not sent yet, or NULL */
+    worker_t *flush_next;            /* the broker's list of workers with unsent requests */
+    bool flush_queued;               /* on that list */
     worker_t *load_prev, *load_next; /* its bucket in service->load[n_held] */
     worker_t *prev, *next;           /* the broker's list of workers */
     size_t identity_len;
@@ -205,7 +209,8 @@ typedef struct {
     request_t **heap; /* every live request, min-heap on deadline */
     size_t heap_len;
     size_t heap_cap;
-    request_t *pool; /* spare request records */
+    worker_t *flush_head; /* workers with requests to send at the end of the batch */
+    request_t *pool;      /* spare request records */
     size_t pool_len;
 
     int64_t now;          /* monotonic ms, refreshed once per batch of messages */
@@ -810,6 +815,13 @@ static worker_t *s_worker_new(broker_t *self, zmq_msg_t *identity, service_t *se
 static void s_worker_delete(broker_t *self, worker_t *worker, bool disconnect)
 {
     service_t *service = worker->service;
+    if (worker->flush_queued) {
+        worker_t **link = &self->flush_head;
+        while (*link != worker)
+            link = &(*link)->flush_next;
+        *link = worker->flush_next;
+    }
+    worker->unsent = NULL; /* those go back to the queue with the rest */
     /* Newest first, each to the front: the oldest ends up first. */
     while (worker->held_tail) {
         request_t *request = worker->held_tail;
@@ -843,17 +855,6 @@ static void s_worker_delete(broker_t *self, worker_t *worker, bool disconnect)
     Returns 0, or -1 when the worker is unreachable. */
 static int s_worker_send_request(broker_t *self, worker_t *worker, request_t *request)
 {
-    if (worker->compact && request->n_body == 1) {
-        /* Compact framing (mb_worker.h): [id][REQUEST][client][body]. */
-        static const unsigned char command = MDPW_REQUEST;
-        if (zmq_send(self->router, worker->identity, worker->identity_len, S_MORE) < 0)
-            return -1;
-        zmq_send(self->router, &command, 1, S_MORE);
-        s_send_copy(self, &request->client, S_MORE);
-        s_send_copy(self, &request->body, S_LAST);
-        worker->sent_at = self->now;
-        return 0;
-    }
     if (s_send_command(self, worker->identity, worker->identity_len, MDPW_REQUEST, true) != 0)
         return -1;
     s_send_copy(self, &request->client, S_MORE);
@@ -864,9 +865,73 @@ static int s_worker_send_request(broker_t *self, worker_t *worker, request_t *re
     return 0;
 }
 
+/*  Sends the requests dispatched to a compact worker since its last flush
+    as one compact REQUEST, [id][REQUEST][client][body][client][body]...
+    (mb_worker.h); unsent ones abandoned meanwhile (deadline) are dropped
+    instead. One message for a burst instead of one each: libzmq's cost is
+    per message and per frame, on both sides. Returns 0, or -1 when the
+    worker is unreachable (the caller forgets it; what it held, sent or
+    not, is queued again). */
+static int s_worker_flush(broker_t *self, worker_t *worker)
+{
+    static const unsigned char command = MDPW_REQUEST;
+    request_t *first = NULL;
+    for (request_t *request = worker->unsent, *next; request; request = next) {
+        next = request->next;
+        if (request->abandoned) {
+            /* Answered already and never sent: the worker owes nothing. */
+            s_worker_release(worker, request);
+            s_request_destroy(self, request);
+        } else if (!first) {
+            first = request;
+        }
+    }
+    worker->unsent = NULL;
+    if (!first)
+        return 0;
+    if (zmq_send(self->router, worker->identity, worker->identity_len, S_MORE) < 0)
+        return -1;
+    zmq_send(self->router, &command, 1, S_MORE);
+    for (request_t *request = first; request; request = request->next) {
+        s_send_copy(self, &request->client, S_MORE);
+        s_send_copy(self, &request->body, request->next ? S_MORE : S_LAST);
+    }
+    worker->sent_at = self->now;
+    return 0;
+}
+
+static void s_service_dispatch(broker_t *self, service_t *service);
+
+/*  Flushes every worker with unsent requests. Returns true when anything
+    was sent. A worker found unreachable is forgotten and its service
+    dispatched again, which may queue more flushes: the loop takes them. */
+static bool s_flush_all(broker_t *self)
+{
+    bool sent = false;
+    while (self->flush_head) {
+        worker_t *worker = self->flush_head;
+        self->flush_head = worker->flush_next;
+        worker->flush_next = NULL;
+        worker->flush_queued = false;
+        sent = true;
+        if (s_worker_flush(self, worker) != 0) {
+            service_t *service = worker->service;
+            char hex[65];
+            mb_info(0, "worker %s of %s unreachable (%s): forgotten",
+                    s_hex(worker->identity, worker->identity_len, hex), service->name,
+                    zmq_strerror(errno));
+            s_worker_delete(self, worker, false);
+            s_service_dispatch(self, service);
+        }
+    }
+    return sent;
+}
+
 /*  Hands waiting requests to workers: idle ones first, longest idle
     first; when all are busy, to the one holding fewest, up to the credit.
-    A worker found unreachable is forgotten (what it held is queued again
+    Requests for compact workers are only recorded here and go out in one
+    message per worker at the end of the broker's batch (s_flush_all). A
+    worker found unreachable is forgotten (what it held is queued again
     in front) and the request tried on the next. */
 static void s_service_dispatch(broker_t *self, service_t *service)
 {
@@ -874,7 +939,21 @@ static void s_service_dispatch(broker_t *self, service_t *service)
     while (service->queue_head && (worker = s_service_pick(self, service))) {
         request_t *request = service->queue_head;
         s_queue_remove(service, request);
-        if (s_worker_send_request(self, worker, request) != 0) {
+        if (worker->compact && request->n_body == 1) {
+            request->sent_at = self->now;
+            s_worker_hold(worker, request);
+            if (!worker->unsent)
+                worker->unsent = request;
+            if (!worker->flush_queued) {
+                worker->flush_queued = true;
+                worker->flush_next = self->flush_head;
+                self->flush_head = worker;
+            }
+            continue;
+        }
+        /* An RFC 7 REQUEST must not overtake the unsent ones before it. */
+        if ((worker->unsent && s_worker_flush(self, worker) != 0) ||
+            s_worker_send_request(self, worker, request) != 0) {
             char hex[65];
             mb_info(0, "worker %s of %s unreachable (%s): forgotten",
                     s_hex(worker->identity, worker->identity_len, hex), service->name,
@@ -1042,9 +1121,11 @@ static void s_handle_reply(broker_t *self, worker_t *worker, zmq_msg_t *frames, 
        client address keeps those right as long as each client's requests
        are answered in order. */
     request_t *request = worker->held_head;
-    while (request && !s_msg_eq_bytes(client, zmq_msg_data(&request->client),
-                                      zmq_msg_size(&request->client)))
+    while (request && request != worker->unsent &&
+           !s_msg_eq_bytes(client, zmq_msg_data(&request->client), zmq_msg_size(&request->client)))
         request = request->next;
+    if (request == worker->unsent) /* NULL, or one the worker has not been sent yet */
+        request = NULL;
     if (!request) {
         s_worker_fail(self, worker, &frames[0],
                       worker->n_held ? "REPLY for a client it holds no request of"
@@ -1493,8 +1574,10 @@ static int s_broker_run(broker_t *self)
             s_handle_message(self, frames, (size_t)n, truncated);
             for (int i = 0; i < n; i++)
                 zmq_msg_close(&frames[i]);
-            if ((handled & 63) == 63)
+            if ((handled & 63) == 63) {
                 self->now = s_clock_ms();
+                s_flush_all(self);
+            }
         }
         /* A bus request sends on the bus's socket: read it before sleeping. */
         bus_due = self->stats.bus_requests != published;
@@ -1518,6 +1601,10 @@ static int s_broker_run(broker_t *self)
             self->proto_logged = 0;
             self->stats_at = self->now + BROKER_STATS_INTERVAL_MS;
         }
+        /* Requests dispatched to compact workers go out now, one message
+           per worker for the whole batch. */
+        if (s_flush_all(self))
+            quiet = false;
         /* Under load a batch ends at its cap with more waiting: go straight
            back to reading. */
         if (!quiet)

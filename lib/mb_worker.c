@@ -39,6 +39,8 @@ struct mb_worker {
                                   nothing else from the broker since */
     bool compact;              /* this connection's broker sent a compact REQUEST:
                                   reply compactly (see mb_worker.h) */
+    bool batch_more;           /* the compact REQUEST being read has more
+                                  [client][body] pairs */
 };
 
 static int64_t s_now_ms(void)
@@ -110,6 +112,7 @@ static int s_connect(mb_worker_t *self)
        is made, so it is the first thing the broker sees from us. */
     s_send_ready(self);
     self->compact = false; /* until this broker sends a compact REQUEST */
+    self->batch_more = false;
     int64_t now = s_now_ms();
     self->heartbeat_at = now + self->opts.heartbeat_ms;
     self->broker_expires_at = now + (int64_t)self->opts.heartbeat_ms * self->opts.liveness;
@@ -118,6 +121,7 @@ static int s_connect(mb_worker_t *self)
 
 static void s_close_socket(mb_worker_t *self)
 {
+    self->batch_more = false;
     if (self->socket) {
         zmq_close(self->socket);
         self->socket = NULL;
@@ -267,30 +271,28 @@ static bool s_recv_frame(void *socket, zmq_msg_t *frame, bool more)
 
 enum { S_EMPTY, S_NOTHING, S_REQUEST, S_DISCONNECTED, S_FAILED };
 
-/*  The rest of a compact REQUEST, [client][body], after its command frame
-    (see mb_worker.h). Returns S_REQUEST with *body set and reply_to kept,
-    else S_NOTHING (malformed: dropped, or answered when it has a client). */
-static int s_read_compact_request(mb_worker_t *self, zmq_msg_t *body)
+/*  The next [client][body] pair of a compact REQUEST (see mb_worker.h);
+    the pairs after it stay in the socket, read by the next calls
+    (batch_more). Returns S_REQUEST with *body set and reply_to kept, else
+    S_NOTHING (a trailing frame without its pair: dropped). */
+static int s_read_pair(mb_worker_t *self, zmq_msg_t *body)
 {
-    /* Only a broker that read our READY option sends these: it accepts us,
-       and wants compact replies. */
-    self->backoff_ms = self->opts.reconnect_min_ms;
-    self->rejected = false;
-    self->compact = true;
+    self->batch_more = false;
     zmq_msg_t client;
     if (!s_recv_frame(self->socket, &client, true)) {
         zmq_msg_close(&client);
         mb_zmq_drain_message(self->socket);
-        mb_warn(0, "worker: dropped a compact REQUEST without a client address");
+        mb_warn(0, "worker: dropped a compact REQUEST frame without its pair");
         return S_NOTHING;
     }
-    if (!s_recv_frame(self->socket, body, false)) {
+    zmq_msg_init(body);
+    if (zmq_msg_recv(body, self->socket, ZMQ_DONTWAIT) < 0) {
         zmq_msg_close(body);
-        mb_zmq_drain_message(self->socket);
-        s_reply_bad_request(self, &client, "request body must be exactly one frame");
         zmq_msg_close(&client);
+        mb_warn(0, "worker: dropped a compact REQUEST without a body");
         return S_NOTHING;
     }
+    self->batch_more = zmq_msg_more(body);
     zmq_msg_init(&self->reply_to);
     zmq_msg_move(&self->reply_to, &client);
     zmq_msg_close(&client);
@@ -326,7 +328,12 @@ static int s_read_message(mb_worker_t *self, zmq_msg_t *body)
     if (zmq_msg_more(&frame) && zmq_msg_size(&frame) == 1 &&
         *(uint8_t *)zmq_msg_data(&frame) == MDPW_REQUEST) {
         zmq_msg_close(&frame);
-        return s_read_compact_request(self, body);
+        /* Only a broker that read our READY option sends these: it
+           accepts us, and wants compact replies. */
+        self->backoff_ms = self->opts.reconnect_min_ms;
+        self->rejected = false;
+        self->compact = true;
+        return s_read_pair(self, body);
     }
     bool ok = zmq_msg_more(&frame) && zmq_msg_size(&frame) == 0;
     zmq_msg_close(&frame);
@@ -441,7 +448,7 @@ int mb_worker_recv(mb_worker_t *self, zmq_msg_t *body)
         /* Read first: with the broker's credit, requests are often waiting
            already, and a poll before each would cost system calls for
            nothing. Only an empty socket makes us wait. */
-        int got = s_read_message(self, body);
+        int got = self->batch_more ? s_read_pair(self, body) : s_read_message(self, body);
         if (got == S_REQUEST)
             return 0;
         if (got == S_FAILED)

@@ -1356,3 +1356,41 @@ Test(broker, speaks_compact_framing_only_to_workers_that_ask)
     zmq_close(classic.socket);
     s_finish();
 }
+
+/*  Requests dispatched to a compact worker in one batch of the broker's go
+    out as one compact REQUEST of several [client][body] pairs, in order;
+    however they are split, each message has the pairs whole. */
+Test(broker, sends_a_compact_worker_its_requests_in_order_pairs)
+{
+    s_start_broker(NULL);
+    void *client = s_socket(ZMQ_DEALER);
+    worker_t compact = {s_socket(ZMQ_DEALER), 0, 0};
+    unsigned char ready = MDPW_READY, request = MDPW_REQUEST, reply = MDPW_REPLY;
+    s_send(compact.socket, 5, S(""), S(MDPW_WORKER), B(&ready, 1), S("echo"), S("mb:compact"));
+    s_wait_service(client, "echo");
+    for (uint64_t rid = 1; rid <= 5; rid++) {
+        body_t req = s_request("echo.say", rid, 0);
+        s_client_send(client, "echo", req.data, req.size);
+    }
+    uint64_t next = 1;
+    while (next <= 5) {
+        msg_t got;
+        cr_assert(s_recv(compact.socket, 2000, &got), "requests %llu.. missing",
+                  (unsigned long long)next);
+        cr_assert(s_frame_is(&got, 0, B(&request, 1)));
+        cr_assert(got.n >= 3 && got.n % 2 == 1, "[REQUEST] and pairs, got %zu frames", got.n);
+        for (size_t i = 1; i < got.n; i += 2) {
+            cr_assert_eq(s_read_reply(got.data[i + 1], got.size[i + 1]).rid, next,
+                         "pairs in order");
+            body_t rep = s_reply(next, "ok");
+            s_send(compact.socket, 3, B(&reply, 1), B(got.data[i], got.size[i]),
+                   B(rep.data, rep.size));
+            next++;
+        }
+    }
+    for (uint64_t rid = 1; rid <= 5; rid++)
+        s_client_expect_rid(client, "echo", rid);
+    zmq_close(client);
+    zmq_close(compact.socket);
+    s_finish();
+}

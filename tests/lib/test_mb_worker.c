@@ -128,8 +128,8 @@ Test(mb_worker, usage)
 }
 
 /*  Compact framing (mb_worker.h): a broker that sends [REQUEST][client]
-    [body] is answered [REPLY][client][body]; classic REQUESTs from it are
-    still understood. */
+    [body]... is answered [REPLY][client][body] per request; classic
+    REQUESTs from it are still understood. */
 static bool s_recv_compact(void *broker, tr_msg_t *msg, int timeout_ms)
 {
     for (;;) {
@@ -167,15 +167,30 @@ Test(mb_worker, answers_compact_requests_compactly)
     cr_assert(tr_frame_is(&reply, 3, "echo:again", 10));
     tr_free(&reply);
 
-    /* A compact REQUEST of two body frames is answered with a 400. */
-    TR_SEND_TO(broker, &ready, "\x02", "client-3", "one", "two");
+    /* Several [client][body] pairs in one REQUEST are requests in turn. */
+    TR_SEND_TO(broker, &ready, "\x02", "client-3", "one", "client-4", "two");
     cr_assert(s_recv_compact(broker, &reply, 2000));
-    cr_assert_eq(reply.count, 4);
     cr_assert(tr_frame_is(&reply, 2, "client-3", 8));
+    cr_assert(tr_frame_is(&reply, 3, "echo:one", 8));
+    tr_free(&reply);
+    cr_assert(s_recv_compact(broker, &reply, 2000));
+    cr_assert(tr_frame_is(&reply, 2, "client-4", 8));
+    cr_assert(tr_frame_is(&reply, 3, "echo:two", 8));
+    tr_free(&reply);
+
+    /* A trailing frame without its pair is dropped; what came before is
+       answered, and the worker goes on. */
+    TR_SEND_TO(broker, &ready, "\x02", "client-5", "three", "stray");
+    cr_assert(s_recv_compact(broker, &reply, 2000));
+    cr_assert(tr_frame_is(&reply, 2, "client-5", 8));
+    tr_free(&reply);
+    TR_SEND_TO(broker, &ready, "\x02", "client-6", "four");
+    cr_assert(s_recv_compact(broker, &reply, 2000));
+    cr_assert(tr_frame_is(&reply, 2, "client-6", 8));
     tr_free(&reply);
 
     s_echo_stop(&echo);
-    cr_assert_eq(atomic_load(&echo.handled), 2);
+    cr_assert_eq(atomic_load(&echo.handled), 6);
     tr_free(&ready);
     zmq_close(broker);
     mb_zmq_shutdown();
