@@ -602,10 +602,12 @@ bool gw_media_is_playlist(const char *name)
 
     Mapping and unmapping cost tens of microseconds on a virtual machine
     (page tables, TLB flushes, more than the rest of the request), so one
-    mapping of a file serves every response in flight for it, and lingers
-    GW_MEDIA_IDLE_MS after the last one (GW_MEDIA_IDLE_MAX bytes of such
-    at most, least recently released unmapped first): a popular segment
-    is mapped once while players fetch it. What lingers is dropped on the
+    mapping of a file serves every response in flight for it, is made
+    only for a file asked for again (s_seen_again), and lingers
+    GW_MEDIA_IDLE_MS after the last response (GW_MEDIA_IDLE_MAX bytes of
+    such at most, least recently released unmapped first): a popular
+    segment is mapped once while players fetch it, and a segment fetched
+    once goes by sendfile. What lingers is dropped on the
     next call after it expired, or by gw_media_trim().
 
     The mapped bytes are read by the kernel only (sendmsg); MHD does not
@@ -760,14 +762,43 @@ static void s_map_release(void *cls)
         s_map_drop(s_idle_tail);
 }
 
+/*  Files asked for lately and not mapped: the first request of a file
+    goes by sendfile, and one asked for again within GW_MEDIA_IDLE_MS is
+    mapped. A player fetches each segment once, and mapping it for one
+    response would cost more than it saves; a segment that many players
+    fetch is mapped on the second request. One slot per bucket: a
+    collision only delays a mapping. */
+typedef struct {
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtim;
+    int64_t ms; /* when; 0: empty */
+} s_seen_t;
+
+static s_seen_t s_seen[S_MAP_BUCKETS];
+
+/*  True when the file `st` describes was asked for since `since_ms`;
+    notes that it is asked for now, at `now_ms`. */
+static bool s_seen_again(const struct stat *st, int64_t now_ms, int64_t since_ms)
+{
+    s_seen_t *e = &s_seen[s_bucket(st)];
+    bool again = e->ms >= since_ms && e->ms > 0 && e->ino == st->st_ino &&
+                 e->dev == st->st_dev && e->size == st->st_size &&
+                 e->mtim.tv_sec == st->st_mtim.tv_sec && e->mtim.tv_nsec == st->st_mtim.tv_nsec;
+    *e = (s_seen_t){st->st_dev, st->st_ino, st->st_size, st->st_mtim, now_ms};
+    return again;
+}
+
 struct MHD_Response *gw_media_body(int fd, const struct stat *st, uint64_t offset,
                                    uint64_t length)
 {
-    s_expire(s_now_ms() - GW_MEDIA_IDLE_MS);
+    int64_t now = s_now_ms();
+    s_expire(now - GW_MEDIA_IDLE_MS);
     uint64_t size = (uint64_t)st->st_size;
     if (length > 0 && offset < size && length <= size - offset && size <= s_map_max()) {
         s_map_t *m = s_map_find(st);
-        if (!m)
+        if (!m && s_seen_again(st, now, now - GW_MEDIA_IDLE_MS))
             m = s_map_new(fd, st);
         if (m) {
             s_map_use(m);

@@ -161,9 +161,10 @@ struct MHD_Response;
 
 /*  The body of a 200 or 206: `length` bytes from `offset` of the regular
     file fd that `st` describes (gw_media_open()'s). Takes fd: it is
-    closed now or with the response. Responses in flight for one file
-    share one mapping of it, kept GW_MEDIA_IDLE_MS after the last is
-    freed (media.c says why). Call from the thread that runs MHD.
+    closed now or with the response. A file is mapped when asked for
+    again within GW_MEDIA_IDLE_MS (the first time, sendfile); responses
+    in flight for it share that mapping, kept GW_MEDIA_IDLE_MS after the
+    last is freed (media.c says why). Call from the thread that runs MHD.
     Returns NULL, fd closed, when MHD cannot build the response. */
 struct MHD_Response *gw_media_body(int fd, const struct stat *st, uint64_t offset,
                                    uint64_t length);

@@ -370,9 +370,29 @@ static bool s_closed(int fd)
     return fcntl(fd, F_GETFD) == -1 && errno == EBADF;
 }
 
-/*  Bodies: one mapping per file, shared by the responses in flight,
-    kept a little after the last, dropped by trim; empty files and
-    files past GW_MEDIA_MAP_MAX go by sendfile. */
+/*  s_file(), asked for once already: the first response of a file goes
+    by sendfile, maps nothing, and closes its descriptor when freed. */
+static int s_seen_file(const char *dir, const char *name, size_t size, struct stat *st)
+{
+    size_t before = gw_media_mapped(NULL);
+    int fd = s_file(dir, name, size, st);
+    struct MHD_Response *first = gw_media_body(fd, st, 0, size);
+    cr_assert_not_null(first);
+    cr_assert_eq(gw_media_mapped(NULL), before, "the first request of a file maps nothing");
+    cr_assert_not(s_closed(fd), "MHD sends from it");
+    MHD_destroy_response(first);
+    cr_assert(s_closed(fd));
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    cr_assert_geq(fd, 0);
+    return fd;
+}
+
+/*  Bodies: a file asked for again is mapped once, shared by the
+    responses in flight, kept a little after the last, dropped by trim;
+    a file's first request, empty files and files past GW_MEDIA_MAP_MAX
+    go by sendfile. */
 Test(gw_media, bodies_share_one_mapping)
 {
     char dir[] = "/tmp/test_gw_media_body.XXXXXX";
@@ -383,7 +403,7 @@ Test(gw_media, bodies_share_one_mapping)
     cr_assert_eq(n, 0);
 
     struct stat st;
-    int fd = s_file(dir, "seg.m4s", 200000, &st);
+    int fd = s_seen_file(dir, "seg.m4s", 200000, &st);
     struct MHD_Response *whole = gw_media_body(fd, &st, 0, 200000);
     cr_assert_not_null(whole);
     cr_assert(s_closed(fd), "the mapping keeps the file; the descriptor goes now");
@@ -401,7 +421,7 @@ Test(gw_media, bodies_share_one_mapping)
     cr_assert_eq(n, 1);
     /* Another file: its own mapping. */
     struct stat st3;
-    int fd3 = s_file(dir, "seg2.m4s", 5000, &st3);
+    int fd3 = s_seen_file(dir, "seg2.m4s", 5000, &st3);
     struct MHD_Response *other = gw_media_body(fd3, &st3, 0, 5000);
     cr_assert_eq(gw_media_mapped(&n), 205000);
     cr_assert_eq(n, 2);
@@ -427,20 +447,20 @@ Test(gw_media, bodies_share_one_mapping)
 
     /* A file rewritten in place (it never is) is a new mapping: the key
        is the ETag's (inode, size, mtime). */
-    fd = s_file(dir, "seg.m4s", 100000, &st2);
+    fd = s_seen_file(dir, "seg.m4s", 100000, &st2);
     whole = gw_media_body(fd, &st2, 0, 100000);
     cr_assert_eq(gw_media_mapped(&n), 100000);
     MHD_destroy_response(whole);
 
     /* Empty, or bigger than GW_MEDIA_MAP_MAX: sendfile, nothing mapped. */
     gw_media_trim();
-    fd = s_file(dir, "empty.m4s", 0, &st);
+    fd = s_seen_file(dir, "empty.m4s", 0, &st);
     struct MHD_Response *empty = gw_media_body(fd, &st, 0, 0);
     cr_assert_not_null(empty);
     cr_assert_eq(gw_media_mapped(NULL), 0);
     MHD_destroy_response(empty);
     cr_assert(s_closed(fd), "MHD closed it with the response");
-    fd = s_file(dir, "big.flac", GW_MEDIA_MAP_MAX + 1, &st);
+    fd = s_seen_file(dir, "big.flac", GW_MEDIA_MAP_MAX + 1, &st);
     struct MHD_Response *big = gw_media_body(fd, &st, 0, (uint64_t)st.st_size);
     cr_assert_not_null(big);
     cr_assert_eq(gw_media_mapped(NULL), 0);
@@ -465,7 +485,7 @@ Test(gw_media, idle_mappings_are_bounded)
     for (int i = 0; i < 4; i++) {
         char name[32];
         snprintf(name, sizeof name, "f%d", i);
-        int fd = s_file(dir, name, third, &st[i]);
+        int fd = s_seen_file(dir, name, third, &st[i]);
         resp[i] = gw_media_body(fd, &st[i], 0, third);
         cr_assert_not_null(resp[i]);
     }
