@@ -42,6 +42,7 @@
 
 #include "bus.h"
 #include "mb_alloc.h"
+#include "mb_client.h" /* MB_CLIENT_COMPACT, MB_CLIENT_ID_PREFIX */
 #include "mb_config.h"
 #include "mb_envelope.h"
 #include "mb_error.h"
@@ -129,6 +130,8 @@ struct request_t {
     size_t heap_index;      /* position in the broker's deadline heap */
     service_t *service;     /* the service asked for */
     worker_t *worker;       /* the worker holding it, or NULL while queued */
+    bool compact_client;    /* a musicbus client (mb_client.h): the worker's reply goes
+                               to it as [client][MB_CLIENT_COMPACT][body] */
     bool abandoned;         /* answered by the broker (deadline, shutdown) while a worker
                                holds it: kept, without its body, only so that worker's
                                reply matches it; out of the deadline heap */
@@ -449,6 +452,7 @@ static request_t *s_request_new(broker_t *self, zmq_msg_t *client, zmq_msg_t *bo
     request->service = NULL;
     request->worker = NULL;
     request->abandoned = false;
+    request->compact_client = false;
     request->prev = request->next = NULL;
     s_heap_push(self, request);
     return request;
@@ -1004,7 +1008,17 @@ static void s_handle_mmi(broker_t *self, zmq_msg_t *frames, size_t n)
     zmq_send(self->router, code, 3, S_LAST);
 }
 
-/*  Client request [client]["" ]["MDPC01"][service][body...]. */
+/*  True when a client's routing id says it is a musicbus client, which
+    takes compact replies (mb_client.h). */
+static bool s_is_compact_client(zmq_msg_t *identity)
+{
+    size_t len = strlen(MB_CLIENT_ID_PREFIX);
+    return zmq_msg_size(identity) > len && memcmp(zmq_msg_data(identity), MB_CLIENT_ID_PREFIX, len) == 0;
+}
+
+/*  Client request [client]["" ]["MDPC01"][service][body...] (a compact
+    one, [client][MB_CLIENT_COMPACT][service][body...], is shifted into
+    this layout by the caller). */
 static void s_handle_client(broker_t *self, zmq_msg_t *frames, size_t n)
 {
     if (n < 4) {
@@ -1049,8 +1063,10 @@ static void s_handle_client(broker_t *self, zmq_msg_t *frames, size_t n)
                             "the service's queue is full");
         return;
     }
+    bool compact = s_is_compact_client(&frames[0]);
     request_t *request = s_request_new(self, &frames[0], &frames[4], n - 4, rid, ttl_ms);
     request->service = service;
+    request->compact_client = compact;
     s_queue_push_back(service, request);
     s_service_dispatch(self, service);
 }
@@ -1142,8 +1158,19 @@ static void s_handle_reply(broker_t *self, worker_t *worker, zmq_msg_t *frames, 
         s_service_dispatch(self, service);
         return;
     }
-    if (s_send_client_head(self, &request->client, service->name, service->name_len, n_body > 0) ==
-        0) {
+    if (request->compact_client && n_body == 1) {
+        /* [client][MB_CLIENT_COMPACT][body] (mb_client.h) */
+        static const unsigned char compact = MB_CLIENT_COMPACT;
+        if (zmq_msg_send(&request->client, self->router, S_MORE) < 0) {
+            self->stats.dropped++;
+            mb_debug(0, "client unreachable (%s): reply dropped", zmq_strerror(errno));
+        } else {
+            zmq_send(self->router, &compact, 1, S_MORE);
+            s_send_move(self, &body[0], S_LAST);
+            self->stats.replies++;
+        }
+    } else if (s_send_client_head(self, &request->client, service->name, service->name_len,
+                                  n_body > 0) == 0) {
         for (size_t i = 0; i < n_body; i++)
             s_send_move(self, &body[i], i + 1 < n_body ? S_MORE : S_LAST);
         self->stats.replies++;
@@ -1225,21 +1252,33 @@ static void s_handle_compact(broker_t *self, zmq_msg_t *frames, size_t n)
     s_handle_reply(self, worker, frames, &frames[2], &frames[3], n - 3);
 }
 
-static void s_handle_message(broker_t *self, zmq_msg_t *frames, size_t n, bool truncated)
+/*  Handles one message of n frames; frames[] has room for one more.
+    Returns the number of frames the caller must close (n, or n + 1 when
+    a compact client request was shifted into RFC 7's layout). */
+static size_t s_handle_message(broker_t *self, zmq_msg_t *frames, size_t n, bool truncated)
 {
     if (truncated) {
         s_protocol_error(self, &frames[0], "message with too many frames");
-        return;
+        return n;
     }
     /* An RFC 7 message starts with an empty frame; a one-byte one is a
-       musicbus worker's compact message. */
+       musicbus peer's compact message. */
     if (n >= 2 && zmq_msg_size(&frames[1]) == 1) {
-        s_handle_compact(self, frames, n);
-        return;
+        if (*(unsigned char *)zmq_msg_data(&frames[1]) != MB_CLIENT_COMPACT) {
+            s_handle_compact(self, frames, n);
+            return n;
+        }
+        /* [client][MB_CLIENT_COMPACT][service][body...]: one frame to the
+           right makes it [client][.][.][service][body...]. */
+        zmq_msg_init(&frames[n]);
+        for (size_t i = n; i > 2; i--)
+            zmq_msg_move(&frames[i], &frames[i - 1]);
+        s_handle_client(self, frames, n + 1);
+        return n + 1;
     }
     if (n < 3 || !s_msg_is_empty(&frames[1])) {
         s_protocol_error(self, &frames[0], "message without empty delimiter and header");
-        return;
+        return n;
     }
     if (mb_zmq_msg_eq(&frames[2], MDPC_CLIENT))
         s_handle_client(self, frames, n);
@@ -1247,6 +1286,7 @@ static void s_handle_message(broker_t *self, zmq_msg_t *frames, size_t n, bool t
         s_handle_worker(self, frames, n);
     else
         s_protocol_error(self, &frames[0], "unknown protocol header");
+    return n;
 }
 
 /*  ---------------------------------------------------------------------
@@ -1543,7 +1583,7 @@ static int s_socket_fd(void *socket)
     broker's main thread spends most of its time on. */
 static int s_broker_run(broker_t *self)
 {
-    zmq_msg_t frames[BROKER_MAX_FRAMES];
+    zmq_msg_t frames[BROKER_MAX_FRAMES + 1]; /* + 1: see s_handle_message() */
     struct pollfd fds[2] = {{.fd = s_socket_fd(self->router), .events = POLLIN},
                             {.fd = s_socket_fd(bus_socket(self->bus)), .events = POLLIN}};
     if (fds[0].fd < 0 || fds[1].fd < 0) {
@@ -1571,8 +1611,8 @@ static int s_broker_run(broker_t *self)
                 drained = n == 0; /* EINTR: the loop top looks at the stop flag */
                 break;
             }
-            s_handle_message(self, frames, (size_t)n, truncated);
-            for (int i = 0; i < n; i++)
+            size_t used = s_handle_message(self, frames, (size_t)n, truncated);
+            for (size_t i = 0; i < used; i++)
                 zmq_msg_close(&frames[i]);
             if ((handled & 63) == 63) {
                 self->now = s_clock_ms();

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "mb_alloc.h"
@@ -24,7 +25,29 @@
 struct mb_client {
     void *socket;          /* DEALER connected to the broker */
     unsigned long dropped; /* malformed messages received and dropped */
+    bool compact;          /* the broker sent a compact reply: send compact requests */
 };
+
+/*  Sets the socket's routing id to MB_CLIENT_ID_PREFIX and 16 random
+    bytes: unique, as the broker's ROUTER_HANDOVER hands a connection to
+    whoever shows up with its id. Without randomness the socket keeps
+    libzmq's own id (RFC 7 replies only). */
+static void s_set_routing_id(void *socket)
+{
+    unsigned char id[sizeof MB_CLIENT_ID_PREFIX - 1 + 16];
+    size_t prefix = sizeof MB_CLIENT_ID_PREFIX - 1;
+    memcpy(id, MB_CLIENT_ID_PREFIX, prefix);
+    size_t got = 0;
+    while (got < sizeof id - prefix) {
+        ssize_t n = getrandom(id + prefix + got, sizeof id - prefix - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return;
+        got += (size_t)n;
+    }
+    zmq_setsockopt(socket, ZMQ_ROUTING_ID, id, sizeof id);
+}
 
 mb_client_t *mb_client_new(const char *endpoint)
 {
@@ -47,6 +70,7 @@ mb_client_t *mb_client_new(const char *endpoint)
     zmq_setsockopt(socket, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
     zmq_setsockopt(socket, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(socket, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    s_set_routing_id(socket);
     if (!endpoint || zmq_connect(socket, endpoint) != 0) {
         mb_error(0, "client: cannot connect to '%s': %s", endpoint ? endpoint : "(null)",
                  zmq_strerror(errno));
@@ -75,6 +99,19 @@ int mb_client_send(mb_client_t *self, const char *service, const void *body, siz
         return MB_EINVAL;
     /* Only the first frame can meet a full queue: once a message has
        started, libzmq accepts its remaining frames. */
+    if (self->compact) {
+        static const unsigned char compact = MB_CLIENT_COMPACT;
+        int rc = mb_zmq_send(self->socket, &compact, 1, true, ZMQ_DONTWAIT);
+        if (rc)
+            return rc == MB_EAGAIN ? MB_EAGAIN : MB_EIO;
+        if (mb_zmq_send(self->socket, service, service_len, true, ZMQ_DONTWAIT) ||
+            mb_zmq_send(self->socket, body, size, false, ZMQ_DONTWAIT)) {
+            mb_error(0, "client: send to '%s' failed mid-message: %s", service,
+                     zmq_strerror(errno));
+            return MB_EIO;
+        }
+        return 0;
+    }
     int rc = mb_zmq_send(self->socket, "", 0, true, ZMQ_DONTWAIT);
     if (rc)
         return rc == MB_EAGAIN ? MB_EAGAIN : MB_EIO;
@@ -108,6 +145,23 @@ int mb_client_recv(mb_client_t *self, zmq_msg_t *body)
         if (err == EINTR)
             return MB_EINTR;
         return MB_EIO;
+    }
+    /* A compact reply, [MB_CLIENT_COMPACT] [body]: the broker knows the
+       extension, so our requests may be compact from now on. */
+    if (zmq_msg_more(&frame) && zmq_msg_size(&frame) == 1 &&
+        *(unsigned char *)zmq_msg_data(&frame) == MB_CLIENT_COMPACT) {
+        zmq_msg_close(&frame);
+        zmq_msg_init(body);
+        if (s_recv_frame(self->socket, body, false)) {
+            self->compact = true;
+            return 0;
+        }
+        zmq_msg_close(body);
+        mb_zmq_drain_message(self->socket);
+        self->dropped++;
+        mb_warn(0, "client: dropped a malformed message from the broker (%lu so far)",
+                self->dropped);
+        return MB_EPROTO;
     }
     /* Expect [empty] ["MDPC01"] [service] [body]. */
     bool ok = zmq_msg_more(&frame) && zmq_msg_size(&frame) == 0;

@@ -26,6 +26,22 @@
 #include <stddef.h>
 #include <zmq.h>
 
+/*  Compact framing (a musicbus extension of MDP/0.1, like the workers'
+    one in mb_worker.h). The client's routing id starts with
+    MB_CLIENT_ID_PREFIX (then 16 random bytes); a broker that knows the
+    extension answers the requests of such a client, when the worker's
+    reply is one frame, as
+        [MB_CLIENT_COMPACT][body]
+    instead of [empty]["MDPC01"][service][body]. Once the client has
+    received one, it sends its requests as
+        [MB_CLIENT_COMPACT][service][body]
+    Brokers that do not know the extension see an opaque routing id and
+    RFC 7 requests, and answer in RFC 7's form, which the client always
+    reads. An RFC 7 message starts with an empty frame, so a one-byte
+    first frame marks a compact one without ambiguity. */
+#define MB_CLIENT_ID_PREFIX "mb:c1:"
+#define MB_CLIENT_COMPACT 0x11
+
 typedef struct mb_client mb_client_t;
 
 /*  Connects to the broker at `endpoint`. Returns NULL when the endpoint is

@@ -1394,3 +1394,60 @@ Test(broker, sends_a_compact_worker_its_requests_in_order_pairs)
     zmq_close(compact.socket);
     s_finish();
 }
+
+/*  Compact framing for clients (lib/mb_client.h): a client whose routing
+    id starts with "mb:c1:" gets worker replies of one frame as [0x11][body]
+    and may send [0x11][service][body]; MMI and other clients stay RFC 7. */
+Test(broker, speaks_compact_framing_to_musicbus_clients)
+{
+    s_start_broker(NULL);
+    void *client = zmq_socket(s_ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(client, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(client, ZMQ_ROUTING_ID, "mb:c1:0123456789abcdef", 22);
+    cr_assert_eq(zmq_connect(client, s_endpoint), 0);
+    void *classic = s_socket(ZMQ_DEALER);
+    worker_t worker = s_worker_new("echo", 0);
+    s_wait_service(classic, "echo");
+    unsigned char compact = 0x11;
+
+    /* An RFC 7 request from it: the reply comes back compact. */
+    body_t req = s_request("echo.say", 1, 0);
+    s_client_send(client, "echo", req.data, req.size);
+    msg_t got, back;
+    s_worker_expect_request(&worker, 2000, &got);
+    body_t rep = s_reply(1, "one");
+    s_worker_reply(&worker, &got, rep.data, rep.size);
+    cr_assert(s_recv(client, 2000, &back));
+    cr_assert_eq(back.n, 2, "[0x11][body], got %zu frames", back.n);
+    cr_assert(s_frame_is(&back, 0, B(&compact, 1)));
+    cr_assert(s_frame_is(&back, 1, rep.data, rep.size));
+
+    /* A compact request routes like an RFC 7 one. */
+    s_send(client, 3, B(&compact, 1), S("echo"), B(req.data, req.size));
+    s_worker_expect_request(&worker, 2000, &got);
+    cr_assert_eq(got.n, 6);
+    cr_assert(s_frame_is(&got, 5, req.data, req.size));
+    s_worker_reply(&worker, &got, rep.data, rep.size);
+    cr_assert(s_recv(client, 2000, &back));
+    cr_assert_eq(back.n, 2);
+
+    /* MMI answers in RFC 7's form, compact request or not. */
+    s_send(client, 3, B(&compact, 1), S(MMI_SERVICE), S("echo"));
+    cr_assert(s_recv(client, 2000, &back));
+    cr_assert_eq(back.n, 4);
+    cr_assert(s_frame_is(&back, 2, S(MMI_SERVICE)));
+    cr_assert(s_frame_is(&back, 3, S("200")));
+
+    /* Another client keeps RFC 7 replies. */
+    s_client_send(classic, "echo", req.data, req.size);
+    s_worker_expect_request(&worker, 2000, &got);
+    s_worker_reply(&worker, &got, rep.data, rep.size);
+    cr_assert(s_client_recv(classic, 2000, "echo", &back));
+    cr_assert_eq(back.n, 4);
+
+    zmq_close(client);
+    zmq_close(classic);
+    zmq_close(worker.socket);
+    s_finish();
+}

@@ -85,6 +85,62 @@ static void *s_answer(void *arg)
     return NULL;
 }
 
+/*  Compact framing (mb_client.h): the routing id says "musicbus client";
+    requests stay RFC 7's until the broker answers one compactly, then they
+    are compact too; both reply forms are read. */
+Test(mb_client, turns_compact_after_a_compact_reply)
+{
+    char endpoint[256];
+    void *broker = tr_bind(endpoint, sizeof endpoint);
+    mb_client_t *client = mb_client_new(endpoint);
+    zmq_msg_t body;
+    cr_assert_eq(mb_client_call(client, "svc", "one", 3, 300, &body), MB_ETIMEDOUT);
+
+    tr_msg_t request;
+    cr_assert(tr_recv(broker, &request, 2000));
+    size_t prefix = strlen(MB_CLIENT_ID_PREFIX);
+    cr_assert_eq(request.size[0], prefix + 16, "prefix and 16 random bytes");
+    cr_assert(memcmp(request.data[0], MB_CLIENT_ID_PREFIX, prefix) == 0);
+    cr_assert_eq(request.count, 5, "RFC 7 until the broker shows it knows better");
+
+    /* A compact reply is read, and the next request is compact. */
+    TR_SEND_TO(broker, &request, "\x11", "reply-1");
+    cr_assert_eq(zmq_poll(&(zmq_pollitem_t){.socket = mb_client_socket(client),
+                                            .events = ZMQ_POLLIN},
+                          1, 2000),
+                 1);
+    cr_assert_eq(mb_client_recv(client, &body), 0);
+    cr_assert_eq(zmq_msg_size(&body), 7);
+    cr_assert_eq(memcmp(zmq_msg_data(&body), "reply-1", 7), 0);
+    zmq_msg_close(&body);
+    cr_assert_eq(mb_client_send(client, "svc", "two", 3), 0);
+    tr_free(&request);
+    cr_assert(tr_recv(broker, &request, 2000));
+    cr_assert_eq(request.count, 4, "[id][0x11][service][body]");
+    cr_assert(tr_frame_is(&request, 1, "\x11", 1));
+    cr_assert(tr_frame_is(&request, 2, "svc", 3));
+    cr_assert(tr_frame_is(&request, 3, "two", 3));
+
+    /* RFC 7 replies are still read; a compact one of two body frames is
+       dropped and counted. */
+    TR_SEND_TO(broker, &request, "\x11", "a", "b");
+    TR_SEND_TO(broker, &request, "", MDPC_CLIENT, "svc", "reply-2");
+    int64_t deadline = tr_now_ms() + 2000;
+    int rc;
+    while ((rc = mb_client_recv(client, &body)) != 0 && tr_now_ms() < deadline)
+        zmq_poll(&(zmq_pollitem_t){.socket = mb_client_socket(client), .events = ZMQ_POLLIN}, 1,
+                 10);
+    cr_assert_eq(rc, 0);
+    cr_assert_eq(memcmp(zmq_msg_data(&body), "reply-2", 7), 0);
+    zmq_msg_close(&body);
+    cr_assert_eq(mb_client_dropped(client), 1);
+
+    tr_free(&request);
+    mb_client_destroy(&client);
+    zmq_close(broker);
+    mb_zmq_shutdown();
+}
+
 Test(mb_client, call_sends_and_waits_for_the_reply)
 {
     char endpoint[256];
