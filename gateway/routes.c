@@ -611,59 +611,6 @@ fail:
     return NULL;
 }
 
-/*  Drops from `node` what only documents the API (descriptions, summaries,
-    examples) and is never read once the routes are built. Keys of a
-    "properties" object are field names (a field may be called
-    "description"), so only their values are walked. */
-static void s_prune_docs(json_t *node, bool field_names)
-{
-    static const char *const docs[] = {"description", "summary", "example", "examples",
-                                       "externalDocs", NULL};
-    if (json_is_array(node)) {
-        size_t i;
-        json_t *v;
-        json_array_foreach(node, i, v) s_prune_docs(v, false);
-        return;
-    }
-    if (!json_is_object(node))
-        return;
-    if (!field_names)
-        for (size_t i = 0; docs[i]; i++)
-            json_object_del(node, docs[i]);
-    const char *key;
-    json_t *v;
-    json_object_foreach(node, key, v) s_prune_docs(v, !field_names && !strcmp(key, "properties"));
-}
-
-/*  Keeps of the document only what request validation reads: response
-    descriptions and prose are half of it, and the gateway holds it for its
-    whole life (its idle memory is a benchmark target). */
-static void s_prune(json_t *doc)
-{
-    const char *template;
-    json_t *item;
-    json_object_foreach(json_object_get(doc, "paths"), template, item)
-    {
-        const char *method;
-        json_t *operation;
-        json_object_foreach(item, method, operation)
-        {
-            if (json_is_object(operation)) {
-                json_object_del(operation, "responses");
-                json_object_del(operation, "tags");
-            }
-        }
-    }
-    json_t *components = json_object_get(doc, "components");
-    json_object_del(components, "responses");
-    json_object_del(components, "headers");
-    json_object_del(components, "examples");
-    json_object_del(doc, "tags");
-    json_object_del(doc, "info");
-    s_prune_docs(doc, false);
-    malloc_trim(0); /* give the freed heap back to the system */
-}
-
 gw_routes_t *gw_routes_new(const char *json, size_t len, char *err, size_t err_size)
 {
     char none[8];
@@ -722,7 +669,13 @@ gw_routes_t *gw_routes_new(const char *json, size_t len, char *err, size_t err_s
                                           allow_len ? ", " : "", s_methods[m]);
         }
     }
-    s_prune(doc);
+    /* Everything a request needs is compiled now (schemas own copies of
+       what they read): the parsed document, several times the size of
+       the text, is not kept for the gateway's whole life. */
+    gw_schema_set_release_doc(self->schemas);
+    json_decref(self->doc);
+    self->doc = NULL;
+    malloc_trim(0); /* give the freed heap back to the system */
     return self;
 fail:
     gw_routes_destroy(&self);

@@ -41,10 +41,225 @@ struct gw_schema {
     long long min_items; /* -1 when absent */
     long long max_items;
     bool unique_items;
-    bool has_pattern;
-    regex_t pattern;
-    char *pattern_text;
+    const struct s_pattern *pattern; /* "pattern", shared by the set; NULL when absent */
 };
+
+/*  Atoms of a pattern of the simple shape (s_simple_parse). */
+#define S_SIMPLE_ATOMS_MAX 32
+#define S_SIMPLE_STACK 512 /* strings up to this long are matched without malloc */
+
+/*  One byte class and how many times in a row: "[A-Za-z0-9_-]{1,64}". */
+typedef struct {
+    uint64_t bytes[4]; /* the bytes it accepts, a bit each */
+    size_t min, max;   /* repeats; max SIZE_MAX: no limit */
+} s_atom_t;
+
+/*  A compiled "pattern". Nearly every pattern in the OpenAPI document is
+    anchored byte classes with repeats ("^[A-Za-z0-9_-]{22}$"), for which
+    glibc's regcomp() builds automata of up to 160 KiB each ({0,127}
+    expands into 127 copies) that the gateway would keep for its whole
+    life: those are matched by s_simple_match() with a few hundred bytes
+    instead. Any other pattern goes to regcomp(). Each text is compiled
+    once per set and shared, as the document repeats the same few. */
+typedef struct s_pattern {
+    struct s_pattern *next;
+    char *text;
+    bool simple; /* atoms, else re */
+    s_atom_t *atoms;
+    size_t n_atoms;
+    regex_t re;
+} s_pattern_t;
+
+static void s_atom_add(s_atom_t *a, unsigned char c)
+{
+    a->bytes[c >> 6] |= 1ull << (c & 63);
+}
+
+static bool s_atom_has(const s_atom_t *a, unsigned char c)
+{
+    return a->bytes[c >> 6] >> (c & 63) & 1;
+}
+
+/*  Reads a bracket expression at *p (just past '['): bytes, ranges, a
+    leading '^', ']' first or '-' first or last as themselves. Character
+    classes ([:alpha:]), collating elements and equivalence classes are
+    not the simple shape. In brackets '\' is an ordinary byte (POSIX). */
+static bool s_simple_bracket(const char **p, s_atom_t *a)
+{
+    const unsigned char *q = (const unsigned char *)*p;
+    bool negate = *q == '^';
+    if (negate)
+        q++;
+    s_atom_t set = {0};
+    bool first = true;
+    while (*q && (*q != ']' || first)) {
+        if (*q == '[' && (q[1] == ':' || q[1] == '.' || q[1] == '='))
+            return false;
+        unsigned char lo = *q++, hi = lo;
+        if (*q == '-' && q[1] && q[1] != ']') {
+            hi = q[1];
+            if (hi == '[' || hi < lo)
+                return false; /* [a-[.x.]] or a reversed range: leave it to regcomp */
+            q += 2;
+        }
+        for (unsigned c = lo; c <= hi; c++)
+            s_atom_add(&set, (unsigned char)c);
+        first = false;
+    }
+    if (*q != ']')
+        return false;
+    if (negate)
+        for (int i = 0; i < 4; i++)
+            set.bytes[i] = ~set.bytes[i];
+    set.bytes[0] &= ~1ull; /* never NUL: strings end there */
+    memcpy(a->bytes, set.bytes, sizeof a->bytes);
+    *p = (const char *)q + 1;
+    return true;
+}
+
+/*  Reads "{n}", "{n,}" or "{n,m}" at *p (just past '{'). */
+static bool s_simple_bound(const char **p, size_t *min, size_t *max)
+{
+    const char *q = *p;
+    size_t n[2] = {0, 0};
+    int k = 0;
+    bool digits = false, open_end = false;
+    for (;; q++) {
+        if (*q >= '0' && *q <= '9') {
+            if (n[k] > 0x7fff) /* RE_DUP_MAX */
+                return false;
+            n[k] = n[k] * 10 + (size_t)(*q - '0');
+            digits = true;
+        } else if (*q == ',' && k == 0 && digits) {
+            k = 1;
+            digits = false;
+            open_end = true;
+        } else if (*q == '}' && (digits || open_end)) {
+            break;
+        } else {
+            return false;
+        }
+    }
+    if (n[0] > 0x7fff || n[1] > 0x7fff)
+        return false;
+    *min = n[0];
+    *max = k == 0 ? n[0] : digits ? n[1] : SIZE_MAX;
+    if (*max < *min)
+        return false;
+    *p = q + 1;
+    return true;
+}
+
+/*  Compiles `text` when it is "^" atoms "$", each atom a byte, an escaped
+    punctuation byte, '.' or a bracket expression, with at most one of
+    * + ? {n} {n,} {n,m}. Returns false for anything else (groups,
+    alternatives, GNU escapes such as \w...), which regcomp() handles. */
+static bool s_simple_parse(s_pattern_t *pat, const char *text)
+{
+    size_t n = strlen(text);
+    if (n < 2 || text[0] != '^' || text[n - 1] != '$' || (n >= 3 && text[n - 2] == '\\'))
+        return false;
+    s_atom_t atoms[S_SIMPLE_ATOMS_MAX];
+    size_t n_atoms = 0;
+    const char *p = text + 1, *end = text + n - 1;
+    while (p < end) {
+        if (n_atoms == S_SIMPLE_ATOMS_MAX)
+            return false;
+        s_atom_t *a = &atoms[n_atoms];
+        memset(a, 0, sizeof *a);
+        unsigned char c = (unsigned char)*p;
+        if (c == '[') {
+            p++;
+            if (!s_simple_bracket(&p, a) || p > end)
+                return false;
+        } else if (c == '\\') {
+            if (p + 1 >= end || !strchr(".[]()*+?{}|^$\\/-", p[1]))
+                return false;
+            s_atom_add(a, (unsigned char)p[1]);
+            p += 2;
+        } else if (c == '.') {
+            memset(a->bytes, 0xff, sizeof a->bytes);
+            a->bytes[0] &= ~1ull;
+            p++;
+        } else if (strchr("()|*+?{}^$]", c)) {
+            return false;
+        } else {
+            s_atom_add(a, c);
+            p++;
+        }
+        a->min = a->max = 1;
+        if (p < end && *p == '*') {
+            a->min = 0;
+            a->max = SIZE_MAX;
+            p++;
+        } else if (p < end && *p == '+') {
+            a->max = SIZE_MAX;
+            p++;
+        } else if (p < end && *p == '?') {
+            a->min = 0;
+            p++;
+        } else if (p < end && *p == '{') {
+            p++;
+            if (!s_simple_bound(&p, &a->min, &a->max) || p > end)
+                return false;
+        }
+        if (p < end && strchr("*+?{", *p))
+            return false; /* stacked repeats */
+        n_atoms++;
+    }
+    pat->simple = true;
+    pat->n_atoms = n_atoms;
+    pat->atoms = mb_malloc((n_atoms ? n_atoms : 1) * sizeof *pat->atoms);
+    memcpy(pat->atoms, atoms, n_atoms * sizeof *atoms);
+    return true;
+}
+
+/*  Whether the `len` bytes of `s` match the simple pattern. Walks the
+    atoms keeping the set of positions reachable after each; positions
+    reached from increasing starts form intervals whose both ends only
+    grow, so each atom costs O(len) whatever its repeats. */
+static bool s_simple_match(const s_pattern_t *pat, const char *s, size_t len)
+{
+    unsigned char stack[2 * (S_SIMPLE_STACK + 1)];
+    unsigned char *cur = stack, *next = stack + S_SIMPLE_STACK + 1, *heap = NULL;
+    if (len > S_SIMPLE_STACK) {
+        heap = mb_malloc(2 * (len + 1));
+        cur = heap;
+        next = heap + len + 1;
+    }
+    memset(cur, 0, len + 1);
+    cur[0] = 1;
+    bool any = true;
+    for (size_t i = 0; i < pat->n_atoms && any; i++) {
+        const s_atom_t *a = &pat->atoms[i];
+        memset(next, 0, len + 1);
+        any = false;
+        size_t run_end = 0, marked = 0; /* [p, run_end): bytes in the class; next[<marked] done */
+        for (size_t p = 0; p <= len; p++) {
+            if (!cur[p])
+                continue;
+            if (run_end < p)
+                run_end = p;
+            while (run_end < len && s_atom_has(a, (unsigned char)s[run_end]))
+                run_end++;
+            size_t lo = p + a->min;
+            size_t hi = a->max > run_end - p ? run_end : p + a->max;
+            if (lo > hi)
+                continue;
+            for (size_t q = lo > marked ? lo : marked; q <= hi; q++)
+                next[q] = 1;
+            if (hi + 1 > marked)
+                marked = hi + 1;
+            any = true;
+        }
+        unsigned char *t = cur;
+        cur = next;
+        next = t;
+    }
+    bool matched = any && cur[len];
+    free(heap);
+    return matched;
+}
 
 typedef struct s_ref {
     struct s_ref *next;
@@ -53,9 +268,10 @@ typedef struct s_ref {
 } s_ref_t;
 
 struct gw_schema_set {
-    json_t *doc;
+    json_t *doc;     /* NULL once released */
     gw_schema_t *all;
     s_ref_t *refs; /* compiled $ref targets, so shared and recursive refs compile once */
+    s_pattern_t *patterns;
 };
 
 gw_schema_set_t *gw_schema_set_new(json_t *doc)
@@ -76,9 +292,6 @@ static void s_schema_free(gw_schema_t *s)
     for (size_t i = 0; i < s->n_enum; i++)
         free(s->enum_values[i]);
     free(s->enum_values);
-    if (s->has_pattern)
-        regfree(&s->pattern);
-    free(s->pattern_text);
     free(s);
 }
 
@@ -98,9 +311,48 @@ void gw_schema_set_destroy(gw_schema_set_t **self_p)
         free(self->refs);
         self->refs = next;
     }
+    while (self->patterns) {
+        s_pattern_t *next = self->patterns->next;
+        if (self->patterns->simple)
+            free(self->patterns->atoms);
+        else
+            regfree(&self->patterns->re);
+        free(self->patterns->text);
+        free(self->patterns);
+        self->patterns = next;
+    }
     json_decref(self->doc);
     free(self);
     *self_p = NULL;
+}
+
+void gw_schema_set_release_doc(gw_schema_set_t *self)
+{
+    json_decref(self->doc);
+    self->doc = NULL;
+}
+
+/*  The compiled form of `text`, compiled on first use. Returns NULL with
+    a reason in `err` when it does not compile. */
+static const s_pattern_t *s_pattern(gw_schema_set_t *set, const char *text, char *err,
+                                    size_t err_size)
+{
+    for (const s_pattern_t *p = set->patterns; p; p = p->next)
+        if (!strcmp(p->text, text))
+            return p;
+    s_pattern_t *p = mb_calloc(1, sizeof *p);
+    int rc = s_simple_parse(p, text) ? 0 : regcomp(&p->re, text, REG_EXTENDED | REG_NOSUB);
+    if (rc) {
+        char why[128];
+        regerror(rc, &p->re, why, sizeof why);
+        snprintf(err, err_size, "pattern '%s' does not compile: %s", text, why);
+        free(p);
+        return NULL;
+    }
+    p->text = mb_strdup(text);
+    p->next = set->patterns;
+    set->patterns = p;
+    return p;
 }
 
 const json_t *gw_schema_resolve(gw_schema_set_t *set, const char *ref)
@@ -355,16 +607,9 @@ static bool s_compile_into(gw_schema_set_t *set, gw_schema_t *s, const json_t *s
             snprintf(err, err_size, "pattern must be a string");
             return false;
         }
-        int rc = regcomp(&s->pattern, json_string_value(pattern), REG_EXTENDED | REG_NOSUB);
-        if (rc) {
-            char why[128];
-            regerror(rc, &s->pattern, why, sizeof why);
-            snprintf(err, err_size, "pattern '%s' does not compile: %s", json_string_value(pattern),
-                     why);
+        s->pattern = s_pattern(set, json_string_value(pattern), err, err_size);
+        if (!s->pattern)
             return false;
-        }
-        s->has_pattern = true;
-        s->pattern_text = mb_strdup(json_string_value(pattern));
     }
     return true;
 }
@@ -637,8 +882,9 @@ static int s_check(const gw_schema_t *s, const json_t *v, s_path_t *path, gw_inv
         }
         /* A string with an embedded NUL cannot reach here: jansson refuses
            \u0000 unless JSON_ALLOW_NUL, and parameters are C strings. */
-        if (s->has_pattern && regexec(&s->pattern, str, 0, NULL, 0) != 0)
-            return s_fail(err, path, "must match the pattern %s", s->pattern_text);
+        if (s->pattern && !(s->pattern->simple ? s_simple_match(s->pattern, str, len)
+                                               : regexec(&s->pattern->re, str, 0, NULL, 0) == 0))
+            return s_fail(err, path, "must match the pattern %s", s->pattern->text);
         return 0;
     }
     case GW_T_INTEGER:

@@ -44,6 +44,13 @@ typedef struct {
     pointers resolve). Takes a reference to `doc`. Never NULL. */
 gw_schema_set_t *gw_schema_set_new(json_t *doc);
 
+/*  Drops the set's reference to its document once everything needed is
+    compiled: compiled schemas stay valid (they own copies of what they
+    read), while gw_schema_compile() of a $ref and gw_schema_resolve()
+    then find nothing. The document is the largest thing a gateway would
+    otherwise keep for its whole life. */
+void gw_schema_set_release_doc(gw_schema_set_t *self);
+
 /*  Frees every schema of the set; nulls *self_p. Safe to call twice. */
 void gw_schema_set_destroy(gw_schema_set_t **self_p);
 

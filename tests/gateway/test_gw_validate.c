@@ -1,6 +1,8 @@
 /*  validate: the JSON Schema subset, each keyword, and the field path of
     the first rule broken. */
 #include <criterion/criterion.h>
+#include <regex.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "mb_error.h"
@@ -271,4 +273,120 @@ Test(gw_validate, type_names)
                      "an integer or null");
     cr_assert_str_eq(gw_schema_type_name(GW_T_ARRAY | GW_T_STRING | GW_T_NULL, buf, sizeof buf),
                      "an array, a string or null");
+}
+
+/*  Patterns of the simple shape (anchored byte classes with repeats) are
+    matched without regcomp(); they must agree with it on every string,
+    and patterns of any other shape still go to regcomp(). */
+Test(gw_validate, simple_patterns_agree_with_regexec)
+{
+    static const char *const patterns[] = {
+        "^[A-Za-z0-9_-]{22}$",
+        "^[A-Za-z0-9._~-]{1,64}$",
+        "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$",
+        "^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+        "^[0-9a-f]{64}\\.jpg$",
+        "^[0-9]{12,13}$",
+        "^musicbus:track:[A-Za-z0-9._~-]{1,64}$",
+        "^[^:]+$",
+        "^[!-~]{1,64}$",
+        "^[0-9a-f]{18,144}$",
+        "^a*b?c+$",
+        "^a{2,}$",
+        "^[]a]*$",
+        "^[^]a]$",
+        "^[a-]x.y$",
+        "^a{0}b$",
+        "^$",
+        "^[ab]*[bc]*[ca]*$",
+        /* not the simple shape: regcomp() */
+        "^[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?$",
+        "^([A-Z]{2}|x)$",
+        "b+",
+        "^\\w+$",
+        "^[[:alpha:]]+$",
+    };
+    static const char *const strings[] = {
+        "",
+        "a",
+        "aa",
+        "aab",
+        "abbc",
+        "ac",
+        "b",
+        "]",
+        "]]a",
+        "x",
+        "-x.y",
+        "ax\ny",
+        "aaxzy",
+        "1975-11-21",
+        "1975-1-21",
+        "GBUM71029604",
+        "123456789012",
+        "1234567890123",
+        "12345678901234",
+        "d0Dp154Iq2mYvP0mWYYNp4",
+        "d0Dp154Iq2mYvP0mWYYNp",
+        "d0Dp154Iq2mYvP0mWYYNp4x",
+        "_abc.def~",
+        ".hidden",
+        "musicbus:track:abc",
+        "musicbus:track:",
+        "musicbus:track:a:b",
+        "no colon here",
+        "caf\xc3\xa9",
+        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.jpg",
+        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "0123456789abcdef0123",
+        "abcabcabcacbbbaaacc",
+    };
+    fixture_t f = s_fixture("{}");
+    for (size_t i = 0; i < sizeof patterns / sizeof patterns[0]; i++) {
+        json_t *schema = json_pack("{s:s, s:s}", "type", "string", "pattern", patterns[i]);
+        char err[200] = "";
+        const gw_schema_t *s = gw_schema_compile(f.set, schema, err, sizeof err);
+        json_decref(schema);
+        cr_assert_not_null(s, "%s: %s", patterns[i], err);
+        regex_t re;
+        cr_assert_eq(regcomp(&re, patterns[i], REG_EXTENDED | REG_NOSUB), 0);
+        for (size_t j = 0; j < sizeof strings / sizeof strings[0]; j++) {
+            json_t *v = json_string_nocheck(strings[j]);
+            gw_invalid_t inv;
+            bool ours = gw_schema_validate(s, v, "body", &inv) == 0;
+            json_decref(v);
+            bool theirs = regexec(&re, strings[j], 0, NULL, 0) == 0;
+            cr_assert_eq(ours, theirs, "pattern %s, string \"%s\": ours %d, regexec %d", patterns[i],
+                         strings[j], ours, theirs);
+        }
+        /* Long strings take the allocating path. */
+        char long_text[3000];
+        memset(long_text, 'a', sizeof long_text - 1);
+        long_text[sizeof long_text - 1] = '\0';
+        json_t *v = json_string(long_text);
+        gw_invalid_t inv;
+        bool ours = gw_schema_validate(s, v, "body", &inv) == 0;
+        json_decref(v);
+        cr_assert_eq(ours, regexec(&re, long_text, 0, NULL, 0) == 0, "pattern %s, 2999 a's",
+                     patterns[i]);
+        regfree(&re);
+    }
+    s_done(&f);
+}
+
+/*  Compiled schemas outlive the document once the set lets it go. */
+Test(gw_validate, schemas_outlive_the_released_document)
+{
+    fixture_t f = s_fixture("{\"defs\":{\"id\":{\"type\":\"string\",\"pattern\":\"^[a-z]{2,3}$\"}}}");
+    const gw_schema_t *s = s_compile(
+        &f, "{\"type\":\"object\",\"properties\":{\"id\":{\"$ref\":\"#/defs/id\"}},"
+            "\"required\":[\"id\"],\"additionalProperties\":false}");
+    gw_schema_set_release_doc(f.set);
+    json_decref(f.doc);
+    f.doc = NULL;
+    cr_assert_null(gw_schema_resolve(f.set, "#/defs/id"));
+    s_expect(&f, s, "{\"id\":\"abc\"}", NULL, NULL);
+    s_expect(&f, s, "{\"id\":\"abcd\"}", "body.id", "must match the pattern ^[a-z]{2,3}$");
+    s_expect(&f, s, "{}", "body.id", "is required");
+    s_done(&f);
 }
