@@ -607,7 +607,10 @@ bool gw_media_is_playlist(const char *name)
     GW_MEDIA_IDLE_MS after the last response (GW_MEDIA_IDLE_MAX bytes of
     such at most, least recently released unmapped first): a popular
     segment is mapped once while players fetch it, and a segment fetched
-    once goes by sendfile. What lingers is dropped on the
+    once goes by sendfile. When the files asked for again do not fit in
+    GW_MEDIA_IDLE_MAX (one pushes another out), new mappings stop for
+    GW_MEDIA_IDLE_MS: each would be made and unmapped for a response or
+    two, which costs more than sendfile. What lingers is dropped on the
     next call after it expired, or by gw_media_trim().
 
     The mapped bytes are read by the kernel only (sendmsg); MHD does not
@@ -641,6 +644,7 @@ static s_map_t *s_idle_head, *s_idle_tail; /* most recently released first */
 static size_t s_mapped;                    /* bytes mapped, all files */
 static size_t s_idle_bytes;                /* of which no response uses */
 static size_t s_n_maps;
+static int64_t s_no_maps_until; /* no new mapping before (ms): see s_map_release */
 
 static int64_t s_now_ms(void)
 {
@@ -758,8 +762,14 @@ static void s_map_release(void *cls)
         s_idle_tail = m;
     s_idle_head = m;
     s_idle_bytes += m->len;
-    while (s_idle_bytes > GW_MEDIA_IDLE_MAX)
+    while (s_idle_bytes > GW_MEDIA_IDLE_MAX) {
+        /* Another file's mapping pushed out by this one: the files asked
+           for again do not fit in what may linger, so most new mappings
+           would serve a response or two. Back to sendfile for a while. */
+        if (s_idle_tail != m)
+            s_no_maps_until = m->idle_ms + GW_MEDIA_IDLE_MS;
         s_map_drop(s_idle_tail);
+    }
 }
 
 /*  Files asked for lately and not mapped: the first request of a file
@@ -798,7 +808,7 @@ struct MHD_Response *gw_media_body(int fd, const struct stat *st, uint64_t offse
     uint64_t size = (uint64_t)st->st_size;
     if (length > 0 && offset < size && length <= size - offset && size <= s_map_max()) {
         s_map_t *m = s_map_find(st);
-        if (!m && s_seen_again(st, now, now - GW_MEDIA_IDLE_MS))
+        if (!m && s_seen_again(st, now, now - GW_MEDIA_IDLE_MS) && now >= s_no_maps_until)
             m = s_map_new(fd, st);
         if (m) {
             s_map_use(m);

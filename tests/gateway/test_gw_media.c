@@ -473,7 +473,8 @@ Test(gw_media, bodies_share_one_mapping)
 }
 
 /*  What no response uses is kept up to GW_MEDIA_IDLE_MAX bytes, the
-    least recently released dropped first. */
+    least recently released dropped first; when files push each other
+    out, new mappings stop for a while. */
 Test(gw_media, idle_mappings_are_bounded)
 {
     char dir[] = "/tmp/test_gw_media_idle.XXXXXX";
@@ -495,6 +496,20 @@ Test(gw_media, idle_mappings_are_bounded)
         MHD_destroy_response(resp[i]);
     cr_assert_eq(gw_media_mapped(&n), 2 * third);
     cr_assert_eq(n, 2);
+    /* Files pushed each other out: no new mapping for a while, even for
+       a file asked for again; those mapped still serve. */
+    struct stat st5;
+    int fd = s_seen_file(dir, "f5", 1000, &st5);
+    struct MHD_Response *r5 = gw_media_body(fd, &st5, 0, 1000);
+    cr_assert_not_null(r5);
+    cr_assert_eq(gw_media_mapped(&n), 2 * third, "sendfile while the files do not fit");
+    MHD_destroy_response(r5);
+    char path[256];
+    snprintf(path, sizeof path, "%s/f3", dir);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    r5 = gw_media_body(fd, &st[3], 0, third);
+    cr_assert(s_closed(fd), "f3 is still mapped");
+    MHD_destroy_response(r5);
     gw_media_trim();
     cr_assert_eq(gw_media_mapped(&n), 0);
     char cmd[128];
