@@ -75,6 +75,27 @@ void gw_buf_vprintf(gw_buf_t *buf, const char *fmt, va_list ap)
     buf->len += (size_t)n;
 }
 
+void gw_buf_put_u64(gw_buf_t *buf, uint64_t v)
+{
+    char tmp[20]; /* UINT64_MAX has 20 digits */
+    size_t n = sizeof tmp;
+    do {
+        tmp[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    gw_buf_append(buf, tmp + n, sizeof tmp - n);
+}
+
+void gw_buf_put_i64(gw_buf_t *buf, int64_t v)
+{
+    if (v < 0) {
+        gw_buf_putc(buf, '-');
+        gw_buf_put_u64(buf, (uint64_t)0 - (uint64_t)v); /* INT64_MIN included */
+        return;
+    }
+    gw_buf_put_u64(buf, (uint64_t)v);
+}
+
 void gw_buf_printf(gw_buf_t *buf, const char *fmt, ...)
 {
     va_list ap;

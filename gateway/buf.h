@@ -8,6 +8,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct {
     char *data; /* NUL-terminated after every append (when cap > 0) */
@@ -34,6 +35,11 @@ void gw_buf_puts(gw_buf_t *buf, const char *s);
 void gw_buf_putc(gw_buf_t *buf, char c);
 void gw_buf_printf(gw_buf_t *buf, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void gw_buf_vprintf(gw_buf_t *buf, const char *fmt, va_list ap);
+
+/*  Append an integer in decimal, without printf (replies carry many:
+    durations, counts, times). */
+void gw_buf_put_u64(gw_buf_t *buf, uint64_t v);
+void gw_buf_put_i64(gw_buf_t *buf, int64_t v);
 
 /*  Appends `len` bytes of `s` as a JSON string, quotes included, escaped
     per RFC 8259 (", \, and control characters; other bytes are copied).

@@ -132,10 +132,10 @@ static int s_to_json(gw_buf_t *out, const msgpack_object *o, int depth_left, con
             gw_buf_append(out, "false", 5);
         return 0;
     case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        gw_buf_printf(out, "%" PRIu64, o->via.u64);
+        gw_buf_put_u64(out, o->via.u64);
         return 0;
     case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        gw_buf_printf(out, "%" PRId64, o->via.i64);
+        gw_buf_put_i64(out, o->via.i64);
         return 0;
     case MSGPACK_OBJECT_FLOAT32:
     case MSGPACK_OBJECT_FLOAT64:

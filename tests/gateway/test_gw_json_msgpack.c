@@ -124,6 +124,31 @@ Test(gw_json_msgpack, msgpack_only_types)
     cr_assert_eq(s_to_json(&u, &text, &why), 0);
     cr_assert_str_eq(text, "18446744073709551615");
     free(text);
+    /* Integers are written without printf: the edges of both kinds. */
+    const struct {
+        msgpack_object_type type;
+        int64_t i;
+        uint64_t u;
+        const char *json;
+    } ints[] = {
+        {MSGPACK_OBJECT_POSITIVE_INTEGER, 0, 0, "0"},
+        {MSGPACK_OBJECT_POSITIVE_INTEGER, 0, 9, "9"},
+        {MSGPACK_OBJECT_POSITIVE_INTEGER, 0, 10, "10"},
+        {MSGPACK_OBJECT_POSITIVE_INTEGER, 0, 354320, "354320"},
+        {MSGPACK_OBJECT_NEGATIVE_INTEGER, -1, 0, "-1"},
+        {MSGPACK_OBJECT_NEGATIVE_INTEGER, -10, 0, "-10"},
+        {MSGPACK_OBJECT_NEGATIVE_INTEGER, INT64_MIN, 0, "-9223372036854775808"},
+    };
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        msgpack_object o = {.type = ints[i].type};
+        if (o.type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+            o.via.i64 = ints[i].i;
+        else
+            o.via.u64 = ints[i].u;
+        cr_assert_eq(s_to_json(&o, &text, &why), 0);
+        cr_assert_str_eq(text, ints[i].json);
+        free(text);
+    }
 }
 
 Test(gw_json_msgpack, values_without_json_form_are_refused)
