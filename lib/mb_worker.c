@@ -41,6 +41,10 @@ struct mb_worker {
                                   reply compactly (see mb_worker.h) */
     bool batch_more;           /* the compact REQUEST being read has more
                                   [client][body] pairs */
+    bool heard;                /* this connection had a message other than
+                                  DISCONNECT from the broker */
+    bool plain_ready;          /* say READY without the compact option: the
+                                  last one with it was refused at once */
 };
 
 static int64_t s_now_ms(void)
@@ -86,8 +90,9 @@ static int s_send_ready(mb_worker_t *self)
     if (!rc)
         rc = mb_zmq_send(self->socket, &command, 1, true, ZMQ_DONTWAIT);
     if (!rc)
-        rc = mb_zmq_send(self->socket, self->service, strlen(self->service), true, ZMQ_DONTWAIT);
-    if (!rc)
+        rc = mb_zmq_send(self->socket, self->service, strlen(self->service), !self->plain_ready,
+                         ZMQ_DONTWAIT);
+    if (!rc && !self->plain_ready)
         rc = mb_zmq_send(self->socket, MB_WORKER_OPT_COMPACT, strlen(MB_WORKER_OPT_COMPACT), false,
                          ZMQ_DONTWAIT);
     return rc;
@@ -113,6 +118,7 @@ static int s_connect(mb_worker_t *self)
     s_send_ready(self);
     self->compact = false; /* until this broker sends a compact REQUEST */
     self->batch_more = false;
+    self->heard = false;
     int64_t now = s_now_ms();
     self->heartbeat_at = now + self->opts.heartbeat_ms;
     self->broker_expires_at = now + (int64_t)self->opts.heartbeat_ms * self->opts.liveness;
@@ -332,6 +338,7 @@ static int s_read_message(mb_worker_t *self, zmq_msg_t *body)
            accepts us, and wants compact replies. */
         self->backoff_ms = self->opts.reconnect_min_ms;
         self->rejected = false;
+        self->heard = true;
         self->compact = true;
         return s_read_pair(self, body);
     }
@@ -368,6 +375,7 @@ static int s_read_message(mb_worker_t *self, zmq_msg_t *body)
     /* A well-formed command other than DISCONNECT: the broker accepts us. */
     self->backoff_ms = self->opts.reconnect_min_ms;
     self->rejected = false;
+    self->heard = true;
     if (command != MDPW_REQUEST || !more) {
         mb_zmq_drain_message(self->socket);
         mb_warn(0, "worker: dropped an unexpected command 0x%02x from the broker", command);
@@ -461,6 +469,10 @@ int mb_worker_recv(mb_worker_t *self, zmq_msg_t *body)
                     self->rejected ? " after a backoff" : "");
             bool wait = self->rejected;
             self->rejected = true;
+            /* A READY with the compact option refused before anything else
+               came may be a broker that does not take the extra frame:
+               the next READY is plain RFC 7, the one after tries again. */
+            self->plain_ready = !self->heard && !self->plain_ready;
             s_reconnect(self, wait);
             continue;
         }

@@ -16,7 +16,26 @@
     READY on a new socket. A DISCONNECT from the broker makes it reconnect
     at once, except when the previous connection also ended in DISCONNECT
     with nothing else in between: then it backs off, so a broker refusing
-    every READY does not cause a hot loop. */
+    every READY does not cause a hot loop.
+
+    Compact framing (a musicbus extension of MDP/0.1, used only when both
+    ends know it; musicbus-broker does, see broker/README.md): the READY
+    carries one more frame after the service name, MB_WORKER_OPT_COMPACT
+    (brokers in the zguide's shape read the service frame only; when a
+    READY with it is refused by an immediate DISCONNECT, the next READY is
+    plain RFC 7). A broker that knows the option may then send requests
+    whose body is one frame as
+        [0x02 REQUEST][client][body]([client][body])...
+    (no empty delimiter, no "MDPW01", no empty frame before a body; several
+    requests in one message, returned one per mb_worker_recv() in order),
+    and once the worker has had one it answers each request as
+        [0x03 REPLY][client][body]
+    Everything else, and everything with a broker that does not send
+    compact REQUESTs, stays RFC 7's; classic REQUESTs are always read. An
+    RFC 7 message starts with an empty frame, so a one-byte first frame
+    marks a compact one without ambiguity. libzmq's cost is per frame and
+    per message (each is queued, encoded, decoded and handed between
+    threads on its own), so this halves the worker's side of a round trip. */
 #ifndef MB_WORKER_H
 #define MB_WORKER_H
 

@@ -107,7 +107,7 @@ Test(mb_worker, usage)
     s_assert_worker_frame(&ready, MDPW_READY, 6);
     cr_assert(tr_frame_is(&ready, 4, "echo", 4));
     cr_assert(tr_frame_is(&ready, 5, MB_WORKER_OPT_COMPACT, strlen(MB_WORKER_OPT_COMPACT)),
-              "the compact-framing option, which RFC 7 brokers ignore");
+              "the compact-framing option (mb_worker.h)");
 
     /* REQUEST: [id][empty][MDPW01][0x02][client][empty][body] */
     TR_SEND_TO(broker, &ready, "", MDPW_WORKER, "\x02", "client-1", "", "hello");
@@ -192,6 +192,46 @@ Test(mb_worker, answers_compact_requests_compactly)
     s_echo_stop(&echo);
     cr_assert_eq(atomic_load(&echo.handled), 6);
     tr_free(&ready);
+    zmq_close(broker);
+    mb_zmq_shutdown();
+}
+
+/*  A READY with the compact option refused at once (a broker that does not
+    take the extra frame) is followed by a plain RFC 7 READY, at once; the
+    one after that tries the option again. */
+Test(mb_worker, says_a_plain_ready_after_a_refused_compact_one)
+{
+    char endpoint[256];
+    void *broker = tr_bind(endpoint, sizeof endpoint);
+    echo_t echo;
+    s_echo_start(&echo, endpoint, 1000, 3, 5000);
+    tr_msg_t first, second, third;
+    cr_assert(s_recv_command(broker, &first, MDPW_READY, 2000));
+    s_assert_worker_frame(&first, MDPW_READY, 6);
+    TR_SEND_TO(broker, &first, "", MDPW_WORKER, "\x05");
+    int64_t t0 = tr_now_ms();
+    cr_assert(s_recv_command(broker, &second, MDPW_READY, 2000), "plain READY");
+    cr_assert(tr_now_ms() - t0 < 1000, "at once");
+    s_assert_worker_frame(&second, MDPW_READY, 5);
+    cr_assert(tr_frame_is(&second, 4, "echo", 4));
+
+    /* Accepted as plain: a classic REQUEST gets a classic REPLY. */
+    TR_SEND_TO(broker, &second, "", MDPW_WORKER, "\x02", "c", "", "x");
+    tr_msg_t reply;
+    cr_assert(s_recv_command(broker, &reply, MDPW_REPLY, 2000));
+    s_assert_worker_frame(&reply, MDPW_REPLY, 7);
+    tr_free(&reply);
+
+    /* That connection was heard from: after its DISCONNECT the option is
+       asked for again. */
+    TR_SEND_TO(broker, &second, "", MDPW_WORKER, "\x05");
+    cr_assert(s_recv_command(broker, &third, MDPW_READY, 2000));
+    s_assert_worker_frame(&third, MDPW_READY, 6);
+
+    s_echo_stop(&echo);
+    tr_free(&first);
+    tr_free(&second);
+    tr_free(&third);
     zmq_close(broker);
     mb_zmq_shutdown();
 }
