@@ -38,7 +38,10 @@
     Brokers that do not know the extension see an opaque routing id and
     RFC 7 requests, and answer in RFC 7's form, which the client always
     reads. An RFC 7 message starts with an empty frame, so a one-byte
-    first frame marks a compact one without ambiguity. */
+    first frame marks a compact one without ambiguity. The client stays
+    compact for the life of the socket: a broker restarted as a version
+    without the extension would drop its requests as malformed (and the
+    caller's deadlines answer them) until the client is made anew. */
 #define MB_CLIENT_ID_PREFIX "mb:c1:"
 #define MB_CLIENT_COMPACT 0x11
 
