@@ -6,12 +6,12 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/openat2.h>
+#include <microhttpd.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <microhttpd.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -611,10 +611,13 @@ bool gw_media_is_playlist(const char *name)
     GW_MEDIA_IDLE_MAX (one pushes another out), new mappings stop for
     GW_MEDIA_IDLE_MS: each would be made and unmapped for a response or
     two, which costs more than sendfile. What lingers is dropped on the
-    next call after it expired, or by gw_media_trim().
+    next call after it expired, by gw_media_expire() (the gateway's loop
+    may call it from time to time, so that an idle gateway keeps none),
+    or by gw_media_trim().
 
-    The mapped bytes are read by the kernel only (sendmsg); MHD does not
-    read them for plain HTTP. Files under a version and blobs are never
+    The mapped bytes are read by the kernel only: MHD hands them to
+    sendmsg as they are (strace shows the mapping as the second iovec)
+    and does not read them itself over plain HTTP. Files under a version and blobs are never
     rewritten or truncated in place (a new version is a new folder, a
     blob a new name), so the mapping cannot lose its pages. If one were
     truncated anyway, sendmsg would fail with EFAULT and MHD close that
@@ -624,18 +627,18 @@ bool gw_media_is_playlist(const char *name)
     in the gateway's one loop thread: the table needs no lock. */
 
 typedef struct s_map {
-    struct s_map *next; /* in its bucket */
+    struct s_map *next;                  /* in its bucket */
     struct s_map *idle_prev, *idle_next; /* in the idle list while refs == 0 */
-    dev_t dev;          /* the file: the ETag's inputs and the device */
+    dev_t dev;                           /* the file: the ETag's inputs and the device */
     ino_t ino;
     off_t size;
     struct timespec mtim;
     void *base; /* the whole file, read-only */
     size_t len;
     size_t bucket;
-    unsigned refs;    /* responses using it */
-    bool idle;        /* in the idle list (refs == 0 and released once) */
-    int64_t idle_ms;  /* when refs fell to 0 */
+    unsigned refs;   /* responses using it */
+    bool idle;       /* in the idle list (refs == 0 and released once) */
+    int64_t idle_ms; /* when refs fell to 0 */
 } s_map_t;
 
 #define S_MAP_BUCKETS 64
@@ -793,15 +796,14 @@ static s_seen_t s_seen[S_MAP_BUCKETS];
 static bool s_seen_again(const struct stat *st, int64_t now_ms, int64_t since_ms)
 {
     s_seen_t *e = &s_seen[s_bucket(st)];
-    bool again = e->ms >= since_ms && e->ms > 0 && e->ino == st->st_ino &&
-                 e->dev == st->st_dev && e->size == st->st_size &&
-                 e->mtim.tv_sec == st->st_mtim.tv_sec && e->mtim.tv_nsec == st->st_mtim.tv_nsec;
+    bool again = e->ms >= since_ms && e->ms > 0 && e->ino == st->st_ino && e->dev == st->st_dev &&
+                 e->size == st->st_size && e->mtim.tv_sec == st->st_mtim.tv_sec &&
+                 e->mtim.tv_nsec == st->st_mtim.tv_nsec;
     *e = (s_seen_t){st->st_dev, st->st_ino, st->st_size, st->st_mtim, now_ms};
     return again;
 }
 
-struct MHD_Response *gw_media_body(int fd, const struct stat *st, uint64_t offset,
-                                   uint64_t length)
+struct MHD_Response *gw_media_body(int fd, const struct stat *st, uint64_t offset, uint64_t length)
 {
     int64_t now = s_now_ms();
     s_expire(now - GW_MEDIA_IDLE_MS);
@@ -832,6 +834,11 @@ struct MHD_Response *gw_media_body(int fd, const struct stat *st, uint64_t offse
 void gw_media_trim(void)
 {
     s_expire(INT64_MAX);
+}
+
+void gw_media_expire(void)
+{
+    s_expire(s_now_ms() - GW_MEDIA_IDLE_MS);
 }
 
 size_t gw_media_mapped(size_t *n_files)

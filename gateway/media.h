@@ -166,11 +166,16 @@ struct MHD_Response;
     in flight for it share that mapping, kept GW_MEDIA_IDLE_MS after the
     last is freed (media.c says why). Call from the thread that runs MHD.
     Returns NULL, fd closed, when MHD cannot build the response. */
-struct MHD_Response *gw_media_body(int fd, const struct stat *st, uint64_t offset,
-                                   uint64_t length);
+struct MHD_Response *gw_media_body(int fd, const struct stat *st, uint64_t offset, uint64_t length);
 
-/*  Unmaps every mapping no response uses (an idle gateway keeps nothing
-    resident for media). */
+/*  Unmaps the mappings no response used for GW_MEDIA_IDLE_MS. Each
+    gw_media_body() does it too; a loop calling this every second or so
+    keeps an idle gateway from holding up to GW_MEDIA_IDLE_MAX bytes of
+    file pages until the next segment is asked for. Cheap when there is
+    nothing to drop. Same thread as gw_media_body(). */
+void gw_media_expire(void);
+
+/*  Unmaps every mapping no response uses now. */
 void gw_media_trim(void);
 
 /*  Bytes mapped now, and in *n_files (when not NULL) how many files:

@@ -430,6 +430,8 @@ Test(gw_media, bodies_share_one_mapping)
     MHD_destroy_response(range);
     MHD_destroy_response(other);
     cr_assert_eq(gw_media_mapped(&n), 205000, "idle mappings linger for the next request");
+    gw_media_expire();
+    cr_assert_eq(gw_media_mapped(&n), 205000, "not expired yet");
     /* The next request of the file finds it mapped. */
     fd = open(dir, O_RDONLY | O_DIRECTORY);
     fd2 = openat(fd, "seg.m4s", O_RDONLY | O_CLOEXEC);
@@ -537,4 +539,25 @@ Test(gw_media, remembered_etags_and_dates)
     cr_assert_str_eq(d2, "Thu, 01 Jan 1970 00:00:01 GMT");
     gw_media_http_date(0, d2);
     cr_assert_str_eq(d2, d1);
+}
+
+/*  A mapping no response used for GW_MEDIA_IDLE_MS goes on the next
+    gw_media_expire() (or gw_media_body()). */
+Test(gw_media, idle_mappings_expire)
+{
+    char dir[] = "/tmp/test_gw_media_expire.XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    struct stat st;
+    int fd = s_seen_file(dir, "seg.m4s", 10000, &st);
+    struct MHD_Response *resp = gw_media_body(fd, &st, 0, 10000);
+    cr_assert_eq(gw_media_mapped(NULL), 10000);
+    MHD_destroy_response(resp);
+    gw_media_expire();
+    cr_assert_eq(gw_media_mapped(NULL), 10000);
+    usleep((GW_MEDIA_IDLE_MS + 100) * 1000);
+    gw_media_expire();
+    cr_assert_eq(gw_media_mapped(NULL), 0);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
 }
