@@ -574,10 +574,9 @@ static enum MHD_Result s_media_file(s_req_t *req, int fd, const struct stat *st,
             snprintf(req->content_range, sizeof req->content_range,
                      "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, offset, offset + length - 1, size);
         }
-        /* MHD sends it with sendfile(2) and closes fd with the response. */
-        resp = MHD_create_response_from_fd_at_offset64(length, fd, offset);
-        if (!resp)
-            close(fd);
+        /* Takes fd: one sendmsg from a mapping shared by the responses
+           for the file, or sendfile(2) (media.h). */
+        resp = gw_media_body(fd, st, offset, length);
     }
     if (!resp)
         return s_fail(req, 500, NULL, "cannot build the response");
@@ -623,7 +622,7 @@ static enum MHD_Result s_handle_media(s_req_t *req)
             return s_refuse(req, 503, "unavailable", "the gateway has no media secret");
         int64_t now = (int64_t)time(NULL);
         mb_media_entitlement_t ent;
-        int rc = mb_media_verify(&self->media_key, url.token, url.token_len, url.version,
+        int rc = gw_media_verify(&self->media_key, url.token, url.token_len, url.version,
                                  url.version_len, (uint64_t)now, &ent);
         if (rc == MB_ETIMEDOUT)
             return s_refuse(req, 403, "expired", "the media URL expired; ask for a new one");
@@ -928,6 +927,10 @@ static enum MHD_Result s_on_headers(s_req_t *req)
     unsigned long long length = cl ? strtoull(cl, NULL, 10) : 0;
     const gw_route_t *r = req->route;
     unsigned long long limit = r->upload ? s_upload_limit(self, r) : (uint64_t)self->max_body;
+    /* Who calls comes first: a caller without a valid token gets its 401
+       whatever it sends, and learns nothing of the route's body rules. */
+    if (!s_access(req))
+        return s_refuse_early(req);
     /* 413 and 415 go out at once, before the body is read: here closing
        the connection is what we want. */
     if (length > limit) {
@@ -954,9 +957,9 @@ static enum MHD_Result s_on_headers(s_req_t *req)
             return s_respond(req);
         }
     }
-    /* Access first, so the limiter knows whom to count; a limit with body
-       keys waits for the body. Both before a byte of the body is kept. */
-    if (!s_access(req) || (!r->rate_body && !s_rate_route(req)))
+    /* The limiter after access, so it knows whom to count; a limit with
+       body keys waits for the body. Both before a byte of the body is kept. */
+    if (!r->rate_body && !s_rate_route(req))
         return s_refuse_early(req);
     if (r->upload)
         return s_upload_start(req, limit);
@@ -1496,6 +1499,7 @@ static int s_run(s_self_t *self, const sigset_t *wait_mask)
         now = s_now_ms();
         s_expire(self, now);
         s_probe(self, now);
+        gw_media_expire(); /* an idle gateway keeps no segment mapped */
         if (self->sent)
             s_drain_bus(self);
         if (ws_fired || gw_ws_due_ms(self->ws) <= s_now_ms())

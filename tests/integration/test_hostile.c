@@ -149,7 +149,9 @@ static long s_send(const char *bearer, const char *method, const char *path,
     s_status_seen[res.status / 100]++;
     if (getenv("IT_HOSTILE_SHOW_2XX") && res.status < 300)
         fprintf(stderr, "hostile: %ld for %s\n", res.status, what);
-    if (res.status >= 400 && strcmp(method, "HEAD") == 0) /* the headers of a problem */
+    if ((res.status == 414 || res.status == 431) && strlen(url) > 8192)
+        ; /* libmicrohttpd's own answer when the request outgrows a connection's memory */
+    else if (res.status >= 400 && strcmp(method, "HEAD") == 0) /* the headers of a problem */
         cr_assert(res.content_type && strcmp(res.content_type, "application/problem+json") == 0,
                   "%s: %s", what, res.content_type ? res.content_type : "no content type");
     else if (res.status >= 400)
@@ -403,8 +405,6 @@ static void s_sweep(const char *bearer, bool bodies)
                 const char *op_name = json_string_value(json_object_get(op, "x-op"));
                 bool websocket = op_name && strcmp(op_name, "events.subscribe") == 0;
                 if (websocket && status == 426) /* not a WebSocket handshake: said first */
-                    status = 401;
-                if (json_object_get(op, "x-upload") && status == 415) /* TODO: access first */
                     status = 401;
                 if (access && strcmp(access, "public") != 0)
                     cr_assert_eq(status, 401, "%s %s (%s) without a valid token: %ld", method,
