@@ -63,16 +63,24 @@ void mb_worker_opts_default(mb_worker_opts_t *opts)
     opts->reconnect_max_ms = S_RECONNECT_MAX_MS;
 }
 
-/*  Sends a worker command: [empty][MDPW01][command] and, when given,
-    one more frame. */
-static int s_send_command(mb_worker_t *self, uint8_t command, const void *extra, size_t extra_size,
-                          bool has_extra)
+/*  Sends RFC 7's head of every worker message, [empty][MDPW01][command],
+    with `more` frames to follow or not. */
+static int s_send_head(mb_worker_t *self, uint8_t command, bool more)
 {
     int rc = mb_zmq_send(self->socket, "", 0, true, ZMQ_DONTWAIT);
     if (!rc)
         rc = mb_zmq_send(self->socket, MDPW_WORKER, strlen(MDPW_WORKER), true, ZMQ_DONTWAIT);
     if (!rc)
-        rc = mb_zmq_send(self->socket, &command, 1, has_extra, ZMQ_DONTWAIT);
+        rc = mb_zmq_send(self->socket, &command, 1, more, ZMQ_DONTWAIT);
+    return rc;
+}
+
+/*  Sends a worker command: [empty][MDPW01][command] and, when given,
+    one more frame. */
+static int s_send_command(mb_worker_t *self, uint8_t command, const void *extra, size_t extra_size,
+                          bool has_extra)
+{
+    int rc = s_send_head(self, command, has_extra);
     if (!rc && has_extra)
         rc = mb_zmq_send(self->socket, extra, extra_size, false, ZMQ_DONTWAIT);
     return rc;
@@ -83,12 +91,7 @@ static int s_send_command(mb_worker_t *self, uint8_t command, const void *extra,
     service frame only). */
 static int s_send_ready(mb_worker_t *self)
 {
-    uint8_t command = MDPW_READY;
-    int rc = mb_zmq_send(self->socket, "", 0, true, ZMQ_DONTWAIT);
-    if (!rc)
-        rc = mb_zmq_send(self->socket, MDPW_WORKER, strlen(MDPW_WORKER), true, ZMQ_DONTWAIT);
-    if (!rc)
-        rc = mb_zmq_send(self->socket, &command, 1, true, ZMQ_DONTWAIT);
+    int rc = s_send_head(self, MDPW_READY, true);
     if (!rc)
         rc = mb_zmq_send(self->socket, self->service, strlen(self->service), !self->plain_ready,
                          ZMQ_DONTWAIT);
@@ -236,11 +239,7 @@ static int s_send_reply(mb_worker_t *self, zmq_msg_t *client, const void *data, 
             rc = mb_zmq_send(self->socket, data, size, false, ZMQ_DONTWAIT);
         return rc;
     }
-    int rc = mb_zmq_send(self->socket, "", 0, true, ZMQ_DONTWAIT);
-    if (!rc)
-        rc = mb_zmq_send(self->socket, MDPW_WORKER, strlen(MDPW_WORKER), true, ZMQ_DONTWAIT);
-    if (!rc)
-        rc = mb_zmq_send(self->socket, &command, 1, true, ZMQ_DONTWAIT);
+    int rc = s_send_head(self, command, true);
     if (!rc)
         rc = mb_zmq_send(self->socket, zmq_msg_data(client), zmq_msg_size(client), true,
                          ZMQ_DONTWAIT);
