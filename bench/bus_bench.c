@@ -35,11 +35,9 @@
       bus_bench --serve-worker ENDPOINT   one MDP echo worker */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -53,6 +51,7 @@
 #include <msgpack.h>
 #include <zmq.h>
 
+#include "bench_util.h"
 #include "mb_alloc.h"
 #include "mb_client.h"
 #include "mb_envelope.h"
@@ -79,49 +78,6 @@ extern char **environ;
 
 /* ---- small helpers ----------------------------------------------------- */
 
-static int64_t s_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void s_sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long) (ms % 1000) * 1000000};
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR && !mb_signal_stop_requested())
-        ;
-}
-
-static void s_die(const char *fmt, const char *arg)
-{
-    fprintf(stderr, "bus_bench: ");
-    fprintf(stderr, fmt, arg);
-    fputc('\n', stderr);
-    exit(1);
-}
-
-/*  Parses "1,4,64" into out[]; returns how many, or -1 when malformed. */
-static int s_parse_list(const char *text, int *out, int max, int lo, int hi)
-{
-    int n = 0;
-    const char *p = text;
-    while (*p) {
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (end == p || errno || v < lo || v > hi || n == max)
-            return -1;
-        out[n++] = (int) v;
-        if (*end == ',')
-            end++;
-        else if (*end)
-            return -1;
-        p = end;
-    }
-    return n;
-}
-
 /*  Writes `text` to `path` through path.tmp and a rename, the convention
     every musicbus process follows for ready files. */
 static void s_write_ready(const char *path, const char *text)
@@ -130,133 +86,11 @@ static void s_write_ready(const char *path, const char *text)
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     if (!f)
-        s_die("cannot write %s", tmp);
+        bench_die("cannot write %s", tmp);
     fputs(text, f);
     fclose(f);
     if (rename(tmp, path) != 0)
-        s_die("cannot rename to %s", path);
-}
-
-/*  Waits until `path` exists and holds a line, or `pid` dies, or the
-    timeout passes. Returns 0 with the line in out[], -1 otherwise. */
-static int s_wait_ready(const char *path, pid_t pid, char *out, size_t out_size)
-{
-    int64_t deadline = s_now_ns() + (int64_t) S_READY_TIMEOUT_MS * 1000000;
-    while (s_now_ns() < deadline && !mb_signal_stop_requested()) {
-        FILE *f = fopen(path, "r");
-        if (f) {
-            bool ok = fgets(out, (int) out_size, f) != NULL;
-            fclose(f);
-            if (ok) {
-                out[strcspn(out, "\r\n")] = 0;
-                if (*out)
-                    return 0;
-            }
-        }
-        int status;
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            return -1;
-        s_sleep_ms(10);
-    }
-    return -1;
-}
-
-/*  Starts argv[0] with its stderr appended to `log` (the children's JSON
-    log lines would drown the table otherwise). */
-static pid_t s_spawn(char *const argv[], const char *log)
-{
-    pid_t pid;
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log,
-                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
-    int rc = posix_spawn(&pid, argv[0], &actions, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) {
-        errno = rc;
-        perror(argv[0]);
-        return -1;
-    }
-    return pid;
-}
-
-/*  SIGTERM, then SIGKILL if the child is still there after the grace
-    period; always reaps it. */
-static void s_stop_child(pid_t pid)
-{
-    if (pid <= 0)
-        return;
-    kill(pid, SIGTERM);
-    int64_t deadline = s_now_ns() + (int64_t) S_STOP_GRACE_MS * 1000000;
-    int status;
-    while (s_now_ns() < deadline) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid || (r == -1 && errno == ECHILD))
-            return;
-        s_sleep_ms(10);
-    }
-    fprintf(stderr, "bus_bench: pid %d ignored SIGTERM, killing it\n", (int) pid);
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-}
-
-static int s_remove(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void) st;
-    (void) flag;
-    (void) ftw;
-    remove(path);
-    return 0;
-}
-
-/*  Copies the last lines of `log` to stderr, to explain a failure. */
-static void s_show_log(const char *log)
-{
-    FILE *f = fopen(log, "r");
-    if (!f)
-        return;
-    char lines[8][512];
-    int n = 0;
-    while (fgets(lines[n % 8], sizeof lines[0], f))
-        n++;
-    fclose(f);
-    for (int i = n > 8 ? n - 8 : 0; i < n; i++)
-        fprintf(stderr, "  | %s", lines[i % 8]);
-}
-
-/*  CPU time (user + system, every thread) of `pid` in clock ticks, or -1. */
-static long s_cpu_ticks(pid_t pid)
-{
-    char path[64], line[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int) pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    bool ok = fgets(line, sizeof line, f) != NULL;
-    fclose(f);
-    /* The command name may hold spaces: fields are counted after ") ". */
-    char *p = ok ? strrchr(line, ')') : NULL;
-    unsigned long utime, stime;
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime,
-                     &stime) != 2)
-        return -1;
-    return (long) (utime + stime);
-}
-
-/*  Peak resident set of `pid` in KiB (VmHWM), or -1. */
-static long s_vm_hwm_kib(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int) pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    long kib = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
-            break;
-    fclose(f);
-    return kib;
+        bench_die("cannot rename to %s", path);
 }
 
 /* ---- the answer, shared by the direct echo and the MDP workers --------- */
@@ -292,7 +126,7 @@ static int s_serve_echo(const char *ready_file)
     int zero = 0;
     zmq_setsockopt(router, ZMQ_LINGER, &zero, sizeof zero);
     if (zmq_bind(router, "tcp://127.0.0.1:*") != 0)
-        s_die("echo bind failed: %s", zmq_strerror(zmq_errno()));
+        bench_die("echo bind failed: %s", zmq_strerror(zmq_errno()));
     char endpoint[256];
     size_t len = sizeof endpoint;
     zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, endpoint, &len);
@@ -330,7 +164,7 @@ static int s_serve_worker(const char *endpoint)
     mb_signal_install();
     mb_worker_t *worker = mb_worker_new(endpoint, S_SERVICE, NULL);
     if (!worker)
-        s_die("cannot start a worker on %s", endpoint);
+        bench_die("cannot start a worker on %s", endpoint);
     msgpack_sbuffer out;
     msgpack_sbuffer_init(&out);
     zmq_msg_t body;
@@ -468,7 +302,7 @@ static s_result_t s_run(s_bench_t *self, int window, int duration_ms)
     self->bytes_sent = 0;
     self->sent = 0;
 
-    int64_t start = s_now_ns() + (int64_t) S_WARMUP_MS * 1000000;
+    int64_t start = bench_now_ns() + (int64_t) S_WARMUP_MS * 1000000;
     int64_t end = start + (int64_t) duration_ms * 1000000;
     int64_t give_up = end + (int64_t) S_DRAIN_MS * 1000000;
     uint64_t counted = 0;
@@ -477,7 +311,7 @@ static s_result_t s_run(s_bench_t *self, int window, int duration_ms)
     zmq_msg_init(&msg);
 
     for (;;) {
-        int64_t now = s_now_ns();
+        int64_t now = bench_now_ns();
         if (mb_signal_stop_requested() || now >= give_up)
             break;
         while (now < end && n_free > 0) {
@@ -488,7 +322,7 @@ static s_result_t s_run(s_bench_t *self, int window, int duration_ms)
             n_free--;
             in_flight++;
             rid_of[slot] = rid;
-            sent_at[slot] = s_now_ns();
+            sent_at[slot] = bench_now_ns();
         }
         if (now >= end && in_flight == 0)
             break;
@@ -502,7 +336,7 @@ static s_result_t s_run(s_bench_t *self, int window, int duration_ms)
                 res.errors++;
                 continue;
             }
-            int64_t at = s_now_ns();
+            int64_t at = bench_now_ns();
             mb_reply_t rep;
             const char *why;
             if (mb_reply_decode(&rep, zmq_msg_data(&msg), zmq_msg_size(&msg), &why) != 0) {
@@ -554,26 +388,15 @@ typedef struct {
     int n_workers;
 } s_pool_t;
 
-static double s_median(double *v, int n)
-{
-    for (int i = 1; i < n; i++)  /* insertion sort: n is a handful */
-        for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
-            double t = v[j];
-            v[j] = v[j - 1];
-            v[j - 1] = t;
-        }
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 /*  Grows or shrinks the pool of echo workers to `want`, then waits until
     the broker knows the service. Returns 0, or -1 (reason printed). */
 static int s_pool_resize(s_pool_t *pool, mb_client_t *client, int want)
 {
     while (pool->n_workers > want)
-        s_stop_child(pool->workers[--pool->n_workers]);
+        bench_stop_child(pool->workers[--pool->n_workers], S_STOP_GRACE_MS);
     while (pool->n_workers < want) {
         char *argv[] = {pool->self_exe, "--serve-worker", pool->endpoint, NULL};
-        pid_t pid = s_spawn(argv, pool->worker_log);
+        pid_t pid = bench_spawn(argv, pool->worker_log);
         if (pid < 0)
             return -1;
         pool->workers[pool->n_workers++] = pid;
@@ -590,13 +413,13 @@ static int s_pool_resize(s_pool_t *pool, mb_client_t *client, int want)
             zmq_msg_close(&reply);
         }
         if (!ready)
-            s_sleep_ms(50);
+            bench_sleep_ms(50);
     }
     if (!ready) {
         fprintf(stderr, "bus_bench: no echo worker registered with the broker\n");
         return -1;
     }
-    s_sleep_ms(300);
+    bench_sleep_ms(300);
     return 0;
 }
 
@@ -618,7 +441,7 @@ int main(int argc, char **argv)
     static char self_exe[PATH_MAX], broker_path[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
     if (n <= 0)
-        s_die("cannot find my own executable%s", "");
+        bench_die("cannot find my own executable%s", "");
     self_exe[n] = 0;
     snprintf(broker_path, sizeof broker_path, "%.*s/musicbus-broker",
              (int) (strrchr(self_exe, '/') - self_exe), self_exe);
@@ -649,11 +472,11 @@ int main(int argc, char **argv)
             break;
         }
         case 'w':
-            if ((n_windows = s_parse_list(optarg, windows, S_MAX_LIST, 1, S_MAX_WINDOW)) <= 0)
+            if ((n_windows = bench_parse_list(optarg, windows, S_MAX_LIST, 1, S_MAX_WINDOW)) <= 0)
                 s_usage();
             break;
         case 'n':
-            if ((n_workers = s_parse_list(optarg, workers, S_MAX_LIST, 1, 64)) <= 0)
+            if ((n_workers = bench_parse_list(optarg, workers, S_MAX_LIST, 1, 64)) <= 0)
                 s_usage();
             break;
         case 's': {
@@ -678,12 +501,12 @@ int main(int argc, char **argv)
         }
     }
     if (access(broker_path, X_OK) != 0)
-        s_die("no broker at %s (use --broker PATH)", broker_path);
+        bench_die("no broker at %s (use --broker PATH)", broker_path);
     mb_signal_install();
 
     char tmpdir[] = "/tmp/bus_bench.XXXXXX";
     if (!mkdtemp(tmpdir))
-        s_die("mkdtemp failed%s", "");
+        bench_die("mkdtemp failed%s", "");
     char echo_ready[PATH_MAX], broker_ready[PATH_MAX], echo_endpoint[256];
     char echo_log[PATH_MAX], broker_log[PATH_MAX], worker_log[PATH_MAX];
     snprintf(echo_ready, sizeof echo_ready, "%s/echo.ready", tmpdir);
@@ -711,11 +534,11 @@ int main(int argc, char **argv)
     /* The echo server and the broker live through every round; runs never
        overlap, so the idle one costs nothing. */
     char *echo_argv[] = {self_exe, "--serve-echo", echo_ready, NULL};
-    echo_pid = s_spawn(echo_argv, echo_log);
+    echo_pid = bench_spawn(echo_argv, echo_log);
     if (echo_pid < 0 ||
-        s_wait_ready(echo_ready, echo_pid, echo_endpoint, sizeof echo_endpoint) != 0) {
+        bench_wait_ready(echo_ready, echo_pid, S_READY_TIMEOUT_MS, echo_endpoint, sizeof echo_endpoint) != 0) {
         fprintf(stderr, "bus_bench: the echo server did not start\n");
-        s_show_log(echo_log);
+        bench_show_log(echo_log);
         goto done;
     }
     dealer = zmq_socket(mb_zmq_context(), ZMQ_DEALER);
@@ -730,11 +553,11 @@ int main(int argc, char **argv)
                                           S_QUEUE_LIMIT,  "--data",       tmpdir};
     for (int i = 0; i < n_broker_args; i++)
         broker_argv[9 + i] = broker_args[i];
-    broker_pid = s_spawn(broker_argv, broker_log);
+    broker_pid = bench_spawn(broker_argv, broker_log);
     if (broker_pid < 0 ||
-        s_wait_ready(broker_ready, broker_pid, pool.endpoint, sizeof pool.endpoint) != 0) {
+        bench_wait_ready(broker_ready, broker_pid, S_READY_TIMEOUT_MS, pool.endpoint, sizeof pool.endpoint) != 0) {
         fprintf(stderr, "bus_bench: the broker did not start (%s)\n", broker_path);
-        s_show_log(broker_log);
+        bench_show_log(broker_log);
         goto done;
     }
     client = mb_client_new(pool.endpoint);
@@ -758,16 +581,16 @@ int main(int argc, char **argv)
         bench.dealer = NULL;
         for (int k = 0; k < n_workers && !mb_signal_stop_requested(); k++) {
             if (s_pool_resize(&pool, client, workers[k]) != 0) {
-                s_show_log(broker_log);
-                s_show_log(worker_log);
+                bench_show_log(broker_log);
+                bench_show_log(worker_log);
                 goto done;
             }
             for (int w = 0; w < n_windows && !mb_signal_stop_requested(); w++) {
                 s_cell_t *cell = &cells[round][k + 1][w];
-                long ticks = s_cpu_ticks(broker_pid);
+                long ticks = bench_cpu_ticks(broker_pid);
                 cell->r = s_run(&bench, windows[w], duration_ms);
                 /* The run includes warm-up and drain; close enough for a share. */
-                long spent = s_cpu_ticks(broker_pid) - ticks;
+                long spent = bench_cpu_ticks(broker_pid) - ticks;
                 cell->broker_cpu = ticks >= 0 && spent >= 0
                                        ? 100.0 * (double) spent / (double) sysconf(_SC_CLK_TCK) /
                                              ((S_WARMUP_MS + duration_ms) / 1000.0)
@@ -806,21 +629,21 @@ int main(int argc, char **argv)
                 errors += cell->r.errors;
                 lost += cell->r.lost;
             }
-            double m_rps = s_median(rps, rounds);
+            double m_rps = bench_median(rps, rounds);
             if (slot == 0)
                 direct = m_rps;
             char who[16] = "-", load[16] = "-", range[32] = "";
             if (slot)
                 snprintf(who, sizeof who, "%d", workers[slot - 1]);
-            double m_cpu = s_median(cpu, rounds);
+            double m_cpu = bench_median(cpu, rounds);
             if (m_cpu >= 0)
                 snprintf(load, sizeof load, "%.0f%%", m_cpu);
             if (rounds > 1) {
-                s_median(ratio, rounds); /* sorts */
+                bench_median(ratio, rounds); /* sorts */
                 snprintf(range, sizeof range, "%.2f-%.2f", ratio[0], ratio[rounds - 1]);
             }
             printf("%-8s %7s %9d %13.0f %8.0f %8.0f %7.2f %11s %12s", slot ? "broker" : "direct",
-                   who, windows[w], m_rps, s_median(p50, rounds), s_median(p99, rounds),
+                   who, windows[w], m_rps, bench_median(p50, rounds), bench_median(p99, rounds),
                    direct > 0 ? m_rps / direct : 0.0, load, range);
             if (errors || lost)
                 printf("   (%llu errors, %llu lost)", (unsigned long long) errors,
@@ -828,7 +651,7 @@ int main(int argc, char **argv)
             printf("\n");
         }
     }
-    long hwm = s_vm_hwm_kib(broker_pid);
+    long hwm = bench_status_kib(broker_pid, "VmHWM");
     if (hwm >= 0)
         printf("\nbroker peak RSS (VmHWM): %.1f MiB\n", hwm / 1024.0);
     printf("ratio = round trips/s / direct echo with the same in-flight window "
@@ -843,11 +666,11 @@ done:
     for (int i = 0; i < pool.n_workers; i++)
         kill(pool.workers[i], SIGTERM);
     for (int i = 0; i < pool.n_workers; i++)
-        s_stop_child(pool.workers[i]);
-    s_stop_child(broker_pid);
-    s_stop_child(echo_pid);
+        bench_stop_child(pool.workers[i], S_STOP_GRACE_MS);
+    bench_stop_child(broker_pid, S_STOP_GRACE_MS);
+    bench_stop_child(echo_pid, S_STOP_GRACE_MS);
     msgpack_sbuffer_destroy(&bench.buf);
     mb_zmq_shutdown();
-    nftw(tmpdir, s_remove, 8, FTW_DEPTH | FTW_PHYS); /* logs, ready files, event log */
+    bench_remove_tree(tmpdir); /* logs, ready files, event log */
     return rc;
 }

@@ -52,13 +52,11 @@
     its temporary folder removed, before it exits (Ctrl-C included). */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -75,6 +73,7 @@
 #include <lmdb.h>
 #include <msgpack.h>
 
+#include "bench_util.h"
 #include "mb_alloc.h"
 #include "mb_error.h"
 #include "mb_events.h"
@@ -103,102 +102,12 @@ extern char **environ;
 
 /* ---- small helpers ----------------------------------------------------- */
 
-static int64_t s_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void s_sleep_until(int64_t when_ns)
 {
     struct timespec ts = {when_ns / 1000000000, when_ns % 1000000000};
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR &&
            !mb_signal_stop_requested())
         ;
-}
-
-static void s_sleep_ms(int ms)
-{
-    s_sleep_until(s_now_ns() + (int64_t)ms * 1000000);
-}
-
-static void s_die(const char *fmt, const char *arg)
-{
-    fprintf(stderr, "events_bench: ");
-    fprintf(stderr, fmt, arg);
-    fputc('\n', stderr);
-    exit(1);
-}
-
-/*  Parses "1,10,100" into out[]; returns how many, or -1 when malformed. */
-static int s_parse_list(const char *text, int *out, int max, int lo, int hi)
-{
-    int n = 0;
-    const char *p = text;
-    while (*p) {
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (end == p || errno || v < lo || v > hi || n == max)
-            return -1;
-        out[n++] = (int)v;
-        if (*end == ',')
-            end++;
-        else if (*end)
-            return -1;
-        p = end;
-    }
-    return n;
-}
-
-static double s_median(double *v, int n)
-{
-    if (n < 1)
-        return 0;
-    for (int i = 1; i < n; i++) /* insertion sort: n is a handful */
-        for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
-            double t = v[j];
-            v[j] = v[j - 1];
-            v[j - 1] = t;
-        }
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-/*  CPU time (user + system, every thread) of `pid` in clock ticks, or -1. */
-static long s_cpu_ticks(pid_t pid)
-{
-    char path[64], line[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    bool ok = fgets(line, sizeof line, f) != NULL;
-    fclose(f);
-    /* The command name may hold spaces: fields are counted after ") ". */
-    char *p = ok ? strrchr(line, ')') : NULL;
-    unsigned long utime, stime;
-    if (!p ||
-        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
-        return -1;
-    return (long)(utime + stime);
-}
-
-/*  A "Name: N kB" line of /proc/<pid>/status (VmHWM, RssAnon) in KiB, or -1. */
-static long s_status_kib(pid_t pid, const char *name)
-{
-    char path[64], line[256], format[64];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    snprintf(format, sizeof format, "%s: %%ld kB", name);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    long kib = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, format, &kib) == 1)
-            break;
-    fclose(f);
-    return kib;
 }
 
 /*  The share of the last 10 s in which some runnable task waited for a
@@ -223,21 +132,6 @@ static double s_self_cpu(void)
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-}
-
-static int s_remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-/*  rm -rf `dir`, without a shell. */
-static void s_remove_tree(const char *dir)
-{
-    nftw(dir, s_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* ---- latency histogram: log-linear buckets of microseconds ------------- */
@@ -432,14 +326,14 @@ static void *s_publisher_main(void *arg)
 
     while (atomic_load(&run->publishing) && !mb_signal_stop_requested()) {
         if (interval) {
-            if (s_now_ns() > due + interval)
+            if (bench_now_ns() > due + interval)
                 self->late++;
             s_sleep_until(due);
             due += interval;
             if (!atomic_load(&run->publishing))
                 break;
         }
-        int64_t t0 = s_now_ns();
+        int64_t t0 = bench_now_ns();
         for (int i = 0; i < batch; i++) {
             snprintf(keys[i], sizeof keys[i], "p%03u-%010llu", (unsigned)self->index % 1000,
                      (unsigned long long)(n + (uint64_t)i) % 10000000000ull);
@@ -450,14 +344,14 @@ static void *s_publisher_main(void *arg)
         }
         uint64_t first;
         int rc = mb_events_publish_batch(bus, events, (size_t)batch, &first);
-        int64_t t1 = s_now_ns();
+        int64_t t1 = bench_now_ns();
         if (rc) {
             if (self->errors++ == 0)
                 snprintf(self->error, sizeof self->error, "%s (%s)", mb_strerror(rc),
                          mb_events_error(bus));
             /* A timed-out batch may still have been written: the consumer
                may apply it, so the "all consumed" check allows for that. */
-            s_sleep_ms(10);
+            bench_sleep_ms(10);
             continue;
         }
         n += (uint64_t)batch;
@@ -483,7 +377,7 @@ static void *s_publisher_main(void *arg)
 static int s_apply(MDB_txn *txn, const mb_event_t *event, void *state)
 {
     s_run_t *run = state;
-    int64_t now = s_now_ns();
+    int64_t now = bench_now_ns();
     int64_t ts;
     if (!mb_obj_int(mb_map_get(event->data, "ts"), &ts))
         return mb_event_invalid(event, "no ts");
@@ -514,17 +408,17 @@ static void *s_consumer_main(void *arg)
             if (run->applied >= atomic_load(&run->target))
                 break;
             if (!drain_until)
-                drain_until = s_now_ns() + (int64_t)S_DRAIN_MS * 1000000;
-            else if (s_now_ns() > drain_until)
+                drain_until = bench_now_ns() + (int64_t)S_DRAIN_MS * 1000000;
+            else if (bench_now_ns() > drain_until)
                 break;
         }
         run->n_pending = 0;
         size_t applied = 0;
         int rc = mb_consumer_run_once(run->consumer, S_FETCH_WAIT_MS, &applied);
-        int64_t now = s_now_ns();
+        int64_t now = bench_now_ns();
         if (rc) {
             run->consumer_errors++;
-            s_sleep_ms(10);
+            bench_sleep_ms(10);
             continue;
         }
         if (applied == 0)
@@ -539,79 +433,6 @@ static void *s_consumer_main(void *arg)
                 s_hist_add(&run->commit, now - run->pending[i]);
     }
     return NULL;
-}
-
-/*  Starts argv[0] with its stderr appended to `log`. */
-static pid_t s_spawn(char *const argv[], const char *log)
-{
-    pid_t pid;
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log, O_WRONLY | O_CREAT | O_APPEND,
-                                     0644);
-    int rc = posix_spawn(&pid, argv[0], &actions, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) {
-        errno = rc;
-        perror(argv[0]);
-        return -1;
-    }
-    return pid;
-}
-
-/*  SIGTERM, then SIGKILL after the grace period; always reaps. */
-static void s_stop_child(pid_t pid)
-{
-    if (pid <= 0)
-        return;
-    kill(pid, SIGTERM);
-    int64_t deadline = s_now_ns() + (int64_t)S_STOP_GRACE_MS * 1000000;
-    int status;
-    while (s_now_ns() < deadline) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid || (r == -1 && errno == ECHILD))
-            return;
-        s_sleep_ms(10);
-    }
-    fprintf(stderr, "events_bench: pid %d ignored SIGTERM, killing it\n", (int)pid);
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-}
-
-/*  Waits until `path` holds a line or `pid` dies. Returns 0 with the line
-    in out[], -1 otherwise. */
-static int s_wait_ready(const char *path, pid_t pid, char *out, size_t out_size)
-{
-    int64_t deadline = s_now_ns() + (int64_t)S_READY_TIMEOUT_MS * 1000000;
-    while (s_now_ns() < deadline && !mb_signal_stop_requested()) {
-        FILE *f = fopen(path, "r");
-        if (f) {
-            bool ok = fgets(out, (int)out_size, f) != NULL;
-            fclose(f);
-            out[strcspn(out, "\r\n")] = 0;
-            if (ok && *out)
-                return 0;
-        }
-        int status;
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            return -1;
-        s_sleep_ms(10);
-    }
-    return -1;
-}
-
-static void s_show_log(const char *log)
-{
-    FILE *f = fopen(log, "r");
-    if (!f)
-        return;
-    char lines[8][512];
-    int n = 0;
-    while (fgets(lines[n % 8], sizeof lines[0], f))
-        n++;
-    fclose(f);
-    for (int i = n > 8 ? n - 8 : 0; i < n; i++)
-        fprintf(stderr, "  | %s", lines[i % 8]);
 }
 
 /*  Opens the consumer's LMDB environment in `dir` (made) with the events
@@ -661,10 +482,10 @@ static int s_run_once(const s_config_t *cfg, const char *broker, const char *dir
         (char *)broker,    "--bind", "tcp://127.0.0.1:*", "--ready-file", ready,
         "--data",          data_dir, "--log-map-size",    S_LOG_MAP_MIB,  "--retention-bytes",
         S_RETENTION_BYTES, NULL};
-    pid_t pid = s_spawn(argv, log);
-    if (pid < 0 || s_wait_ready(ready, pid, run->endpoint, sizeof run->endpoint) != 0) {
+    pid_t pid = bench_spawn(argv, log);
+    if (pid < 0 || bench_wait_ready(ready, pid, S_READY_TIMEOUT_MS, run->endpoint, sizeof run->endpoint) != 0) {
         fprintf(stderr, "events_bench: the broker did not start (%s)\n", broker);
-        s_show_log(log);
+        bench_show_log(log);
         goto done;
     }
     if (s_open_env(run, env_dir) != 0) {
@@ -680,7 +501,7 @@ static int s_run_once(const s_config_t *cfg, const char *broker, const char *dir
         goto done;
     }
 
-    run->begin_ns = s_now_ns() + 20000000; /* give every thread time to start */
+    run->begin_ns = bench_now_ns() + 20000000; /* give every thread time to start */
     run->start_ns = run->begin_ns + (int64_t)S_WARMUP_MS * 1000000;
     run->end_ns = run->start_ns + (int64_t)cfg->duration_ms * 1000000;
     atomic_store(&run->publishing, true);
@@ -695,10 +516,10 @@ static int s_run_once(const s_config_t *cfg, const char *broker, const char *dir
     }
 
     s_sleep_until(run->start_ns);
-    long ticks0 = s_cpu_ticks(pid);
+    long ticks0 = bench_cpu_ticks(pid);
     double self0 = s_self_cpu();
     s_sleep_until(run->end_ns);
-    long ticks1 = s_cpu_ticks(pid);
+    long ticks1 = bench_cpu_ticks(pid);
     double self1 = s_self_cpu();
     double pressure = s_cpu_pressure();
     atomic_store(&run->publishing, false);
@@ -734,7 +555,7 @@ static int s_run_once(const s_config_t *cfg, const char *broker, const char *dir
     long hz = sysconf(_SC_CLK_TCK);
     /* Most of the broker's RSS is the log's LMDB map (file pages the
        kernel may drop); its own memory is the anonymous part. */
-    long hwm = s_status_kib(pid, "VmHWM"), anon = s_status_kib(pid, "RssAnon");
+    long hwm = bench_status_kib(pid, "VmHWM"), anon = bench_status_kib(pid, "RssAnon");
     *out = (s_result_t){
         .pub_rate = (double)acked_window / seconds,
         .con_rate = (double)run->applied_window / seconds,
@@ -780,11 +601,11 @@ done:
     mb_consumer_destroy(&run->consumer);
     if (run->env)
         mdb_env_close(run->env);
-    s_stop_child(pid);
+    bench_stop_child(pid, S_STOP_GRACE_MS);
     free(run->pending);
     free(run);
     free(pubs);
-    s_remove_tree(dir);
+    bench_remove_tree(dir);
     return rc;
 }
 
@@ -815,7 +636,7 @@ static double s_median_of(const s_result_t *results, int rounds, size_t offset)
     double v[S_MAX_ROUNDS] = {0};
     for (int r = 0; r < rounds; r++)
         memcpy(&v[r], (const char *)&results[r] + offset, sizeof v[r]);
-    return s_median(v, rounds);
+    return bench_median(v, rounds);
 }
 
 #define S_MEDIAN(results, rounds, field)                                                           \
@@ -839,7 +660,7 @@ static void s_print_case(const s_case_t *c, int rounds)
         late += r[i].late;
         drain[i] = r[i].drain_ms;
     }
-    s_median(drain, rounds); /* sorts: the worst is last */
+    bench_median(drain, rounds); /* sorts: the worst is last */
     if (c->latency)
         printf("%6.0f %5d %4d %10.0f %10.0f | %6.2f %6.2f %6.2f %7.2f | %6.2f %6.2f %6.2f %7.2f "
                "| %6.2f %6.2f | %5.0f %5.0f %s",
@@ -870,7 +691,7 @@ int main(int argc, char **argv)
     static char self_exe[PATH_MAX], broker[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
     if (n <= 0)
-        s_die("cannot find my own executable%s", "");
+        bench_die("cannot find my own executable%s", "");
     self_exe[n] = 0;
     snprintf(broker, sizeof broker, "%.*s/musicbus-broker",
              (int)(strrchr(self_exe, '/') - self_exe), self_exe);
@@ -911,17 +732,17 @@ int main(int argc, char **argv)
             lat_duration_ms = s_seconds_ms(optarg);
             break;
         case 'B':
-            n_batches = s_parse_list(optarg, batches, S_MAX_LIST, 1, MB_PUBLISH_BATCH_MAX);
+            n_batches = bench_parse_list(optarg, batches, S_MAX_LIST, 1, MB_PUBLISH_BATCH_MAX);
             if (n_batches <= 0)
                 s_usage();
             break;
         case 'p':
-            n_publishers = s_parse_list(optarg, publishers, S_MAX_LIST, 1, S_MAX_PUBLISHERS);
+            n_publishers = bench_parse_list(optarg, publishers, S_MAX_LIST, 1, S_MAX_PUBLISHERS);
             if (n_publishers <= 0)
                 s_usage();
             break;
         case 'L':
-            n_lat_batches = s_parse_list(optarg, lat_batches, S_MAX_LIST, 1, MB_PUBLISH_BATCH_MAX);
+            n_lat_batches = bench_parse_list(optarg, lat_batches, S_MAX_LIST, 1, MB_PUBLISH_BATCH_MAX);
             if (n_lat_batches <= 0)
                 s_usage();
             break;
@@ -967,7 +788,7 @@ int main(int argc, char **argv)
     if (optind != argc || (!throughput && !latency))
         s_usage();
     if (access(broker, X_OK) != 0)
-        s_die("no broker at %s (use --broker PATH)", broker);
+        bench_die("no broker at %s (use --broker PATH)", broker);
     /* The broker's and our own info lines would drown the tables. */
     setenv("MUSICBUS_LOG_LEVEL",
            getenv("MUSICBUS_LOG_LEVEL") ? getenv("MUSICBUS_LOG_LEVEL") : "warn", 1);
@@ -994,7 +815,7 @@ int main(int argc, char **argv)
 
     char tmpdir[] = "/tmp/events_bench.XXXXXX";
     if (!mkdtemp(tmpdir))
-        s_die("mkdtemp failed%s", "");
+        bench_die("mkdtemp failed%s", "");
     fprintf(stderr, "events_bench: %d round(s), events of %zu bytes, broker %s, data in %s\n",
             rounds, size, broker, tmpdir);
     int rc = 0, seq = 0;
@@ -1026,7 +847,7 @@ int main(int argc, char **argv)
                     r->caught_up ? "caught up" : "DID NOT CATCH UP", (unsigned long long)r->acked,
                     (unsigned long long)r->applied, r->c_p50, r->c_p99, r->cpu_pressure);
         }
-    s_remove_tree(tmpdir);
+    bench_remove_tree(tmpdir);
     if (rc != 0) {
         mb_zmq_shutdown();
         return rc;
@@ -1069,7 +890,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < n_cases; i++)
         for (int r = 0; r < rounds; r++)
             pressure[n_pressure++] = cases[i].results[r].cpu_pressure;
-    double median_pressure = s_median(pressure, n_pressure); /* sorts */
+    double median_pressure = bench_median(pressure, n_pressure); /* sorts */
     if (n_pressure > 0 && pressure[n_pressure - 1] >= 0)
         printf("machine's CPU pressure (PSI some avg10, the bench and broker included) at the "
                "end of the runs: median %.0f%%, highest %.0f%%\n",
