@@ -379,7 +379,12 @@ static void s_sweep_operation(const char *bearer, const char *path_template, con
    `bodies`, everything above; without, one empty-object request each,
    which must be a 401 on every route that is not public (`bearer` is then
    never a valid token). */
-static void s_sweep(const char *bearer, bool bodies)
+/* Called for each operation of openapi.json that has an x-op, with its
+   path template and upper-case method. */
+typedef void(s_op_fn)(const char *path_template, const char *method, const json_t *op,
+                      void *arg);
+
+static void s_each_op(s_op_fn *fn, void *arg)
 {
     const char *path_template;
     const json_t *item;
@@ -396,23 +401,41 @@ static void s_sweep(const char *bearer, bool bodies)
             for (size_t i = 0; i <= n; i++)
                 method[i] = (char)(method_lc[i] >= 'a' && method_lc[i] <= 'z' ? method_lc[i] - 32
                                                                                : method_lc[i]);
-            if (bodies) {
-                s_sweep_operation(bearer, path_template, method, op);
-            } else {
-                char *path = s_fill(path_template, NULL);
-                long status = s_send(bearer, method, path, "application/json", "{}", 2);
-                const char *access = json_string_value(json_object_get(op, "x-access"));
-                const char *op_name = json_string_value(json_object_get(op, "x-op"));
-                bool websocket = op_name && strcmp(op_name, "events.subscribe") == 0;
-                if (websocket && status == 426) /* not a WebSocket handshake: said first */
-                    status = 401;
-                if (access && strcmp(access, "public") != 0)
-                    cr_assert_eq(status, 401, "%s %s (%s) without a valid token: %ld", method,
-                                 path, access, status);
-                free(path);
-            }
+            fn(path_template, method, op, arg);
         }
     }
+}
+
+typedef struct {
+    const char *bearer;
+    bool bodies;
+} s_sweep_t;
+
+static void s_sweep_one(const char *path_template, const char *method, const json_t *op,
+                        void *arg)
+{
+    const s_sweep_t *sweep = arg;
+    if (sweep->bodies) {
+        s_sweep_operation(sweep->bearer, path_template, method, op);
+        return;
+    }
+    char *path = s_fill(path_template, NULL);
+    long status = s_send(sweep->bearer, method, path, "application/json", "{}", 2);
+    const char *access = json_string_value(json_object_get(op, "x-access"));
+    const char *op_name = json_string_value(json_object_get(op, "x-op"));
+    bool websocket = op_name && strcmp(op_name, "events.subscribe") == 0;
+    if (websocket && status == 426) /* not a WebSocket handshake: said first */
+        status = 401;
+    if (access && strcmp(access, "public") != 0)
+        cr_assert_eq(status, 401, "%s %s (%s) without a valid token: %ld", method, path, access,
+                     status);
+    free(path);
+}
+
+static void s_sweep(const char *bearer, bool bodies)
+{
+    s_sweep_t sweep = {bearer, bodies};
+    s_each_op(s_sweep_one, &sweep);
 }
 
 /* ---- the bus ------------------------------------------------------------------ */
@@ -493,35 +516,34 @@ static void s_load_bus_md(void)
 }
 
 /* The bus ops of openapi.json, with their parameters and "body". */
+static void s_add_openapi_op(const char *path_template, const char *method, const json_t *op,
+                             void *arg)
+{
+    (void)path_template;
+    (void)method;
+    (void)arg;
+    const char *service = json_string_value(json_object_get(op, "x-service"));
+    const char *name = json_string_value(json_object_get(op, "x-op"));
+    if (!service || !strcmp(service, "gateway"))
+        return;
+    s_bus_op_t *o = s_bus_op(service, name);
+    size_t i;
+    const json_t *param;
+    json_array_foreach(json_object_get(op, "parameters"), i, param)
+    {
+        const char *pname = json_string_value(json_object_get(s_deref(param), "name"));
+        if (pname)
+            s_bus_op_arg(o, pname, strlen(pname));
+    }
+    if (s_body_schema(op) || json_object_get(op, "x-upload"))
+        s_bus_op_arg(o, "body", 4);
+    if (s_body_schema(op))
+        o->body_schema = s_body_schema(op);
+}
+
 static void s_load_openapi_ops(void)
 {
-    const char *path;
-    const json_t *item;
-    json_object_foreach(json_object_get(s_api, "paths"), path, item)
-    {
-        const char *method;
-        const json_t *op;
-        json_object_foreach((json_t *)item, method, op)
-        {
-            const char *service = json_string_value(json_object_get(op, "x-service"));
-            const char *name = json_string_value(json_object_get(op, "x-op"));
-            if (!service || !name || !strcmp(service, "gateway"))
-                continue;
-            s_bus_op_t *o = s_bus_op(service, name);
-            size_t i;
-            const json_t *param;
-            json_array_foreach(json_object_get(op, "parameters"), i, param)
-            {
-                const char *pname = json_string_value(json_object_get(s_deref(param), "name"));
-                if (pname)
-                    s_bus_op_arg(o, pname, strlen(pname));
-            }
-            if (s_body_schema(op) || json_object_get(op, "x-upload"))
-                s_bus_op_arg(o, "body", 4);
-            if (s_body_schema(op))
-                o->body_schema = s_body_schema(op);
-        }
-    }
+    s_each_op(s_add_openapi_op, NULL);
 }
 
 /* The hostile value whose whole request is refused before its rid is read. */
