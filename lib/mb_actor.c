@@ -257,6 +257,23 @@ void mb_call_db_error(mb_call_t *call, int mdb_rc)
         mb_call_error(call, 500, "storage_error", NULL, "storage error: %s", mdb_strerror(mdb_rc));
 }
 
+MDB_txn *mb_call_begin(mb_call_t *call, bool write)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(mb_call_env(call), NULL, write ? 0 : MDB_RDONLY, &txn);
+    if (rc) {
+        mb_call_db_error(call, rc);
+        return NULL;
+    }
+    return txn;
+}
+
+void mb_call_abort(mb_call_t *call, MDB_txn *txn, int mdb_rc)
+{
+    mdb_txn_abort(txn);
+    mb_call_db_error(call, mdb_rc);
+}
+
 int mb_call_outbox_add(mb_call_t *call, MDB_txn *txn, const char *topic, const char *key,
                        const void *data, size_t data_len)
 {

@@ -140,6 +140,13 @@ void mb_call_error(mb_call_t *call, int status, const char *code, const char *fi
     otherwise; logs it. */
 void mb_call_db_error(mb_call_t *call, int mdb_rc);
 
+/*  Begins a transaction on the actor's environment (read-only unless
+    `write`). Returns it, or NULL after answering the LMDB error. */
+MDB_txn *mb_call_begin(mb_call_t *call, bool write);
+
+/*  Aborts `txn` and answers LMDB result `mdb_rc` (mb_call_db_error()). */
+void mb_call_abort(mb_call_t *call, MDB_txn *txn, int mdb_rc);
+
 /*  Adds an event to the outbox in the handler's write transaction `txn`
     (mb_outbox_add()): it is published after `txn` commits, and never if
     it aborts. `key` names what the event is about (NULL for none); `data`

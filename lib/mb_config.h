@@ -7,6 +7,8 @@
 #ifndef MB_CONFIG_H
 #define MB_CONFIG_H
 
+#include <stddef.h>
+
 #define MB_ENV_BUS "MUSICBUS_BUS"             /* broker endpoint */
 #define MB_DEFAULT_BUS "tcp://127.0.0.1:5555"
 #define MB_ENV_DATA "MUSICBUS_DATA"           /* data folder */
@@ -32,5 +34,16 @@ int mb_config_parse_long(const char *text, long min, long max, long *out);
     `fallback` when unset; logs a warning and returns `fallback` when
     set to something else than a number in range. */
 long mb_config_env_long(const char *name, long fallback, long min, long max);
+
+/*  Reads a secret into buf[size]: `value` when not NULL (an environment
+    variable's text), else the file `file`, warning when group or others
+    may read it and dropping the newline an editor or echo leaves at its
+    end. *len is its length, at most `size`: a secret that does not fit
+    reads as exactly `size` bytes, so a caller with a buffer one byte
+    larger than its limit sees it is too long. `what` names the secret in
+    messages ("JWT secret"). Returns 0, or MB_EIO (logged) when the file
+    cannot be read. The caller wipes buf. */
+int mb_config_secret(const char *what, const char *value, const char *file, unsigned char *buf,
+                     size_t size, size_t *len);
 
 #endif

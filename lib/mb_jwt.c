@@ -95,35 +95,6 @@ void mb_jwt_key_destroy(mb_jwt_key_t **self_p)
     }
 }
 
-/*  Reads at most MB_JWT_SECRET_MAX + 1 bytes of `path` into buf. Returns
-    the count, or -1 with errno. */
-static ssize_t s_read_secret_file(const char *path, unsigned char *buf, size_t size)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    struct stat st;
-    if (fstat(fd, &st) == 0 && (st.st_mode & 077))
-        mb_warn(0, "JWT secret file '%s' can be read by group or others; chmod 600 it", path);
-    size_t used = 0;
-    while (used < size) {
-        ssize_t n = read(fd, buf + used, size - used);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            int saved = errno;
-            close(fd);
-            errno = saved;
-            return -1;
-        }
-        if (n == 0)
-            break;
-        used += (size_t)n;
-    }
-    close(fd);
-    return (ssize_t)used;
-}
-
 int mb_jwt_key_load(const char *file, mb_jwt_key_t **key_p)
 {
     *key_p = NULL;
@@ -140,25 +111,8 @@ int mb_jwt_key_load(const char *file, mb_jwt_key_t **key_p)
     unsigned char buf[MB_JWT_SECRET_MAX + 1];
     size_t len;
     const char *source = from_env ? MB_JWT_ENV_SECRET : file;
-    if (from_env) {
-        len = strlen(from_env);
-        if (len > MB_JWT_SECRET_MAX)
-            len = MB_JWT_SECRET_MAX + 1;
-        memcpy(buf, from_env, len);
-    } else {
-        ssize_t n = s_read_secret_file(file, buf, sizeof buf);
-        if (n < 0) {
-            mb_error(0, "cannot read JWT secret file '%s': %s", file, strerror(errno));
-            return MB_EIO;
-        }
-        len = (size_t)n;
-        /* Files written by echo or an editor end with a newline that is
-           not part of the secret. */
-        if (len > 0 && buf[len - 1] == '\n')
-            len--;
-        if (len > 0 && buf[len - 1] == '\r')
-            len--;
-    }
+    if (mb_config_secret("JWT secret", from_env, file, buf, sizeof buf, &len))
+        return MB_EIO;
     int rc = 0;
     if (len < MB_JWT_SECRET_MIN) {
         mb_error(0,

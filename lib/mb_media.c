@@ -43,35 +43,6 @@ static void s_sodium_init(void)
     }
 }
 
-/*  Reads at most `size` bytes of `path` into buf. Returns the count, or
-    -1 with errno. */
-static ssize_t s_read_file(const char *path, unsigned char *buf, size_t size)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    struct stat st;
-    if (fstat(fd, &st) == 0 && (st.st_mode & 077))
-        mb_warn(0, "media secret file '%s' can be read by group or others; chmod 600 it", path);
-    size_t used = 0;
-    while (used < size) {
-        ssize_t n = read(fd, buf + used, size - used);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            int saved = errno;
-            close(fd);
-            errno = saved;
-            return -1;
-        }
-        if (n == 0)
-            break;
-        used += (size_t)n;
-    }
-    close(fd);
-    return (ssize_t)used;
-}
-
 int mb_media_key_load(const char *file, mb_media_key_t *key)
 {
     s_sodium_init();
@@ -83,25 +54,8 @@ int mb_media_key_load(const char *file, mb_media_key_t *key)
     unsigned char buf[S_SECRET_MAX + 1];
     size_t len;
     const char *source = from_env ? S_ENV_SECRET : file;
-    if (from_env) {
-        len = strlen(from_env);
-        if (len > S_SECRET_MAX)
-            len = S_SECRET_MAX + 1;
-        memcpy(buf, from_env, len);
-    } else {
-        ssize_t n = s_read_file(file, buf, sizeof buf);
-        if (n < 0) {
-            mb_error(0, "cannot read media secret file '%s': %s", file, strerror(errno));
-            return MB_EIO;
-        }
-        len = (size_t)n;
-        /* Files written by echo or an editor end with a newline that is
-           not part of the secret. */
-        if (len > 0 && buf[len - 1] == '\n')
-            len--;
-        if (len > 0 && buf[len - 1] == '\r')
-            len--;
-    }
+    if (mb_config_secret("media secret", from_env, file, buf, sizeof buf, &len))
+        return MB_EIO;
     int rc = 0;
     if (len < S_SECRET_MIN || len > S_SECRET_MAX) {
         mb_error(0, "media secret from %s is %zu bytes; it must be %d..%d bytes", source,

@@ -78,27 +78,6 @@ static catalog_store_t *s_store(mb_call_t *call)
     return ((s_state_t *)mb_call_state(call))->store;
 }
 
-/* ---- transactions ----------------------------------------------------- */
-
-/*  Returns a new transaction, or NULL after answering the LMDB error. */
-static MDB_txn *s_begin(mb_call_t *call, bool write)
-{
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(mb_call_env(call), NULL, write ? 0 : MDB_RDONLY, &txn);
-    if (rc) {
-        mb_call_db_error(call, rc);
-        return NULL;
-    }
-    return txn;
-}
-
-/*  Aborts `txn` and answers LMDB result `rc`. */
-static void s_fail(mb_call_t *call, MDB_txn *txn, int rc)
-{
-    mdb_txn_abort(txn);
-    mb_call_db_error(call, rc);
-}
-
 /*  Packs a record into a new buffer, the caller's to destroy. */
 static msgpack_sbuffer s_packed(const void *record, catalog_kind_t kind)
 {
@@ -171,7 +150,7 @@ static void s_save(mb_call_t *call, MDB_txn *txn, catalog_kind_t kind, catalog_s
     msgpack_sbuffer buf = s_packed(record, kind);
     int rc = catalog_store_put(s_store(call), txn, kind, id, buf.data, buf.size);
     if (rc)
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     else if (s_event(call, txn, kind, status == 201 ? "created" : "updated", id, &buf) != 0)
         ; /* answered */
     else if ((rc = mdb_txn_commit(txn)) != 0)
@@ -187,7 +166,7 @@ static void s_remove(mb_call_t *call, MDB_txn *txn, catalog_kind_t kind, catalog
 {
     int rc = catalog_store_del(s_store(call), txn, kind, id);
     if (rc)
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     else if (s_event(call, txn, kind, "deleted", id, NULL) != 0)
         ; /* answered */
     else if ((rc = mdb_txn_commit(txn)) != 0)
@@ -240,7 +219,7 @@ static bool s_artists_exist(mb_call_t *call, MDB_txn *txn, const catalog_str_t *
         if (catalog_store_exists(s_store(call), txn, CATALOG_ARTISTS, ids[i], &rc))
             continue;
         if (rc) {
-            s_fail(call, txn, rc);
+            mb_call_abort(call, txn, rc);
             return false;
         }
         mdb_txn_abort(txn);
@@ -263,7 +242,7 @@ static bool s_place_free(mb_call_t *call, MDB_txn *txn, const catalog_track_t *t
     if (t->album_id_given &&
         !catalog_store_exists(s_store(call), txn, CATALOG_ALBUMS, t->album_id, &rc)) {
         if (rc) {
-            s_fail(call, txn, rc);
+            mb_call_abort(call, txn, rc);
             return false;
         }
         mdb_txn_abort(txn);
@@ -274,7 +253,7 @@ static bool s_place_free(mb_call_t *call, MDB_txn *txn, const catalog_track_t *t
     rc = catalog_store_position_taken(s_store(call), txn, t->album_id, t->disc_number,
                                       t->track_number, &taken);
     if (rc) {
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
         return false;
     }
     if (taken) {
@@ -296,7 +275,7 @@ static bool s_unreferenced(mb_call_t *call, MDB_txn *txn, catalog_index_t index,
     size_t count;
     int rc = catalog_store_count(s_store(call), txn, index, id, &count);
     if (rc) {
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
         return false;
     }
     if (count > 0) {
@@ -314,7 +293,7 @@ static bool s_unreferenced(mb_call_t *call, MDB_txn *txn, catalog_index_t index,
 static bool s_open_record(mb_call_t *call, catalog_kind_t kind, catalog_str_t *id, MDB_txn **txn,
                           catalog_record_t *rec)
 {
-    if (!s_id(call, id) || !(*txn = s_begin(call, true)))
+    if (!s_id(call, id) || !(*txn = mb_call_begin(call, true)))
         return false;
     int rc = catalog_store_load(s_store(call), *txn, kind, *id, rec);
     if (rc == 0)
@@ -324,7 +303,7 @@ static bool s_open_record(mb_call_t *call, catalog_kind_t kind, catalog_str_t *i
         mdb_txn_abort(*txn);
         s_not_found(call, kind, *id);
     } else
-        s_fail(call, *txn, rc);
+        mb_call_abort(call, *txn, rc);
     return false;
 }
 
@@ -423,13 +402,13 @@ static void s_answer_page(mb_call_t *call, catalog_kind_t owner, catalog_index_t
     size_t limit, offset;
     if (!s_id(call, &id) || !s_paging_args(call, &limit, &offset))
         return;
-    MDB_txn *txn = s_begin(call, false);
+    MDB_txn *txn = mb_call_begin(call, false);
     if (!txn)
         return;
     int rc;
     if (!catalog_store_exists(s_store(call), txn, owner, id, &rc)) {
         if (rc)
-            s_fail(call, txn, rc);
+            mb_call_abort(call, txn, rc);
         else {
             mdb_txn_abort(txn);
             s_not_found(call, owner, id);
@@ -451,7 +430,7 @@ static void s_answer_record(mb_call_t *call, catalog_kind_t kind)
     catalog_str_t id;
     if (!s_id(call, &id))
         return;
-    MDB_txn *txn = s_begin(call, false);
+    MDB_txn *txn = mb_call_begin(call, false);
     if (!txn)
         return;
     MDB_val value;
@@ -492,7 +471,7 @@ static void s_handle_album_get(mb_call_t *call)
     catalog_str_t id;
     if (!s_id(call, &id))
         return;
-    MDB_txn *txn = s_begin(call, false);
+    MDB_txn *txn = mb_call_begin(call, false);
     if (!txn)
         return;
     MDB_val value;
@@ -541,7 +520,7 @@ static void s_handle_track_get_many(mb_call_t *call)
         if (!catalog_id_arg(call, &ids->via.array.ptr[i], field, &id[i]))
             return;
     }
-    MDB_txn *txn = s_begin(call, false);
+    MDB_txn *txn = mb_call_begin(call, false);
     if (!txn)
         return;
     msgpack_packer *pk = mb_call_reply(call, 200);
@@ -682,7 +661,7 @@ static void s_handle_track_match(mb_call_t *call)
     s_query_t *q = mb_calloc(CATALOG_MATCH_MAX, sizeof *q);
     uint32_t n;
     MDB_txn *txn;
-    if (!s_match_queries(call, q, &n) || !(txn = s_begin(call, false))) {
+    if (!s_match_queries(call, q, &n) || !(txn = mb_call_begin(call, false))) {
         free(q);
         return;
     }
@@ -726,7 +705,7 @@ static void s_handle_artist_create(mb_call_t *call)
         return;
     char id[MB_ID_LEN + 1];
     s_stamp_new(id, &a.id, a.created_at, a.updated_at);
-    MDB_txn *txn = s_begin(call, true);
+    MDB_txn *txn = mb_call_begin(call, true);
     if (txn)
         s_save(call, txn, CATALOG_ARTISTS, a.id, &a, 201);
 }
@@ -739,12 +718,12 @@ static void s_handle_album_create(mb_call_t *call)
         return;
     char id[MB_ID_LEN + 1];
     s_stamp_new(id, &al.id, al.created_at, al.updated_at);
-    MDB_txn *txn = s_begin(call, true);
+    MDB_txn *txn = mb_call_begin(call, true);
     if (!txn || !s_artists_exist(call, txn, al.artist_ids, al.n_artist_ids))
         return;
     int rc = catalog_store_link_album(s_store(call), txn, &al);
     if (rc)
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     else
         s_save(call, txn, CATALOG_ALBUMS, al.id, &al, 201);
 }
@@ -757,13 +736,13 @@ static void s_handle_track_create(mb_call_t *call)
         return;
     char id[MB_ID_LEN + 1];
     s_stamp_new(id, &t.id, t.created_at, t.updated_at);
-    MDB_txn *txn = s_begin(call, true);
+    MDB_txn *txn = mb_call_begin(call, true);
     if (!txn || !s_place_free(call, txn, &t) ||
         !s_artists_exist(call, txn, t.artist_ids, t.n_artist_ids))
         return;
     int rc = catalog_store_link_track(s_store(call), txn, &t);
     if (rc)
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     else
         s_save(call, txn, CATALOG_TRACKS, t.id, &t, 201);
 }
@@ -781,7 +760,7 @@ static void s_update_artist(mb_call_t *call, MDB_txn *txn, const catalog_artist_
     catalog_now(a.updated_at);
     int rc = catalog_store_artist_renamed(s_store(call), txn, old, &a);
     if (rc)
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     else
         s_save(call, txn, CATALOG_ARTISTS, a.id, &a, 200);
 }
@@ -802,7 +781,7 @@ static void s_update_album(mb_call_t *call, MDB_txn *txn, const catalog_album_t 
     if (rc == 0)
         rc = catalog_store_link_album(s_store(call), txn, &al);
     if (rc)
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     else
         s_save(call, txn, CATALOG_ALBUMS, al.id, &al, 200);
 }
@@ -816,7 +795,7 @@ static void s_update_track(mb_call_t *call, MDB_txn *txn, const catalog_track_t 
     }
     int rc = catalog_store_unlink_track(s_store(call), txn, old);
     if (rc) {
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
         return;
     }
     if ((t.position_given && !s_place_free(call, txn, &t)) ||
@@ -825,7 +804,7 @@ static void s_update_track(mb_call_t *call, MDB_txn *txn, const catalog_track_t 
     catalog_now(t.updated_at);
     rc = catalog_store_link_track(s_store(call), txn, &t);
     if (rc)
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     else
         s_save(call, txn, CATALOG_TRACKS, t.id, &t, 200);
 }
@@ -841,7 +820,7 @@ static void s_handle_artist_update(mb_call_t *call)
     if (catalog_artist_decode(&rec.msg.data, &old))
         s_update_artist(call, txn, &old);
     else
-        s_fail(call, txn, MDB_CORRUPTED);
+        mb_call_abort(call, txn, MDB_CORRUPTED);
     catalog_record_release(&rec);
 }
 
@@ -856,7 +835,7 @@ static void s_handle_album_update(mb_call_t *call)
     if (catalog_album_decode(&rec.msg.data, &old))
         s_update_album(call, txn, &old);
     else
-        s_fail(call, txn, MDB_CORRUPTED);
+        mb_call_abort(call, txn, MDB_CORRUPTED);
     catalog_record_release(&rec);
 }
 
@@ -871,7 +850,7 @@ static void s_handle_track_update(mb_call_t *call)
     if (catalog_track_decode(&rec.msg.data, &old))
         s_update_track(call, txn, &old);
     else
-        s_fail(call, txn, MDB_CORRUPTED);
+        mb_call_abort(call, txn, MDB_CORRUPTED);
     catalog_record_release(&rec);
 }
 
@@ -907,7 +886,7 @@ static void s_handle_album_delete(mb_call_t *call)
             s_remove(call, txn, CATALOG_ALBUMS, id);
     }
     if (rc)
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     catalog_record_release(&rec);
 }
 
@@ -928,7 +907,7 @@ static void s_handle_track_delete(mb_call_t *call)
         s_forget_versions(call, txn, id))
         s_remove(call, txn, CATALOG_TRACKS, id);
     if (rc)
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     catalog_record_release(&rec);
 }
 
@@ -1033,7 +1012,7 @@ static bool s_forget_versions(mb_call_t *call, MDB_txn *txn, catalog_str_t track
     if (rc == 0 && !answered && rec.size > 0)
         rc = catalog_store_del(s_store(call), txn, CATALOG_TRACK_AUDIO, track_id);
     if (rc && !answered) {
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
         answered = true;
     }
     catalog_record_release(&rec);
@@ -1247,7 +1226,7 @@ static void s_handle_track_stream(mb_call_t *call)
     MDB_txn *txn;
     catalog_record_t rec;
     catalog_track_t t;
-    if (!s_auth(call, &auth) || !s_id(call, &id) || !(txn = s_begin(call, false)) ||
+    if (!s_auth(call, &auth) || !s_id(call, &id) || !(txn = mb_call_begin(call, false)) ||
         !s_load_track(call, txn, id, &rec, &t))
         return;
     char version[CATALOG_VERSION_MAX + 1];
@@ -1277,7 +1256,7 @@ static void s_handle_track_audio_versions(mb_call_t *call)
     MDB_txn *txn;
     catalog_record_t rec, stored;
     catalog_track_t t;
-    if (!s_admin(call) || !s_id(call, &id) || !(txn = s_begin(call, false)) ||
+    if (!s_admin(call) || !s_id(call, &id) || !(txn = mb_call_begin(call, false)) ||
         !s_load_track(call, txn, id, &rec, &t))
         return;
     catalog_versions_t *list = mb_malloc(sizeof *list);
@@ -1332,7 +1311,7 @@ static void s_remove_version(mb_call_t *call, MDB_txn *txn, catalog_str_t id, ca
     if (rc == 0)
         rc = s_sync_track(s_store(call), txn, track, list, &update);
     if (rc) {
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
         goto done;
     }
     char key[CATALOG_ID_MAX + 1];
@@ -1363,7 +1342,7 @@ static void s_handle_track_audio_version_delete(mb_call_t *call)
     catalog_record_t rec;
     catalog_track_t t;
     if (!s_admin(call) || !s_id(call, &id) || !s_version_arg(call, &version) ||
-        !(txn = s_begin(call, true)) || !s_load_track(call, txn, id, &rec, &t))
+        !(txn = mb_call_begin(call, true)) || !s_load_track(call, txn, id, &rec, &t))
         return;
     s_remove_version(call, txn, id, version, &rec);
     catalog_record_release(&rec);

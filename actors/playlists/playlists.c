@@ -65,7 +65,7 @@ static bool s_open(mb_call_t *call, bool write, playlists_str_t *user, MDB_txn *
     playlists_str_t id;
     if (!playlists_call_user(call, user) ||
         !playlists_id_arg(call, mb_call_arg(call, "id"), "id", &id) ||
-        !(*txn = playlists_call_begin(call, write)))
+        !(*txn = mb_call_begin(call, write)))
         return false;
     int rc = playlists_store_get(s_store(call), *txn, id, p);
     if (rc == 0)
@@ -75,7 +75,7 @@ static bool s_open(mb_call_t *call, bool write, playlists_str_t *user, MDB_txn *
         mb_call_error(call, 404, "not_found", NULL, "no playlist with id %.*s", (int)id.len,
                       id.ptr);
     } else
-        playlists_call_fail(call, *txn, rc);
+        mb_call_abort(call, *txn, rc);
     return false;
 }
 
@@ -287,7 +287,7 @@ static void s_answer_playlist(mb_call_t *call, MDB_txn *txn, const playlists_pla
 {
     int rc = s_pack_playlist(call, mb_call_reply(call, status), txn, p);
     if (rc)
-        playlists_call_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     else if (commit)
         playlists_call_commit(call, txn);
     else
@@ -318,7 +318,7 @@ static void s_save_changed(mb_call_t *call, MDB_txn *txn, playlists_playlist_t *
     playlists_playlist_bump(p);
     int rc = playlists_store_put(s_store(call), txn, p);
     if (rc) {
-        playlists_call_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
         return;
     }
     if (!s_playlist_event(call, txn, "changed", p, old, change))
@@ -343,7 +343,7 @@ static void s_handle_playlist_create(mb_call_t *call)
     }
     playlists_playlist_init(p, user);
     if (!playlists_playlist_apply(call, mb_call_arg(call, "body"), p, true, &changed) ||
-        !(txn = playlists_call_begin(call, true))) {
+        !(txn = mb_call_begin(call, true))) {
         free(p);
         return;
     }
@@ -353,7 +353,7 @@ static void s_handle_playlist_create(mb_call_t *call)
         rc = playlists_store_follow(s_store(call), txn, s_cstr(p->id), user, playlists_now_ms(),
                                     &changed);
     if (rc)
-        playlists_call_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     else if (s_playlist_event(call, txn, "created", p, NULL, NULL))
         s_answer_playlist(call, txn, p, 201, true);
     free(p);
@@ -408,14 +408,14 @@ static void s_handle_playlist_delete(mb_call_t *call)
             return;
         }
         if ((rc = playlists_store_delete(s_store(call), txn, p)) != 0)
-            playlists_call_fail(call, txn, rc);
+            mb_call_abort(call, txn, rc);
         else if (s_playlist_event(call, txn, "deleted", p, NULL, NULL)) {
             msgpack_pack_nil(mb_call_reply(call, 204));
             playlists_call_commit(call, txn);
         }
     } else if ((rc = playlists_store_unfollow(s_store(call), txn, s_cstr(p->id), user, &changed)) !=
                0)
-        playlists_call_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     else if (!changed) {
         msgpack_pack_nil(mb_call_reply(call, 204));
         mdb_txn_abort(txn);
@@ -470,7 +470,7 @@ static void s_list(mb_call_t *call, playlists_str_t viewer, playlists_str_t targ
     size_t limit, offset;
     MDB_txn *txn;
     if (!playlists_call_paging(call, PLAYLISTS_PAGE_MAX, &limit, &offset) ||
-        !(txn = playlists_call_begin(call, false)))
+        !(txn = mb_call_begin(call, false)))
         return;
     msgpack_sbuffer buf;
     msgpack_sbuffer_init(&buf);
@@ -487,7 +487,7 @@ static void s_list(mb_call_t *call, playlists_str_t viewer, playlists_str_t targ
                     .limit = limit};
     int rc = playlists_store_user_playlists(s_store(call), txn, target, s_list_one, l);
     if (rc)
-        playlists_call_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     else {
         msgpack_packer *pk = mb_call_reply(call, 200);
         msgpack_pack_map(pk, 6);
@@ -534,7 +534,7 @@ static void s_handle_items_get(mb_call_t *call)
     if (s_open(call, false, &user, &txn, p) && s_may_read(call, txn, p, user)) {
         int rc = s_pack_items(call, mb_call_reply(call, 200), txn, p, limit, offset);
         if (rc)
-            playlists_call_fail(call, txn, rc);
+            mb_call_abort(call, txn, rc);
         else
             mdb_txn_abort(txn);
     }
@@ -623,7 +623,7 @@ static bool s_tracks_usable(mb_call_t *call, MDB_txn *txn, const s_add_t *a)
         int rc =
             playlists_store_catalog_usable(s_store(call), txn, PLAYLISTS_TRACK, a->ids[i], &usable);
         if (rc) {
-            playlists_call_fail(call, txn, rc);
+            mb_call_abort(call, txn, rc);
             return false;
         }
         if (!usable) {
@@ -646,7 +646,7 @@ static bool s_save_window(mb_call_t *call, MDB_txn *txn, const playlists_playlis
 {
     int rc = playlists_store_window_save(s_store(call), txn, s_cstr(p->id), w, total);
     if (rc)
-        playlists_call_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     return rc == 0;
 }
 
@@ -659,7 +659,7 @@ static bool s_open_window(mb_call_t *call, MDB_txn *txn, const playlists_playlis
     if (rc == 0 && (w->first > from || w->first + w->items.n < to))
         rc = MDB_CORRUPTED;
     if (rc)
-        playlists_call_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     return rc == 0;
 }
 
@@ -875,7 +875,7 @@ static bool s_collect_targets(mb_call_t *call, MDB_txn *txn, const playlists_pla
                                                      p->items_total, s_scan_one, t)
                         : 0;
     if (rc) {
-        playlists_call_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
         return false;
     }
     if (t->n > 1)
@@ -1063,7 +1063,7 @@ static void s_handle_follow(mb_call_t *call)
         int rc = playlists_store_follow(s_store(call), txn, s_cstr(p->id), user, playlists_now_ms(),
                                         &changed);
         if (rc)
-            playlists_call_fail(call, txn, rc);
+            mb_call_abort(call, txn, rc);
         else if (!changed) {
             msgpack_pack_nil(mb_call_reply(call, 204));
             mdb_txn_abort(txn);
@@ -1095,7 +1095,7 @@ static void s_handle_unfollow(mb_call_t *call)
                       "instead");
     } else if ((rc = playlists_store_unfollow(s_store(call), txn, s_cstr(p->id), user, &changed)) !=
                0)
-        playlists_call_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     else if (!changed) {
         msgpack_pack_nil(mb_call_reply(call, 204));
         mdb_txn_abort(txn);

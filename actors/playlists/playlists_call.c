@@ -26,23 +26,6 @@ bool playlists_call_user(mb_call_t *call, playlists_str_t *user)
     return false;
 }
 
-MDB_txn *playlists_call_begin(mb_call_t *call, bool write)
-{
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(mb_call_env(call), NULL, write ? 0 : MDB_RDONLY, &txn);
-    if (rc) {
-        mb_call_db_error(call, rc);
-        return NULL;
-    }
-    return txn;
-}
-
-void playlists_call_fail(mb_call_t *call, MDB_txn *txn, int rc)
-{
-    mdb_txn_abort(txn);
-    mb_call_db_error(call, rc);
-}
-
 bool playlists_call_commit(mb_call_t *call, MDB_txn *txn)
 {
     int rc = mdb_txn_commit(txn);

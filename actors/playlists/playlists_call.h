@@ -30,13 +30,6 @@ playlists_store_t *playlists_call_store(mb_call_t *call);
     "unauthenticated" when there is none or it is not an id. */
 bool playlists_call_user(mb_call_t *call, playlists_str_t *user);
 
-/*  Begins a transaction; NULL after answering the LMDB error. */
-MDB_txn *playlists_call_begin(mb_call_t *call, bool write);
-
-/*  Aborts `txn` and answers LMDB result `rc` (MDB_NOTFOUND and
-    MDB_CORRUPTED as 500 too: the caller handles expected ones first). */
-void playlists_call_fail(mb_call_t *call, MDB_txn *txn, int rc);
-
 /*  Reads integer argument `name`, `fallback` when absent. False after
     answering 400 when it is not an integer in [min, max]. */
 bool playlists_call_int(mb_call_t *call, const char *name, int64_t min, int64_t max,

@@ -75,7 +75,7 @@ static void s_change(mb_call_t *call, const s_library_t *lib, bool add)
     const char *field;
     MDB_txn *txn;
     if (!playlists_call_user(call, &user) || !playlists_call_ids(call, ids, &n, &field) ||
-        !(txn = playlists_call_begin(call, true)))
+        !(txn = mb_call_begin(call, true)))
         return;
     playlists_store_t *store = playlists_call_store(call);
     uint64_t now = (uint64_t)playlists_now_ms();
@@ -99,7 +99,7 @@ static void s_change(mb_call_t *call, const s_library_t *lib, bool add)
                                                    now * 64 + (63 - i), &did)
                      : playlists_store_library_remove(store, txn, lib->kind, user, ids[i], &did);
         if (rc) {
-            playlists_call_fail(call, txn, rc);
+            mb_call_abort(call, txn, rc);
             return;
         }
         if (did)
@@ -144,12 +144,12 @@ static void s_list(mb_call_t *call, const s_library_t *lib)
     MDB_txn *txn;
     if (!playlists_call_user(call, &user) ||
         !playlists_call_paging(call, PLAYLISTS_PAGE_MAX, &limit, &offset) ||
-        !(txn = playlists_call_begin(call, false)))
+        !(txn = mb_call_begin(call, false)))
         return;
     playlists_store_t *store = playlists_call_store(call);
     int rc = playlists_store_library_count(store, txn, lib->kind, user, &total);
     if (rc) {
-        playlists_call_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
         return;
     }
     size_t n = offset < total ? total - offset : 0;
@@ -162,7 +162,7 @@ static void s_list(mb_call_t *call, const s_library_t *lib)
     s_page_t page = {.store = store, .txn = txn, .pk = pk, .lib = lib};
     rc = playlists_store_library_page(store, txn, lib->kind, user, offset, n, s_pack_entry, &page);
     if (rc) {
-        playlists_call_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
         return;
     }
     for (; page.packed < n; page.packed++)
@@ -179,7 +179,7 @@ static void s_contains(mb_call_t *call, const s_library_t *lib)
     const char *field;
     MDB_txn *txn;
     if (!playlists_call_user(call, &user) || !playlists_call_ids(call, ids, &n, &field) ||
-        !(txn = playlists_call_begin(call, false)))
+        !(txn = mb_call_begin(call, false)))
         return;
     msgpack_packer *pk = mb_call_reply(call, 200);
     msgpack_pack_array(pk, n);
@@ -188,7 +188,7 @@ static void s_contains(mb_call_t *call, const s_library_t *lib)
         int rc = playlists_store_library_contains(playlists_call_store(call), txn, lib->kind, user,
                                                   ids[i], &yes);
         if (rc) {
-            playlists_call_fail(call, txn, rc);
+            mb_call_abort(call, txn, rc);
             return;
         }
         if (yes)

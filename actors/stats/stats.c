@@ -50,23 +50,6 @@ static stats_store_t *s_store(mb_call_t *call)
 
 /* ---- small helpers ------------------------------------------------------------ */
 
-static MDB_txn *s_begin(mb_call_t *call, bool write)
-{
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(mb_call_env(call), NULL, write ? 0 : MDB_RDONLY, &txn);
-    if (rc) {
-        mb_call_db_error(call, rc);
-        return NULL;
-    }
-    return txn;
-}
-
-static void s_fail(mb_call_t *call, MDB_txn *txn, int rc)
-{
-    mdb_txn_abort(txn);
-    mb_call_db_error(call, rc);
-}
-
 /*  Reads the caller's auth; false after answering 401. */
 static bool s_auth(mb_call_t *call, mb_jwt_claims_t *auth, stats_str_t *user)
 {
@@ -278,7 +261,7 @@ static void s_handle_play_report(mb_call_t *call)
         mb_call_error(call, 400, "invalid", "body.client_id", "client_id is too long");
         return;
     }
-    MDB_txn *txn = s_begin(call, true);
+    MDB_txn *txn = mb_call_begin(call, true);
     if (!txn)
         return;
     stats_record_t rec;
@@ -292,7 +275,7 @@ static void s_handle_play_report(mb_call_t *call)
         return;
     }
     if (rc && rc != MDB_CORRUPTED) {
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
         return;
     }
     msgpack_sbuffer buf;
@@ -313,12 +296,12 @@ static void s_handle_play_report(mb_call_t *call)
                           "client_id %.*s was already used for another play", (int)client_id.len,
                           client_id.ptr);
     } else if (rc != MDB_NOTFOUND)
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     else {
         v = (MDB_val){.mv_size = buf.size, .mv_data = buf.data};
         rc = mdb_put(txn, reported, &k, &v, 0);
         if (rc)
-            s_fail(call, txn, rc);
+            mb_call_abort(call, txn, rc);
         else if (mb_call_outbox_add(call, txn, STATS_TOPIC_PLAY, key, buf.data, buf.size) != 0)
             mdb_txn_abort(txn);
         else if ((rc = mdb_txn_commit(txn)) != 0)
@@ -436,7 +419,7 @@ static void s_handle_history_get(mb_call_t *call)
         mb_call_error(call, 400, "invalid", "cursor", "cursor is not one this service gave");
         return;
     }
-    MDB_txn *txn = s_begin(call, false);
+    MDB_txn *txn = mb_call_begin(call, false);
     if (!txn)
         return;
     msgpack_sbuffer items;
@@ -525,7 +508,7 @@ static void s_top(mb_call_t *call, stats_top_t what)
         mb_call_error(call, 400, "invalid", "range", "range must be 4w, 6m or all");
         return;
     }
-    MDB_txn *txn = s_begin(call, false);
+    MDB_txn *txn = mb_call_begin(call, false);
     if (!txn)
         return;
     int64_t today = s_today();
@@ -591,7 +574,7 @@ static void s_handle_charts_top_tracks(mb_call_t *call)
     }
     if (c)
         memcpy(country, s, STATS_COUNTRY_LEN);
-    MDB_txn *txn = s_begin(call, false);
+    MDB_txn *txn = mb_call_begin(call, false);
     if (!txn)
         return;
     stats_tally_t *t = stats_tally_new();
@@ -649,7 +632,7 @@ static void s_handle_track_stats(mb_call_t *call)
     stats_str_t id = {s, len};
     if (!s_window(call, s_today(), STATS_TRACK_DAYS_DEFAULT, &from, &to))
         return;
-    MDB_txn *txn = s_begin(call, false);
+    MDB_txn *txn = mb_call_begin(call, false);
     if (!txn)
         return;
     stats_totals_t totals;
@@ -791,7 +774,7 @@ static void s_handle_royalty_report(mb_call_t *call)
                       STATS_DAYS_MAX - 1);
         return;
     }
-    MDB_txn *txn = s_begin(call, false);
+    MDB_txn *txn = mb_call_begin(call, false);
     if (!txn)
         return;
     stats_tally_t *t = stats_tally_new();

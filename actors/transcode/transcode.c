@@ -240,12 +240,10 @@ static void s_handle_status(mb_call_t *call)
     char version[MB_ID_LEN + 1];
     if (!s_version_arg(call, version))
         return;
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(mb_call_env(call), NULL, MDB_RDONLY, &txn);
-    if (rc) {
-        mb_call_db_error(call, rc);
+    MDB_txn *txn = mb_call_begin(call, false);
+    if (!txn)
         return;
-    }
+    int rc;
     transcode_version_t *v = mb_malloc(sizeof *v);
     rc = transcode_store_get_version(s_state(call)->store, txn, version, v);
     if (rc == MDB_NOTFOUND)
@@ -283,12 +281,10 @@ static void s_handle_versions(mb_call_t *call)
     char track[TRANSCODE_TRACK_ID_MAX + 1];
     if (!s_track_arg(call, track))
         return;
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(mb_call_env(call), NULL, MDB_RDONLY, &txn);
-    if (rc) {
-        mb_call_db_error(call, rc);
+    MDB_txn *txn = mb_call_begin(call, false);
+    if (!txn)
         return;
-    }
+    int rc;
     s_list_t list = {0};
     rc = transcode_store_track_versions(s_state(call)->store, txn, track, s_collect, &list);
     mdb_txn_abort(txn);
@@ -331,12 +327,10 @@ static void s_handle_cover_put(mb_call_t *call)
     uint64_t size;
     if (!s_track_arg(call, album) || !s_blob_arg(call, hex, &size))
         return;
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(mb_call_env(call), NULL, MDB_RDONLY, &txn);
-    if (rc) {
-        mb_call_db_error(call, rc);
+    MDB_txn *txn = mb_call_begin(call, false);
+    if (!txn)
         return;
-    }
+    int rc;
     MDB_val old;
     transcode_cover_t cover;
     rc = transcode_store_get_cover(self->store, txn, album, &old);
@@ -391,12 +385,10 @@ static void s_handle_cover_get(mb_call_t *call)
     char album[TRANSCODE_TRACK_ID_MAX + 1];
     if (!s_track_arg(call, album))
         return;
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(mb_call_env(call), NULL, MDB_RDONLY, &txn);
-    if (rc) {
-        mb_call_db_error(call, rc);
+    MDB_txn *txn = mb_call_begin(call, false);
+    if (!txn)
         return;
-    }
+    int rc;
     MDB_val val;
     rc = transcode_store_get_cover(s_state(call)->store, txn, album, &val);
     if (rc == MDB_NOTFOUND)

@@ -58,25 +58,6 @@ static users_t *s_self(mb_call_t *call)
 
 /* ---- transactions and common answers ------------------------------------------ */
 
-/*  Returns a new transaction, or NULL after answering the LMDB error. */
-static MDB_txn *s_begin(mb_call_t *call, bool write)
-{
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(mb_call_env(call), NULL, write ? 0 : MDB_RDONLY, &txn);
-    if (rc) {
-        mb_call_db_error(call, rc);
-        return NULL;
-    }
-    return txn;
-}
-
-/*  Aborts `txn` and answers LMDB result `rc`. */
-static void s_fail(mb_call_t *call, MDB_txn *txn, int rc)
-{
-    mdb_txn_abort(txn);
-    mb_call_db_error(call, rc);
-}
-
 /*  Commits `txn`; true, or false after answering the LMDB error. */
 static bool s_commit(mb_call_t *call, MDB_txn *txn)
 {
@@ -118,7 +99,7 @@ static bool s_load_or(mb_call_t *call, MDB_txn *txn, const char *id, users_recor
     } else if (rc == MDB_NOTFOUND)
         s_user_gone(call, txn);
     else
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     return false;
 }
 
@@ -158,7 +139,7 @@ static void s_save(mb_call_t *call, MDB_txn *txn, users_user_t *u, const char *a
     users_now(u->updated_at);
     int rc = users_store_put(s_self(call)->store, txn, u);
     if (rc)
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     else if (action && s_event(call, txn, action, u, false) != 0)
         ; /* answered */
     else if (s_commit(call, txn))
@@ -179,7 +160,7 @@ static void s_issue(mb_call_t *call, MDB_txn *txn, const users_user_t *u, const 
     users_refresh_new(refresh, hash);
     int rc = users_store_refresh_add(self->store, txn, hash, sid, generation);
     if (rc) {
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
         return;
     }
     mb_jwt_claims_t claims = {.roles = u->roles, .iat = (int64_t)time(NULL)};
@@ -222,7 +203,7 @@ static void s_handle_auth_signup(mb_call_t *call)
     /* A taken email is refused before paying for a hash; checked again
        under the write lock below, for two sign-ups racing. */
     char id[USERS_ID_MAX + 1];
-    MDB_txn *txn = s_begin(call, false);
+    MDB_txn *txn = mb_call_begin(call, false);
     if (!txn)
         return;
     int rc = users_store_find_email(self->store, txn, in.email, id);
@@ -252,7 +233,7 @@ static void s_handle_auth_signup(mb_call_t *call)
     };
     users_now(u.created_at);
     memcpy(u.updated_at, u.created_at, sizeof u.updated_at);
-    if (!(txn = s_begin(call, true)))
+    if (!(txn = mb_call_begin(call, true)))
         return;
     rc = users_store_add_email(self->store, txn, in.email, id);
     if (rc == 0)
@@ -262,7 +243,7 @@ static void s_handle_auth_signup(mb_call_t *call)
         mb_call_error(call, 409, "email_taken", "body.email",
                       "an account with this email already exists");
     } else if (rc)
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     else if (s_event(call, txn, "created", &u, false) != 0)
         ; /* answered */
     else if (s_commit(call, txn)) {
@@ -293,7 +274,7 @@ static void s_handle_auth_login(mb_call_t *call)
        account's is just an unknown one. */
     char normal[USERS_EMAIL_MAX + 1], id[USERS_ID_MAX + 1] = "", hash[USERS_HASH_MAX] = "";
     if (users_email_normalise(email.ptr, email.len, normal)) {
-        MDB_txn *txn = s_begin(call, false);
+        MDB_txn *txn = mb_call_begin(call, false);
         if (!txn)
             return;
         users_record_t rec;
@@ -333,7 +314,7 @@ static void s_handle_auth_login(mb_call_t *call)
         users_password_hash(&self->pwhash, password.ptr, password.len, rehash) != 0)
         rehash[0] = '\0';
 
-    MDB_txn *txn = s_begin(call, true);
+    MDB_txn *txn = mb_call_begin(call, true);
     users_record_t rec;
     if (!txn || !s_load_or(call, txn, id, &rec, "invalid_credentials"))
         return;
@@ -358,7 +339,7 @@ static void s_handle_auth_login(mb_call_t *call)
     if (rc == 0)
         rc = users_store_session_add(self->store, txn, sid, &session);
     if (rc)
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     else {
         mb_info(mb_call_rid(call), "signed in: user %s, session %s", id, sid);
         s_issue(call, txn, &u, sid, 0);
@@ -392,7 +373,7 @@ static void s_handle_auth_refresh(mb_call_t *call)
                       "body.refresh_token must be 43 characters of base64url");
         return;
     }
-    MDB_txn *txn = s_begin(call, true);
+    MDB_txn *txn = mb_call_begin(call, true);
     if (!txn)
         return;
     users_refresh_t r;
@@ -406,7 +387,7 @@ static void s_handle_auth_refresh(mb_call_t *call)
         return;
     }
     if (rc) {
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
         return;
     }
     if (s.revoked) {
@@ -422,7 +403,7 @@ static void s_handle_auth_refresh(mb_call_t *call)
         snprintf(s.reason, sizeof s.reason, "reuse");
         rc = users_store_session_put(self->store, txn, r.sid, &s);
         if (rc)
-            s_fail(call, txn, rc);
+            mb_call_abort(call, txn, rc);
         else if (s_commit(call, txn)) {
             mb_warn(mb_call_rid(call),
                     "refresh token reused (generation %llu of %llu): session %s of user %s "
@@ -442,7 +423,7 @@ static void s_handle_auth_refresh(mb_call_t *call)
     s.expires = now + self->refresh_ttl;
     rc = users_store_session_put(self->store, txn, r.sid, &s);
     if (rc)
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     else
         s_issue(call, txn, &rec.user, r.sid, s.generation);
     users_record_release(&rec);
@@ -460,7 +441,7 @@ static void s_handle_auth_logout(mb_call_t *call)
         mb_call_error(call, 401, "unauthenticated", NULL, "the access token names no session");
         return;
     }
-    MDB_txn *txn = s_begin(call, true);
+    MDB_txn *txn = mb_call_begin(call, true);
     if (!txn)
         return;
     users_session_t s;
@@ -472,7 +453,7 @@ static void s_handle_auth_logout(mb_call_t *call)
     } else if (rc == MDB_NOTFOUND)
         rc = 0;
     if (rc)
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     else if (s_commit(call, txn))
         msgpack_pack_nil(mb_call_reply(call, 204));
 }
@@ -484,7 +465,7 @@ static void s_handle_me_get(mb_call_t *call)
     mb_jwt_claims_t auth;
     users_record_t rec;
     MDB_txn *txn;
-    if (!s_auth(call, &auth) || !(txn = s_begin(call, false)) || !s_load(call, txn, auth.sub, &rec))
+    if (!s_auth(call, &auth) || !(txn = mb_call_begin(call, false)) || !s_load(call, txn, auth.sub, &rec))
         return;
     users_user_pack(mb_call_reply(call, 200), &rec.user, false);
     mdb_txn_abort(txn);
@@ -496,7 +477,7 @@ static void s_handle_me_update(mb_call_t *call)
     mb_jwt_claims_t auth;
     users_record_t rec;
     MDB_txn *txn;
-    if (!s_auth(call, &auth) || !(txn = s_begin(call, true)) || !s_load(call, txn, auth.sub, &rec))
+    if (!s_auth(call, &auth) || !(txn = mb_call_begin(call, true)) || !s_load(call, txn, auth.sub, &rec))
         return;
     users_user_t u = rec.user;
     if (users_user_apply(call, mb_call_arg(call, "body"), &u))
@@ -527,7 +508,7 @@ static void s_handle_me_password(mb_call_t *call)
     }
     char old_hash[USERS_HASH_MAX];
     users_record_t rec;
-    MDB_txn *txn = s_begin(call, false);
+    MDB_txn *txn = mb_call_begin(call, false);
     if (!txn || !s_load(call, txn, auth.sub, &rec))
         return;
     bool copied = users_copy(old_hash, sizeof old_hash, rec.user.password_hash.ptr,
@@ -544,7 +525,7 @@ static void s_handle_me_password(mb_call_t *call)
         mb_call_error(call, 503, "unavailable", NULL, "cannot hash the password now");
         return;
     }
-    if (!(txn = s_begin(call, true)) || !s_load(call, txn, auth.sub, &rec))
+    if (!(txn = mb_call_begin(call, true)) || !s_load(call, txn, auth.sub, &rec))
         return;
     users_user_t u = rec.user;
     u.password_hash = (users_str_t){hash, strlen(hash)};
@@ -553,7 +534,7 @@ static void s_handle_me_password(mb_call_t *call)
     if (rc == 0)
         rc = users_store_revoke_all(self->store, txn, auth.sub, "password");
     if (rc)
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     else if (s_commit(call, txn)) {
         mb_info(mb_call_rid(call), "password changed: user %s; every session revoked", auth.sub);
         msgpack_pack_nil(mb_call_reply(call, 204));
@@ -608,7 +589,7 @@ static void s_handle_user_set_tier(mb_call_t *call)
         return;
     }
     users_record_t rec;
-    MDB_txn *txn = s_begin(call, true);
+    MDB_txn *txn = mb_call_begin(call, true);
     if (!txn || !s_load(call, txn, key, &rec))
         return;
     users_user_t u = rec.user;
@@ -629,12 +610,12 @@ static void s_handle_user_delete(mb_call_t *call)
     char key[USERS_ID_MAX + 1];
     users_record_t rec;
     MDB_txn *txn;
-    if (!s_admin_on_user(call, "delete a user", &auth, key) || !(txn = s_begin(call, true)) ||
+    if (!s_admin_on_user(call, "delete a user", &auth, key) || !(txn = mb_call_begin(call, true)) ||
         !s_load(call, txn, key, &rec))
         return;
     int rc = users_store_delete(s_self(call)->store, txn, &rec.user);
     if (rc)
-        s_fail(call, txn, rc);
+        mb_call_abort(call, txn, rc);
     else if (s_event(call, txn, "deleted", &rec.user, true) != 0)
         ; /* answered */
     else if (s_commit(call, txn)) {
