@@ -853,9 +853,9 @@ static void s_worker_delete(broker_t *self, worker_t *worker, bool disconnect)
 }
 
 /*  Sends REQUEST [id]["" ]["MDPW01"][0x02][client]["" ][body...] with
-    copies of the request's frames, which it keeps for a re-dispatch; to a
-    worker that asked for compact framing, [id][0x02][client][body] when
-    the body is one frame (always, from musicbus clients).
+    copies of the request's frames, which it keeps for a re-dispatch. A
+    compact worker gets its one-frame requests from s_worker_flush(), and
+    only requests of several body frames in this form.
     Returns 0, or -1 when the worker is unreachable. */
 static int s_worker_send_request(broker_t *self, worker_t *worker, request_t *request)
 {
