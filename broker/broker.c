@@ -1091,7 +1091,8 @@ static void s_handle_ready(broker_t *self, zmq_msg_t *frames, size_t n)
 {
     /* RFC 7's READY has one service frame; musicbus workers add an option
        frame asking for compact framing (mb_worker.h). */
-    bool compact = n == 6 && mb_zmq_msg_eq(&frames[5], MB_WORKER_OPT_COMPACT);
+    bool compact = n == 6 && (mb_zmq_msg_eq(&frames[5], MB_WORKER_OPT_COMPACT) ||
+                              mb_zmq_msg_eq(&frames[5], MB_WORKER_OPT_COMPACT_V1));
     if (n != 5 && !compact) {
         s_worker_fail(self, NULL, &frames[0], "READY without exactly one service frame");
         return;
@@ -1127,8 +1128,9 @@ static void s_handle_ready(broker_t *self, zmq_msg_t *frames, size_t n)
 }
 
 /*  REPLY from a known worker: `client` is the address it names, body[0..
-    n_body) the body frames (moved on to the client). frames[0] is its id. */
-static void s_handle_reply(broker_t *self, worker_t *worker, zmq_msg_t *frames, zmq_msg_t *client,
+    n_body) the body frames (moved on to the client). frames[0] is its id.
+    Returns false when the worker broke the protocol and was forgotten. */
+static bool s_handle_reply(broker_t *self, worker_t *worker, zmq_msg_t *frames, zmq_msg_t *client,
                            zmq_msg_t *body, size_t n_body)
 {
     service_t *service = worker->service;
@@ -1146,7 +1148,7 @@ static void s_handle_reply(broker_t *self, worker_t *worker, zmq_msg_t *frames, 
         s_worker_fail(self, worker, &frames[0],
                       worker->n_held ? "REPLY for a client it holds no request of"
                                      : "REPLY from a worker holding no request");
-        return;
+        return false;
     }
     s_worker_release(worker, request);
     worker->replied_at = self->now;
@@ -1156,7 +1158,7 @@ static void s_handle_reply(broker_t *self, worker_t *worker, zmq_msg_t *frames, 
         self->stats.dropped++;
         s_request_destroy(self, request);
         s_service_dispatch(self, service);
-        return;
+        return true;
     }
     if (request->compact_client && n_body == 1) {
         /* [client][MB_CLIENT_COMPACT][body] (mb_client.h) */
@@ -1177,6 +1179,7 @@ static void s_handle_reply(broker_t *self, worker_t *worker, zmq_msg_t *frames, 
     }
     s_request_destroy(self, request);
     s_service_dispatch(self, service);
+    return true;
 }
 
 /*  Worker message [worker]["" ]["MDPW01"][command][...]. */
@@ -1232,12 +1235,13 @@ static void s_handle_worker(broker_t *self, zmq_msg_t *frames, size_t n)
 }
 
 /*  Compact worker message [worker][command][...] (mb_worker.h): only
-    REPLY [client][body...], only from a worker that asked for it. */
+    REPLY [client][body]([client][body])..., only from a worker that asked
+    for it. */
 static void s_handle_compact(broker_t *self, zmq_msg_t *frames, size_t n)
 {
     worker_t *worker = s_worker_lookup(self, &frames[0]);
     unsigned char command = *(unsigned char *)zmq_msg_data(&frames[1]);
-    if (command != MDPW_REPLY || n < 3 || (worker && !worker->compact)) {
+    if (command != MDPW_REPLY || n < 4 || n % 2 != 0 || (worker && !worker->compact)) {
         s_worker_fail(self, worker, &frames[0], "malformed or unexpected compact message");
         return;
     }
@@ -1249,7 +1253,9 @@ static void s_handle_compact(broker_t *self, zmq_msg_t *frames, size_t n)
         return;
     }
     worker->expiry = self->now + (int64_t)self->heartbeat_ms * self->liveness;
-    s_handle_reply(self, worker, frames, &frames[2], &frames[3], n - 3);
+    for (size_t i = 2; i < n; i += 2)
+        if (!s_handle_reply(self, worker, frames, &frames[i], &frames[i + 1], 1))
+            return; /* forgotten: what it held, answered here or not, is re-queued */
 }
 
 /*  Handles one message of n frames; frames[] has room for one more.

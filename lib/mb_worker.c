@@ -24,6 +24,17 @@
 #define S_RECONNECT_MAX_MS 5000
 #define S_DISCONNECT_LINGER_MS 200 /* time given to DISCONNECT to leave at exit */
 
+/*  Compact replies are deferred and sent several in one message (see
+    mb_worker.h): at most this many in one message (the broker takes 64
+    frames a message), */
+#define S_DEFER_MAX 31
+/*  held at most this long (µs) once the worker is back in mb_worker_recv(), */
+#define S_DEFER_US 1000
+/*  and not at all for this long (µs) after a request took S_DEFER_US or
+    more to answer: a service with slow ops answers each reply at once, so
+    a slow request rarely holds back a fast one's reply. */
+#define S_SLOW_HOLD_US 1000000
+
 struct mb_worker {
     char *endpoint;            /* broker endpoint */
     char *service;             /* service offered in READY */
@@ -45,6 +56,12 @@ struct mb_worker {
                                   DISCONNECT from the broker */
     bool plain_ready;          /* say READY without the compact option: the
                                   last one with it was refused at once */
+    zmq_msg_t deferred[2 * S_DEFER_MAX]; /* compact replies not sent yet: [client][body]
+                                            pairs, oldest first */
+    size_t n_deferred;         /* pairs in deferred[] */
+    int64_t deferred_since;    /* when the oldest of them was made (monotonic µs) */
+    int64_t handed_at;         /* when the request in hand was returned (monotonic µs) */
+    int64_t slow_until;        /* no deferring before then (monotonic µs) */
 };
 
 static int64_t s_now_ms(void)
@@ -52,6 +69,13 @@ static int64_t s_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t s_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 void mb_worker_opts_default(mb_worker_opts_t *opts)
@@ -128,8 +152,20 @@ static int s_connect(mb_worker_t *self)
     return 0;
 }
 
+static int s_flush_deferred(mb_worker_t *self);
+
+/*  Frees the deferred replies unsent (the broker re-dispatches what a lost
+    connection held). */
+static void s_drop_deferred(mb_worker_t *self)
+{
+    for (size_t i = 0; i < 2 * self->n_deferred; i++)
+        zmq_msg_close(&self->deferred[i]);
+    self->n_deferred = 0;
+}
+
 static void s_close_socket(mb_worker_t *self)
 {
+    s_drop_deferred(self);
     self->batch_more = false;
     if (self->socket) {
         zmq_close(self->socket);
@@ -184,6 +220,7 @@ void mb_worker_destroy(mb_worker_t **self_p)
     mb_worker_t *self = *self_p;
     s_forget_request(self);
     if (self->socket) {
+        s_flush_deferred(self);
         s_send_command(self, MDPW_DISCONNECT, NULL, 0, false);
         /* Give DISCONNECT a moment to leave; zmq_ctx_term() (mb_zmq_shutdown)
            waits for it at most this long. */
@@ -250,6 +287,32 @@ static int s_send_reply(mb_worker_t *self, zmq_msg_t *client, const void *data, 
     return rc;
 }
 
+/*  Sends the deferred compact replies as one message,
+    [REPLY][client][body]([client][body])..., oldest first. Returns 0 or
+    the mb_zmq_send() error (the replies are dropped then; the broker
+    answers their clients at their deadlines). */
+static int s_flush_deferred(mb_worker_t *self)
+{
+    if (!self->n_deferred)
+        return 0;
+    uint8_t command = MDPW_REPLY;
+    size_t n = 2 * self->n_deferred;
+    int rc = mb_zmq_send(self->socket, &command, 1, true, ZMQ_DONTWAIT);
+    /* Once the first frame is taken, libzmq takes the rest of the message. */
+    for (size_t i = 0; i < n; i++) {
+        if (rc == 0 && zmq_msg_send(&self->deferred[i], self->socket,
+                                    ZMQ_DONTWAIT | (i + 1 < n ? ZMQ_SNDMORE : 0)) >= 0)
+            continue;
+        if (rc == 0)
+            rc = MB_EIO;
+        zmq_msg_close(&self->deferred[i]);
+    }
+    self->n_deferred = 0;
+    if (rc)
+        mb_warn(0, "worker: replies could not be sent: %s", mb_strerror(rc));
+    return rc;
+}
+
 /*  Answers a request we cannot hand to the caller with a 400 error reply,
     so a foreign client is told rather than left waiting. */
 static void s_reply_bad_request(mb_worker_t *self, zmq_msg_t *client, const char *message)
@@ -259,6 +322,9 @@ static void s_reply_bad_request(mb_worker_t *self, zmq_msg_t *client, const char
     msgpack_sbuffer_init(&buffer);
     msgpack_packer_init(&pk, &buffer, msgpack_sbuffer_write);
     mb_reply_pack_error(&pk, 0, 400, "bad_request", NULL, message);
+    /* The broker matches a reply to the oldest request it holds for that
+       client: the deferred ones come first. */
+    s_flush_deferred(self);
     if (s_send_reply(self, client, buffer.data, buffer.size) != 0)
         mb_warn(0, "worker: could not send a bad_request reply");
     msgpack_sbuffer_destroy(&buffer);
@@ -446,9 +512,14 @@ int mb_worker_recv(mb_worker_t *self, zmq_msg_t *body)
         mb_warn(0, "worker: previous request was not answered; its client will time out");
         s_forget_request(self);
     }
+    if (self->n_deferred && s_now_us() - self->deferred_since >= S_DEFER_US)
+        s_flush_deferred(self);
     for (;;) {
-        if (mb_signal_stop_requested())
+        if (mb_signal_stop_requested()) {
+            if (self->socket)
+                s_flush_deferred(self);
             return MB_EINTR;
+        }
         if (!self->socket && s_reconnect(self, true) != 0)
             continue; /* connect only fails for a bad endpoint: keep backing off */
 
@@ -456,8 +527,16 @@ int mb_worker_recv(mb_worker_t *self, zmq_msg_t *body)
            already, and a poll before each would cost system calls for
            nothing. Only an empty socket makes us wait. */
         int got = self->batch_more ? s_read_pair(self, body) : s_read_message(self, body);
-        if (got == S_REQUEST)
+        if (got == S_REQUEST) {
+            self->handed_at = s_now_us();
             return 0;
+        }
+        if (got == S_EMPTY && self->n_deferred) {
+            /* Nothing more to do: the deferred replies go now. A send
+               since the last read: read again before waiting. */
+            s_flush_deferred(self);
+            continue;
+        }
         if (got == S_FAILED)
             return MB_EIO;
         if (got == S_DISCONNECTED) {
@@ -500,7 +579,29 @@ int mb_worker_reply(mb_worker_t *self, const void *data, size_t size)
 {
     if (!self->have_reply_to || !self->socket)
         return MB_EINVAL;
-    int rc = s_send_reply(self, &self->reply_to, data, size);
+    int rc = 0;
+    if (self->compact) {
+        /* Deferred: sent with the others when the worker runs out of
+           input, has S_DEFER_MAX, or the oldest waited S_DEFER_US. */
+        int64_t now_us = s_now_us();
+        if (!self->n_deferred)
+            self->deferred_since = now_us;
+        zmq_msg_t *pair = &self->deferred[2 * self->n_deferred++];
+        zmq_msg_init(&pair[0]);
+        zmq_msg_move(&pair[0], &self->reply_to);
+        zmq_msg_close(&self->reply_to);
+        self->have_reply_to = false;
+        zmq_msg_init_size(&pair[1], size);
+        if (size)
+            memcpy(zmq_msg_data(&pair[1]), data, size);
+        if (now_us - self->handed_at >= S_DEFER_US)
+            self->slow_until = now_us + S_SLOW_HOLD_US;
+        if (self->n_deferred == S_DEFER_MAX || now_us < self->slow_until ||
+            now_us - self->deferred_since >= S_DEFER_US)
+            rc = s_flush_deferred(self);
+    } else {
+        rc = s_send_reply(self, &self->reply_to, data, size);
+    }
     s_forget_request(self);
     /* A reply is traffic: no HEARTBEAT needed for another interval, and the
        broker, which does not heartbeat a busy worker, gets a full liveness

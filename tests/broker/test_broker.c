@@ -1379,17 +1379,34 @@ Test(broker, sends_a_compact_worker_its_requests_in_order_pairs)
                   (unsigned long long)next);
         cr_assert(s_frame_is(&got, 0, B(&request, 1)));
         cr_assert(got.n >= 3 && got.n % 2 == 1, "[REQUEST] and pairs, got %zu frames", got.n);
+        /* Answered as mb_worker does: every pair of it in one REPLY,
+           [REPLY][client][body]([client][body])... */
+        cr_assert(zmq_send(compact.socket, &reply, 1, ZMQ_SNDMORE) == 1);
         for (size_t i = 1; i < got.n; i += 2) {
             cr_assert_eq(s_read_reply(got.data[i + 1], got.size[i + 1]).rid, next,
                          "pairs in order");
             body_t rep = s_reply(next, "ok");
-            s_send(compact.socket, 3, B(&reply, 1), B(got.data[i], got.size[i]),
-                   B(rep.data, rep.size));
+            zmq_send(compact.socket, got.data[i], got.size[i], ZMQ_SNDMORE);
+            zmq_send(compact.socket, rep.data, rep.size, i + 2 < got.n ? ZMQ_SNDMORE : 0);
             next++;
         }
     }
     for (uint64_t rid = 1; rid <= 5; rid++)
         s_client_expect_rid(client, "echo", rid);
+
+    /* A REPLY whose last pair lacks its body is a protocol error: the
+       worker is told DISCONNECT. */
+    body_t req = s_request("echo.say", 6, 0);
+    s_client_send(client, "echo", req.data, req.size);
+    msg_t got;
+    cr_assert(s_recv(compact.socket, 2000, &got));
+    body_t rep = s_reply(6, "ok");
+    s_send(compact.socket, 4, B(&reply, 1), B(got.data[1], got.size[1]), B(rep.data, rep.size),
+           B(got.data[1], got.size[1]));
+    cr_assert(s_recv(compact.socket, 2000, &got));
+    cr_assert(s_frame_is(&got, 0, S("")) && got.n == 3, "DISCONNECT");
+    unsigned char disconnect = MDPW_DISCONNECT;
+    cr_assert(s_frame_is(&got, 2, B(&disconnect, 1)));
     zmq_close(client);
     zmq_close(compact.socket);
     s_finish();

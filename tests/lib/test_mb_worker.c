@@ -167,15 +167,24 @@ Test(mb_worker, answers_compact_requests_compactly)
     cr_assert(tr_frame_is(&reply, 3, "echo:again", 10));
     tr_free(&reply);
 
-    /* Several [client][body] pairs in one REQUEST are requests in turn. */
+    /* Several [client][body] pairs in one REQUEST are requests in turn;
+       their replies, done with nothing more waiting, go in one REPLY. */
     TR_SEND_TO(broker, &ready, "\x02", "client-3", "one", "client-4", "two");
     cr_assert(s_recv_compact(broker, &reply, 2000));
+    cr_assert(tr_frame_is(&reply, 1, "\x03", 1));
     cr_assert(tr_frame_is(&reply, 2, "client-3", 8));
     cr_assert(tr_frame_is(&reply, 3, "echo:one", 8));
-    tr_free(&reply);
-    cr_assert(s_recv_compact(broker, &reply, 2000));
-    cr_assert(tr_frame_is(&reply, 2, "client-4", 8));
-    cr_assert(tr_frame_is(&reply, 3, "echo:two", 8));
+    if (reply.count == 4) {
+        /* Only when the test thread was held back over 1 ms in between. */
+        tr_free(&reply);
+        cr_assert(s_recv_compact(broker, &reply, 2000));
+        cr_assert(tr_frame_is(&reply, 2, "client-4", 8));
+        cr_assert(tr_frame_is(&reply, 3, "echo:two", 8));
+    } else {
+        cr_assert_eq(reply.count, 6, "[id][REPLY] and two pairs, got %d frames", reply.count);
+        cr_assert(tr_frame_is(&reply, 4, "client-4", 8));
+        cr_assert(tr_frame_is(&reply, 5, "echo:two", 8));
+    }
     tr_free(&reply);
 
     /* A trailing frame without its pair is dropped; what came before is
