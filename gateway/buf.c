@@ -75,25 +75,49 @@ void gw_buf_vprintf(gw_buf_t *buf, const char *fmt, va_list ap)
     buf->len += (size_t)n;
 }
 
-void gw_buf_put_u64(gw_buf_t *buf, uint64_t v)
+/*  Writes the digits of `v` to the end of tmp; returns where they start. */
+static size_t s_digits(char tmp[GW_INT_CHARS], uint64_t v)
 {
-    char tmp[20]; /* UINT64_MAX has 20 digits */
-    size_t n = sizeof tmp;
+    size_t n = GW_INT_CHARS;
     do {
         tmp[--n] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    gw_buf_append(buf, tmp + n, sizeof tmp - n);
+    return n;
+}
+
+size_t gw_fmt_u64(char out[GW_INT_CHARS], uint64_t v)
+{
+    char tmp[GW_INT_CHARS];
+    size_t start = s_digits(tmp, v), len = GW_INT_CHARS - start;
+    memcpy(out, tmp + start, len);
+    out[len] = '\0';
+    return len;
+}
+
+size_t gw_fmt_i64(char out[GW_INT_CHARS], int64_t v)
+{
+    char tmp[GW_INT_CHARS];
+    /* INT64_MIN included: 19 digits and the sign fit. */
+    size_t start = s_digits(tmp, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
+    if (v < 0)
+        tmp[--start] = '-';
+    size_t len = GW_INT_CHARS - start;
+    memcpy(out, tmp + start, len);
+    out[len] = '\0';
+    return len;
+}
+
+void gw_buf_put_u64(gw_buf_t *buf, uint64_t v)
+{
+    char tmp[GW_INT_CHARS];
+    gw_buf_append(buf, tmp, gw_fmt_u64(tmp, v));
 }
 
 void gw_buf_put_i64(gw_buf_t *buf, int64_t v)
 {
-    if (v < 0) {
-        gw_buf_putc(buf, '-');
-        gw_buf_put_u64(buf, (uint64_t)0 - (uint64_t)v); /* INT64_MIN included */
-        return;
-    }
-    gw_buf_put_u64(buf, (uint64_t)v);
+    char tmp[GW_INT_CHARS];
+    gw_buf_append(buf, tmp, gw_fmt_i64(tmp, v));
 }
 
 void gw_buf_printf(gw_buf_t *buf, const char *fmt, ...)

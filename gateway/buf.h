@@ -41,6 +41,12 @@ void gw_buf_vprintf(gw_buf_t *buf, const char *fmt, va_list ap);
 void gw_buf_put_u64(gw_buf_t *buf, uint64_t v);
 void gw_buf_put_i64(gw_buf_t *buf, int64_t v);
 
+/*  Write an integer in decimal and a NUL to `out`, without printf (every
+    response carries some in its headers); return the digits' length. */
+#define GW_INT_CHARS 21 /* "-9223372036854775808" or UINT64_MAX's 20 digits, and the NUL */
+size_t gw_fmt_u64(char out[GW_INT_CHARS], uint64_t v);
+size_t gw_fmt_i64(char out[GW_INT_CHARS], int64_t v);
+
 /*  Appends `len` bytes of `s` as a JSON string, quotes included, escaped
     per RFC 8259 (", \, and control characters; other bytes are copied).
     The caller guarantees `s` is valid UTF-8 (see gw_utf8_valid()). */

@@ -132,6 +132,12 @@ enum { S_EV_MHD = 1, S_EV_BUS = 2, S_EV_WS = 3 };
 typedef struct s_self s_self_t;
 typedef struct s_req s_req_t;
 
+/*  A request's envelope waiting in s_self_t.sbuf to be sent. */
+typedef struct {
+    s_req_t *req;
+    size_t offset, size;
+} s_outgoing_t;
+
 /*  One HTTP connection. Its socket sits in our epoll for EPOLLRDHUP only,
     because MHD stops watching a connection while it is suspended: this is
     how a client that hangs up on a pending request is noticed at once. */
@@ -214,7 +220,12 @@ struct s_self {
     int mhd_fd;
     int bus_fd;
     gw_pending_t *pending;
-    msgpack_sbuffer sbuf; /* reused for every envelope */
+    /* Requests are packed while MHD runs and sent together after it: a
+       burst wakes the bus socket's I/O thread once, where a send per
+       request woke it about every time. */
+    msgpack_sbuffer sbuf;   /* the envelopes of `outgoing`, back to back */
+    s_outgoing_t *outgoing; /* packed, not yet sent */
+    size_t n_outgoing, outgoing_cap;
     uint64_t next_rid;
     s_req_t *free_reqs;
     size_t n_free_reqs;
@@ -378,15 +389,15 @@ static enum MHD_Result s_respond(s_req_t *req)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, req->challenge);
     if (req->rate.limited) {
         /* draft-ietf-httpapi-ratelimit-headers, the three-field form. */
-        char n[24];
-        snprintf(n, sizeof n, "%" PRId64, req->rate.limit);
+        char n[GW_INT_CHARS];
+        gw_fmt_i64(n, req->rate.limit);
         MHD_add_response_header(resp, "RateLimit-Limit", n);
-        snprintf(n, sizeof n, "%" PRId64, req->rate.remaining);
+        gw_fmt_i64(n, req->rate.remaining);
         MHD_add_response_header(resp, "RateLimit-Remaining", n);
-        snprintf(n, sizeof n, "%" PRId64, req->rate.reset_s);
+        gw_fmt_i64(n, req->rate.reset_s);
         MHD_add_response_header(resp, "RateLimit-Reset", n);
         if (!req->rate.allowed) {
-            snprintf(n, sizeof n, "%" PRId64, req->rate.retry_after_s);
+            gw_fmt_i64(n, req->rate.retry_after_s);
             MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, n);
         }
     }
@@ -1006,23 +1017,25 @@ static enum MHD_Result s_on_complete(s_req_t *req)
     /* Counted before the body is validated: every request counts. */
     if (r->rate_body && !s_rate_route(req))
         return s_answer(req);
-    msgpack_sbuffer_clear(&self->sbuf);
+    size_t offset = self->sbuf.size;
     msgpack_packer pk;
     msgpack_packer_init(&pk, &self->sbuf, msgpack_sbuffer_write);
     gw_invalid_t invalid;
     if (gw_request_pack(&pk, r, &req->match, &in, req->authed ? &req->claims : NULL, req->rid,
-                        (uint32_t)(req->deadline_ms - now), &invalid))
+                        (uint32_t)(req->deadline_ms - now), &invalid)) {
+        self->sbuf.size = offset;
         return s_fail(req, 400, invalid.field, "%s", invalid.detail);
-
-    int rc = mb_client_send(self->client, req->route->service, self->sbuf.data, self->sbuf.size);
-    if (rc == MB_EAGAIN)
-        return s_fail(req, 503, NULL, "the bus is not reachable or is full; try again");
-    if (rc)
-        return s_fail(req, 503, NULL, "the bus refused the request: %s", mb_strerror(rc));
-    rc = gw_pending_add(self->pending, &req->node, req->rid, req->deadline_ms);
-    if (rc)
+    }
+    if (gw_pending_add(self->pending, &req->node, req->rid, req->deadline_ms)) {
+        self->sbuf.size = offset;
         return s_fail(req, 503, NULL, "too many requests in flight");
-    self->sent = true;
+    }
+    if (self->n_outgoing == self->outgoing_cap) {
+        self->outgoing_cap = self->outgoing_cap ? self->outgoing_cap * 2 : 64;
+        self->outgoing = mb_realloc(self->outgoing, self->outgoing_cap * sizeof *self->outgoing);
+    }
+    self->outgoing[self->n_outgoing++] =
+        (s_outgoing_t){.req = req, .offset = offset, .size = self->sbuf.size - offset};
     req->state = S_PENDING;
     if (req->sock)
         req->sock->pending = req;
@@ -1229,15 +1242,16 @@ static void s_disposition(char *out, size_t size, const char *name, size_t len)
     or bin, "filename"?: str}, to a route whose 2xx responses declare a
     media type that is not JSON, is sent as those bytes. Returns false
     when the body has not that shape (it goes out as JSON). */
-static bool s_set_raw(s_req_t *req, const mb_reply_t *rep)
+static bool s_set_raw_object(s_req_t *req, const mb_reply_view_t *rep,
+                             const msgpack_object *body)
 {
     static const char *const keys[] = {"data", "csv", "text"};
     const msgpack_object *data = NULL;
     for (size_t i = 0; !data && i < sizeof keys / sizeof keys[0]; i++)
-        data = mb_map_get(rep->body, keys[i]);
+        data = mb_map_get(body, keys[i]);
     const char *ct, *bytes;
     size_t ct_len, len;
-    if (!data || !mb_obj_str(mb_map_get(rep->body, "content_type"), &ct, &ct_len))
+    if (!data || !mb_obj_str(mb_map_get(body, "content_type"), &ct, &ct_len))
         return false;
     const char *service = req->route->service;
     if (data->type == MSGPACK_OBJECT_STR) {
@@ -1269,7 +1283,7 @@ static bool s_set_raw(s_req_t *req, const mb_reply_t *rep)
     const char *name;
     size_t name_len;
     req->disposition[0] = '\0';
-    if (mb_obj_str(mb_map_get(rep->body, "filename"), &name, &name_len) && name_len)
+    if (mb_obj_str(mb_map_get(body, "filename"), &name, &name_len) && name_len)
         s_disposition(req->disposition, sizeof req->disposition, name, name_len);
     gw_buf_reset(&req->out);
     gw_buf_append(&req->out, bytes, len);
@@ -1278,8 +1292,22 @@ static bool s_set_raw(s_req_t *req, const mb_reply_t *rep)
     return true;
 }
 
-/*  Turns a decoded reply into the request's answer. */
-static void s_set_reply(s_req_t *req, const mb_reply_t *rep)
+static bool s_set_raw(s_req_t *req, const mb_reply_view_t *rep)
+{
+    /* Raw routes are few (exports, covers): their body is decoded to a
+       tree, the JSON path reads the bytes in place. */
+    msgpack_unpacked body;
+    msgpack_unpacked_init(&body);
+    size_t offset = 0;
+    bool raw = msgpack_unpack_next(&body, (const char *)rep->body, rep->body_len, &offset) ==
+                   MSGPACK_UNPACK_SUCCESS &&
+               body.data.type == MSGPACK_OBJECT_MAP && s_set_raw_object(req, rep, &body.data);
+    msgpack_unpacked_destroy(&body);
+    return raw;
+}
+
+/*  Turns a reply into the request's answer. */
+static void s_set_reply(s_req_t *req, const mb_reply_view_t *rep)
 {
     /* 422: the actor refused the upload's bytes (not audio...). A blob
        this very upload created is referred to by nothing: drop it, or
@@ -1310,11 +1338,10 @@ static void s_set_reply(s_req_t *req, const mb_reply_t *rep)
         gw_buf_puts(&req->out, "null");
         return;
     }
-    if (req->route->n_raw_types && rep->status < 300 && rep->body->type == MSGPACK_OBJECT_MAP &&
-        s_set_raw(req, rep))
+    if (req->route->n_raw_types && rep->status < 300 && s_set_raw(req, rep))
         return;
     const char *why = NULL;
-    if (gw_msgpack_to_json(&req->out, rep->body, &why))
+    if (gw_msgpack_raw_to_json(&req->out, rep->body, rep->body_len, &why))
         s_set_problemf(req, 502, NULL, "%s answered with a body that has no JSON form: %s",
                        req->route->service, why);
 }
@@ -1333,22 +1360,44 @@ static void s_on_bus_message(s_self_t *self, const void *data, size_t size)
     self->last_answer_ms = s_now_ms();
     if (s_is_probe_answer(data, size))
         return;
-    mb_reply_t rep;
+    mb_reply_view_t rep;
     const char *why = NULL;
-    if (mb_reply_decode(&rep, data, size, &why)) {
+    if (mb_reply_view(&rep, data, size, &why)) {
         mb_warn(0, "bus: dropped a reply that is not an envelope: %s", why ? why : "?");
         return;
     }
     gw_pending_node_t *node = gw_pending_take(self->pending, rep.rid);
     if (!node) {
         mb_debug(rep.rid, "bus: dropped a late reply (the request is gone)");
-        mb_reply_release(&rep);
         return;
     }
     s_req_t *req = (s_req_t *)((char *)node - offsetof(s_req_t, node));
     s_set_reply(req, &rep);
-    mb_reply_release(&rep);
     s_wake(self, req);
+}
+
+/*  Sends the requests packed during the last MHD run. One the bus
+    refuses is answered 503: its connection is suspended by now, so the
+    answer goes out when MHD runs again. */
+static void s_send_outgoing(s_self_t *self)
+{
+    for (size_t i = 0; i < self->n_outgoing; i++) {
+        s_req_t *req = self->outgoing[i].req;
+        int rc = mb_client_send(self->client, req->route->service,
+                                self->sbuf.data + self->outgoing[i].offset, self->outgoing[i].size);
+        if (rc == 0) {
+            self->sent = true;
+            continue;
+        }
+        gw_pending_remove(self->pending, &req->node);
+        if (rc == MB_EAGAIN)
+            s_set_problemf(req, 503, NULL, "the bus is not reachable or is full; try again");
+        else
+            s_set_problemf(req, 503, NULL, "the bus refused the request: %s", mb_strerror(rc));
+        s_wake(self, req);
+    }
+    self->n_outgoing = 0;
+    msgpack_sbuffer_clear(&self->sbuf);
 }
 
 /*  ZMQ_FD is edge-triggered: read until the socket says EAGAIN, after
@@ -1493,6 +1542,7 @@ static int s_run(s_self_t *self, const sigset_t *wait_mask)
             MHD_run(self->daemon);
             /* Upgraded connections handed back to MHD need one more run. */
             self->resumed = gw_ws_mhd_pending(self->ws);
+            s_send_outgoing(self);
         }
         if (bus_fired || self->sent)
             s_drain_bus(self);
@@ -2058,6 +2108,7 @@ static void s_destroy(s_self_t *self)
     mb_blob_store_destroy(&self->blobs);
     sodium_memzero(&self->media_key, sizeof self->media_key);
     msgpack_sbuffer_destroy(&self->sbuf);
+    free(self->outgoing);
     while (self->free_reqs) {
         s_req_t *next = self->free_reqs->next_free;
         gw_buf_free(&self->free_reqs->body);

@@ -3,11 +3,14 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "mb_error.h"
+#include "mb_msgpack.h"
 
 /*  Replies come from actors, whose envelopes the bus already caps at 32
     levels; this only keeps the recursion bounded whatever the caller
@@ -119,92 +122,145 @@ static void s_put_base64(gw_buf_t *out, const unsigned char *p, size_t len)
     out->len = (size_t)(o - out->data);
 }
 
-static int s_to_json(gw_buf_t *out, const msgpack_object *o, int depth_left, const char **why)
+/*  Reads the big-endian float of `n` (4 or 8) bytes at p. */
+static double s_be_float(const uint8_t *p, uint64_t n)
 {
-    switch (o->type) {
-    case MSGPACK_OBJECT_NIL:
+    uint64_t bits = 0;
+    for (uint64_t i = 0; i < n; i++)
+        bits = bits << 8 | p[i];
+    if (n == 4) {
+        uint32_t b32 = (uint32_t)bits;
+        float f;
+        memcpy(&f, &b32, sizeof f);
+        return f;
+    }
+    double d;
+    memcpy(&d, &bits, sizeof d);
+    return d;
+}
+
+/*  Writes the object at p (at most `size` bytes) and sets *used to its
+    length. */
+static int s_to_json(gw_buf_t *out, const uint8_t *p, size_t size, size_t *used, int depth_left,
+                     const char **why)
+{
+    mb_msgpack_head_t h;
+    if (mb_msgpack_head(p, size, &h) != 0) {
+        *why = "malformed msgpack";
+        return MB_EPROTO;
+    }
+    const uint8_t *payload = p + h.head_len;
+    size_t after = size - h.head_len; /* bytes from the payload on */
+    *used = h.head_len;
+    switch (h.kind) {
+    case MB_MP_NIL:
         gw_buf_append(out, "null", 4);
         return 0;
-    case MSGPACK_OBJECT_BOOLEAN:
-        if (o->via.boolean)
+    case MB_MP_BOOL:
+        if (h.value)
             gw_buf_append(out, "true", 4);
         else
             gw_buf_append(out, "false", 5);
         return 0;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        gw_buf_put_u64(out, o->via.u64);
+    case MB_MP_UINT:
+        gw_buf_put_u64(out, h.value);
         return 0;
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        gw_buf_put_i64(out, o->via.i64);
+    case MB_MP_INT:
+        gw_buf_put_i64(out, (int64_t)h.value);
         return 0;
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64:
-        if (!isfinite(o->via.f64)) {
+    case MB_MP_FLOAT: {
+        double d = s_be_float(payload, h.count);
+        *used += h.count;
+        if (!isfinite(d)) {
             *why = "a float that is NaN or infinite";
             return MB_EPROTO;
         }
-        s_put_float(out, o->via.f64, o->type == MSGPACK_OBJECT_FLOAT32);
+        s_put_float(out, d, h.count == 4);
         return 0;
-    case MSGPACK_OBJECT_STR:
-        if (!gw_utf8_valid(o->via.str.ptr, o->via.str.size)) {
+    }
+    case MB_MP_STR:
+        *used += h.count;
+        if (!gw_utf8_valid((const char *)payload, h.count)) {
             *why = "a string that is not valid UTF-8";
             return MB_EPROTO;
         }
-        gw_buf_json_string(out, o->via.str.ptr, o->via.str.size);
+        gw_buf_json_string(out, (const char *)payload, h.count);
         return 0;
-    case MSGPACK_OBJECT_BIN:
-        s_put_base64(out, (const unsigned char *)o->via.bin.ptr, o->via.bin.size);
+    case MB_MP_BIN:
+        *used += h.count;
+        s_put_base64(out, payload, h.count);
         return 0;
-    case MSGPACK_OBJECT_ARRAY:
+    case MB_MP_ARRAY:
+    case MB_MP_MAP: {
+        bool map = h.kind == MB_MP_MAP;
         if (depth_left <= 0) {
             *why = "nesting too deep";
             return MB_EPROTO;
         }
-        gw_buf_putc(out, '[');
-        for (uint32_t i = 0; i < o->via.array.size; i++) {
+        /* Each entry takes at least one byte per object: a count larger
+           than what is left is a lie, refused before the loop trusts it. */
+        if (h.count > after / (map ? 2 : 1)) {
+            *why = "malformed msgpack";
+            return MB_EPROTO;
+        }
+        gw_buf_putc(out, map ? '{' : '[');
+        size_t pos = 0, n;
+        for (uint64_t i = 0; i < h.count; i++) {
             if (i)
                 gw_buf_putc(out, ',');
-            int rc = s_to_json(out, &o->via.array.ptr[i], depth_left - 1, why);
-            if (rc)
-                return rc;
-        }
-        gw_buf_putc(out, ']');
-        return 0;
-    case MSGPACK_OBJECT_MAP:
-        if (depth_left <= 0) {
-            *why = "nesting too deep";
-            return MB_EPROTO;
-        }
-        gw_buf_putc(out, '{');
-        for (uint32_t i = 0; i < o->via.map.size; i++) {
-            const msgpack_object_kv *kv = &o->via.map.ptr[i];
-            if (kv->key.type != MSGPACK_OBJECT_STR) {
-                *why = "a map key that is not a string";
-                return MB_EPROTO;
+            if (map) {
+                mb_msgpack_head_t key;
+                if (mb_msgpack_head(payload + pos, after - pos, &key) != 0 ||
+                    key.kind != MB_MP_STR) {
+                    *why = "a map key that is not a string";
+                    return MB_EPROTO;
+                }
+                int rc = s_to_json(out, payload + pos, after - pos, &n, depth_left - 1, why);
+                if (rc)
+                    return rc;
+                pos += n;
+                gw_buf_putc(out, ':');
             }
-            if (i)
-                gw_buf_putc(out, ',');
-            int rc = s_to_json(out, &kv->key, depth_left - 1, why);
+            int rc = s_to_json(out, payload + pos, after - pos, &n, depth_left - 1, why);
             if (rc)
                 return rc;
-            gw_buf_putc(out, ':');
-            rc = s_to_json(out, &kv->val, depth_left - 1, why);
-            if (rc)
-                return rc;
+            pos += n;
         }
-        gw_buf_putc(out, '}');
+        gw_buf_putc(out, map ? '}' : ']');
+        *used += pos;
         return 0;
-    case MSGPACK_OBJECT_EXT:
+    }
+    case MB_MP_EXT:
     default:
         *why = "an ext value";
         return MB_EPROTO;
     }
 }
 
-int gw_msgpack_to_json(gw_buf_t *out, const msgpack_object *o, const char **why)
+int gw_msgpack_raw_to_json(gw_buf_t *out, const void *data, size_t size, const char **why)
 {
     static const char *none;
     if (!why)
         why = &none;
-    return s_to_json(out, o, S_REPLY_MAX_DEPTH, why);
+    size_t used = 0;
+    int rc = s_to_json(out, data, size, &used, S_REPLY_MAX_DEPTH, why);
+    if (rc == 0 && used != size) {
+        *why = "trailing bytes after the value";
+        rc = MB_EPROTO;
+    }
+    return rc;
+}
+
+int gw_msgpack_to_json(gw_buf_t *out, const msgpack_object *o, const char **why)
+{
+    /* Packed back to bytes so one writer serves both forms; this path
+       (WebSocket events) is not the hot one. */
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init(&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
+    msgpack_pack_object(&pk, *o);
+    int rc = gw_msgpack_raw_to_json(out, sbuf.data, sbuf.size, why);
+    msgpack_sbuffer_destroy(&sbuf);
+    return rc;
 }

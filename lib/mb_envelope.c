@@ -14,11 +14,10 @@
    pre-scan, not msgpack-c, is what refuses deep input. */
 #define S_MAX_DEPTH 32
 
-/*  Decodes one msgpack map at `data` into *msg. The bytes are copied into
-    memory owned by msg's zone, because msgpack_unpack_next() leaves
-    strings pointing into its input and the envelope must outlive the
-    frame it came in. */
-static int s_unpack_map(msgpack_unpacked *msg, const void *data, size_t size, const char **why)
+/*  Checks that `data` is exactly one well-formed msgpack map within the
+    envelope's depth limit, refusing lying counts and deep nesting before
+    anything allocates for them. */
+static int s_check_map(const void *data, size_t size, const char **why)
 {
     size_t used = 0;
     mb_msgpack_head_t head;
@@ -30,7 +29,6 @@ static int s_unpack_map(msgpack_unpacked *msg, const void *data, size_t size, co
         *why = "envelope is not a msgpack map";
         return MB_EPROTO;
     }
-    /* Refuse lying counts and deep nesting before msgpack-c allocates. */
     if (mb_msgpack_skip(data, size, S_MAX_DEPTH, &used) != 0) {
         *why = "malformed, truncated or too deeply nested msgpack";
         return MB_EPROTO;
@@ -39,36 +37,117 @@ static int s_unpack_map(msgpack_unpacked *msg, const void *data, size_t size, co
         *why = "trailing bytes after the envelope";
         return MB_EPROTO;
     }
-    char *copy = mb_malloc(size);
-    memcpy(copy, data, size);
+    return 0;
+}
+
+/*  Walks the entries of an encoded map that s_check_map() (or a check of
+    an enclosing object) has accepted, so every header read succeeds. */
+typedef struct {
+    const uint8_t *p;
+    size_t size;
+    size_t pos;    /* the next entry's key */
+    uint64_t left; /* entries not yet read */
+} s_map_iter_t;
+
+static void s_map_begin(s_map_iter_t *it, const void *map, size_t size)
+{
+    mb_msgpack_head_t head;
+    it->p = map;
+    it->size = size;
+    it->pos = 0;
+    it->left = 0;
+    if (mb_msgpack_head(map, size, &head) == 0 && head.kind == MB_MP_MAP) {
+        it->pos = head.head_len;
+        it->left = head.count;
+    }
+}
+
+/*  Reads the next entry: *key is NULL when the key is not a string;
+    *value and *value_len span the encoded value. Returns false at the
+    end. */
+static bool s_map_next(s_map_iter_t *it, const char **key, size_t *key_len,
+                       const uint8_t **value, size_t *value_len)
+{
+    mb_msgpack_head_t head;
+    size_t used;
+    if (it->left == 0 || mb_msgpack_head(it->p + it->pos, it->size - it->pos, &head) != 0 ||
+        mb_msgpack_skip(it->p + it->pos, it->size - it->pos, S_MAX_DEPTH, &used) != 0)
+        return false;
+    *key = head.kind == MB_MP_STR ? (const char *)it->p + it->pos + head.head_len : NULL;
+    *key_len = head.kind == MB_MP_STR ? head.count : 0;
+    it->pos += used;
+    if (mb_msgpack_skip(it->p + it->pos, it->size - it->pos, S_MAX_DEPTH, &used) != 0)
+        return false;
+    *value = it->p + it->pos;
+    *value_len = used;
+    it->pos += used;
+    it->left--;
+    return true;
+}
+
+static bool s_name_is(const char *key, size_t key_len, const char *name)
+{
+    return key && key_len == strlen(name) && memcmp(key, name, key_len) == 0;
+}
+
+/*  Reads an encoded non-negative integer. */
+static bool s_raw_uint(const uint8_t *value, size_t len, uint64_t *out)
+{
+    mb_msgpack_head_t head;
+    if (mb_msgpack_head(value, len, &head) != 0 || head.kind != MB_MP_UINT)
+        return false;
+    *out = head.value;
+    return true;
+}
+
+/*  Reads an encoded string in place. */
+static bool s_raw_str(const uint8_t *value, size_t len, const char **s, size_t *s_len)
+{
+    mb_msgpack_head_t head;
+    if (!value || mb_msgpack_head(value, len, &head) != 0 || head.kind != MB_MP_STR)
+        return false;
+    *s = (const char *)value + head.head_len;
+    *s_len = head.count;
+    return true;
+}
+
+/*  Unpacks the one object in `len` bytes at `at`, which lie in `copy`,
+    into *msg (`at` NULL: nothing to unpack), whose zone then owns `copy`:
+    msgpack_unpack_next() leaves strings pointing into its input, and an
+    envelope must outlive the frame it came in. On failure `copy` is
+    freed. */
+static int s_unpack_owned(msgpack_unpacked *msg, char *copy, const char *at, size_t len,
+                          const char **why)
+{
     msgpack_unpacked_init(msg);
     size_t offset = 0;
-    msgpack_unpack_return rc = msgpack_unpack_next(msg, copy, size, &offset);
-    if (rc == MSGPACK_UNPACK_NOMEM_ERROR) {
+    msgpack_unpack_return rc = at ? msgpack_unpack_next(msg, at, len, &offset)
+                                  : MSGPACK_UNPACK_SUCCESS;
+    if (rc != MSGPACK_UNPACK_SUCCESS || offset != len) {
         free(copy);
         msgpack_unpacked_destroy(msg);
-        *why = "out of memory decoding the envelope";
+        *why = rc == MSGPACK_UNPACK_NOMEM_ERROR ? "out of memory decoding the envelope"
+                                                : "malformed msgpack";
         return MB_EPROTO;
     }
-    if (rc != MSGPACK_UNPACK_SUCCESS || offset != size) {
-        free(copy);
-        msgpack_unpacked_destroy(msg);
-        *why = "malformed msgpack";
-        return MB_EPROTO;
-    }
-    /* Tie the copy's life to the zone; an empty map may not have made one. */
+    /* Nothing, an empty map or a scalar may not have made a zone. */
     if (!msg->zone)
         msg->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
     if (!msg->zone || !msgpack_zone_push_finalizer(msg->zone, free, copy)) {
         mb_error(0, "out of memory decoding an envelope");
         abort();
     }
-    if (msg->data.type != MSGPACK_OBJECT_MAP) {
-        msgpack_unpacked_destroy(msg);
-        *why = "envelope is not a map";
-        return MB_EPROTO;
-    }
     return 0;
+}
+
+/*  Decodes one msgpack map at `data` into *msg, which owns a copy. */
+static int s_unpack_map(msgpack_unpacked *msg, const void *data, size_t size, const char **why)
+{
+    if (s_check_map(data, size, why))
+        return MB_EPROTO;
+    char *copy = mb_malloc(size);
+    memcpy(copy, data, size);
+    return s_unpack_owned(msg, copy, copy, size, why);
 }
 
 /*  Reads a non-negative integer; msgpack-c stores those as POSITIVE_INTEGER
@@ -164,46 +243,31 @@ void mb_request_release(mb_request_t *req)
 
 int mb_request_peek(const void *data, size_t size, uint64_t *rid, uint32_t *ttl_ms)
 {
-    const uint8_t *p = data;
+    static const char *ignored;
     *rid = 0;
     *ttl_ms = 0;
-    if (!data)
-        return MB_EPROTO;
     /* One allocation-free pass checks the whole message is well-formed
        msgpack (counts, depth, no trailing bytes), so the broker refuses
        exactly the garbage the actors would, and the walk below can trust
        every header it reads. */
-    mb_msgpack_head_t head;
-    size_t used;
-    if (mb_msgpack_head(p, size, &head) != 0 || head.kind != MB_MP_MAP ||
-        mb_msgpack_skip(p, size, S_MAX_DEPTH, &used) != 0 || used != size)
+    if (s_check_map(data, size, &ignored))
         return MB_EPROTO;
-    size_t pos = head.head_len;
+    s_map_iter_t it;
+    s_map_begin(&it, data, size);
+    const char *key;
+    size_t key_len, len;
+    const uint8_t *value;
     uint64_t found_rid = 0, found_ttl = 0;
     bool have_rid = false, have_ttl = false;
-    for (uint64_t i = 0; i < head.count; i++) {
-        mb_msgpack_head_t key, value;
-        mb_msgpack_head(p + pos, size - pos, &key);
-        const char *name = (const char *)p + pos + key.head_len;
-        bool is_str3 = key.kind == MB_MP_STR && key.count == 3;
-        bool is_rid = is_str3 && memcmp(name, "rid", 3) == 0;
-        bool is_ttl = is_str3 && memcmp(name, "ttl", 3) == 0;
-        mb_msgpack_skip(p + pos, size - pos, S_MAX_DEPTH, &used);
-        pos += used;
-        if (is_rid || is_ttl) {
-            mb_msgpack_head(p + pos, size - pos, &value);
-            if (value.kind != MB_MP_UINT || (is_rid && have_rid) || (is_ttl && have_ttl))
-                return MB_EPROTO;
-            if (is_rid) {
-                found_rid = value.value;
-                have_rid = true;
-            } else {
-                found_ttl = value.value;
-                have_ttl = true;
-            }
-        }
-        mb_msgpack_skip(p + pos, size - pos, S_MAX_DEPTH, &used);
-        pos += used;
+    while (s_map_next(&it, &key, &key_len, &value, &len)) {
+        bool is_rid = s_name_is(key, key_len, "rid"), is_ttl = s_name_is(key, key_len, "ttl");
+        if (!is_rid && !is_ttl)
+            continue;
+        if ((is_rid && have_rid) || (is_ttl && have_ttl) ||
+            !s_raw_uint(value, len, is_rid ? &found_rid : &found_ttl))
+            return MB_EPROTO;
+        have_rid |= is_rid;
+        have_ttl |= is_ttl;
     }
     if (!have_rid || found_rid == 0)
         return MB_EPROTO;
@@ -228,73 +292,133 @@ void mb_request_pack_head(msgpack_packer *pk, const char *op, uint64_t rid, uint
     }
 }
 
+int mb_reply_view(mb_reply_view_t *view, const void *data, size_t size, const char **why)
+{
+    static const char *ignored;
+    if (!why)
+        why = &ignored;
+    memset(view, 0, sizeof *view);
+    int rc = s_check_map(data, size, why);
+    if (rc)
+        return rc;
+    const uint8_t *rid = NULL, *status = NULL, *body = NULL, *error = NULL;
+    size_t rid_len = 0, status_len = 0, body_len = 0, error_len = 0;
+    s_map_iter_t it;
+    s_map_begin(&it, data, size);
+    const char *key;
+    size_t key_len, len;
+    const uint8_t *value;
+    while (s_map_next(&it, &key, &key_len, &value, &len)) {
+        const uint8_t **slot = NULL;
+        size_t *slot_len = NULL;
+        if (s_name_is(key, key_len, "rid"))
+            slot = &rid, slot_len = &rid_len;
+        else if (s_name_is(key, key_len, "status"))
+            slot = &status, slot_len = &status_len;
+        else if (s_name_is(key, key_len, "body"))
+            slot = &body, slot_len = &body_len;
+        else if (s_name_is(key, key_len, "error"))
+            slot = &error, slot_len = &error_len;
+        if (!slot)
+            continue; /* unknown keys let the envelope grow */
+        if (*slot) {
+            *why = "duplicate key in reply";
+            return MB_EPROTO;
+        }
+        *slot = value;
+        *slot_len = len;
+    }
+    /* rid 0 is allowed: it answers a request whose rid could not be read. */
+    if (!rid || !s_raw_uint(rid, rid_len, &view->rid)) {
+        *why = "reply rid missing or not a non-negative integer";
+        goto fail;
+    }
+    uint64_t code;
+    if (!status || !s_raw_uint(status, status_len, &code) || code < 100 || code > 599) {
+        *why = "reply status missing or not in 100..599";
+        goto fail;
+    }
+    view->status = (int)code;
+    if (error) {
+        if (body) {
+            *why = "reply has both body and error";
+            goto fail;
+        }
+        /* The first of each key counts, as mb_map_get() reads maps. */
+        const uint8_t *c = NULL, *m = NULL, *f = NULL;
+        size_t c_len = 0, m_len = 0, f_len = 0;
+        mb_msgpack_head_t head;
+        if (mb_msgpack_head(error, error_len, &head) != 0 || head.kind != MB_MP_MAP) {
+            *why = "reply error not a map";
+            goto fail;
+        }
+        s_map_begin(&it, error, error_len);
+        while (s_map_next(&it, &key, &key_len, &value, &len)) {
+            if (!c && s_name_is(key, key_len, "code"))
+                c = value, c_len = len;
+            else if (!m && s_name_is(key, key_len, "message"))
+                m = value, m_len = len;
+            else if (!f && s_name_is(key, key_len, "field"))
+                f = value, f_len = len;
+        }
+        if (!s_raw_str(c, c_len, &view->code, &view->code_len) ||
+            !s_raw_str(m, m_len, &view->message, &view->message_len)) {
+            *why = "reply error needs code and message strings";
+            goto fail;
+        }
+        if (f && !s_raw_str(f, f_len, &view->field, &view->field_len)) {
+            *why = "reply error field not a string";
+            goto fail;
+        }
+    }
+    view->body = body;
+    view->body_len = body_len;
+    return 0;
+fail:
+    memset(view, 0, sizeof *view);
+    return MB_EPROTO;
+}
+
 int mb_reply_decode(mb_reply_t *rep, const void *data, size_t size, const char **why)
 {
     static const char *ignored;
     if (!why)
         why = &ignored;
     memset(rep, 0, sizeof *rep);
-    int rc = s_unpack_map(&rep->msg, data, size, why);
-    if (rc)
+    /* The view is taken of a copy, which the zone then keeps: every
+       pointer in *rep must outlive the caller's frame. */
+    if (!data || size == 0) {
+        *why = "empty message";
+        return MB_EPROTO;
+    }
+    char *copy = mb_malloc(size);
+    memcpy(copy, data, size);
+    mb_reply_view_t view;
+    int rc = mb_reply_view(&view, copy, size, why);
+    if (rc) {
+        free(copy);
         return rc;
-
-    const msgpack_object *rid = NULL, *status = NULL, *body = NULL, *error = NULL;
-    const msgpack_object_map *map = &rep->msg.data.via.map;
-    for (uint32_t i = 0; i < map->size; i++) {
-        const msgpack_object *key = &map->ptr[i].key;
-        const msgpack_object *val = &map->ptr[i].val;
-        const msgpack_object **slot = s_key_is(key, "rid")      ? &rid
-                                      : s_key_is(key, "status") ? &status
-                                      : s_key_is(key, "body")   ? &body
-                                      : s_key_is(key, "error")  ? &error
-                                                                : NULL;
-        if (!slot)
-            continue;
-        if (*slot) {
-            *why = "duplicate key in reply";
-            goto fail;
-        }
-        *slot = val;
     }
-    /* rid 0 is allowed: it answers a request whose rid could not be read. */
-    if (!rid || !s_uint(rid, &rep->rid)) {
-        *why = "reply rid missing or not a non-negative integer";
-        goto fail;
+    if (s_unpack_owned(&rep->msg, copy, (const char *)view.body, view.body_len, why)) {
+        memset(rep, 0, sizeof *rep);
+        return MB_EPROTO;
     }
-    uint64_t code;
-    if (!status || !s_uint(status, &code) || code < 100 || code > 599) {
-        *why = "reply status missing or not in 100..599";
-        goto fail;
+    msgpack_object *body = msgpack_zone_malloc(rep->msg.zone, sizeof *body);
+    if (!body) {
+        mb_error(0, "out of memory decoding an envelope");
+        abort();
     }
-    rep->status = (int)code;
-    if (error) {
-        if (body) {
-            *why = "reply has both body and error";
-            goto fail;
-        }
-        if (error->type != MSGPACK_OBJECT_MAP) {
-            *why = "reply error not a map";
-            goto fail;
-        }
-        const msgpack_object *c = mb_map_get(error, "code");
-        const msgpack_object *m = mb_map_get(error, "message");
-        const msgpack_object *f = mb_map_get(error, "field");
-        if (!mb_obj_str(c, &rep->code, &rep->code_len) ||
-            !mb_obj_str(m, &rep->message, &rep->message_len)) {
-            *why = "reply error needs code and message strings";
-            goto fail;
-        }
-        if (f && !mb_obj_str(f, &rep->field, &rep->field_len)) {
-            *why = "reply error field not a string";
-            goto fail;
-        }
-    }
-    rep->body = body;
+    *body = rep->msg.data;
+    rep->body = view.body ? body : NULL;
+    rep->rid = view.rid;
+    rep->status = view.status;
+    rep->code = view.code;
+    rep->code_len = view.code_len;
+    rep->message = view.message;
+    rep->message_len = view.message_len;
+    rep->field = view.field;
+    rep->field_len = view.field_len;
     return 0;
-fail:
-    msgpack_unpacked_destroy(&rep->msg);
-    memset(rep, 0, sizeof *rep);
-    return MB_EPROTO;
 }
 
 void mb_reply_release(mb_reply_t *rep)

@@ -79,6 +79,30 @@ int mb_request_peek(const void *data, size_t size, uint64_t *rid, uint32_t *ttl_
 void mb_request_pack_head(msgpack_packer *pk, const char *op, uint64_t rid, uint32_t ttl_ms,
                           uint32_t n_more);
 
+/*  A reply read in place: no allocation, no copy. The strings and the
+    body point into the bytes given to mb_reply_view(), which must outlive
+    the view. For hot paths (the gateway answers every HTTP request from
+    one); mb_reply_decode() is the same check plus a decoded body. */
+typedef struct {
+    uint64_t rid;
+    int status;
+    const uint8_t *body; /* the body's encoded msgpack, NULL for an error reply or when
+                            absent; one complete object of body_len bytes */
+    size_t body_len;
+    const char *code;    /* error code, NULL unless an error reply */
+    size_t code_len;
+    const char *message; /* error message, NULL unless an error reply */
+    size_t message_len;
+    const char *field;   /* error field, NULL when absent */
+    size_t field_len;
+} mb_reply_view_t;
+
+/*  Reads the reply at `data` into *view, checking it as
+    mb_reply_decode() does (well-formed msgpack within the depth and count
+    limits, no trailing bytes, every known key's type, no known key twice).
+    Returns 0, or MB_EPROTO with *why set to a static reason. */
+int mb_reply_view(mb_reply_view_t *view, const void *data, size_t size, const char **why);
+
 /*  Decodes a reply, as mb_request_decode() does. */
 int mb_reply_decode(mb_reply_t *rep, const void *data, size_t size, const char **why);
 void mb_reply_release(mb_reply_t *rep);

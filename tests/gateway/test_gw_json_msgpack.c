@@ -276,3 +276,58 @@ Test(gw_buf, growth_and_reuse)
     gw_buf_free(&b);
     cr_assert_null(b.data);
 }
+
+/*  Replies are read in place from their bytes: anything that is not
+    exactly one well-formed object is refused, whatever it claims. */
+Test(gw_json_msgpack, raw_bytes_must_be_one_whole_object)
+{
+    static const struct {
+        const char *label;
+        const char *bytes;
+        size_t len;
+    } bad[] = {
+        {"empty", "", 0},
+        {"cut string", "\xa5" "abc", 4},
+        {"cut float64", "\xcb\x3f\xf0\x00", 4},
+        {"map claiming 3 entries with 1", "\x83\xa1" "a\x01", 4},
+        {"array claiming 2^32-1 items", "\xdd\xff\xff\xff\xff\x01", 6},
+        {"str32 longer than the input", "\xdb\x00\x01\x00\x00xyz", 8},
+        {"trailing byte", "\x01\x02", 2},
+        {"never-used byte 0xc1", "\xc1", 1},
+        {"map key that is an int", "\x81\x01\x02", 3},
+        {"ext", "\xd4\x01\x00", 3},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        gw_buf_t out = GW_BUF_INIT;
+        const char *why = NULL;
+        cr_assert_eq(gw_msgpack_raw_to_json(&out, bad[i].bytes, bad[i].len, &why), MB_EPROTO, "%s",
+                     bad[i].label);
+        cr_assert_not_null(why, "%s", bad[i].label);
+        gw_buf_free(&out);
+    }
+    /* A float32 reads back in its shortest float32 form, from big-endian bytes. */
+    gw_buf_t out = GW_BUF_INIT;
+    cr_assert_eq(gw_msgpack_raw_to_json(&out, "\x92\xca\x3d\xcc\xcc\xcd\xcb\xbf\xf8\x00\x00\x00"
+                                              "\x00\x00\x00",
+                                        15, NULL),
+                 0);
+    cr_assert_str_eq(out.data, "[0.1,-1.5]");
+    gw_buf_free(&out);
+}
+
+Test(gw_buf, integers_without_printf)
+{
+    static const struct {
+        int64_t v;
+        const char *text;
+    } cases[] = {{0, "0"}, {7, "7"}, {-1, "-1"}, {1000000, "1000000"},
+                 {INT64_MAX, "9223372036854775807"}, {INT64_MIN, "-9223372036854775808"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char n[GW_INT_CHARS];
+        cr_assert_eq(gw_fmt_i64(n, cases[i].v), strlen(cases[i].text));
+        cr_assert_str_eq(n, cases[i].text);
+    }
+    char n[GW_INT_CHARS];
+    cr_assert_eq(gw_fmt_u64(n, UINT64_MAX), 20);
+    cr_assert_str_eq(n, "18446744073709551615");
+}

@@ -24,6 +24,66 @@ static void s_fini(packer_t *p)
     msgpack_sbuffer_destroy(&p->buf);
 }
 
+/*  The in-place view of a reply (which mb_reply_decode() is built on)
+    says what msgpack-c reads in the same bytes, and what the decoded
+    reply says, and points into the bytes it was given. */
+static void s_assert_view_is_decode(const mb_reply_view_t *view, int viewed, const mb_reply_t *rep,
+                                    const void *data, size_t size)
+{
+    const char *start = data, *end = start + size;
+    cr_assert_eq(viewed, 0, "view accepts what decode accepts");
+    msgpack_unpacked whole;
+    msgpack_unpacked_init(&whole);
+    size_t off = 0;
+    cr_assert_eq(msgpack_unpack_next(&whole, data, size, &off), MSGPACK_UNPACK_SUCCESS);
+    const msgpack_object *error = mb_map_get(&whole.data, "error");
+    const msgpack_object *body = mb_map_get(&whole.data, "body");
+    const msgpack_object *rid = mb_map_get(&whole.data, "rid");
+    const msgpack_object *status = mb_map_get(&whole.data, "status");
+    cr_assert(rid && rid->type == MSGPACK_OBJECT_POSITIVE_INTEGER);
+    cr_assert(status && status->type == MSGPACK_OBJECT_POSITIVE_INTEGER);
+    cr_assert_eq(view->rid, rid->via.u64);
+    cr_assert_eq((uint64_t)view->status, status->via.u64);
+    cr_assert_eq(rep->rid, view->rid);
+    cr_assert_eq(rep->status, view->status);
+    cr_assert_eq(view->body != NULL, body != NULL);
+    cr_assert_eq(rep->body != NULL, body != NULL);
+    cr_assert_eq(view->code != NULL, error != NULL);
+    cr_assert_eq(rep->code != NULL, error != NULL);
+    if (error) {
+        const char *s;
+        size_t len;
+        cr_assert(mb_obj_str(mb_map_get(error, "code"), &s, &len));
+        cr_assert(view->code >= start && view->code + view->code_len <= end);
+        cr_assert(view->code_len == len && memcmp(view->code, s, len) == 0);
+        cr_assert(rep->code_len == len && memcmp(rep->code, s, len) == 0);
+        cr_assert(mb_obj_str(mb_map_get(error, "message"), &s, &len));
+        cr_assert(view->message_len == len && memcmp(view->message, s, len) == 0);
+        cr_assert(rep->message_len == len && memcmp(rep->message, s, len) == 0);
+        bool field = mb_obj_str(mb_map_get(error, "field"), &s, &len);
+        cr_assert_eq(view->field != NULL, field);
+        cr_assert_eq(rep->field != NULL, field);
+        if (field) {
+            cr_assert(view->field_len == len && memcmp(view->field, s, len) == 0);
+            cr_assert(rep->field_len == len && memcmp(rep->field, s, len) == 0);
+        }
+    }
+    if (body) {
+        cr_assert((const char *)view->body >= start &&
+                  (const char *)view->body + view->body_len <= end);
+        msgpack_unpacked spanned;
+        msgpack_unpacked_init(&spanned);
+        off = 0;
+        cr_assert_eq(msgpack_unpack_next(&spanned, (const char *)view->body, view->body_len, &off),
+                     MSGPACK_UNPACK_SUCCESS);
+        cr_assert_eq(off, view->body_len);
+        cr_assert(msgpack_object_equal(spanned.data, *body));
+        cr_assert(msgpack_object_equal(*rep->body, *body));
+        msgpack_unpacked_destroy(&spanned);
+    }
+    msgpack_unpacked_destroy(&whole);
+}
+
 Test(mb_envelope, usage)
 {
     /* The gateway packs a request... */
@@ -76,6 +136,10 @@ Test(mb_envelope, usage)
     cr_assert_eq(rep.status, 200);
     cr_assert(mb_obj_str_eq(mb_map_get(rep.body, "title"), "Teardrop"));
     cr_assert_null(rep.code);
+    /* The gateway reads it in place instead: the same, without a copy. */
+    mb_reply_view_t view;
+    int viewed = mb_reply_view(&view, p.buf.data, p.buf.size, &why);
+    s_assert_view_is_decode(&view, viewed, &rep, p.buf.data, p.buf.size);
     mb_reply_release(&rep);
     s_fini(&p);
 }
@@ -113,6 +177,9 @@ Test(mb_envelope, error_reply_round_trip)
     cr_assert_eq(memcmp(rep.code, "invalid", 7), 0);
     cr_assert_eq(memcmp(rep.message, "isrc must be 12 characters", rep.message_len), 0);
     cr_assert_eq(memcmp(rep.field, "body.isrc", rep.field_len), 0);
+    mb_reply_view_t view;
+    s_assert_view_is_decode(&view, mb_reply_view(&view, p.buf.data, p.buf.size, NULL), &rep,
+                            p.buf.data, p.buf.size);
     mb_reply_release(&rep);
 
     msgpack_sbuffer_clear(&p.buf);
@@ -465,6 +532,13 @@ static void s_assert_bad_reply(packer_t *p, const char *label)
     cr_assert_not_null(why);
     cr_assert_null(rep.body);
     cr_assert_null(rep.code);
+    mb_reply_view_t view;
+    why = NULL;
+    cr_assert_eq(mb_reply_view(&view, p->buf.data, p->buf.size, &why), MB_EPROTO, "view: %s",
+                 label);
+    cr_assert_not_null(why);
+    cr_assert_null(view.body);
+    cr_assert_null(view.code);
     msgpack_sbuffer_clear(&p->buf);
 }
 
@@ -608,9 +682,14 @@ static void s_try_everything(const uint8_t *data, size_t size)
         mb_request_release(&req);
     }
     mb_reply_t rep;
+    mb_reply_view_t view;
+    int viewed = mb_reply_view(&view, data, size, NULL);
     if (mb_reply_decode(&rep, data, size, NULL) == 0) {
         cr_assert(rep.status >= 100 && rep.status <= 599);
+        s_assert_view_is_decode(&view, viewed, &rep, data, size);
         mb_reply_release(&rep);
+    } else {
+        cr_assert_neq(viewed, 0, "view refuses what decode refuses");
     }
     uint64_t rid;
     uint32_t ttl;
@@ -631,6 +710,24 @@ Test(mb_envelope, random_bytes_never_crash)
         /* bias toward maps so the decoder gets past the first byte */
         if (size && i % 2)
             data[0] = 0x80 | (data[0] & 0x0f);
+        s_try_everything(data, size);
+        free(data);
+    }
+}
+
+/*  Flips a few bytes of `buf`, and sometimes cuts it, 5000 times. */
+static void s_mutate_and_try(const msgpack_sbuffer *buf)
+{
+    for (int i = 0; i < 5000; i++) {
+        uint8_t *data = malloc(buf->size);
+        memcpy(data, buf->data, buf->size);
+        int flips = 1 + (int)(s_rand() % 4);
+        for (int f = 0; f < flips; f++) {
+            size_t at = s_rand() % buf->size;
+            data[at] =
+                s_rand() % 3 ? (uint8_t)s_rand() : data[at] ^ (uint8_t)(1u << (s_rand() % 8));
+        }
+        size_t size = s_rand() % 8 ? buf->size : s_rand() % buf->size;
         s_try_everything(data, size);
         free(data);
     }
@@ -659,18 +756,23 @@ Test(mb_envelope, mutated_envelopes_never_crash)
     msgpack_pack_double(&p.pk, 0.5);
     mb_pack_cstr(&p.pk, "pos");
     msgpack_pack_uint16(&p.pk, 300);
-    for (int i = 0; i < 5000; i++) {
-        uint8_t *data = malloc(p.buf.size);
-        memcpy(data, p.buf.data, p.buf.size);
-        int flips = 1 + (int)(s_rand() % 4);
-        for (int f = 0; f < flips; f++) {
-            size_t at = s_rand() % p.buf.size;
-            data[at] =
-                s_rand() % 3 ? (uint8_t)s_rand() : data[at] ^ (uint8_t)(1u << (s_rand() % 8));
-        }
-        size_t size = s_rand() % 8 ? p.buf.size : s_rand() % p.buf.size;
-        s_try_everything(data, size);
-        free(data);
-    }
+    s_mutate_and_try(&p.buf);
+
+    /* Replies, where the view and the decoder must agree on every one. */
+    msgpack_sbuffer_clear(&p.buf);
+    mb_reply_pack_head(&p.pk, 77, 200);
+    msgpack_pack_map(&p.pk, 3);
+    mb_pack_cstr(&p.pk, "title");
+    mb_pack_cstr(&p.pk, "Teardrop");
+    mb_pack_cstr(&p.pk, "artists");
+    msgpack_pack_array(&p.pk, 2);
+    mb_pack_cstr(&p.pk, "Massive Attack");
+    msgpack_pack_nil(&p.pk);
+    mb_pack_cstr(&p.pk, "gain");
+    msgpack_pack_double(&p.pk, -7.5);
+    s_mutate_and_try(&p.buf);
+    msgpack_sbuffer_clear(&p.buf);
+    mb_reply_pack_error(&p.pk, 77, 400, "invalid", "body.isrc", "isrc must be 12 characters");
+    s_mutate_and_try(&p.buf);
     s_fini(&p);
 }
