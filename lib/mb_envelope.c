@@ -111,18 +111,15 @@ static bool s_raw_str(const uint8_t *value, size_t len, const char **s, size_t *
     return true;
 }
 
-/*  Unpacks the one object in `len` bytes at `at`, which lie in `copy`,
-    into *msg (`at` NULL: nothing to unpack), whose zone then owns `copy`:
-    msgpack_unpack_next() leaves strings pointing into its input, and an
-    envelope must outlive the frame it came in. On failure `copy` is
-    freed. */
-static int s_unpack_owned(msgpack_unpacked *msg, char *copy, const char *at, size_t len,
-                          const char **why)
+/*  Unpacks the one object in the `len` bytes at `copy` into *msg, whose
+    zone then owns `copy`: msgpack_unpack_next() leaves strings pointing
+    into its input, and an envelope must outlive the frame it came in. On
+    failure `copy` is freed. */
+static int s_unpack_owned(msgpack_unpacked *msg, char *copy, size_t len, const char **why)
 {
     msgpack_unpacked_init(msg);
     size_t offset = 0;
-    msgpack_unpack_return rc = at ? msgpack_unpack_next(msg, at, len, &offset)
-                                  : MSGPACK_UNPACK_SUCCESS;
+    msgpack_unpack_return rc = msgpack_unpack_next(msg, copy, len, &offset);
     if (rc != MSGPACK_UNPACK_SUCCESS || offset != len) {
         free(copy);
         msgpack_unpacked_destroy(msg);
@@ -130,7 +127,7 @@ static int s_unpack_owned(msgpack_unpacked *msg, char *copy, const char *at, siz
                                                 : "malformed msgpack";
         return MB_EPROTO;
     }
-    /* Nothing, an empty map or a scalar may not have made a zone. */
+    /* An empty map may not have made a zone. */
     if (!msg->zone)
         msg->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
     if (!msg->zone || !msgpack_zone_push_finalizer(msg->zone, free, copy)) {
@@ -147,7 +144,7 @@ static int s_unpack_map(msgpack_unpacked *msg, const void *data, size_t size, co
         return MB_EPROTO;
     char *copy = mb_malloc(size);
     memcpy(copy, data, size);
-    return s_unpack_owned(msg, copy, copy, size, why);
+    return s_unpack_owned(msg, copy, size, why);
 }
 
 /*  Reads a non-negative integer; msgpack-c stores those as POSITIVE_INTEGER
@@ -386,7 +383,8 @@ int mb_reply_decode(mb_reply_t *rep, const void *data, size_t size, const char *
         why = &ignored;
     memset(rep, 0, sizeof *rep);
     /* The view is taken of a copy, which the zone then keeps: every
-       pointer in *rep must outlive the caller's frame. */
+       pointer in *rep must outlive the caller's frame. msg holds the
+       whole envelope, as callers reading extra error fields expect. */
     if (!data || size == 0) {
         *why = "empty message";
         return MB_EPROTO;
@@ -399,17 +397,12 @@ int mb_reply_decode(mb_reply_t *rep, const void *data, size_t size, const char *
         free(copy);
         return rc;
     }
-    if (s_unpack_owned(&rep->msg, copy, (const char *)view.body, view.body_len, why)) {
+    if (s_unpack_owned(&rep->msg, copy, size, why)) {
         memset(rep, 0, sizeof *rep);
         return MB_EPROTO;
     }
-    msgpack_object *body = msgpack_zone_malloc(rep->msg.zone, sizeof *body);
-    if (!body) {
-        mb_error(0, "out of memory decoding an envelope");
-        abort();
-    }
-    *body = rep->msg.data;
-    rep->body = view.body ? body : NULL;
+    /* The view refused duplicate keys: the first "body" is the body. */
+    rep->body = view.body ? mb_map_get(&rep->msg.data, "body") : NULL;
     rep->rid = view.rid;
     rep->status = view.status;
     rep->code = view.code;
