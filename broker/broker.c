@@ -86,6 +86,13 @@
     switch: it must not push back on one peer for another's sake. */
 #define BROKER_HWM 200000
 
+/*  Replies to a compact client (mb_client.h) are gathered while the broker
+    works through a batch of messages and go out as one message per client:
+    at most this many bodies a message, and this many clients gathered at
+    once (there is one per gateway process). */
+#define BROKER_REPLY_BATCH 64
+#define BROKER_REPLY_CLIENTS 8
+
 /*  Messages handled per poll wake-up before timers are looked at: large
     enough to amortise zmq_poll(), small enough that deadlines and
     heartbeats never lag by more than a few milliseconds under load. */
@@ -130,8 +137,9 @@ struct request_t {
     size_t heap_index;      /* position in the broker's deadline heap */
     service_t *service;     /* the service asked for */
     worker_t *worker;       /* the worker holding it, or NULL while queued */
-    bool compact_client;    /* a musicbus client (mb_client.h): the worker's reply goes
-                               to it as [client][MB_CLIENT_COMPACT][body] */
+    uint8_t compact_client; /* a musicbus client (mb_client.h): the worker's reply goes
+                               to it as [client][MB_CLIENT_COMPACT][body], alone (1) or
+                               with others in one message (2); 0: RFC 7 */
     bool abandoned;         /* answered by the broker (deadline, shutdown) while a worker
                                holds it: kept, without its body, only so that worker's
                                reply matches it; out of the deadline heap */
@@ -181,6 +189,14 @@ struct worker_t {
     unsigned char identity[]; /* the routing id */
 };
 
+/*  Replies gathered for one compact client: [client][MB_CLIENT_COMPACT]
+    [body][body]... once sent. */
+typedef struct {
+    zmq_msg_t client;
+    zmq_msg_t bodies[BROKER_REPLY_BATCH];
+    size_t n; /* bodies; 0: the slot is free */
+} s_replies_t;
+
 typedef struct {
     uint64_t requests;     /* client requests received (MMI included) */
     uint64_t replies;      /* worker replies delivered to clients */
@@ -213,6 +229,8 @@ typedef struct {
     size_t heap_len;
     size_t heap_cap;
     worker_t *flush_head; /* workers with requests to send at the end of the batch */
+    s_replies_t *replies; /* [BROKER_REPLY_CLIENTS]: replies to send at the end of the batch */
+    size_t n_replies;     /* slots in use, the first ones */
     request_t *pool;      /* spare request records */
     size_t pool_len;
 
@@ -452,7 +470,7 @@ static request_t *s_request_new(broker_t *self, zmq_msg_t *client, zmq_msg_t *bo
     request->service = NULL;
     request->worker = NULL;
     request->abandoned = false;
-    request->compact_client = false;
+    request->compact_client = 0;
     request->prev = request->next = NULL;
     s_heap_push(self, request);
     return request;
@@ -1010,10 +1028,16 @@ static void s_handle_mmi(broker_t *self, zmq_msg_t *frames, size_t n)
 
 /*  True when a client's routing id says it is a musicbus client, which
     takes compact replies (mb_client.h). */
-static bool s_is_compact_client(zmq_msg_t *identity)
+static uint8_t s_compact_client(zmq_msg_t *identity)
 {
     size_t len = strlen(MB_CLIENT_ID_PREFIX);
-    return zmq_msg_size(identity) > len && memcmp(zmq_msg_data(identity), MB_CLIENT_ID_PREFIX, len) == 0;
+    if (zmq_msg_size(identity) <= len)
+        return 0;
+    if (memcmp(zmq_msg_data(identity), MB_CLIENT_ID_PREFIX, len) == 0)
+        return 2;
+    if (memcmp(zmq_msg_data(identity), MB_CLIENT_ID_PREFIX_V1, len) == 0)
+        return 1;
+    return 0;
 }
 
 /*  Client request [client]["" ]["MDPC01"][service][body...] (a compact
@@ -1063,7 +1087,7 @@ static void s_handle_client(broker_t *self, zmq_msg_t *frames, size_t n)
                             "the service's queue is full");
         return;
     }
-    bool compact = s_is_compact_client(&frames[0]);
+    uint8_t compact = s_compact_client(&frames[0]);
     request_t *request = s_request_new(self, &frames[0], &frames[4], n - 4, rid, ttl_ms);
     request->service = service;
     request->compact_client = compact;
@@ -1127,6 +1151,72 @@ static void s_handle_ready(broker_t *self, zmq_msg_t *frames, size_t n)
     s_service_dispatch(self, service);
 }
 
+/*  Sends the replies gathered in `batch` as [client][MB_CLIENT_COMPACT]
+    [body]... and frees the slot's frames. */
+static void s_replies_send(broker_t *self, s_replies_t *batch)
+{
+    static const unsigned char compact = MB_CLIENT_COMPACT;
+    if (zmq_msg_send(&batch->client, self->router, S_MORE) < 0) {
+        self->stats.dropped += batch->n;
+        mb_debug(0, "client unreachable (%s): %zu replies dropped", zmq_strerror(errno), batch->n);
+        zmq_msg_close(&batch->client);
+        for (size_t i = 0; i < batch->n; i++)
+            zmq_msg_close(&batch->bodies[i]);
+    } else {
+        zmq_send(self->router, &compact, 1, S_MORE);
+        for (size_t i = 0; i < batch->n; i++)
+            s_send_move(self, &batch->bodies[i], i + 1 < batch->n ? S_MORE : S_LAST);
+        self->stats.replies += batch->n;
+    }
+    batch->n = 0;
+}
+
+/*  Sends every client's gathered replies. Returns true when there were any. */
+static bool s_replies_flush(broker_t *self)
+{
+    for (size_t i = 0; i < self->n_replies; i++)
+        s_replies_send(self, &self->replies[i]);
+    bool sent = self->n_replies > 0;
+    self->n_replies = 0;
+    return sent;
+}
+
+/*  Gathers a reply body for a compact client (moving `client`, when it is
+    the client's first, and `body`): it goes out with the others at the end
+    of the broker's batch (s_replies_flush), or when the client has
+    BROKER_REPLY_BATCH of them. A client is found by a linear search: there
+    are only a few (a gateway process each). */
+static void s_replies_add(broker_t *self, zmq_msg_t *client, zmq_msg_t *body)
+{
+    s_replies_t *batch = NULL;
+    for (size_t i = 0; i < self->n_replies && !batch; i++)
+        if (s_msg_eq_bytes(&self->replies[i].client, zmq_msg_data(client), zmq_msg_size(client)))
+            batch = &self->replies[i];
+    if (!batch) {
+        if (self->n_replies == BROKER_REPLY_CLIENTS) {
+            /* Many clients at once: the oldest slot's replies go now. */
+            s_replies_send(self, &self->replies[0]);
+            self->replies[0] = self->replies[--self->n_replies];
+        }
+        batch = &self->replies[self->n_replies++];
+        zmq_msg_init(&batch->client);
+        zmq_msg_move(&batch->client, client);
+        batch->n = 0;
+    }
+    zmq_msg_init(&batch->bodies[batch->n]);
+    zmq_msg_move(&batch->bodies[batch->n++], body);
+    if (batch->n == BROKER_REPLY_BATCH) {
+        /* Full: send it, and keep the client id for the next replies. */
+        zmq_msg_t keep;
+        zmq_msg_init(&keep);
+        zmq_msg_copy(&keep, &batch->client);
+        s_replies_send(self, batch);
+        zmq_msg_init(&batch->client);
+        zmq_msg_move(&batch->client, &keep);
+        zmq_msg_close(&keep);
+    }
+}
+
 /*  REPLY from a known worker: `client` is the address it names, body[0..
     n_body) the body frames (moved on to the client). frames[0] is its id.
     Returns false when the worker broke the protocol and was forgotten. */
@@ -1160,7 +1250,9 @@ static bool s_handle_reply(broker_t *self, worker_t *worker, zmq_msg_t *frames, 
         s_service_dispatch(self, service);
         return true;
     }
-    if (request->compact_client && n_body == 1) {
+    if (request->compact_client == 2 && n_body == 1) {
+        s_replies_add(self, &request->client, &body[0]);
+    } else if (request->compact_client && n_body == 1) {
         /* [client][MB_CLIENT_COMPACT][body] (mb_client.h) */
         static const unsigned char compact = MB_CLIENT_COMPACT;
         if (zmq_msg_send(&request->client, self->router, S_MORE) < 0) {
@@ -1258,6 +1350,28 @@ static void s_handle_compact(broker_t *self, zmq_msg_t *frames, size_t n)
             return; /* forgotten: what it held, answered here or not, is re-queued */
 }
 
+/*  Compact requests of a client whose id says it sends several in one
+    message (mb_client.h), [client][MB_CLIENT_COMPACT][service][body]
+    ([service][body])...: each is handled as [client][.][.][service][body]. */
+static void s_handle_compact_requests(broker_t *self, zmq_msg_t *frames, size_t n)
+{
+    if (n < 4 || n % 2 != 0) {
+        s_protocol_error(self, &frames[0], "compact request without [service][body] pairs");
+        return;
+    }
+    for (size_t i = 2; i < n; i += 2) {
+        zmq_msg_t request[5];
+        for (size_t k = 0; k < 5; k++)
+            zmq_msg_init(&request[k]);
+        zmq_msg_copy(&request[0], &frames[0]);
+        zmq_msg_move(&request[3], &frames[i]);
+        zmq_msg_move(&request[4], &frames[i + 1]);
+        s_handle_client(self, request, 5);
+        for (size_t k = 0; k < 5; k++)
+            zmq_msg_close(&request[k]);
+    }
+}
+
 /*  Handles one message of n frames; frames[] has room for one more.
     Returns the number of frames the caller must close (n, or n + 1 when
     a compact client request was shifted into RFC 7's layout). */
@@ -1272,6 +1386,10 @@ static size_t s_handle_message(broker_t *self, zmq_msg_t *frames, size_t n, bool
     if (n >= 2 && zmq_msg_size(&frames[1]) == 1) {
         if (*(unsigned char *)zmq_msg_data(&frames[1]) != MB_CLIENT_COMPACT) {
             s_handle_compact(self, frames, n);
+            return n;
+        }
+        if (s_compact_client(&frames[0]) == 2) {
+            s_handle_compact_requests(self, frames, n);
             return n;
         }
         /* [client][MB_CLIENT_COMPACT][service][body...]: one frame to the
@@ -1438,6 +1556,7 @@ static broker_t *s_broker_new(const broker_opts_t *opts)
     s_table_init(&self->services, 64);
     s_table_init(&self->workers, 64);
     msgpack_sbuffer_init(&self->sbuf);
+    self->replies = mb_calloc(BROKER_REPLY_CLIENTS, sizeof *self->replies);
 
     self->router = zmq_socket(mb_zmq_context(), ZMQ_ROUTER);
     int one = 1, zero = 0, hwm = BROKER_HWM;
@@ -1482,6 +1601,7 @@ fail:
     s_table_free(&self->services);
     s_table_free(&self->workers);
     msgpack_sbuffer_destroy(&self->sbuf);
+    free(self->replies);
     free(self);
     return NULL;
 }
@@ -1503,6 +1623,7 @@ static void s_broker_destroy(broker_t **self_p)
         s_queue_remove(request->service, request);
         s_request_fail(self, request, 503, "unavailable", "the broker is shutting down");
     }
+    s_replies_flush(self);
     /* Publishes in hand are committed and acknowledged before we go. */
     bus_destroy(&self->bus);
     while (self->workers_head)
@@ -1521,6 +1642,7 @@ static void s_broker_destroy(broker_t **self_p)
     s_table_free(&self->services);
     s_table_free(&self->workers);
     msgpack_sbuffer_destroy(&self->sbuf);
+    free(self->replies);
     free(self);
     *self_p = NULL;
 }
@@ -1623,6 +1745,7 @@ static int s_broker_run(broker_t *self)
             if ((handled & 63) == 63) {
                 self->now = s_clock_ms();
                 s_flush_all(self);
+                s_replies_flush(self);
             }
         }
         /* A bus request sends on the bus's socket: read it before sleeping. */
@@ -1650,6 +1773,9 @@ static int s_broker_run(broker_t *self)
         /* Requests dispatched to compact workers go out now, one message
            per worker for the whole batch. */
         if (s_flush_all(self))
+            quiet = false;
+        /* So do the replies gathered for compact clients. */
+        if (s_replies_flush(self))
             quiet = false;
         /* Under load a batch ends at its cap with more waiting: go straight
            back to reading. */

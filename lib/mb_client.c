@@ -21,11 +21,17 @@
 #define S_RECONNECT_MAX_MS 1000 /* reconnect backoff cap: a restarted broker is found within 1 s   \
                                  */
 #define S_HWM 100000            /* messages queued each way: room for many requests in flight */
+#define S_QUEUE_MAX 31          /* requests in one compact message (mb_client_queue): the
+                                   broker takes 64 frames a message */
 
 struct mb_client {
     void *socket;          /* DEALER connected to the broker */
     unsigned long dropped; /* malformed messages received and dropped */
     bool compact;          /* the broker sent a compact reply: send compact requests */
+    bool batch_more;       /* the compact reply being read has more bodies */
+    size_t queued;         /* requests in the compact message being sent (mb_client_queue):
+                              its last body is `held`, not sent yet */
+    zmq_msg_t held;        /* body of the last queued request, when queued > 0 */
 };
 
 /*  Sets the socket's routing id to MB_CLIENT_ID_PREFIX and 16 random
@@ -87,9 +93,58 @@ void mb_client_destroy(mb_client_t **self_p)
     if (!self_p || !*self_p)
         return;
     mb_client_t *self = *self_p;
+    if (self->queued)
+        zmq_msg_close(&self->held);
     zmq_close(self->socket);
     free(self);
     *self_p = NULL;
+}
+
+int mb_client_flush(mb_client_t *self)
+{
+    if (!self->queued)
+        return 0;
+    self->queued = 0;
+    /* The message has started: libzmq takes its remaining frames. */
+    if (zmq_msg_send(&self->held, self->socket, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&self->held);
+        mb_error(0, "client: send failed mid-message: %s", zmq_strerror(errno));
+        return MB_EIO;
+    }
+    return 0;
+}
+
+int mb_client_queue(mb_client_t *self, const char *service, const void *body, size_t size)
+{
+    if (!self->compact)
+        return mb_client_send(self, service, body, size);
+    size_t service_len = service ? strlen(service) : 0;
+    if (service_len == 0 || service_len > S_SERVICE_MAX)
+        return MB_EINVAL;
+    if (!self->queued) {
+        static const unsigned char compact = MB_CLIENT_COMPACT;
+        int rc = mb_zmq_send(self->socket, &compact, 1, true, ZMQ_DONTWAIT);
+        if (rc)
+            return rc == MB_EAGAIN ? MB_EAGAIN : MB_EIO;
+    } else if (zmq_msg_send(&self->held, self->socket, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&self->held);
+        self->queued = 0;
+        mb_error(0, "client: send failed mid-message: %s", zmq_strerror(errno));
+        return MB_EIO;
+    }
+    /* The body is held back, as the message's last frame must go without
+       ZMQ_SNDMORE and only the next call or the flush knows it is last. */
+    if (mb_zmq_send(self->socket, service, service_len, true, ZMQ_DONTWAIT)) {
+        self->queued = 0;
+        mb_error(0, "client: send to '%s' failed mid-message: %s", service, zmq_strerror(errno));
+        return MB_EIO;
+    }
+    zmq_msg_init_size(&self->held, size);
+    if (size)
+        memcpy(zmq_msg_data(&self->held), body, size);
+    if (++self->queued == S_QUEUE_MAX)
+        return mb_client_flush(self);
+    return 0;
 }
 
 int mb_client_send(mb_client_t *self, const char *service, const void *body, size_t size)
@@ -97,6 +152,9 @@ int mb_client_send(mb_client_t *self, const char *service, const void *body, siz
     size_t service_len = service ? strlen(service) : 0;
     if (service_len == 0 || service_len > S_SERVICE_MAX)
         return MB_EINVAL;
+    int flushed = mb_client_flush(self);
+    if (flushed)
+        return flushed;
     /* Only the first frame can meet a full queue: once a message has
        started, libzmq accepts its remaining frames. */
     if (self->compact) {
@@ -135,6 +193,17 @@ static bool s_recv_frame(void *socket, zmq_msg_t *frame, bool expect_more)
 
 int mb_client_recv(mb_client_t *self, zmq_msg_t *body)
 {
+    if (self->batch_more) {
+        /* The next body of a compact reply: frames of a message are all
+           here once its first is. */
+        self->batch_more = false;
+        zmq_msg_init(body);
+        if (zmq_msg_recv(body, self->socket, ZMQ_DONTWAIT) >= 0) {
+            self->batch_more = zmq_msg_more(body);
+            return 0;
+        }
+        zmq_msg_close(body);
+    }
     zmq_msg_t frame;
     zmq_msg_init(&frame);
     if (zmq_msg_recv(&frame, self->socket, ZMQ_DONTWAIT) < 0) {
@@ -152,8 +221,9 @@ int mb_client_recv(mb_client_t *self, zmq_msg_t *body)
         *(unsigned char *)zmq_msg_data(&frame) == MB_CLIENT_COMPACT) {
         zmq_msg_close(&frame);
         zmq_msg_init(body);
-        if (s_recv_frame(self->socket, body, false)) {
+        if (zmq_msg_recv(body, self->socket, ZMQ_DONTWAIT) >= 0) {
             self->compact = true;
+            self->batch_more = zmq_msg_more(body);
             return 0;
         }
         zmq_msg_close(body);

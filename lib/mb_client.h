@@ -31,8 +31,14 @@
     MB_CLIENT_ID_PREFIX (then 16 random bytes); a broker that knows the
     extension answers the requests of such a client, when the worker's
     reply is one frame, as
-        [MB_CLIENT_COMPACT][body]
-    instead of [empty]["MDPC01"][service][body]. Once the client has
+        [MB_CLIENT_COMPACT][body]([body])...
+    instead of [empty]["MDPC01"][service][body]: the replies it has for the
+    client when it finishes a batch of work go in one message (one message
+    for many replies costs the client's I/O thread, and the broker's, a
+    wake-up and a few system calls less per reply); mb_client_recv()
+    returns them one at a time. Once compact, requests queued with
+    mb_client_queue() go several in one message too,
+        [MB_CLIENT_COMPACT][service][body]([service][body])... Once the client has
     received one, it sends its requests as
         [MB_CLIENT_COMPACT][service][body]
     Brokers that do not know the extension see an opaque routing id and
@@ -42,7 +48,10 @@
     compact for the life of the socket: a broker restarted as a version
     without the extension would drop its requests as malformed (and the
     caller's deadlines answer them) until the client is made anew. */
-#define MB_CLIENT_ID_PREFIX "mb:c1:"
+#define MB_CLIENT_ID_PREFIX "mb:c2:"
+/*  The prefix of clients that read one body per compact reply; brokers
+    answer them so still. */
+#define MB_CLIENT_ID_PREFIX_V1 "mb:c1:"
 #define MB_CLIENT_COMPACT 0x11
 
 typedef struct mb_client mb_client_t;
@@ -59,6 +68,23 @@ void mb_client_destroy(mb_client_t **self_p);
     when the socket's send queue is full, MB_EINVAL for an empty or
     oversized service name, MB_EIO otherwise. */
 int mb_client_send(mb_client_t *self, const char *service, const void *body, size_t size);
+
+/*  Like mb_client_send(), but the request may wait, unsent, for more to
+    go with it in one message: call mb_client_flush() once the requests at
+    hand are queued (the gateway: those of one event-loop pass). One
+    message instead of one per request saves the client's I/O thread, the
+    broker's and the broker a wake-up and some system calls per request.
+    Until the broker has answered compactly (mb_client.h's top), this is
+    mb_client_send(). Returns 0, or MB_EAGAIN when the socket's send queue
+    is full (only the first request of a message can meet that; the
+    request is then not queued), MB_EINVAL, MB_EIO. mb_client_send() and
+    mb_client_call() flush first. At most 31 requests go in one message:
+    the 31st flushes by itself. */
+int mb_client_queue(mb_client_t *self, const char *service, const void *body, size_t size);
+
+/*  Sends what mb_client_queue() queued. Returns 0 (also when nothing was
+    queued). */
+int mb_client_flush(mb_client_t *self);
 
 /*  Receives one reply without blocking. Returns 0 with *body initialised
     to the reply's body frame (caller zmq_msg_close()s it), MB_EAGAIN when

@@ -1468,3 +1468,55 @@ Test(broker, speaks_compact_framing_to_musicbus_clients)
     zmq_close(worker.socket);
     s_finish();
 }
+
+/*  A client whose id starts with "mb:c2:" may send several requests in
+    one message, and gets the replies the broker has for it at the end of
+    a batch of work in one message, [0x11][body]...; here two that a
+    compact worker sent in one REPLY. */
+Test(broker, batches_replies_to_musicbus_clients)
+{
+    s_start_broker(NULL);
+    void *client = zmq_socket(s_ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(client, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(client, ZMQ_ROUTING_ID, "mb:c2:0123456789abcdef", 22);
+    cr_assert_eq(zmq_connect(client, s_endpoint), 0);
+    worker_t compact = {s_socket(ZMQ_DEALER), 0, 0};
+    unsigned char ready = MDPW_READY, reply = MDPW_REPLY, marker = 0x11;
+    s_send(compact.socket, 5, S(""), S(MDPW_WORKER), B(&ready, 1), S("echo"), S("mb:compact2"));
+    s_wait_service(client, "echo");
+    /* It may send several requests in one message, [0x11]([service][body])... */
+    body_t req1 = s_request("echo.say", 1, 0), req2 = s_request("echo.say", 2, 0);
+    s_send(client, 5, B(&marker, 1), S("echo"), B(req1.data, req1.size), S("echo"),
+           B(req2.data, req2.size));
+    /* Both requests, in one compact REQUEST or two. */
+    msg_t got;
+    const void *ids[2];
+    size_t id_sizes[2], seen = 0;
+    msg_t keep[2];
+    while (seen < 2) {
+        cr_assert(s_recv(compact.socket, 2000, &keep[seen > 0]), "requests missing");
+        msg_t *m = &keep[seen > 0];
+        for (size_t i = 1; i + 1 < m->n && seen < 2; i += 2) {
+            ids[seen] = m->data[i];
+            id_sizes[seen++] = m->size[i];
+        }
+    }
+    body_t rep1 = s_reply(1, "one"), rep2 = s_reply(2, "two");
+    s_send(compact.socket, 5, B(&reply, 1), B(ids[0], id_sizes[0]), B(rep1.data, rep1.size),
+           B(ids[1], id_sizes[1]), B(rep2.data, rep2.size));
+    cr_assert(s_recv(client, 2000, &got));
+    cr_assert_eq(got.n, 3, "[0x11][body][body], got %zu frames", got.n);
+    cr_assert(s_frame_is(&got, 0, B(&marker, 1)));
+    cr_assert(s_frame_is(&got, 1, rep1.data, rep1.size));
+    cr_assert(s_frame_is(&got, 2, rep2.data, rep2.size));
+
+    /* A compact message without whole pairs is dropped, and the broker goes on. */
+    s_send(client, 4, B(&marker, 1), S("echo"), B(req1.data, req1.size), S("echo"));
+    s_client_send(client, "echo", req1.data, req1.size);
+    cr_assert(s_recv(compact.socket, 2000, &got));
+    cr_assert_eq(got.n, 3, "only the well-formed request");
+    zmq_close(client);
+    zmq_close(compact.socket);
+    s_finish();
+}

@@ -121,19 +121,57 @@ Test(mb_client, turns_compact_after_a_compact_reply)
     cr_assert(tr_frame_is(&request, 2, "svc", 3));
     cr_assert(tr_frame_is(&request, 3, "two", 3));
 
-    /* RFC 7 replies are still read; a compact one of two body frames is
+    /* A compact reply of several bodies is several replies, one per call;
+       RFC 7 replies are still read; a compact one without a body is
        dropped and counted. */
-    TR_SEND_TO(broker, &request, "\x11", "a", "b");
+    TR_SEND_TO(broker, &request, "\x11", "a", "bb", "ccc");
+    TR_SEND_TO(broker, &request, "\x11");
     TR_SEND_TO(broker, &request, "", MDPC_CLIENT, "svc", "reply-2");
-    int64_t deadline = tr_now_ms() + 2000;
-    int rc;
-    while ((rc = mb_client_recv(client, &body)) != 0 && tr_now_ms() < deadline)
-        zmq_poll(&(zmq_pollitem_t){.socket = mb_client_socket(client), .events = ZMQ_POLLIN}, 1,
-                 10);
-    cr_assert_eq(rc, 0);
-    cr_assert_eq(memcmp(zmq_msg_data(&body), "reply-2", 7), 0);
-    zmq_msg_close(&body);
+    const char *expect[] = {"a", "bb", "ccc", "reply-2"};
+    for (int i = 0; i < 4; i++) {
+        int64_t deadline = tr_now_ms() + 2000;
+        int rc;
+        while ((rc = mb_client_recv(client, &body)) != 0 && tr_now_ms() < deadline)
+            zmq_poll(&(zmq_pollitem_t){.socket = mb_client_socket(client), .events = ZMQ_POLLIN},
+                     1, 10);
+        cr_assert_eq(rc, 0, "reply %d", i);
+        cr_assert_eq(zmq_msg_size(&body), strlen(expect[i]));
+        cr_assert_eq(memcmp(zmq_msg_data(&body), expect[i], strlen(expect[i])), 0);
+        zmq_msg_close(&body);
+    }
+    cr_assert_eq(mb_client_recv(client, &body), MB_EAGAIN);
     cr_assert_eq(mb_client_dropped(client), 1);
+
+    /* Queued requests go in one message at the flush; a send flushes
+       first, then goes alone. */
+    cr_assert_eq(mb_client_queue(client, "svc", "q1", 2), 0);
+    cr_assert_eq(mb_client_queue(client, "other", "q22", 3), 0);
+    cr_assert_eq(mb_client_flush(client), 0);
+    cr_assert_eq(mb_client_flush(client), 0, "nothing queued");
+    cr_assert_eq(mb_client_queue(client, "svc", "q3", 2), 0);
+    cr_assert_eq(mb_client_send(client, "svc", "q4", 2), 0);
+    tr_free(&request);
+    cr_assert(tr_recv(broker, &request, 2000));
+    cr_assert_eq(request.count, 6, "[id][0x11] and two pairs, got %d", request.count);
+    cr_assert(tr_frame_is(&request, 1, "\x11", 1));
+    cr_assert(tr_frame_is(&request, 2, "svc", 3));
+    cr_assert(tr_frame_is(&request, 3, "q1", 2));
+    cr_assert(tr_frame_is(&request, 4, "other", 5));
+    cr_assert(tr_frame_is(&request, 5, "q22", 3));
+    tr_free(&request);
+    cr_assert(tr_recv(broker, &request, 2000));
+    cr_assert_eq(request.count, 4);
+    cr_assert(tr_frame_is(&request, 3, "q3", 2));
+    tr_free(&request);
+    cr_assert(tr_recv(broker, &request, 2000));
+    cr_assert_eq(request.count, 4);
+    cr_assert(tr_frame_is(&request, 3, "q4", 2));
+    /* 31 queued go by themselves. */
+    for (int i = 0; i < 31; i++)
+        cr_assert_eq(mb_client_queue(client, "svc", "q", 1), 0);
+    tr_free(&request);
+    cr_assert(tr_recv(broker, &request, 2000));
+    cr_assert_eq(request.count, 64);
 
     tr_free(&request);
     mb_client_destroy(&client);
