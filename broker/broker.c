@@ -891,10 +891,11 @@ static int s_worker_send_request(broker_t *self, worker_t *worker, request_t *re
     as one compact REQUEST, [id][REQUEST][client][body][client][body]...
     (mb_worker.h); unsent ones abandoned meanwhile (deadline) are dropped
     instead. One message for a burst instead of one each: libzmq's cost is
-    per message and per frame, on both sides. Returns 0, or -1 when the
+    per message and per frame, on both sides. Sets *dropped when it dropped
+    any (the worker has credit free then). Returns 0, or -1 when the
     worker is unreachable (the caller forgets it; what it held, sent or
     not, is queued again). */
-static int s_worker_flush(broker_t *self, worker_t *worker)
+static int s_worker_flush(broker_t *self, worker_t *worker, bool *dropped)
 {
     static const unsigned char command = MDPW_REQUEST;
     request_t *first = NULL;
@@ -904,6 +905,7 @@ static int s_worker_flush(broker_t *self, worker_t *worker)
             /* Answered already and never sent: the worker owes nothing. */
             s_worker_release(worker, request);
             s_request_destroy(self, request);
+            *dropped = true;
         } else if (!first) {
             first = request;
         }
@@ -936,7 +938,8 @@ static bool s_flush_all(broker_t *self)
         worker->flush_next = NULL;
         worker->flush_queued = false;
         sent = true;
-        if (s_worker_flush(self, worker) != 0) {
+        bool dropped = false;
+        if (s_worker_flush(self, worker, &dropped) != 0) {
             service_t *service = worker->service;
             char hex[65];
             mb_info(0, "worker %s of %s unreachable (%s): forgotten",
@@ -944,6 +947,10 @@ static bool s_flush_all(broker_t *self)
                     zmq_strerror(errno));
             s_worker_delete(self, worker, false);
             s_service_dispatch(self, service);
+        } else if (dropped) {
+            /* The credit they took is free: a queued request may go now
+               (into the flush list again, which this loop takes). */
+            s_service_dispatch(self, worker->service);
         }
     }
     return sent;
@@ -974,7 +981,8 @@ static void s_service_dispatch(broker_t *self, service_t *service)
             continue;
         }
         /* An RFC 7 REQUEST must not overtake the unsent ones before it. */
-        if ((worker->unsent && s_worker_flush(self, worker) != 0) ||
+        bool dropped = false; /* the loop goes on anyway: their credit is used */
+        if ((worker->unsent && s_worker_flush(self, worker, &dropped) != 0) ||
             s_worker_send_request(self, worker, request) != 0) {
             char hex[65];
             mb_info(0, "worker %s of %s unreachable (%s): forgotten",
