@@ -177,8 +177,7 @@ uint64_t gw_media_token_expiry(const char *token, size_t len)
 #define S_GRANTS 32 /* a power of two */
 
 typedef struct {
-    const mb_media_key_t *key;
-    unsigned char key_bytes[MB_MEDIA_KEY_BYTES]; /* the key may change at one address */
+    unsigned char key_bytes[MB_MEDIA_KEY_BYTES]; /* the key it was verified with */
     char token[MB_MEDIA_TOKEN_MAX];
     size_t token_len; /* 0: free slot */
     char version[S_VERSION_MAX];
@@ -208,7 +207,7 @@ int gw_media_verify(const mb_media_key_t *key, const char *token, size_t len, co
         version_len > S_VERSION_MAX)
         return mb_media_verify(key, token, len, version, version_len, now, entitlement);
     s_grant_t *g = &s_grants[s_grant_slot(token, len)];
-    if (g->token_len == len && g->key == key && g->version_len == version_len &&
+    if (g->token_len == len && g->version_len == version_len &&
         !memcmp(g->version, version, version_len) &&
         !memcmp(g->key_bytes, key->key, sizeof g->key_bytes) &&
         sodium_memcmp(g->token, token, len) == 0) {
@@ -219,7 +218,6 @@ int gw_media_verify(const mb_media_key_t *key, const char *token, size_t len, co
     }
     int rc = mb_media_verify(key, token, len, version, version_len, now, entitlement);
     if (rc == 0) {
-        g->key = key;
         memcpy(g->key_bytes, key->key, sizeof g->key_bytes);
         memcpy(g->token, token, len);
         g->token_len = len;
@@ -438,26 +436,43 @@ gw_range_t gw_media_range(const char *h, uint64_t size, uint64_t *offset, uint64
     return GW_RANGE_ONE;
 }
 
+/*  One version of one file: what the ETag, the mappings and the
+    seen-lately table tell files apart by. A file rewritten in place gets
+    a new size or mtime. */
+typedef struct {
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtim;
+} s_file_id_t;
+
+static s_file_id_t s_file_id(const struct stat *st)
+{
+    return (s_file_id_t){st->st_dev, st->st_ino, st->st_size, st->st_mtim};
+}
+
+static bool s_file_id_eq(const s_file_id_t *a, const s_file_id_t *b)
+{
+    return a->ino == b->ino && a->dev == b->dev && a->size == b->size &&
+           a->mtim.tv_sec == b->mtim.tv_sec && a->mtim.tv_nsec == b->mtim.tv_nsec;
+}
+
 void gw_media_etag(const struct stat *st, char out[GW_MEDIA_ETAG_MAX])
 {
     /* Responses for one file follow each other: the last one is kept. */
     static _Thread_local struct {
-        ino_t ino;
-        off_t size;
-        struct timespec mtim;
+        s_file_id_t id;
         char etag[GW_MEDIA_ETAG_MAX];
     } last;
-    if (last.etag[0] && last.ino == st->st_ino && last.size == st->st_size &&
-        last.mtim.tv_sec == st->st_mtim.tv_sec && last.mtim.tv_nsec == st->st_mtim.tv_nsec) {
+    s_file_id_t id = s_file_id(st);
+    if (last.etag[0] && s_file_id_eq(&last.id, &id)) {
         memcpy(out, last.etag, GW_MEDIA_ETAG_MAX);
         return;
     }
     uint64_t mtime_ns = (uint64_t)st->st_mtim.tv_sec * 1000000000u + (uint64_t)st->st_mtim.tv_nsec;
     snprintf(out, GW_MEDIA_ETAG_MAX, "\"%" PRIx64 "-%" PRIx64 "-%" PRIx64 "\"",
              (uint64_t)st->st_ino, (uint64_t)st->st_size, mtime_ns);
-    last.ino = st->st_ino;
-    last.size = st->st_size;
-    last.mtim = st->st_mtim;
+    last.id = id;
     memcpy(last.etag, out, GW_MEDIA_ETAG_MAX);
 }
 
@@ -629,10 +644,7 @@ bool gw_media_is_playlist(const char *name)
 typedef struct s_map {
     struct s_map *next;                  /* in its bucket */
     struct s_map *idle_prev, *idle_next; /* in the idle list while refs == 0 */
-    dev_t dev;                           /* the file: the ETag's inputs and the device */
-    ino_t ino;
-    off_t size;
-    struct timespec mtim;
+    s_file_id_t id;                      /* the file mapped */
     void *base; /* the whole file, read-only */
     size_t len;
     size_t bucket;
@@ -708,9 +720,9 @@ static void s_expire(int64_t before_ms)
 
 static s_map_t *s_map_find(const struct stat *st)
 {
+    s_file_id_t id = s_file_id(st);
     for (s_map_t *m = s_maps[s_bucket(st)]; m; m = m->next)
-        if (m->ino == st->st_ino && m->dev == st->st_dev && m->size == st->st_size &&
-            m->mtim.tv_sec == st->st_mtim.tv_sec && m->mtim.tv_nsec == st->st_mtim.tv_nsec)
+        if (s_file_id_eq(&m->id, &id))
             return m;
     return NULL;
 }
@@ -728,10 +740,7 @@ static s_map_t *s_map_new(int fd, const struct stat *st)
     if (base == MAP_FAILED)
         return NULL;
     s_map_t *m = mb_calloc(1, sizeof *m);
-    m->dev = st->st_dev;
-    m->ino = st->st_ino;
-    m->size = st->st_size;
-    m->mtim = st->st_mtim;
+    m->id = s_file_id(st);
     m->base = base;
     m->len = len;
     m->bucket = s_bucket(st);
@@ -782,10 +791,7 @@ static void s_map_release(void *cls)
     fetch is mapped on the second request. One slot per bucket: a
     collision only delays a mapping. */
 typedef struct {
-    dev_t dev;
-    ino_t ino;
-    off_t size;
-    struct timespec mtim;
+    s_file_id_t id;
     int64_t ms; /* when; 0: empty */
 } s_seen_t;
 
@@ -796,10 +802,9 @@ static s_seen_t s_seen[S_MAP_BUCKETS];
 static bool s_seen_again(const struct stat *st, int64_t now_ms, int64_t since_ms)
 {
     s_seen_t *e = &s_seen[s_bucket(st)];
-    bool again = e->ms >= since_ms && e->ms > 0 && e->ino == st->st_ino && e->dev == st->st_dev &&
-                 e->size == st->st_size && e->mtim.tv_sec == st->st_mtim.tv_sec &&
-                 e->mtim.tv_nsec == st->st_mtim.tv_nsec;
-    *e = (s_seen_t){st->st_dev, st->st_ino, st->st_size, st->st_mtim, now_ms};
+    s_file_id_t id = s_file_id(st);
+    bool again = e->ms >= since_ms && e->ms > 0 && s_file_id_eq(&e->id, &id);
+    *e = (s_seen_t){id, now_ms};
     return again;
 }
 
