@@ -1376,15 +1376,16 @@ static void s_on_bus_message(s_self_t *self, const void *data, size_t size)
     s_wake(self, req);
 }
 
-/*  Sends the requests packed during the last MHD run. One the bus
-    refuses is answered 503: its connection is suspended by now, so the
-    answer goes out when MHD runs again. */
+/*  Sends the requests packed during the last MHD run, in as few
+    messages as mb_client_queue() allows. One the bus refuses is answered
+    503: its connection is suspended by now, so the answer goes out when
+    MHD runs again. */
 static void s_send_outgoing(s_self_t *self)
 {
     for (size_t i = 0; i < self->n_outgoing; i++) {
         s_req_t *req = self->outgoing[i].req;
-        int rc = mb_client_send(self->client, req->route->service,
-                                self->sbuf.data + self->outgoing[i].offset, self->outgoing[i].size);
+        int rc = mb_client_queue(self->client, req->route->service,
+                                 self->sbuf.data + self->outgoing[i].offset, self->outgoing[i].size);
         if (rc == 0) {
             self->sent = true;
             continue;
@@ -1396,6 +1397,8 @@ static void s_send_outgoing(s_self_t *self)
             s_set_problemf(req, 503, NULL, "the bus refused the request: %s", mb_strerror(rc));
         s_wake(self, req);
     }
+    if (self->n_outgoing)
+        mb_client_flush(self->client);
     self->n_outgoing = 0;
     msgpack_sbuffer_clear(&self->sbuf);
 }
