@@ -231,8 +231,8 @@ static int s_send(s_bench_t *self, uint64_t rid)
 {
     s_pack_request(self, rid);
     int rc;
-    if (self->client)
-        rc = mb_client_send(self->client, S_SERVICE, self->buf.data, self->buf.size);
+    if (self->client) /* as the gateway: queued, flushed after the send loop */
+        rc = mb_client_queue(self->client, S_SERVICE, self->buf.data, self->buf.size);
     else
         rc = zmq_send(self->dealer, self->buf.data, self->buf.size, ZMQ_DONTWAIT) == -1
                  ? (zmq_errno() == EAGAIN ? MB_EAGAIN : MB_EIO)
@@ -324,6 +324,8 @@ static s_result_t s_run(s_bench_t *self, int window, int duration_ms)
             rid_of[slot] = rid;
             sent_at[slot] = bench_now_ns();
         }
+        if (self->client)
+            mb_client_flush(self->client);
         if (now >= end && in_flight == 0)
             break;
         if (zmq_poll(&item, 1, 100) == -1)

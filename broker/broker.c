@@ -1164,7 +1164,11 @@ static void s_handle_ready(broker_t *self, zmq_msg_t *frames, size_t n)
 static void s_replies_send(broker_t *self, s_replies_t *batch)
 {
     static const unsigned char compact = MB_CLIENT_COMPACT;
-    if (zmq_msg_send(&batch->client, self->router, S_MORE) < 0) {
+    if (batch->n == 0) {
+        /* A slot kept after a full batch went: nothing to send, and a head
+           without a body would leave the message open. */
+        zmq_msg_close(&batch->client);
+    } else if (zmq_msg_send(&batch->client, self->router, S_MORE) < 0) {
         self->stats.dropped += batch->n;
         mb_debug(0, "client unreachable (%s): %zu replies dropped", zmq_strerror(errno), batch->n);
         zmq_msg_close(&batch->client);

@@ -1520,3 +1520,92 @@ Test(broker, batches_replies_to_musicbus_clients)
     zmq_close(compact.socket);
     s_finish();
 }
+
+/*  Receives one message of up to `max` frames into frames[] (initialised
+    here; the caller closes them). Returns the number of frames, 0 on
+    timeout. */
+static size_t s_recv_frames(void *socket, int timeout_ms, zmq_msg_t *frames, size_t max)
+{
+    zmq_pollitem_t item = {socket, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&item, 1, timeout_ms) <= 0)
+        return 0;
+    size_t n = 0;
+    for (;;) {
+        cr_assert(n < max, "more than %zu frames", max);
+        zmq_msg_init(&frames[n]);
+        cr_assert(zmq_msg_recv(&frames[n], socket, 0) >= 0);
+        if (!zmq_msg_more(&frames[n++]))
+            return n;
+    }
+}
+
+/*  As many replies for an mb:c2: client in one batch of the broker's as
+    one message takes (64), and then none: every message to it is whole,
+    [0x11][body]..., and so is the next message to the worker. */
+Test(broker, splits_many_replies_to_a_client_into_whole_messages)
+{
+    s_start_broker("--worker-credit", "200", NULL);
+    void *client = zmq_socket(s_ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(client, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(client, ZMQ_ROUTING_ID, "mb:c2:0123456789abcdef", 22);
+    cr_assert_eq(zmq_connect(client, s_endpoint), 0);
+    void *worker = s_socket(ZMQ_DEALER);
+    unsigned char ready = MDPW_READY, reply = MDPW_REPLY, marker = 0x11;
+    s_send(worker, 5, S(""), S(MDPW_WORKER), B(&ready, 1), S("echo"), S("mb:compact2"));
+    s_wait_service(client, "echo");
+    enum { N = 64, PAIRS = 31 };
+    for (int first = 0; first < N; first += PAIRS) {
+        int last = first + PAIRS < N ? first + PAIRS : N;
+        zmq_send(client, &marker, 1, ZMQ_SNDMORE);
+        for (int i = first; i < last; i++) {
+            body_t req = s_request("echo.say", (uint64_t)(i + 1), 0);
+            zmq_send(client, "echo", 4, ZMQ_SNDMORE);
+            zmq_send(client, req.data, req.size, i + 1 < last ? ZMQ_SNDMORE : 0);
+        }
+    }
+    static zmq_msg_t frames[2 * N + 2];
+    uint64_t rids[N];
+    size_t got = 0;
+    while (got < N) {
+        size_t n = s_recv_frames(worker, 2000, frames, 2 * N + 2);
+        cr_assert(n >= 3 && n % 2 == 1, "compact REQUEST, got %zu frames", n);
+        for (size_t i = 1; i < n; i += 2)
+            rids[got++] = s_read_reply(zmq_msg_data(&frames[i + 1]), zmq_msg_size(&frames[i + 1])).rid;
+        for (size_t i = 0; i < n; i++)
+            zmq_msg_close(&frames[i]);
+    }
+    /* Answered back to back in messages of 31 pairs, as mb_worker does. */
+    for (int first = 0; first < N; first += PAIRS) {
+        int last = first + PAIRS < N ? first + PAIRS : N;
+        zmq_send(worker, &reply, 1, ZMQ_SNDMORE);
+        for (int i = first; i < last; i++) {
+            body_t rep = s_reply(rids[i], "ok");
+            zmq_send(worker, "mb:c2:0123456789abcdef", 22, ZMQ_SNDMORE);
+            zmq_send(worker, rep.data, rep.size, i + 1 < last ? ZMQ_SNDMORE : 0);
+        }
+    }
+    size_t replies = 0;
+    while (replies < N) {
+        size_t n = s_recv_frames(client, 2000, frames, 2 * N + 2);
+        cr_assert(n >= 2 && n <= 65, "[0x11] and 1..64 bodies, got %zu frames", n);
+        cr_assert(zmq_msg_size(&frames[0]) == 1 && *(unsigned char *)zmq_msg_data(&frames[0]) == 0x11);
+        for (size_t i = 1; i < n; i++) {
+            reply_t r = s_read_reply(zmq_msg_data(&frames[i]), zmq_msg_size(&frames[i]));
+            cr_assert_eq(r.status, 200, "a reply, not a stray frame");
+            replies++;
+        }
+        for (size_t i = 0; i < n; i++)
+            zmq_msg_close(&frames[i]);
+    }
+    cr_assert_eq(replies, N);
+    body_t req = s_request("echo.say", 1000, 0);
+    s_send(client, 3, B(&marker, 1), S("echo"), B(req.data, req.size));
+    size_t n = s_recv_frames(worker, 2000, frames, 2 * N + 2);
+    cr_assert_eq(n, 3, "a whole REQUEST, got %zu frames", n);
+    for (size_t i = 0; i < n; i++)
+        zmq_msg_close(&frames[i]);
+    zmq_close(client);
+    zmq_close(worker);
+    s_finish();
+}
