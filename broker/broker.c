@@ -1700,14 +1700,6 @@ static int s_recv_message(broker_t *self, zmq_msg_t *frames, bool *truncated)
     return n;
 }
 
-/*  Returns the ZMQ_FD of a socket, or -1. */
-static int s_socket_fd(void *socket)
-{
-    int fd = -1;
-    size_t size = sizeof fd;
-    return zmq_getsockopt(socket, ZMQ_FD, &fd, &size) == 0 ? fd : -1;
-}
-
 /*  The loop reads every message waiting, runs the timers, and sleeps in
     poll() on the sockets' ZMQ_FDs only when a read found the ROUTER
     empty with no send since. Those fds are edge-triggered: libzmq signals
@@ -1724,8 +1716,8 @@ static int s_socket_fd(void *socket)
 static int s_broker_run(broker_t *self)
 {
     zmq_msg_t frames[BROKER_MAX_FRAMES + 1]; /* + 1: see s_handle_message() */
-    struct pollfd fds[2] = {{.fd = s_socket_fd(self->router), .events = POLLIN},
-                            {.fd = s_socket_fd(bus_socket(self->bus)), .events = POLLIN}};
+    struct pollfd fds[2] = {{.fd = mb_zmq_fd(self->router), .events = POLLIN},
+                            {.fd = mb_zmq_fd(bus_socket(self->bus)), .events = POLLIN}};
     if (fds[0].fd < 0 || fds[1].fd < 0) {
         mb_error(0, "cannot get the sockets' fds: %s", zmq_strerror(errno));
         return -1;

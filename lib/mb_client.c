@@ -260,10 +260,7 @@ int mb_client_recv(mb_client_t *self, zmq_msg_t *body)
 
 int mb_client_fd(mb_client_t *self)
 {
-    int fd = -1;
-    size_t fd_size = sizeof fd;
-    zmq_getsockopt(self->socket, ZMQ_FD, &fd, &fd_size);
-    return fd;
+    return mb_zmq_fd(self->socket);
 }
 
 void *mb_client_socket(mb_client_t *self)

@@ -492,9 +492,8 @@ static int s_read_message(mb_worker_t *self, zmq_msg_t *body)
     interrupted: the caller reads and looks at its timers again) or MB_EIO. */
 static int s_wait(mb_worker_t *self, long timeout_ms)
 {
-    int fd = -1;
-    size_t fd_size = sizeof fd;
-    if (zmq_getsockopt(self->socket, ZMQ_FD, &fd, &fd_size) != 0) {
+    int fd = mb_zmq_fd(self->socket);
+    if (fd < 0) {
         mb_error(0, "worker: cannot get the socket's fd: %s", zmq_strerror(errno));
         return MB_EIO;
     }

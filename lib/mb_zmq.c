@@ -90,3 +90,10 @@ bool mb_zmq_msg_eq(zmq_msg_t *msg, const char *s)
     size_t len = strlen(s);
     return zmq_msg_size(msg) == len && memcmp(zmq_msg_data(msg), s, len) == 0;
 }
+
+int mb_zmq_fd(void *socket)
+{
+    int fd = -1;
+    size_t size = sizeof fd;
+    return zmq_getsockopt(socket, ZMQ_FD, &fd, &size) == 0 ? fd : -1;
+}

@@ -31,4 +31,9 @@ void mb_zmq_drain_message(void *socket);
 /*  True when frame `msg` holds exactly the bytes of string `s`. */
 bool mb_zmq_msg_eq(zmq_msg_t *msg, const char *s);
 
+/*  Returns the socket's ZMQ_FD (edge-triggered: it signals when a command
+    arrives for a socket that had none pending; read until EAGAIN before
+    waiting on it), or -1 with errno set. */
+int mb_zmq_fd(void *socket);
+
 #endif

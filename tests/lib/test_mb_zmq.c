@@ -81,3 +81,15 @@ Test(mb_zmq, shutdown_is_idempotent_and_context_can_be_remade)
     zmq_close(s);
     mb_zmq_shutdown();
 }
+
+Test(mb_zmq, fd_is_the_sockets_and_minus_one_without_a_socket)
+{
+    void *s = zmq_socket(mb_zmq_context(), ZMQ_DEALER);
+    int fd = -1;
+    size_t size = sizeof fd;
+    cr_assert_eq(zmq_getsockopt(s, ZMQ_FD, &fd, &size), 0);
+    cr_assert_eq(mb_zmq_fd(s), fd);
+    cr_assert_geq(fd, 0);
+    zmq_close(s);
+    mb_zmq_shutdown();
+}
