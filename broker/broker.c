@@ -177,7 +177,8 @@ struct worker_t {
     int64_t expiry;                  /* presumed dead when silent until then (monotonic ms) */
     int64_t sent_at;                 /* when we last sent it anything, for heartbeats */
     int64_t replied_at;              /* when its last reply came */
-    bool compact;                    /* said READY with MB_WORKER_OPT_COMPACT: one-frame
+    uint8_t compact;                 /* said READY with MB_WORKER_OPT_COMPACT (2) or _V1 (1),
+                                        else 0. Compact: one-frame
                                         requests go as [REQUEST][client][body]... */
     request_t *unsent;               /* compact worker: the first of the held requests
                                         (the newest ones) not sent yet, or NULL */
@@ -916,8 +917,16 @@ static int s_worker_flush(broker_t *self, worker_t *worker, bool *dropped)
     if (zmq_send(self->router, worker->identity, worker->identity_len, S_MORE) < 0)
         return -1;
     zmq_send(self->router, &command, 1, S_MORE);
+    zmq_msg_t *previous = NULL;
     for (request_t *request = first; request; request = request->next) {
-        s_send_copy(self, &request->client, S_MORE);
+        /* An mb:compact2 worker takes an empty client frame for "the
+           client of the pair before": one frame less per request. */
+        if (worker->compact == 2 && previous &&
+            s_msg_eq_bytes(previous, zmq_msg_data(&request->client), zmq_msg_size(&request->client)))
+            zmq_send(self->router, "", 0, S_MORE);
+        else
+            s_send_copy(self, &request->client, S_MORE);
+        previous = &request->client;
         s_send_copy(self, &request->body, request->next ? S_MORE : S_LAST);
     }
     worker->sent_at = self->now;
@@ -1123,8 +1132,11 @@ static void s_handle_ready(broker_t *self, zmq_msg_t *frames, size_t n)
 {
     /* RFC 7's READY has one service frame; musicbus workers add an option
        frame asking for compact framing (mb_worker.h). */
-    bool compact = n == 6 && (mb_zmq_msg_eq(&frames[5], MB_WORKER_OPT_COMPACT) ||
-                              mb_zmq_msg_eq(&frames[5], MB_WORKER_OPT_COMPACT_V1));
+    uint8_t compact = 0;
+    if (n == 6 && mb_zmq_msg_eq(&frames[5], MB_WORKER_OPT_COMPACT))
+        compact = 2;
+    else if (n == 6 && mb_zmq_msg_eq(&frames[5], MB_WORKER_OPT_COMPACT_V1))
+        compact = 1;
     if (n != 5 && !compact) {
         s_worker_fail(self, NULL, &frames[0], "READY without exactly one service frame");
         return;
@@ -1357,9 +1369,14 @@ static void s_handle_compact(broker_t *self, zmq_msg_t *frames, size_t n)
         return;
     }
     worker->expiry = self->now + (int64_t)self->heartbeat_ms * self->liveness;
-    for (size_t i = 2; i < n; i += 2)
-        if (!s_handle_reply(self, worker, frames, &frames[i], &frames[i + 1], 1))
+    zmq_msg_t *client = NULL;
+    for (size_t i = 2; i < n; i += 2) {
+        /* An empty client frame names the client of the pair before. */
+        if (!client || !s_msg_is_empty(&frames[i]))
+            client = &frames[i];
+        if (!s_handle_reply(self, worker, frames, client, &frames[i + 1], 1))
             return; /* forgotten: what it held, answered here or not, is re-queued */
+    }
 }
 
 /*  Compact requests of a client whose id says it sends several in one
@@ -1371,17 +1388,23 @@ static void s_handle_compact_requests(broker_t *self, zmq_msg_t *frames, size_t 
         s_protocol_error(self, &frames[0], "compact request without [service][body] pairs");
         return;
     }
+    zmq_msg_t service;
+    zmq_msg_init(&service);
     for (size_t i = 2; i < n; i += 2) {
         zmq_msg_t request[5];
         for (size_t k = 0; k < 5; k++)
             zmq_msg_init(&request[k]);
         zmq_msg_copy(&request[0], &frames[0]);
-        zmq_msg_move(&request[3], &frames[i]);
+        /* An empty service frame names the service of the pair before. */
+        if (!s_msg_is_empty(&frames[i]))
+            zmq_msg_copy(&service, &frames[i]);
+        zmq_msg_copy(&request[3], &service);
         zmq_msg_move(&request[4], &frames[i + 1]);
         s_handle_client(self, request, 5);
         for (size_t k = 0; k < 5; k++)
             zmq_msg_close(&request[k]);
     }
+    zmq_msg_close(&service);
 }
 
 /*  Handles one message of n frames; frames[] has room for one more.

@@ -32,6 +32,7 @@ struct mb_client {
     size_t queued;         /* requests in the compact message being sent (mb_client_queue):
                               its last body is `held`, not sent yet */
     zmq_msg_t held;        /* body of the last queued request, when queued > 0 */
+    char last_service[S_SERVICE_MAX + 1]; /* of the last queued request */
 };
 
 /*  Sets the socket's routing id to MB_CLIENT_ID_PREFIX and 16 random
@@ -132,9 +133,15 @@ int mb_client_queue(mb_client_t *self, const char *service, const void *body, si
         mb_error(0, "client: send failed mid-message: %s", zmq_strerror(errno));
         return MB_EIO;
     }
+    /* An empty service frame names the service of the request before (the
+       broker reads it so from an mb:c2: client): one frame less each. */
+    bool same = self->queued && strcmp(self->last_service, service) == 0;
+    if (!same)
+        memcpy(self->last_service, service, service_len + 1);
     /* The body is held back, as the message's last frame must go without
        ZMQ_SNDMORE and only the next call or the flush knows it is last. */
-    if (mb_zmq_send(self->socket, service, service_len, true, ZMQ_DONTWAIT)) {
+    if (mb_zmq_send(self->socket, same ? "" : service, same ? 0 : service_len, true,
+                    ZMQ_DONTWAIT)) {
         self->queued = 0;
         mb_error(0, "client: send to '%s' failed mid-message: %s", service, zmq_strerror(errno));
         return MB_EIO;

@@ -38,7 +38,8 @@
     wake-up and a few system calls less per reply); mb_client_recv()
     returns them one at a time. Once compact, requests queued with
     mb_client_queue() go several in one message too,
-        [MB_CLIENT_COMPACT][service][body]([service][body])... Once the client has
+        [MB_CLIENT_COMPACT][service][body]([service][body])...
+    where an empty service frame names the service of the pair before. Once the client has
     received one, it sends its requests as
         [MB_CLIENT_COMPACT][service][body]
     Brokers that do not know the extension see an opaque routing id and

@@ -52,6 +52,8 @@ struct mb_worker {
                                   reply compactly (see mb_worker.h) */
     bool batch_more;           /* the compact REQUEST being read has more
                                   [client][body] pairs */
+    zmq_msg_t last_client;     /* client of the compact REQUEST's pair before, which an
+                                  empty client frame names */
     bool heard;                /* this connection had a message other than
                                   DISCONNECT from the broker */
     bool plain_ready;          /* say READY without the compact option: the
@@ -188,6 +190,7 @@ mb_worker_t *mb_worker_new(const char *endpoint, const char *service, const mb_w
         return NULL;
     }
     mb_worker_t *self = mb_calloc(1, sizeof *self);
+    zmq_msg_init(&self->last_client);
     if (opts)
         self->opts = *opts;
     else
@@ -205,6 +208,7 @@ mb_worker_t *mb_worker_new(const char *endpoint, const char *service, const mb_w
     self->service = mb_strdup(service);
     self->backoff_ms = self->opts.reconnect_min_ms;
     if (s_connect(self) != 0) {
+        zmq_msg_close(&self->last_client);
         free(self->endpoint);
         free(self->service);
         free(self);
@@ -228,6 +232,7 @@ void mb_worker_destroy(mb_worker_t **self_p)
         zmq_setsockopt(self->socket, ZMQ_LINGER, &linger, sizeof linger);
         s_close_socket(self);
     }
+    zmq_msg_close(&self->last_client);
     free(self->endpoint);
     free(self->service);
     free(self);
@@ -288,13 +293,25 @@ static int s_send_reply(mb_worker_t *self, zmq_msg_t *client, const void *data, 
 }
 
 /*  Sends the deferred compact replies as one message,
-    [REPLY][client][body]([client][body])..., oldest first. Returns 0 or
-    the mb_zmq_send() error (the replies are dropped then; the broker
-    answers their clients at their deadlines). */
+    [REPLY][client][body]([client][body])..., oldest first; a client frame
+    equal to the one before it goes empty (the broker reads an empty client
+    frame as the client of the pair before: one frame less per reply when,
+    as usual, one gateway sent them all). Returns 0 or the mb_zmq_send()
+    error (the replies are dropped then; the broker answers their clients
+    at their deadlines). */
 static int s_flush_deferred(mb_worker_t *self)
 {
     if (!self->n_deferred)
         return 0;
+    /* Last to first, so each is compared with the one before as it was. */
+    for (size_t k = self->n_deferred - 1; k > 0; k--) {
+        zmq_msg_t *client = &self->deferred[2 * k], *before = client - 2;
+        if (zmq_msg_size(client) == zmq_msg_size(before) &&
+            memcmp(zmq_msg_data(client), zmq_msg_data(before), zmq_msg_size(client)) == 0) {
+            zmq_msg_close(client);
+            zmq_msg_init(client);
+        }
+    }
     uint8_t command = MDPW_REPLY;
     size_t n = 2 * self->n_deferred;
     int rc = mb_zmq_send(self->socket, &command, 1, true, ZMQ_DONTWAIT);
@@ -356,6 +373,12 @@ static int s_read_pair(mb_worker_t *self, zmq_msg_t *body)
         mb_warn(0, "worker: dropped a compact REQUEST frame without its pair");
         return S_NOTHING;
     }
+    /* An empty client frame names the client of the pair before (one
+       frame less per request from a broker that read our READY option). */
+    if (zmq_msg_size(&client) == 0)
+        zmq_msg_copy(&client, &self->last_client);
+    else
+        zmq_msg_copy(&self->last_client, &client);
     zmq_msg_init(body);
     if (zmq_msg_recv(body, self->socket, ZMQ_DONTWAIT) < 0) {
         zmq_msg_close(body);
@@ -405,6 +428,8 @@ static int s_read_message(mb_worker_t *self, zmq_msg_t *body)
         self->rejected = false;
         self->heard = true;
         self->compact = true;
+        zmq_msg_close(&self->last_client);
+        zmq_msg_init(&self->last_client); /* the first pair names its client */
         return s_read_pair(self, body);
     }
     bool ok = zmq_msg_more(&frame) && zmq_msg_size(&frame) == 0;

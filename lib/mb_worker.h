@@ -37,6 +37,9 @@
     so a service with slow ops sends each reply at once). Each message
     costs the sending I/O thread, the broker and its I/O thread a wake-up
     more often than not, so this is cheaper than a message per reply.
+    In both directions an empty client frame names the client of the pair
+    before in the same message (usually one gateway sent them all): one
+    frame less per request each way.
     (Brokers that knew only one pair per REPLY were asked with the READY
     option "mb:compact"; MB_WORKER_OPT_COMPACT is a new name, so such a
     broker refuses it and the worker falls back to RFC 7.)

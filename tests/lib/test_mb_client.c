@@ -146,18 +146,21 @@ Test(mb_client, turns_compact_after_a_compact_reply)
        first, then goes alone. */
     cr_assert_eq(mb_client_queue(client, "svc", "q1", 2), 0);
     cr_assert_eq(mb_client_queue(client, "other", "q22", 3), 0);
+    cr_assert_eq(mb_client_queue(client, "other", "q333", 4), 0);
     cr_assert_eq(mb_client_flush(client), 0);
     cr_assert_eq(mb_client_flush(client), 0, "nothing queued");
     cr_assert_eq(mb_client_queue(client, "svc", "q3", 2), 0);
     cr_assert_eq(mb_client_send(client, "svc", "q4", 2), 0);
     tr_free(&request);
     cr_assert(tr_recv(broker, &request, 2000));
-    cr_assert_eq(request.count, 6, "[id][0x11] and two pairs, got %d", request.count);
+    cr_assert_eq(request.count, 8, "[id][0x11] and three pairs, got %d", request.count);
     cr_assert(tr_frame_is(&request, 1, "\x11", 1));
     cr_assert(tr_frame_is(&request, 2, "svc", 3));
     cr_assert(tr_frame_is(&request, 3, "q1", 2));
     cr_assert(tr_frame_is(&request, 4, "other", 5));
     cr_assert(tr_frame_is(&request, 5, "q22", 3));
+    cr_assert(tr_frame_is(&request, 6, "", 0), "the same service again: an empty frame");
+    cr_assert(tr_frame_is(&request, 7, "q333", 4));
     tr_free(&request);
     cr_assert(tr_recv(broker, &request, 2000));
     cr_assert_eq(request.count, 4);
