@@ -604,10 +604,10 @@ int mb_worker_reply(mb_worker_t *self, const void *data, size_t size)
     if (!self->have_reply_to || !self->socket)
         return MB_EINVAL;
     int rc = 0;
+    int64_t now_us = s_now_us(); /* one clock read per reply: they cost on VMs */
     if (self->compact) {
         /* Deferred: sent with the others when the worker runs out of
            input, has S_DEFER_MAX, or the oldest waited S_DEFER_US. */
-        int64_t now_us = s_now_us();
         if (!self->n_deferred)
             self->deferred_since = now_us;
         zmq_msg_t *pair = &self->deferred[2 * self->n_deferred++];
@@ -630,7 +630,7 @@ int mb_worker_reply(mb_worker_t *self, const void *data, size_t size)
     /* A reply is traffic: no HEARTBEAT needed for another interval, and the
        broker, which does not heartbeat a busy worker, gets a full liveness
        window again from now. */
-    int64_t now = s_now_ms();
+    int64_t now = now_us / 1000;
     self->heartbeat_at = now + self->opts.heartbeat_ms;
     self->broker_expires_at = now + (int64_t)self->opts.heartbeat_ms * self->opts.liveness;
     if (rc) {
