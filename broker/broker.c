@@ -1218,9 +1218,21 @@ static void s_replies_add(broker_t *self, zmq_msg_t *client, zmq_msg_t *body)
             batch = &self->replies[i];
     if (!batch) {
         if (self->n_replies == BROKER_REPLY_CLIENTS) {
-            /* Many clients at once: the oldest slot's replies go now. */
-            s_replies_send(self, &self->replies[0]);
-            self->replies[0] = self->replies[--self->n_replies];
+            /* Many clients at once: the first slot's replies go now, and
+               the last slot's frames move into it. */
+            s_replies_t *first = &self->replies[0], *last = &self->replies[--self->n_replies];
+            s_replies_send(self, first);
+            if (last != first) {
+                zmq_msg_init(&first->client);
+                zmq_msg_move(&first->client, &last->client);
+                for (size_t i = 0; i < last->n; i++) {
+                    zmq_msg_init(&first->bodies[i]);
+                    zmq_msg_move(&first->bodies[i], &last->bodies[i]);
+                    zmq_msg_close(&last->bodies[i]);
+                }
+                first->n = last->n;
+                zmq_msg_close(&last->client);
+            }
         }
         batch = &self->replies[self->n_replies++];
         zmq_msg_init(&batch->client);

@@ -1615,3 +1615,62 @@ Test(broker, splits_many_replies_to_a_client_into_whole_messages)
     zmq_close(worker);
     s_finish();
 }
+
+/*  Replies for more mb:c2: clients in one batch than the broker gathers
+    at once (8): each client gets its own replies, whole. */
+Test(broker, gathers_replies_for_many_clients)
+{
+    s_start_broker(NULL);
+    enum { CLIENTS = 11 };
+    void *clients[CLIENTS];
+    char ids[CLIENTS][32];
+    unsigned char ready = MDPW_READY, reply = MDPW_REPLY, marker = 0x11;
+    void *worker = s_socket(ZMQ_DEALER);
+    s_send(worker, 5, S(""), S(MDPW_WORKER), B(&ready, 1), S("echo"), S("mb:compact2"));
+    for (int c = 0; c < CLIENTS; c++) {
+        clients[c] = zmq_socket(s_ctx, ZMQ_DEALER);
+        int zero = 0;
+        zmq_setsockopt(clients[c], ZMQ_LINGER, &zero, sizeof zero);
+        snprintf(ids[c], sizeof ids[c], "mb:c2:client-%02d", c);
+        zmq_setsockopt(clients[c], ZMQ_ROUTING_ID, ids[c], strlen(ids[c]));
+        cr_assert_eq(zmq_connect(clients[c], s_endpoint), 0);
+        s_wait_service(clients[c], "echo");
+    }
+    for (int c = 0; c < CLIENTS; c++) {
+        body_t req = s_request("echo.say", (uint64_t)c + 1, 0);
+        s_send(clients[c], 3, B(&marker, 1), S("echo"), B(req.data, req.size));
+    }
+    /* Every request reached the worker: all answered in one REPLY. */
+    static zmq_msg_t frames[64];
+    int got = 0;
+    while (got < CLIENTS) {
+        size_t n = s_recv_frames(worker, 2000, frames, 64);
+        cr_assert(n >= 3, "requests missing");
+        got += (int)(n - 1) / 2;
+        for (size_t i = 0; i < n; i++)
+            zmq_msg_close(&frames[i]);
+    }
+    zmq_send(worker, &reply, 1, ZMQ_SNDMORE);
+    for (int c = 0; c < CLIENTS; c++) {
+        body_t rep = s_reply((uint64_t)c + 1, "ok");
+        zmq_send(worker, ids[c], strlen(ids[c]), ZMQ_SNDMORE);
+        zmq_send(worker, rep.data, rep.size, c + 1 < CLIENTS ? ZMQ_SNDMORE : 0);
+    }
+    for (int c = 0; c < CLIENTS; c++) {
+        msg_t back;
+        cr_assert(s_recv(clients[c], 2000, &back), "client %d has no reply", c);
+        cr_assert_eq(back.n, 2, "client %d: [0x11][body], got %zu frames", c, back.n);
+        cr_assert_eq(s_read_reply(back.data[1], back.size[1]).rid, (uint64_t)c + 1);
+    }
+    /* And the broker's messages are whole after that: one more round trip. */
+    body_t req = s_request("echo.say", 100, 0);
+    s_send(clients[0], 3, B(&marker, 1), S("echo"), B(req.data, req.size));
+    size_t n = s_recv_frames(worker, 2000, frames, 64);
+    cr_assert_eq(n, 3, "a whole REQUEST, got %zu frames", n);
+    for (size_t i = 0; i < n; i++)
+        zmq_msg_close(&frames[i]);
+    for (int c = 0; c < CLIENTS; c++)
+        zmq_close(clients[c]);
+    zmq_close(worker);
+    s_finish();
+}
