@@ -132,8 +132,9 @@ static void s_pack_error(msgpack_sbuffer *reply, uint64_t rid, int status, const
 
 static mb_handler_fn *s_find_handler(const mb_op_t *ops, const char *op, size_t len)
 {
+    /* strnlen: no whole strlen() of every entry per request. */
     for (const mb_op_t *entry = ops; entry && entry->op; entry++)
-        if (strlen(entry->op) == len && memcmp(entry->op, op, len) == 0)
+        if (strnlen(entry->op, len + 1) == len && memcmp(entry->op, op, len) == 0)
             return entry->handler;
     return NULL;
 }
