@@ -1,6 +1,7 @@
 /*  buf — a growing byte buffer the gateway reuses across requests. */
 #include "buf.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,13 +49,6 @@ void gw_buf_append(gw_buf_t *buf, const void *data, size_t len)
 void gw_buf_puts(gw_buf_t *buf, const char *s)
 {
     gw_buf_append(buf, s, strlen(s));
-}
-
-void gw_buf_putc(gw_buf_t *buf, char c)
-{
-    gw_buf_reserve(buf, 1);
-    buf->data[buf->len++] = c;
-    buf->data[buf->len] = '\0';
 }
 
 void gw_buf_vprintf(gw_buf_t *buf, const char *fmt, va_list ap)
@@ -137,6 +131,17 @@ static const unsigned char s_needs_escape[256] = {
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, /* 0x50: '\\' */
 };
 
+/*  True when a byte of `w` is below 0x20, '"' or '\\' (a byte may be
+    flagged falsely only next to a true one, so "none" is exact). */
+static inline bool s_word_needs_escape(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t quote = w ^ (ones * '"'), backslash = w ^ (ones * '\\');
+    uint64_t below_space = (w - ones * 0x20) & ~w;
+    uint64_t is_quote = (quote - ones) & ~quote, is_backslash = (backslash - ones) & ~backslash;
+    return ((below_space | is_quote | is_backslash) & highs) != 0;
+}
+
 void gw_buf_json_string(gw_buf_t *buf, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
@@ -147,6 +152,17 @@ void gw_buf_json_string(gw_buf_t *buf, const char *s, size_t len)
     *out++ = '"';
     size_t run = 0;
     for (size_t i = 0; i < len; i++) {
+        /* Most text needs no escape: 8 bytes at a time while none is a
+           control character, '"' or '\\'. */
+        while (len - i >= 8) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (s_word_needs_escape(w))
+                break;
+            i += 8;
+        }
+        if (i >= len)
+            break;
         unsigned char c = (unsigned char)s[i];
         if (!s_needs_escape[c])
             continue;

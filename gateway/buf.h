@@ -32,7 +32,14 @@ void gw_buf_reserve(gw_buf_t *buf, size_t more);
 
 void gw_buf_append(gw_buf_t *buf, const void *data, size_t len);
 void gw_buf_puts(gw_buf_t *buf, const char *s);
-void gw_buf_putc(gw_buf_t *buf, char c);
+/*  Inline: JSON output puts a byte between every two values. */
+static inline void gw_buf_putc(gw_buf_t *buf, char c)
+{
+    if (buf->len + 2 > buf->cap)
+        gw_buf_reserve(buf, 1);
+    buf->data[buf->len++] = c;
+    buf->data[buf->len] = '\0';
+}
 void gw_buf_printf(gw_buf_t *buf, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void gw_buf_vprintf(gw_buf_t *buf, const char *fmt, va_list ap);
 

@@ -139,11 +139,32 @@ static double s_be_float(const uint8_t *p, uint64_t n)
     return d;
 }
 
+static int s_put_str(gw_buf_t *out, const uint8_t *s, size_t len, const char **why)
+{
+    if (!gw_utf8_valid((const char *)s, len)) {
+        *why = "a string that is not valid UTF-8";
+        return MB_EPROTO;
+    }
+    gw_buf_json_string(out, (const char *)s, len);
+    return 0;
+}
+
 /*  Writes the object at p (at most `size` bytes) and sets *used to its
     length. */
 static int s_to_json(gw_buf_t *out, const uint8_t *p, size_t size, size_t *used, int depth_left,
                      const char **why)
 {
+    /* Keys and most values of a reply are short strings: read inline
+       (mb_msgpack_head is a call into the shared library per object). */
+    if (size > 0 && p[0] >= 0xa0 && p[0] <= 0xbf) {
+        size_t n = p[0] & 0x1f;
+        if (n > size - 1) {
+            *why = "malformed msgpack";
+            return MB_EPROTO;
+        }
+        *used = 1 + n;
+        return s_put_str(out, p + 1, n, why);
+    }
     mb_msgpack_head_t h;
     if (mb_msgpack_head(p, size, &h) != 0) {
         *why = "malformed msgpack";
@@ -180,12 +201,7 @@ static int s_to_json(gw_buf_t *out, const uint8_t *p, size_t size, size_t *used,
     }
     case MB_MP_STR:
         *used += h.count;
-        if (!gw_utf8_valid((const char *)payload, h.count)) {
-            *why = "a string that is not valid UTF-8";
-            return MB_EPROTO;
-        }
-        gw_buf_json_string(out, (const char *)payload, h.count);
-        return 0;
+        return s_put_str(out, payload, h.count, why);
     case MB_MP_BIN:
         *used += h.count;
         s_put_base64(out, payload, h.count);

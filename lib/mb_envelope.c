@@ -40,8 +40,10 @@ static int s_check_map(const void *data, size_t size, const char **why)
     return 0;
 }
 
-/*  Walks the entries of an encoded map that s_check_map() (or a check of
-    an enclosing object) has accepted, so every header read succeeds. */
+/*  Walks the entries of an encoded top-level map, checking each key and
+    value as it goes (well-formed, inside the input, nested within the
+    envelope's limit): after the last entry, the map was well-formed when
+    `left` is 0, and had no trailing bytes when `pos` is `size`. */
 typedef struct {
     const uint8_t *p;
     size_t size;
@@ -70,13 +72,14 @@ static bool s_map_next(s_map_iter_t *it, const char **key, size_t *key_len,
 {
     mb_msgpack_head_t head;
     size_t used;
+    /* Inside the map, one level of the envelope's depth is taken. */
     if (it->left == 0 || mb_msgpack_head(it->p + it->pos, it->size - it->pos, &head) != 0 ||
-        mb_msgpack_skip(it->p + it->pos, it->size - it->pos, S_MAX_DEPTH, &used) != 0)
+        mb_msgpack_skip(it->p + it->pos, it->size - it->pos, S_MAX_DEPTH - 1, &used) != 0)
         return false;
     *key = head.kind == MB_MP_STR ? (const char *)it->p + it->pos + head.head_len : NULL;
     *key_len = head.kind == MB_MP_STR ? head.count : 0;
     it->pos += used;
-    if (mb_msgpack_skip(it->p + it->pos, it->size - it->pos, S_MAX_DEPTH, &used) != 0)
+    if (mb_msgpack_skip(it->p + it->pos, it->size - it->pos, S_MAX_DEPTH - 1, &used) != 0)
         return false;
     *value = it->p + it->pos;
     *value_len = used;
@@ -295,9 +298,15 @@ int mb_reply_view(mb_reply_view_t *view, const void *data, size_t size, const ch
     if (!why)
         why = &ignored;
     memset(view, 0, sizeof *view);
-    int rc = s_check_map(data, size, why);
-    if (rc)
-        return rc;
+    mb_msgpack_head_t top;
+    if (!data || size == 0) {
+        *why = "empty message";
+        return MB_EPROTO;
+    }
+    if (mb_msgpack_head(data, size, &top) != 0 || top.kind != MB_MP_MAP) {
+        *why = "envelope is not a msgpack map";
+        return MB_EPROTO;
+    }
     const uint8_t *rid = NULL, *status = NULL, *body = NULL, *error = NULL;
     size_t rid_len = 0, status_len = 0, body_len = 0, error_len = 0;
     s_map_iter_t it;
@@ -324,6 +333,16 @@ int mb_reply_view(mb_reply_view_t *view, const void *data, size_t size, const ch
         }
         *slot = value;
         *slot_len = len;
+    }
+    /* One walk checked the entries as it read them: the same checks as
+       s_check_map(), without a second pass over the body. */
+    if (it.left != 0) {
+        *why = "malformed, truncated or too deeply nested msgpack";
+        return MB_EPROTO;
+    }
+    if (it.pos != size) {
+        *why = "trailing bytes after the envelope";
+        return MB_EPROTO;
     }
     /* rid 0 is allowed: it answers a request whose rid could not be read. */
     if (!rid || !s_raw_uint(rid, rid_len, &view->rid)) {

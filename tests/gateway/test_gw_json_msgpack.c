@@ -331,3 +331,29 @@ Test(gw_buf, integers_without_printf)
     cr_assert_eq(gw_fmt_u64(n, UINT64_MAX), 20);
     cr_assert_str_eq(n, "18446744073709551615");
 }
+
+/*  The escape scan reads 8 bytes at a time: every byte that needs an
+    escape is found at every offset of a word, and no other byte is. */
+Test(gw_buf, json_string_escapes_at_every_offset)
+{
+    static const struct {
+        char c;
+        const char *escaped;
+    } specials[] = {{'"', "\\\""}, {'\\', "\\\\"}, {'\n', "\\n"}, {'\x01', "\\u0001"},
+                    {'\x1f', "\\u001f"}, {' ', " "}, {'!', "!"}, {'#', "#"}, {'[', "["},
+                    {']', "]"}, {'\x7f', "\x7f"}, {(char)0xc3, "\xc3"}};
+    for (size_t k = 0; k < sizeof specials / sizeof specials[0]; k++)
+        for (size_t at = 0; at < 21; at++) {
+            char in[21];
+            memset(in, 'a', sizeof in);
+            in[at] = specials[k].c;
+            char want[64];
+            snprintf(want, sizeof want, "\"%.*s%s%.*s\"", (int)at, in, specials[k].escaped,
+                     (int)(sizeof in - at - 1), in + at + 1);
+            gw_buf_t out = GW_BUF_INIT;
+            gw_buf_json_string(&out, in, sizeof in);
+            cr_assert_str_eq(out.data, want, "byte 0x%02x at %zu", (unsigned char)specials[k].c,
+                             at);
+            gw_buf_free(&out);
+        }
+}

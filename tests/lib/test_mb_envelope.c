@@ -520,6 +520,24 @@ Test(mb_envelope, limits_nesting_depth)
     cr_assert_eq(mb_request_peek(p.buf.data, p.buf.size, &rid, &ttl), MB_EPROTO,
                  "peek refuses what decode refuses");
     s_fini(&p);
+
+    /* Replies too: top map + 31 arrays in the body = 32, accepted; 33 not. */
+    for (int arrays = 31; arrays <= 32; arrays++) {
+        s_init(&p);
+        mb_reply_pack_head(&p.pk, 5, 200);
+        for (int i = 0; i < arrays; i++)
+            msgpack_pack_array(&p.pk, 1);
+        msgpack_pack_nil(&p.pk);
+        mb_reply_t rep;
+        mb_reply_view_t view;
+        int want = arrays == 31 ? 0 : MB_EPROTO;
+        cr_assert_eq(mb_reply_view(&view, p.buf.data, p.buf.size, NULL), want, "%d arrays", arrays);
+        cr_assert_eq(mb_reply_decode(&rep, p.buf.data, p.buf.size, NULL), want, "%d arrays",
+                     arrays);
+        if (want == 0)
+            mb_reply_release(&rep);
+        s_fini(&p);
+    }
 }
 
 /* ---- malformed replies ----------------------------------------------------- */
