@@ -21,6 +21,8 @@
 #define MB_DEFAULT_LIVENESS 3
 #define MB_ENV_TIMEOUT_MS "MUSICBUS_TIMEOUT_MS" /* default request deadline */
 #define MB_DEFAULT_TIMEOUT_MS 5000
+#define MB_ENV_IO_SCHED "MUSICBUS_IO_SCHED" /* ZeroMQ I/O threads: "batch" or "normal" */
+#define MB_DEFAULT_IO_SCHED "batch"
 
 /*  Returns the value of environment variable `name` when set and not
     empty, else `fallback`. Borrowed; never NULL unless fallback is. */

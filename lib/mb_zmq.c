@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mb_config.h"
 #include "mb_error.h"
 #include "mb_log.h"
 
@@ -30,13 +31,21 @@ void *mb_zmq_context(void)
         /* The I/O thread runs SCHED_BATCH: woken by a send or by data from
            the network, it no longer preempts the thread running on that
            CPU; it runs on an idle CPU at once, else when the running
-           thread sleeps or its slice ends. Under load messages then
-           accumulate and each wake-up moves a batch: under wrk -c64
-           through gateway, broker and catalog, the I/O threads' CPU per
-           request halved (gateway 2.9 -> 1.3 us, broker 5.0 -> 2.3,
-           catalog 2.6 -> 1.2) and their sleeps per request with it. No
-           privilege is needed to choose SCHED_BATCH. */
-        zmq_ctx_set(s_context, ZMQ_THREAD_SCHED_POLICY, SCHED_BATCH);
+           thread sleeps or its slice ends. When the stack itself keeps
+           the CPUs busy, messages then accumulate and each wake-up moves
+           a batch: gateway_bench on 2 vCPUs, 47 100 req/s against 38 900 to
+           42 400 with "normal" (3 runs each, alternated), 26 against 29 us
+           of CPU per request over all threads. The price: next to other
+           programs that keep every CPU busy, a wake-up waits for their
+           slice to end (two busy loops beside the stack: 15 000-18 000
+           req/s and p99 17-22 ms, against 20 000-33 000 and 8-9 ms).
+           There, MUSICBUS_IO_SCHED=normal. No privilege is needed either way. */
+        const char *io_sched = mb_config_env(MB_ENV_IO_SCHED, MB_DEFAULT_IO_SCHED);
+        if (strcmp(io_sched, "normal") != 0) {
+            if (strcmp(io_sched, "batch") != 0)
+                mb_warn(0, "%s=%s is neither batch nor normal: batch", MB_ENV_IO_SCHED, io_sched);
+            zmq_ctx_set(s_context, ZMQ_THREAD_SCHED_POLICY, SCHED_BATCH);
+        }
     }
     void *context = s_context;
     pthread_mutex_unlock(&s_lock);

@@ -1,6 +1,11 @@
 /*  mb_zmq: one context, frame helpers. */
 #include <criterion/criterion.h>
+#include <dirent.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mb_error.h"
 #include "mb_zmq.h"
@@ -92,4 +97,52 @@ Test(mb_zmq, fd_is_the_sockets_and_minus_one_without_a_socket)
     cr_assert_geq(fd, 0);
     zmq_close(s);
     mb_zmq_shutdown();
+}
+
+/*  The scheduling policy of this process's ZeroMQ I/O thread, found by
+    its name; -1 when there is none. */
+static int s_io_thread_policy(void)
+{
+    int policy = -1;
+    DIR *dir = opendir("/proc/self/task");
+    cr_assert_not_null(dir);
+    struct dirent *e;
+    while ((e = readdir(dir))) {
+        char path[300], name[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        if (fgets(name, sizeof name, f) && strncmp(name, "ZMQbg/IO/", 9) == 0)
+            policy = sched_getscheduler((pid_t)atoi(e->d_name));
+        fclose(f);
+    }
+    closedir(dir);
+    return policy;
+}
+
+/*  The I/O thread runs SCHED_BATCH unless MUSICBUS_IO_SCHED=normal. */
+Test(mb_zmq, io_thread_scheduling_follows_musicbus_io_sched)
+{
+    const char *settings[] = {NULL, "batch", "normal"};
+    const int policies[] = {SCHED_BATCH, SCHED_BATCH, SCHED_OTHER};
+    for (int i = 0; i < 3; i++) {
+        if (settings[i])
+            setenv("MUSICBUS_IO_SCHED", settings[i], 1);
+        else
+            unsetenv("MUSICBUS_IO_SCHED");
+        /* I/O threads start with the first socket. */
+        void *socket = zmq_socket(mb_zmq_context(), ZMQ_DEALER);
+        cr_assert_not_null(socket);
+        /* The thread names itself, and sets its policy, once it runs. */
+        int policy = s_io_thread_policy();
+        for (int tries = 0; policy != policies[i] && tries < 100; tries++) {
+            usleep(10000);
+            policy = s_io_thread_policy();
+        }
+        cr_assert_eq(policy, policies[i], "MUSICBUS_IO_SCHED=%s: policy %d",
+                     settings[i] ? settings[i] : "(unset)", policy);
+        zmq_close(socket);
+        mb_zmq_shutdown();
+    }
 }
