@@ -80,7 +80,7 @@
 #define BROKER_MAX_SERVICES 1024           /* services known at once */
 #define BROKER_MAX_SERVICE_NAME 255        /* bytes */
 #define BROKER_MAX_WORKERS 65536           /* workers known at once */
-#define BROKER_MAX_FRAMES 64               /* frames per message */
+#define BROKER_MAX_FRAMES MB_COMPACT_FRAMES_MAX /* frames per message (mdp.h) */
 #define BROKER_MAX_FRAME_BYTES (64L << 20) /* ZMQ_MAXMSGSIZE: bigger frames drop the peer */
 
 /*  Socket high-water marks, in messages. High, because the broker is a

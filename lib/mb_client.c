@@ -21,8 +21,6 @@
 #define S_RECONNECT_MAX_MS 1000 /* reconnect backoff cap: a restarted broker is found within 1 s   \
                                  */
 #define S_HWM 100000            /* messages queued each way: room for many requests in flight */
-#define S_QUEUE_MAX 31          /* requests in one compact message (mb_client_queue): the
-                                   broker takes 64 frames a message */
 
 struct mb_client {
     void *socket;          /* DEALER connected to the broker */
@@ -149,7 +147,7 @@ int mb_client_queue(mb_client_t *self, const char *service, const void *body, si
     zmq_msg_init_size(&self->held, size);
     if (size)
         memcpy(zmq_msg_data(&self->held), body, size);
-    if (++self->queued == S_QUEUE_MAX)
+    if (++self->queued == MB_COMPACT_PAIRS_MAX)
         return mb_client_flush(self);
     return 0;
 }
@@ -162,21 +160,13 @@ int mb_client_send(mb_client_t *self, const char *service, const void *body, siz
     int flushed = mb_client_flush(self);
     if (flushed)
         return flushed;
+    if (self->compact) {
+        /* A compact request sent alone is a queue of one. */
+        int rc = mb_client_queue(self, service, body, size);
+        return rc ? rc : mb_client_flush(self);
+    }
     /* Only the first frame can meet a full queue: once a message has
        started, libzmq accepts its remaining frames. */
-    if (self->compact) {
-        static const unsigned char compact = MB_CLIENT_COMPACT;
-        int rc = mb_zmq_send(self->socket, &compact, 1, true, ZMQ_DONTWAIT);
-        if (rc)
-            return rc == MB_EAGAIN ? MB_EAGAIN : MB_EIO;
-        if (mb_zmq_send(self->socket, service, service_len, true, ZMQ_DONTWAIT) ||
-            mb_zmq_send(self->socket, body, size, false, ZMQ_DONTWAIT)) {
-            mb_error(0, "client: send to '%s' failed mid-message: %s", service,
-                     zmq_strerror(errno));
-            return MB_EIO;
-        }
-        return 0;
-    }
     int rc = mb_zmq_send(self->socket, "", 0, true, ZMQ_DONTWAIT);
     if (rc)
         return rc == MB_EAGAIN ? MB_EAGAIN : MB_EIO;

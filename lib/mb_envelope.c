@@ -14,32 +14,6 @@
    pre-scan, not msgpack-c, is what refuses deep input. */
 #define S_MAX_DEPTH 32
 
-/*  Checks that `data` is exactly one well-formed msgpack map within the
-    envelope's depth limit, refusing lying counts and deep nesting before
-    anything allocates for them. */
-static int s_check_map(const void *data, size_t size, const char **why)
-{
-    size_t used = 0;
-    mb_msgpack_head_t head;
-    if (!data || size == 0) {
-        *why = "empty message";
-        return MB_EPROTO;
-    }
-    if (mb_msgpack_head(data, size, &head) != 0 || head.kind != MB_MP_MAP) {
-        *why = "envelope is not a msgpack map";
-        return MB_EPROTO;
-    }
-    if (mb_msgpack_skip(data, size, S_MAX_DEPTH, &used) != 0) {
-        *why = "malformed, truncated or too deeply nested msgpack";
-        return MB_EPROTO;
-    }
-    if (used != size) {
-        *why = "trailing bytes after the envelope";
-        return MB_EPROTO;
-    }
-    return 0;
-}
-
 /*  Walks the entries of an encoded top-level map, checking each key and
     value as it goes (well-formed, inside the input, nested within the
     envelope's limit): after the last entry, the map was well-formed when
@@ -86,6 +60,54 @@ static bool s_map_next(s_map_iter_t *it, const char **key, size_t *key_len,
     it->pos += used;
     it->left--;
     return true;
+}
+
+/*  Starts the one walk that both reads an envelope and checks it:
+    `data` must be a msgpack map. */
+static int s_envelope_begin(s_map_iter_t *it, const void *data, size_t size, const char **why)
+{
+    mb_msgpack_head_t top;
+    if (!data || size == 0) {
+        *why = "empty message";
+        return MB_EPROTO;
+    }
+    if (mb_msgpack_head(data, size, &top) != 0 || top.kind != MB_MP_MAP) {
+        *why = "envelope is not a msgpack map";
+        return MB_EPROTO;
+    }
+    s_map_begin(it, data, size);
+    return 0;
+}
+
+/*  Ends that walk: every entry was read (each checked as it was) and
+    nothing trails the map. */
+static int s_envelope_end(const s_map_iter_t *it, const char **why)
+{
+    if (it->left != 0) {
+        *why = "malformed, truncated or too deeply nested msgpack";
+        return MB_EPROTO;
+    }
+    if (it->pos != it->size) {
+        *why = "trailing bytes after the envelope";
+        return MB_EPROTO;
+    }
+    return 0;
+}
+
+/*  Checks that `data` is exactly one well-formed msgpack map within the
+    envelope's depth limit, refusing lying counts and deep nesting before
+    anything allocates for them. */
+static int s_check_map(const void *data, size_t size, const char **why)
+{
+    s_map_iter_t it;
+    const char *key;
+    size_t key_len, len;
+    const uint8_t *value;
+    if (s_envelope_begin(&it, data, size, why))
+        return MB_EPROTO;
+    while (s_map_next(&it, &key, &key_len, &value, &len))
+        ;
+    return s_envelope_end(&it, why);
 }
 
 static bool s_name_is(const char *key, size_t key_len, const char *name)
@@ -246,14 +268,12 @@ int mb_request_peek(const void *data, size_t size, uint64_t *rid, uint32_t *ttl_
     static const char *ignored;
     *rid = 0;
     *ttl_ms = 0;
-    /* One allocation-free pass checks the whole message is well-formed
-       msgpack (counts, depth, no trailing bytes), so the broker refuses
-       exactly the garbage the actors would, and the walk below can trust
-       every header it reads. */
-    if (s_check_map(data, size, &ignored))
-        return MB_EPROTO;
+    /* One allocation-free walk reads rid and ttl and checks the whole
+       message is well-formed msgpack (counts, depth, no trailing bytes),
+       so peek refuses exactly the garbage decode would. */
     s_map_iter_t it;
-    s_map_begin(&it, data, size);
+    if (s_envelope_begin(&it, data, size, &ignored))
+        return MB_EPROTO;
     const char *key;
     size_t key_len, len;
     const uint8_t *value;
@@ -269,6 +289,8 @@ int mb_request_peek(const void *data, size_t size, uint64_t *rid, uint32_t *ttl_
         have_rid |= is_rid;
         have_ttl |= is_ttl;
     }
+    if (s_envelope_end(&it, &ignored))
+        return MB_EPROTO;
     if (!have_rid || found_rid == 0)
         return MB_EPROTO;
     if (have_ttl && (found_ttl == 0 || found_ttl > UINT32_MAX))
@@ -298,19 +320,11 @@ int mb_reply_view(mb_reply_view_t *view, const void *data, size_t size, const ch
     if (!why)
         why = &ignored;
     memset(view, 0, sizeof *view);
-    mb_msgpack_head_t top;
-    if (!data || size == 0) {
-        *why = "empty message";
+    s_map_iter_t it;
+    if (s_envelope_begin(&it, data, size, why))
         return MB_EPROTO;
-    }
-    if (mb_msgpack_head(data, size, &top) != 0 || top.kind != MB_MP_MAP) {
-        *why = "envelope is not a msgpack map";
-        return MB_EPROTO;
-    }
     const uint8_t *rid = NULL, *status = NULL, *body = NULL, *error = NULL;
     size_t rid_len = 0, status_len = 0, body_len = 0, error_len = 0;
-    s_map_iter_t it;
-    s_map_begin(&it, data, size);
     const char *key;
     size_t key_len, len;
     const uint8_t *value;
@@ -334,16 +348,8 @@ int mb_reply_view(mb_reply_view_t *view, const void *data, size_t size, const ch
         *slot = value;
         *slot_len = len;
     }
-    /* One walk checked the entries as it read them: the same checks as
-       s_check_map(), without a second pass over the body. */
-    if (it.left != 0) {
-        *why = "malformed, truncated or too deeply nested msgpack";
+    if (s_envelope_end(&it, why))
         return MB_EPROTO;
-    }
-    if (it.pos != size) {
-        *why = "trailing bytes after the envelope";
-        return MB_EPROTO;
-    }
     /* rid 0 is allowed: it answers a request whose rid could not be read. */
     if (!rid || !s_raw_uint(rid, rid_len, &view->rid)) {
         *why = "reply rid missing or not a non-negative integer";

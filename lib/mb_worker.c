@@ -25,9 +25,7 @@
 #define S_DISCONNECT_LINGER_MS 200 /* time given to DISCONNECT to leave at exit */
 
 /*  Compact replies are deferred and sent several in one message (see
-    mb_worker.h): at most this many in one message (the broker takes 64
-    frames a message), */
-#define S_DEFER_MAX 31
+    mb_worker.h): at most MB_COMPACT_PAIRS_MAX in one message (mdp.h), */
 /*  held at most this long (µs) once the worker is back in mb_worker_recv(), */
 #define S_DEFER_US 1000
 /*  and not at all for this long (µs) after a request took S_DEFER_US or
@@ -58,7 +56,7 @@ struct mb_worker {
                                   DISCONNECT from the broker */
     bool plain_ready;          /* say READY without the compact option: the
                                   last one with it was refused at once */
-    zmq_msg_t deferred[2 * S_DEFER_MAX]; /* compact replies not sent yet: [client][body]
+    zmq_msg_t deferred[2 * MB_COMPACT_PAIRS_MAX]; /* compact replies not sent yet: [client][body]
                                             pairs, oldest first */
     size_t n_deferred;         /* pairs in deferred[] */
     int64_t deferred_since;    /* when the oldest of them was made (monotonic µs) */
@@ -66,18 +64,16 @@ struct mb_worker {
     int64_t slow_until;        /* no deferring before then (monotonic µs) */
 };
 
-static int64_t s_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int64_t s_now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t s_now_ms(void)
+{
+    return s_now_us() / 1000;
 }
 
 void mb_worker_opts_default(mb_worker_opts_t *opts)
@@ -536,7 +532,11 @@ int mb_worker_recv(mb_worker_t *self, zmq_msg_t *body)
         mb_warn(0, "worker: previous request was not answered; its client will time out");
         s_forget_request(self);
     }
-    if (self->n_deferred && s_now_us() - self->deferred_since >= S_DEFER_US)
+    /* One clock read serves the deferred replies' age and, when a request
+       is waiting already (the usual case under load), its handing time:
+       clock reads cost on VMs. Stale (-1) once the loop has waited. */
+    int64_t now_us = s_now_us();
+    if (self->n_deferred && now_us - self->deferred_since >= S_DEFER_US)
         s_flush_deferred(self);
     for (;;) {
         if (mb_signal_stop_requested()) {
@@ -544,15 +544,18 @@ int mb_worker_recv(mb_worker_t *self, zmq_msg_t *body)
                 s_flush_deferred(self);
             return MB_EINTR;
         }
-        if (!self->socket && s_reconnect(self, true) != 0)
-            continue; /* connect only fails for a bad endpoint: keep backing off */
+        if (!self->socket) {
+            now_us = -1; /* reconnecting backs off */
+            if (s_reconnect(self, true) != 0)
+                continue; /* connect only fails for a bad endpoint: keep backing off */
+        }
 
         /* Read first: with the broker's credit, requests are often waiting
            already, and a poll before each would cost system calls for
            nothing. Only an empty socket makes us wait. */
         int got = self->batch_more ? s_read_pair(self, body) : s_read_message(self, body);
         if (got == S_REQUEST) {
-            self->handed_at = s_now_us();
+            self->handed_at = now_us >= 0 ? now_us : s_now_us();
             return 0;
         }
         if (got == S_EMPTY && self->n_deferred) {
@@ -576,6 +579,7 @@ int mb_worker_recv(mb_worker_t *self, zmq_msg_t *body)
                the next READY is plain RFC 7, the one after tries again. */
             self->plain_ready = !self->heard && !self->plain_ready;
             s_reconnect(self, wait);
+            now_us = -1;
             continue;
         }
         int64_t now = s_now_ms();
@@ -583,6 +587,7 @@ int mb_worker_recv(mb_worker_t *self, zmq_msg_t *body)
             mb_warn(0, "worker: broker silent for %d ms; reconnecting in %d ms",
                     self->opts.heartbeat_ms * self->opts.liveness, self->backoff_ms);
             s_reconnect(self, true);
+            now_us = -1;
             continue;
         }
         if (now >= self->heartbeat_at) {
@@ -596,6 +601,7 @@ int mb_worker_recv(mb_worker_t *self, zmq_msg_t *body)
                                                                     : self->broker_expires_at;
         if (s_wait(self, (long)(wake - now)) != 0)
             return MB_EIO;
+        now_us = -1;
     }
 }
 
@@ -607,20 +613,18 @@ int mb_worker_reply(mb_worker_t *self, const void *data, size_t size)
     int64_t now_us = s_now_us(); /* one clock read per reply: they cost on VMs */
     if (self->compact) {
         /* Deferred: sent with the others when the worker runs out of
-           input, has S_DEFER_MAX, or the oldest waited S_DEFER_US. */
+           input, has MB_COMPACT_PAIRS_MAX, or the oldest waited S_DEFER_US. */
         if (!self->n_deferred)
             self->deferred_since = now_us;
         zmq_msg_t *pair = &self->deferred[2 * self->n_deferred++];
         zmq_msg_init(&pair[0]);
-        zmq_msg_move(&pair[0], &self->reply_to);
-        zmq_msg_close(&self->reply_to);
-        self->have_reply_to = false;
+        zmq_msg_move(&pair[0], &self->reply_to); /* s_forget_request() closes what is left */
         zmq_msg_init_size(&pair[1], size);
         if (size)
             memcpy(zmq_msg_data(&pair[1]), data, size);
         if (now_us - self->handed_at >= S_DEFER_US)
             self->slow_until = now_us + S_SLOW_HOLD_US;
-        if (self->n_deferred == S_DEFER_MAX || now_us < self->slow_until ||
+        if (self->n_deferred == MB_COMPACT_PAIRS_MAX || now_us < self->slow_until ||
             now_us - self->deferred_since >= S_DEFER_US)
             rc = s_flush_deferred(self);
     } else {

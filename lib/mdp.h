@@ -23,6 +23,13 @@
 #define MDPW_HEARTBEAT 0x04
 #define MDPW_DISCONNECT 0x05
 
+/*  The musicbus compact framing (mb_client.h, mb_worker.h): a message
+    holds at most MB_COMPACT_FRAMES_MAX frames, which the broker reads
+    whole, so at most MB_COMPACT_PAIRS_MAX [client|service][body] pairs
+    follow the command frame (and the client's id, on the broker's side). */
+#define MB_COMPACT_FRAMES_MAX 64
+#define MB_COMPACT_PAIRS_MAX ((MB_COMPACT_FRAMES_MAX - 2) / 2)
+
 /*  MMI: services whose name starts with "mmi." are answered by the broker.
     mmi.service: body is a service name; reply "200" when it has workers,
     "404" when not, and "501" for any other mmi.* name. */
